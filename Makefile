@@ -1,0 +1,55 @@
+# netmon build. `make` builds the BPF object the Python package loads; the
+# hatchling build hook (hatch_build.py) runs the same recipe through `make`
+# when a wheel or sdist is built.
+
+CLANG ?= clang
+LLVM_STRIP ?= llvm-strip
+BPFTOOL ?= bpftool
+PYTHON ?= python3
+VENV ?= .venv
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' -e 's/ppc64le/powerpc/' -e 's/s390x/s390/')
+
+BPF_OBJ := netmon/_bpf/xdp_monitor.bpf.o
+BPF_PASS_OBJ := build/xdp_pass.bpf.o
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
+
+# Debian package names of everything building, running and testing need.
+APT_DEPS := clang llvm libbpf-dev libbpf1 bpftool iproute2 iputils-ping \
+	tcpdump ethtool util-linux python3 python3-venv python3-pip make
+
+.PHONY: all vmlinux deps venv test test-unit clean
+
+all: $(BPF_OBJ)
+
+$(BPF_OBJ): bpf/xdp_monitor.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+	$(LLVM_STRIP) -g $@ 2>/dev/null || true
+
+$(BPF_PASS_OBJ): bpf/xdp_pass.bpf.c bpf/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# Regenerate the kernel type header from the running kernel's BTF.
+vmlinux:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+
+# System packages (Debian 12); needs root.
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DEPS)
+
+# A virtualenv with netmon (editable) and the test tools.
+venv: $(BPF_OBJ)
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+
+test: deps venv $(BPF_PASS_OBJ)
+	$(VENV)/bin/python -m pytest -ra tests
+
+test-unit: venv
+	$(VENV)/bin/python -m pytest -ra -m 'not kernel' tests
+
+clean:
+	rm -rf build dist netmon/_bpf/*.o

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * netmon's XDP program: parse each received frame, apply the filters the user
+ * asked for, count, and send one fixed-size record per matching IP packet to
+ * user space through a perf event array.
+ *
+ * It never changes a packet and returns XDP_PASS on every path: netmon watches
+ * traffic, it must not disturb it.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "xdp_monitor.h"
+
+/* UAPI headers clash with vmlinux.h, so the few constants we need live here. */
+#define ETH_P_IP     0x0800
+#define ETH_P_IPV6   0x86DD
+#define ETH_P_8021Q  0x8100
+#define ETH_P_8021AD 0x88A8
+#define IP_MF        0x2000
+#define IP_OFFSET    0x1FFF
+#define VLAN_VID_MASK 0x0FFF
+#define VLAN_MAX_DEPTH 2
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+const volatile struct nm_config cfg = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NM_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Where parsing stands: the next unread byte and the end of the frame. */
+struct cursor {
+	void *pos;
+	void *end;
+};
+
+struct vlan_tag {
+	__be16 tci;
+	__be16 proto;
+};
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *val = bpf_map_lookup_elem(&counters, &idx);
+
+	/* Cannot fail for idx < NM_CNT_MAX; the check is for the verifier. */
+	if (val)
+		*val += 1;
+}
+
+/*
+ * Ethernet header plus up to VLAN_MAX_DEPTH 802.1Q/802.1ad tags. Returns the
+ * inner EtherType in network byte order, or -1 if the frame is too short.
+ */
+static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan)
+{
+	struct ethhdr *eth = c->pos;
+	__be16 proto;
+
+	if ((void *)(eth + 1) > c->end)
+		return -1;
+	c->pos = eth + 1;
+	proto = eth->h_proto;
+
+#pragma unroll
+	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
+		struct vlan_tag *tag = c->pos;
+
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if ((void *)(tag + 1) > c->end)
+			return -1;
+		if (i == 0)
+			*vlan = bpf_ntohs(tag->tci) & VLAN_VID_MASK;
+		proto = tag->proto;
+		c->pos = tag + 1;
+	}
+	return proto;
+}
+
+/* IPv4 header with options. Returns the protocol number or -1. */
+static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
+{
+	struct iphdr *iph = c->pos;
+	__u32 hdrsize;
+	__u16 frag;
+
+	if ((void *)(iph + 1) > c->end)
+		return -1;
+	if (iph->version != 4 || iph->ihl < 5)
+		return -1;
+	hdrsize = iph->ihl * 4;
+	if (c->pos + hdrsize > c->end)
+		return -1;
+	c->pos += hdrsize;
+
+	ev->family = 4;
+	ev->ipproto = iph->protocol;
+	__builtin_memcpy(ev->saddr, &iph->saddr, 4);
+	__builtin_memcpy(ev->daddr, &iph->daddr, 4);
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & (IP_MF | IP_OFFSET))
+		ev->flags |= NM_EV_FRAG;
+	/* A later fragment carries no transport header. */
+	if (frag & IP_OFFSET)
+		return -1;
+	return iph->protocol;
+}
+
+static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
+{
+	struct tcphdr *th = c->pos;
+
+	if ((void *)(th + 1) > c->end)
+		return;
+	ev->sport = bpf_ntohs(th->source);
+	ev->dport = bpf_ntohs(th->dest);
+	/* The flags byte follows the 4-bit data offset and reserved bits. */
+	ev->tcp_flags = ((__u8 *)th)[13];
+	ev->flags |= NM_EV_PORTS | NM_EV_TCPFLAGS;
+}
+
+static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
+{
+	struct udphdr *uh = c->pos;
+
+	if ((void *)(uh + 1) > c->end)
+		return;
+	ev->sport = bpf_ntohs(uh->source);
+	ev->dport = bpf_ntohs(uh->dest);
+	ev->flags |= NM_EV_PORTS;
+}
+
+static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
+{
+	struct icmphdr *ih = c->pos;
+
+	if ((void *)(ih + 1) > c->end)
+		return;
+	ev->icmp_type = ih->type;
+	ev->icmp_code = ih->code;
+	ev->flags |= NM_EV_ICMP;
+}
+
+/* (addr & mask) == want, 32 bits at a time; want is pre-masked by netmon. */
+static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *want,
+				       const volatile __u8 *mask)
+{
+#pragma unroll
+	for (int i = 0; i < NM_ADDR_LEN; i += 4) {
+		__u32 a = *(__u32 *)(addr + i);
+		__u32 w = *(const volatile __u32 *)(want + i);
+		__u32 m = *(const volatile __u32 *)(mask + i);
+
+		if ((a & m) != w)
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool filter_match(const struct nm_event *ev)
+{
+	__u8 match = cfg.match;
+
+	if ((match & NM_M_PROTO) && ev->ipproto != cfg.proto)
+		return false;
+	if ((match & NM_M_SADDR) &&
+	    (ev->family != cfg.sfamily || !addr_match(ev->saddr, cfg.saddr, cfg.smask)))
+		return false;
+	if ((match & NM_M_DADDR) &&
+	    (ev->family != cfg.dfamily || !addr_match(ev->daddr, cfg.daddr, cfg.dmask)))
+		return false;
+	if ((match & (NM_M_SPORT | NM_M_DPORT)) && !(ev->flags & NM_EV_PORTS))
+		return false;
+	if ((match & NM_M_SPORT) && ev->sport != cfg.sport)
+		return false;
+	if ((match & NM_M_DPORT) && ev->dport != cfg.dport)
+		return false;
+	return true;
+}
+
+/*
+ * Kept out of line so the object's BTF describes struct nm_event: netmon
+ * checks its Python mirror against that size before it reads any event.
+ */
+static __noinline int send_event(struct xdp_md *ctx, struct nm_event *ev)
+{
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0) {
+		count(NM_CNT_SEND_FAILED);
+		return -1;
+	}
+	count(NM_CNT_SENT);
+	return 0;
+}
+
+SEC("xdp")
+int xdp_monitor(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct cursor c = { .pos = data, .end = data_end };
+	struct nm_event ev = {};
+	int proto;
+
+	count(NM_CNT_SEEN);
+
+	proto = parse_ethhdr(&c, &ev.vlan);
+	if (proto != bpf_htons(ETH_P_IP)) {
+		count(NM_CNT_NON_IP);
+		return XDP_PASS;
+	}
+
+	proto = parse_iphdr(&c, &ev);
+	if (!ev.family) {
+		count(NM_CNT_MALFORMED);
+		return XDP_PASS;
+	}
+
+	switch (proto) {
+	case IPPROTO_TCP:
+		parse_tcphdr(&c, &ev);
+		break;
+	case IPPROTO_UDP:
+		parse_udphdr(&c, &ev);
+		break;
+	case IPPROTO_ICMP:
+		parse_icmphdr(&c, &ev);
+		break;
+	}
+
+	if (!filter_match(&ev))
+		return XDP_PASS;
+	count(NM_CNT_MATCHED);
+
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.ifindex = ctx->ingress_ifindex;
+	ev.len = data_end - data;
+	send_event(ctx, &ev);
+	return XDP_PASS;
+}

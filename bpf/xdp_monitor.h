@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The contract between the XDP program and netmon's Python side.
+ *
+ * Every struct here has fixed-width fields and explicit padding so that the
+ * one Python mirror (netmon/events.py for nm_event, netmon/filters.py for
+ * nm_config) can describe it with the struct module. netmon checks at load
+ * time that the sizes it packs equal the sizes in the object's BTF.
+ */
+#ifndef __XDP_MONITOR_H
+#define __XDP_MONITOR_H
+
+#define NM_ADDR_LEN 16
+
+/* nm_event.flags */
+#define NM_EV_PORTS    0x01 /* sport/dport are valid */
+#define NM_EV_ICMP     0x02 /* icmp_type/icmp_code are valid */
+#define NM_EV_FRAG     0x04 /* part of a fragmented IP datagram */
+#define NM_EV_TCPFLAGS 0x08 /* tcp_flags is valid */
+
+/* One record per matching IP packet, sent through the perf event array. */
+struct nm_event {
+	__u64 ts_ns;               /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 ifindex;             /* interface the frame arrived on */
+	__u32 len;                 /* frame length at the hook, in bytes */
+	__u8  saddr[NM_ADDR_LEN];  /* IPv4 uses the first 4 bytes */
+	__u8  daddr[NM_ADDR_LEN];
+	__u16 sport;               /* host byte order */
+	__u16 dport;
+	__u16 vlan;                /* outer VLAN id, 0 when untagged */
+	__u8  family;              /* 4 or 6 */
+	__u8  ipproto;             /* IANA protocol number */
+	__u8  icmp_type;
+	__u8  icmp_code;
+	__u8  tcp_flags;           /* FIN=0x01 ... CWR=0x80 */
+	__u8  flags;               /* NM_EV_* */
+	__u8  _pad[4];
+};
+
+/* nm_config.match: which filters are on. All of them must hold. */
+#define NM_M_PROTO 0x01
+#define NM_M_SADDR 0x02
+#define NM_M_DADDR 0x04
+#define NM_M_SPORT 0x08
+#define NM_M_DPORT 0x10
+
+/*
+ * Filter configuration, written into .rodata before load. Because it is
+ * const, the verifier prunes the branches of every filter that is off, so an
+ * unfiltered run pays nothing for the filter code.
+ */
+struct nm_config {
+	__u8  saddr[NM_ADDR_LEN];  /* compared after masking with smask */
+	__u8  smask[NM_ADDR_LEN];
+	__u8  daddr[NM_ADDR_LEN];
+	__u8  dmask[NM_ADDR_LEN];
+	__u16 sport;               /* host byte order */
+	__u16 dport;
+	__u8  sfamily;             /* family the saddr filter applies to */
+	__u8  dfamily;
+	__u8  proto;               /* IANA protocol number */
+	__u8  match;               /* NM_M_* */
+};
+
+/* Indexes of the per-CPU counters array. */
+enum nm_counter {
+	NM_CNT_SEEN = 0,     /* every frame the hook saw */
+	NM_CNT_NON_IP,       /* frames that carry no IPv4/IPv6 packet */
+	NM_CNT_MALFORMED,    /* IP frames too short or inconsistent to parse */
+	NM_CNT_MATCHED,      /* packets every filter accepted */
+	NM_CNT_SENT,         /* events written to the perf buffer */
+	NM_CNT_SEND_FAILED,  /* bpf_perf_event_output() errors: buffer full */
+	NM_CNT_MAX,
+};
+
+#endif /* __XDP_MONITOR_H */

@@ -1,0 +1,5 @@
+import sys
+
+from netmon.cli import main
+
+sys.exit(main())

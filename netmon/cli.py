@@ -1,0 +1,161 @@
+"""netmon's command line: typer parses, ``main()`` maps failures to one line and an exit code.
+
+Everything else lives in modules that take plain values, so tests can call them
+without a terminal.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from netmon import __version__, errors, protocols, system
+from netmon.filters import FilterSpec, parse_network, parse_port
+from netmon.monitor import Settings, run
+from netmon.program import Method, Mode
+from netmon.reader import DEFAULT_PAGES
+
+
+# typer raises click's exceptions (vendored as typer._click in newer releases);
+# find the class through typer's public API so either layout works.
+_ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class ExitStatus(enum.IntEnum):
+    SUCCESS = 0
+    ERROR = 1  # anything else that went wrong
+    USAGE = 2  # bad option or value
+    PERMISSION = 3  # not root / missing capabilities
+    NO_INTERFACE = 4
+    ENVIRONMENT = 5  # libbpf missing or too old, kernel too old, object mismatch
+    REJECTED = 6  # verifier refused the program
+    XDP_BUSY = 7  # interface already has someone else's XDP program
+    ATTACH = 8  # the kernel refused to attach in every allowed mode
+
+
+_STATUS = {
+    errors.UsageError: ExitStatus.USAGE,
+    errors.PermissionProblem: ExitStatus.PERMISSION,
+    errors.InterfaceNotFound: ExitStatus.NO_INTERFACE,
+    errors.LibbpfMissing: ExitStatus.ENVIRONMENT,
+    errors.KernelTooOld: ExitStatus.ENVIRONMENT,
+    errors.ObjectMismatch: ExitStatus.ENVIRONMENT,
+    errors.ProgramRejected: ExitStatus.REJECTED,
+    errors.XdpBusy: ExitStatus.XDP_BUSY,
+    errors.AttachFailed: ExitStatus.ATTACH,
+}
+
+
+def _parsed(parse):
+    """A typer callback that turns a parser's ValueError into a usage error naming the option."""
+
+    def callback(value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return callback
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"netmon {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Show every IP packet an interface receives, one line each, filtered in the kernel.",
+)
+def monitor(
+    interface: Optional[str] = typer.Option(
+        None, "-i", "--interface", metavar="IFACE",
+        help="Interface to watch [default: that of the default route, else eth0]."),
+    protocol: str = typer.Option(
+        "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
+        help="tcp, udp, icmp or all; also any IP protocol name or number."),
+    src_ip: Optional[str] = typer.Option(
+        None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Source address or prefix."),
+    dst_ip: Optional[str] = typer.Option(
+        None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Destination address or prefix."),
+    src_port: Optional[str] = typer.Option(
+        None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
+        help="Source port (TCP/UDP)."),
+    dst_port: Optional[str] = typer.Option(
+        None, "--dst-port", metavar="PORT", callback=_parsed(parse_port),
+        help="Destination port (TCP/UDP)."),
+    mode: Mode = typer.Option(
+        Mode.AUTO, "--mode", case_sensitive=False,
+        help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
+             "falling back to generic."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
+    count: Optional[int] = typer.Option(
+        None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
+    buffer_pages: int = typer.Option(
+        DEFAULT_PAGES, "--buffer-pages", metavar="N", min=1,
+        help="Perf buffer size per CPU, in pages (a power of two)."),
+    attach: Method = typer.Option(
+        Method.AUTO, "--attach", case_sensitive=False, hidden=True,
+        help="bpf_link, netlink, or auto (link where the kernel has XDP links)."),
+    version: bool = typer.Option(False, "--version", "-V", callback=_version,
+                                 is_eager=True, help="Show the version and exit."),
+) -> int:
+    try:
+        spec = FilterSpec(protocol=protocol, src=src_ip, dst=dst_ip,
+                          sport=src_port, dport=dst_port)
+    except ValueError as exc:
+        raise errors.UsageError(str(exc)) from None
+    if buffer_pages & (buffer_pages - 1):
+        raise errors.UsageError(f"--buffer-pages must be a power of two, not {buffer_pages}")
+    settings = Settings(
+        interface=interface or system.default_interface(),
+        mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
+    )
+    summary = run(settings, spec, sys.stdout, sys.stderr)
+    sys.stderr.write(f"\nnetmon: {summary.line()}\n")
+    return ExitStatus.SUCCESS
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command, turn every failure into one line on stderr."""
+    command = typer.main.get_command(app)
+    try:
+        status = command.main(args=argv, prog_name="netmon", standalone_mode=False)
+    except _ClickException as exc:
+        _fail(exc.format_message())
+        return ExitStatus.USAGE
+    except typer.Abort:
+        return ExitStatus.ERROR
+    except errors.NetmonError as exc:
+        _fail(str(exc))
+        return _STATUS.get(type(exc), ExitStatus.ERROR)
+    except KeyboardInterrupt:  # before the monitor's own handler was installed
+        return ExitStatus.SUCCESS
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        return ExitStatus.ERROR
+    _close_stdout()
+    return int(status or 0)
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"netmon: error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
+def _close_stdout() -> None:
+    # A reader that went away must not turn into a traceback at interpreter exit.
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

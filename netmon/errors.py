@@ -1,0 +1,58 @@
+"""netmon's exceptions. Each carries a message meant for the user, whole, on one line.
+
+The CLI maps each class to an exit status; nothing below it knows exit codes.
+"""
+
+from __future__ import annotations
+
+
+class NetmonError(Exception):
+    """Base class: something the user can understand and usually fix."""
+
+
+class UsageError(NetmonError):
+    """An option value that cannot be used."""
+
+
+class PermissionProblem(NetmonError):
+    """Not root, or missing the capabilities XDP and perf buffers need."""
+
+
+class InterfaceNotFound(NetmonError):
+    """The named interface does not exist in this network namespace."""
+
+
+class LibbpfMissing(NetmonError):
+    """libbpf.so.1 is absent or older than netmon supports."""
+
+
+class KernelTooOld(NetmonError):
+    """The running kernel lacks what the program needs."""
+
+
+class ProgramRejected(NetmonError):
+    """The kernel's verifier refused the BPF program."""
+
+
+class XdpBusy(NetmonError):
+    """The interface already has an XDP program that netmon did not attach."""
+
+
+class AttachFailed(NetmonError):
+    """The kernel refused to attach the program in any allowed mode."""
+
+
+class ObjectMismatch(NetmonError):
+    """The BPF object does not match this netmon's idea of its layout."""
+
+
+class LibbpfError(NetmonError):
+    """A libbpf call failed; ``errno`` holds the positive error number."""
+
+    def __init__(self, errno: int, message: str):
+        super().__init__(message)
+        self.errno = errno
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message

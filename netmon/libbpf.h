@@ -1,0 +1,108 @@
+/*
+ * The part of libbpf 1.x's API that netmon calls, for cffi's ABI mode.
+ *
+ * Opts structs are declared up to the last field netmon sets: libbpf reads
+ * only the first .sz bytes of each, so a prefix is valid for every 1.x release.
+ * va_list is passed as a pointer on the ABIs netmon runs on (x86-64, arm64).
+ */
+typedef uint8_t __u8;
+typedef uint16_t __u16;
+typedef uint32_t __u32;
+typedef int32_t __s32;
+typedef uint64_t __u64;
+
+struct bpf_object;
+struct bpf_program;
+struct bpf_map;
+struct perf_buffer;
+struct btf;
+
+struct btf_type {
+	__u32 name_off;
+	__u32 info;
+	__u32 size;
+};
+
+__u32 libbpf_major_version(void);
+__u32 libbpf_minor_version(void);
+const char *libbpf_version_string(void);
+int libbpf_strerror(int err, char *buf, size_t size);
+int libbpf_num_possible_cpus(void);
+
+typedef int (*libbpf_print_fn_t)(int level, const char *fmt, void *ap);
+libbpf_print_fn_t libbpf_set_print(libbpf_print_fn_t fn);
+
+struct bpf_object *bpf_object__open_file(const char *path, const void *opts);
+int bpf_object__load(struct bpf_object *obj);
+void bpf_object__close(struct bpf_object *obj);
+struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj, const char *name);
+struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
+struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
+struct btf *bpf_object__btf(const struct bpf_object *obj);
+
+const char *bpf_map__name(const struct bpf_map *map);
+int bpf_map__fd(const struct bpf_map *map);
+__u32 bpf_map__value_size(const struct bpf_map *map);
+int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
+int bpf_program__fd(const struct bpf_program *prog);
+
+__s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32 kind);
+const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
+
+int bpf_map_lookup_elem(int fd, const void *key, void *value);
+int bpf_prog_get_fd_by_id(__u32 id);
+
+struct bpf_link_create_opts {
+	size_t sz;
+	__u32 flags;
+};
+int bpf_link_create(int prog_fd, int target_fd, int attach_type,
+		    const struct bpf_link_create_opts *opts);
+
+struct bpf_xdp_attach_opts {
+	size_t sz;
+	int old_prog_fd;
+};
+int bpf_xdp_attach(int ifindex, int prog_fd, __u32 flags, const struct bpf_xdp_attach_opts *opts);
+int bpf_xdp_detach(int ifindex, __u32 flags, const struct bpf_xdp_attach_opts *opts);
+
+struct bpf_xdp_query_opts {
+	size_t sz;
+	__u32 prog_id;
+	__u32 drv_prog_id;
+	__u32 hw_prog_id;
+	__u32 skb_prog_id;
+	__u8 attach_mode;
+};
+int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
+
+typedef void (*perf_buffer_sample_fn)(void *ctx, int cpu, void *data, __u32 size);
+typedef void (*perf_buffer_lost_fn)(void *ctx, int cpu, __u64 cnt);
+struct perf_buffer_opts {
+	size_t sz;
+};
+struct perf_buffer *perf_buffer__new(int map_fd, size_t page_cnt,
+				     perf_buffer_sample_fn sample_cb, perf_buffer_lost_fn lost_cb,
+				     void *ctx, const struct perf_buffer_opts *opts);
+void perf_buffer__free(struct perf_buffer *pb);
+int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);
+int perf_buffer__consume(struct perf_buffer *pb);
+
+struct bpf_test_run_opts {
+	size_t sz;
+	const void *data_in;
+	void *data_out;
+	__u32 data_size_in;
+	__u32 data_size_out;
+	const void *ctx_in;
+	void *ctx_out;
+	__u32 ctx_size_in;
+	__u32 ctx_size_out;
+	__u32 retval;
+	int repeat;
+	__u32 duration;
+	__u32 flags;
+	__u32 cpu;
+	__u32 batch_size;
+};
+int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts);

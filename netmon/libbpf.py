@@ -1,0 +1,121 @@
+"""netmon's cffi binding to libbpf.so.1, in ABI mode: nothing is compiled at install.
+
+The declarations live in ``libbpf.h`` beside this file. Every call whose result
+can signal an error goes through :func:`ensure`, which turns libbpf 1.x's two
+conventions (``-errno`` from int APIs, NULL plus ``errno`` from pointer APIs)
+into one :class:`LibbpfError` that says what failed.
+
+libbpf's own messages are captured rather than printed, so that netmon decides
+what reaches stderr; the verifier log among them is kept for error reports.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno as errno_mod
+import os
+from importlib import resources
+
+from cffi import FFI
+
+from netmon.errors import LibbpfError, LibbpfMissing
+
+LIBBPF_SONAME = "libbpf.so.1"
+MIN_VERSION = (1, 0)
+
+# Constants from the kernel UAPI (linux/bpf.h, linux/if_link.h).
+BPF_XDP = 37  # enum bpf_attach_type
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+XDP_FLAGS_REPLACE = 1 << 4
+XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
+BTF_KIND_STRUCT = 4
+XDP_PASS = 2
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+_LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = range(3)
+
+ffi = FFI()
+ffi.cdef(resources.files("netmon").joinpath("libbpf.h").read_text())
+ffi.cdef("int vsnprintf(char *str, size_t size, const char *format, void *ap);")
+
+_lib = None
+_libc = ffi.dlopen(None)
+
+# libbpf's recent messages, newest last. Verifier logs arrive as one message.
+messages: collections.deque[str] = collections.deque(maxlen=64)
+_msg_buf = ffi.new("char[]", 1 << 20)
+
+
+@ffi.callback("int(int, const char *, void *)")
+def _on_print(level, fmt, ap):
+    # Debug output is never shown; skip the formatting cost.
+    if level == _LIBBPF_DEBUG:
+        return 0
+    n = _libc.vsnprintf(_msg_buf, len(_msg_buf), fmt, ap)
+    if n > 0:
+        messages.append(ffi.string(_msg_buf).decode("utf-8", "replace"))
+    return 0
+
+
+def lib():
+    """The loaded libbpf, opened on first use with its print hook installed."""
+    global _lib
+    if _lib is None:
+        try:
+            loaded = ffi.dlopen(LIBBPF_SONAME)
+        except OSError as exc:
+            raise LibbpfMissing(
+                f"{LIBBPF_SONAME} not found ({exc}); install it with: apt-get install libbpf1"
+            ) from None
+        version = (loaded.libbpf_major_version(), loaded.libbpf_minor_version())
+        if version < MIN_VERSION:
+            found = ffi.string(loaded.libbpf_version_string()).decode()
+            raise LibbpfMissing(
+                f"libbpf {found} is too old, netmon needs libbpf >= 1.0; "
+                "install libbpf1 from Debian 12 / Proxmox VE 8 or newer"
+            )
+        loaded.libbpf_set_print(_on_print)
+        _lib = loaded
+    return _lib
+
+
+def version() -> str:
+    return ffi.string(lib().libbpf_version_string()).decode()
+
+
+def strerror(err: int) -> str:
+    buf = ffi.new("char[]", 256)
+    lib().libbpf_strerror(err, buf, len(buf))
+    return ffi.string(buf).decode("utf-8", "replace")
+
+
+def ensure(result, what: str):
+    """Return ``result``, or raise LibbpfError if it signals an error.
+
+    Int results are ``-errno`` on failure; pointer results are NULL with the
+    error in ``errno``.
+    """
+    if isinstance(result, int):
+        if result < 0:
+            raise LibbpfError(-result, f"{what}: {strerror(-result)}")
+        return result
+    if result == ffi.NULL:
+        err = ffi.errno or errno_mod.EINVAL
+        raise LibbpfError(err, f"{what}: {strerror(err)}")
+    return result
+
+
+def new_opts(ctype: str, **fields):
+    """A zeroed libbpf opts struct with ``sz`` set, as libbpf requires."""
+    opts = ffi.new(f"struct {ctype} *")
+    opts.sz = ffi.sizeof(f"struct {ctype}")
+    for name, value in fields.items():
+        setattr(opts, name, value)
+    return opts
+
+
+def close_fd(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)

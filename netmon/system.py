@@ -1,0 +1,102 @@
+"""Facts about the host netmon runs on: kernel, privileges, interfaces."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+
+from netmon.errors import InterfaceNotFound, KernelTooOld, PermissionProblem
+
+# Global data (.rodata config) needs 5.2 and bounded loops 5.3; 5.4 is the
+# oldest long-term kernel with both.
+MIN_KERNEL = (5, 4)
+# XDP through a bpf_link, detached by the kernel when its last fd closes.
+LINK_KERNEL = (5, 9)
+
+CAP_NET_ADMIN = 12
+CAP_SYS_ADMIN = 21
+CAP_PERFMON = 38
+CAP_BPF = 39
+
+
+def kernel_version(release: str | None = None) -> tuple[int, int]:
+    release = release or platform.release()
+    m = re.match(r"(\d+)\.(\d+)", release)
+    if not m:
+        return (0, 0)
+    return (int(m.group(1)), int(m.group(2)))
+
+
+def check_kernel(release: str | None = None) -> None:
+    release = release or platform.release()
+    if kernel_version(release) < MIN_KERNEL:
+        need = ".".join(map(str, MIN_KERNEL))
+        raise KernelTooOld(f"kernel {release} is too old: netmon needs Linux >= {need}")
+
+
+def effective_caps(status_text: str | None = None) -> int:
+    if status_text is None:
+        with open("/proc/self/status") as f:
+            status_text = f.read()
+    m = re.search(r"^CapEff:\s*([0-9a-fA-F]+)", status_text, re.M)
+    return int(m.group(1), 16) if m else 0
+
+
+def missing_caps(caps: int) -> list[str]:
+    """Capabilities netmon lacks: BPF+PERFMON (or SYS_ADMIN before 5.8) and NET_ADMIN."""
+
+    def has(cap: int) -> bool:
+        return bool(caps & (1 << cap))
+
+    missing = []
+    if not has(CAP_SYS_ADMIN):
+        if not has(CAP_BPF):
+            missing.append("CAP_BPF")
+        if not has(CAP_PERFMON):
+            missing.append("CAP_PERFMON")
+    if not has(CAP_NET_ADMIN):
+        missing.append("CAP_NET_ADMIN")
+    return missing
+
+
+def check_privileges(caps: int | None = None) -> None:
+    missing = missing_caps(effective_caps() if caps is None else caps)
+    if missing:
+        raise PermissionProblem(
+            f"permission denied: netmon needs root (or {', '.join(missing)}); run it with sudo"
+        )
+
+
+def interface_names() -> list[str]:
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+def ifindex(name: str) -> int:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        known = ", ".join(interface_names()) or "none"
+        raise InterfaceNotFound(
+            f"interface '{name}' does not exist; available: {known} (see: ip addr show)"
+        ) from None
+
+
+def default_interface(route_table: str | None = None) -> str:
+    """The interface of the IPv4 default route (lowest metric), else eth0."""
+    if route_table is None:
+        try:
+            with open("/proc/net/route") as f:
+                route_table = f.read()
+        except OSError:
+            route_table = ""
+    best = None
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
+            continue
+        metric = int(fields[6])
+        if best is None or metric < best[0]:
+            best = (metric, fields[0])
+    return best[1] if best else "eth0"
