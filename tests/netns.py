@@ -7,6 +7,8 @@ All traffic the tests send stays between these two namespaces. Names start with
 from __future__ import annotations
 
 import itertools
+import signal
+import threading
 import json
 import os
 import subprocess
@@ -91,3 +93,115 @@ class NetnsPair:
         if not prog and info.get("attached"):
             prog = info["attached"][0].get("prog", {})
         return int(prog.get("id", 0))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+READY = "Press Ctrl-C to stop"
+
+
+class Netmon:
+    """netmon running in namespace b on its veth, its output collected as it comes."""
+
+    def __init__(self, pair: NetnsPair, *args: str, interface: str | None = None):
+        self.pair = pair
+        cmd = pair.exec_args(pair.b, sys.executable, "-m", "netmon",
+                             "-i", interface or pair.b_if, *args)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, cwd=ROOT)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._ready = threading.Event()
+        self._new_out = threading.Condition()
+        self._threads = [threading.Thread(target=self._pump, args=(s, l), daemon=True)
+                         for s, l in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._threads:
+            t.start()
+
+    def _pump(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            with self._new_out:
+                lines.append(line.rstrip("\n"))
+                if READY in line:
+                    self._ready.set()
+                self._new_out.notify_all()
+        with self._new_out:
+            self._ready.set()  # no more output: wake anyone waiting
+            self._new_out.notify_all()
+
+    def wait_ready(self, timeout: float = 30) -> "Netmon":
+        self._ready.wait(timeout)
+        if READY not in "\n".join(self.err):
+            self.stop()
+            raise AssertionError(f"netmon did not start: rc={self.proc.returncode} "
+                                 f"stderr={self.err}")
+        return self
+
+    def wait_lines(self, n: int, timeout: float = 30) -> list[str]:
+        """Wait until stdout has ``n`` lines (while netmon keeps running)."""
+        with self._new_out:
+            self._new_out.wait_for(lambda: len(self.out) >= n or self.proc.poll() is not None,
+                                   timeout)
+            return list(self.out)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise AssertionError(f"netmon did not exit by itself; stdout={self.out}")
+        self._join()
+        return rc
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._join()
+        return self.proc.returncode
+
+    def _join(self) -> None:
+        for t in self._threads:
+            t.join(10)
+
+    def __enter__(self) -> "Netmon":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop(signal.SIGKILL)
+
+
+def send(pair: NetnsPair, *args) -> None:
+    """Run tests/traffic.py in namespace a, pinned to one CPU so the order is kept."""
+    pair.run(pair.a, "taskset", "-c", "0", sys.executable, "-m", "tests.traffic",
+             *map(str, args), cwd=ROOT)
+
+
+def ping(pair: NetnsPair, dst: str, count: int = 1, src: str | None = None) -> None:
+    extra = ["-I", src] if src else []
+    pair.run(pair.a, "taskset", "-c", "0", "ping", "-n", "-q", "-c", str(count),
+             "-i", "0.01", "-W", "2", *extra, dst)
+
+
+class Listener:
+    """A TCP server in namespace b that takes one connection."""
+
+    def __init__(self, pair: NetnsPair, addr: str, port: int):
+        self.proc = subprocess.Popen(
+            pair.exec_args(pair.b, sys.executable, "-m", "tests.traffic", "listen", addr,
+                           str(port)),
+            stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        assert self.proc.stdout.readline().strip() == "ready"
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,0 +1,73 @@
+"""Shared fixtures. Kernel tests need root, libbpf.so.1, the built object and netns.
+
+Where those are missing the kernel tests skip with the reason; with
+NETMON_REQUIRE_KERNEL=1 (set by .ci/run) they fail instead, so CI cannot pass
+without running them for real.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "tcpdump-tests"
+
+
+@functools.lru_cache(maxsize=None)
+def kernel_unavailable() -> str | None:
+    """Why kernel tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (BPF, XDP and network namespaces)"
+    for tool in ("ip", "ping"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install iproute2 iputils-ping)"
+    try:
+        from netmon import libbpf, program
+
+        libbpf.lib()
+        program.object_path()
+    except Exception as exc:  # the reason is the message
+        return str(exc)
+    probe = subprocess.run(["ip", "netns", "add", f"nmt-probe-{os.getpid()}"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"cannot create network namespaces: {probe.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", f"nmt-probe-{os.getpid()}"], capture_output=True)
+    return None
+
+
+def pytest_runtest_setup(item):
+    if "kernel" not in item.keywords:
+        return
+    reason = kernel_unavailable()
+    if reason is None:
+        return
+    if os.environ.get("NETMON_REQUIRE_KERNEL") == "1":
+        pytest.fail(f"kernel test cannot run, but NETMON_REQUIRE_KERNEL=1: {reason}")
+    pytest.skip(f"kernel test: {reason}")
+
+
+@pytest.fixture
+def netns():
+    from tests.netns import NetnsPair
+
+    with NetnsPair() as pair:
+        yield pair
+
+
+@pytest.fixture(scope="session")
+def pass_object(tmp_path_factory) -> Path:
+    """The empty XDP_PASS program, built with clang: someone else's program."""
+    clang = shutil.which(os.environ.get("CLANG", "clang"))
+    if clang is None:
+        pytest.skip("needs clang to build the baseline XDP_PASS program")
+    out = tmp_path_factory.mktemp("bpf") / "xdp_pass.bpf.o"
+    subprocess.run(["make", "-s", "-C", str(ROOT), f"BPF_PASS_OBJ={out}", str(out)],
+                   check=True)
+    return out

@@ -1,0 +1,79 @@
+"""The CLI's contract: bad input is one line on stderr and a non-zero status."""
+
+import pytest
+
+from netmon import __version__, cli
+from netmon.cli import ExitStatus
+
+
+def run_cli(capsys, *argv):
+    status = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--protocol", "xyz"], "unknown protocol 'xyz'"),
+    (["--src-ip", "300.1.1.1"], "'300.1.1.1' is not an IP address"),
+    (["--dst-ip", "10.0.0.1/8"], "host bits set"),
+    (["--src-port", "x"], "'x' is not a port number"),
+    (["--dst-port", "70000"], "out of range"),
+    (["--protocol", "icmp", "--dst-port", "53"], "port filters need a protocol with ports"),
+    (["--count", "0"], "--count"),
+    (["--mode", "turbo"], "--mode"),
+    (["--buffer-pages", "3"], "power of two"),
+    (["--no-such-option"], "No such option"),
+])
+def test_bad_values_are_one_line_and_usage_status(capsys, argv, fragment):
+    status, out, err = run_cli(capsys, "-i", "lo", *argv)
+    assert status == ExitStatus.USAGE
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("netmon: error: ")
+    assert fragment in err
+    assert "Traceback" not in err
+
+
+def test_version(capsys):
+    status, out, _ = run_cli(capsys, "--version")
+    assert status == ExitStatus.SUCCESS and out == f"netmon {__version__}\n"
+
+
+def test_help_lists_the_original_options(capsys):
+    status, out, _ = run_cli(capsys, "--help")
+    assert status == ExitStatus.SUCCESS
+    for opt in ("--interface", "--protocol", "--src-ip", "--dst-ip", "--src-port",
+                "--dst-port", "--mode", "--json", "--count", "--version"):
+        assert opt in out
+
+
+def test_missing_interface(capsys, monkeypatch):
+    # Everything before the interface lookup passes as root; pretend we are.
+    monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
+    status, out, err = run_cli(capsys, "-i", "nmt-nope0")
+    assert status == ExitStatus.NO_INTERFACE
+    assert err.startswith("netmon: error: interface 'nmt-nope0' does not exist; available:")
+    assert err.count("\n") == 1
+
+
+def test_not_root(capsys, monkeypatch):
+    monkeypatch.setattr("netmon.system.effective_caps", lambda status_text=None: 0)
+    status, _, err = run_cli(capsys, "-i", "lo")
+    assert status == ExitStatus.PERMISSION
+    assert "netmon needs root" in err and err.count("\n") == 1
+
+
+def test_missing_libbpf(capsys, monkeypatch):
+    from netmon import libbpf
+
+    monkeypatch.setattr(libbpf, "_lib", None)
+    monkeypatch.setattr(libbpf, "LIBBPF_SONAME", "libbpf-nmt-missing.so.1")
+    status, _, err = run_cli(capsys, "-i", "lo")
+    assert status == ExitStatus.ENVIRONMENT
+    assert "apt-get install libbpf1" in err and err.count("\n") == 1
+
+
+def test_old_kernel(capsys, monkeypatch):
+    monkeypatch.setattr("platform.release", lambda: "4.19.0-26-amd64")
+    status, _, err = run_cli(capsys, "-i", "lo")
+    assert status == ExitStatus.ENVIRONMENT
+    assert "kernel 4.19.0-26-amd64 is too old" in err

@@ -1,0 +1,275 @@
+"""netmon end to end: the real object, attached to a real veth, real packets, exact lines.
+
+Traffic flows from namespace a to namespace b, where netmon watches b's veth.
+Excluded traffic is always sent before included traffic, so a filter that
+failed to exclude would show up ahead of the expected lines.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from tests.netns import Listener, Netmon, ping, send
+
+pytestmark = pytest.mark.kernel
+
+UDP_HDRS = 14 + 20 + 8
+ICMP_ECHO = 14 + 20 + 8 + 56  # ping's default payload
+TCP_SYN = 14 + 20 + 40  # MSS, SACK, timestamps, window scale
+TCP_ACK = 14 + 20 + 32  # timestamps
+
+
+def udp_line(src, sport, dst, dport, payload):
+    return f"UDP {src}:{sport} -> {dst}:{dport} ({UDP_HDRS + payload}b)"
+
+
+def test_every_protocol_unfiltered(netns):
+    n = netns
+    with Netmon(n, "--count", "3") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        send(n, "udp", n.a_ip, 40001, n.b_ip, 5001, 100)
+        send(n, "syn", n.a_ip, 40002, n.b_ip, 5999)
+        assert nm.wait_exit() == 0
+    assert nm.out == [
+        f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)",
+        udp_line(n.a_ip, 40001, n.b_ip, 5001, 100),
+        f"TCP {n.a_ip}:40002 -> {n.b_ip}:5999 ({TCP_SYN}b)",
+    ]
+
+
+def test_banner_and_summary_go_to_stderr(netns):
+    n = netns
+    with Netmon(n, "--protocol", "udp", "--dst-port", "5001") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40001, n.b_ip, 5001, 10, 2)
+        nm.wait_lines(2)
+        assert nm.stop(signal.SIGINT) == 0
+    err = "\n".join(nm.err)
+    assert f"Interface: {n.b_if}" in err
+    assert "Attach mode: native (bpf_link)" in err
+    assert "Protocol: udp" in err and "Destination port: 5001" in err
+    assert nm.err[-1].startswith("netmon: ") and nm.err[-1].endswith(" matched, 2 shown, 0 lost")
+    assert nm.out == [udp_line(n.a_ip, 40001, n.b_ip, 5001, 10)] * 2
+    assert n.xdp_prog_id() == 0
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--protocol", "icmp"], "icmp"),
+    (["--protocol", "udp"], "udp"),
+    (["--protocol", "tcp"], "tcp"),
+])
+def test_protocol_filter(netns, args, expected):
+    n = netns
+    lines = {
+        "icmp": f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)",
+        "udp": udp_line(n.a_ip, 40003, n.b_ip, 5003, 20),
+        "tcp": f"TCP {n.a_ip}:40004 -> {n.b_ip}:5998 ({TCP_SYN}b)",
+    }
+    senders = {
+        "icmp": lambda: ping(n, n.b_ip),
+        "udp": lambda: send(n, "udp", n.a_ip, 40003, n.b_ip, 5003, 20),
+        "tcp": lambda: send(n, "syn", n.a_ip, 40004, n.b_ip, 5998),
+    }
+    with Netmon(n, *args, "--count", "1") as nm:
+        nm.wait_ready()
+        for name in [p for p in senders if p != expected] + [expected]:
+            senders[name]()
+        assert nm.wait_exit() == 0
+    assert nm.out == [lines[expected]]
+
+
+def test_src_ip_filter(netns):
+    n = netns
+    with Netmon(n, "--src-ip", n.a_ip2, "--count", "2") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40005, n.b_ip, 5005, 1)
+        ping(n, n.b_ip)
+        send(n, "udp", n.a_ip2, 40005, n.b_ip, 5005, 2)
+        ping(n, n.b_ip, src=n.a_ip2)
+        assert nm.wait_exit() == 0
+    assert nm.out == [udp_line(n.a_ip2, 40005, n.b_ip, 5005, 2),
+                      f"ICMP {n.a_ip2} -> {n.b_ip} ({ICMP_ECHO}b)"]
+
+
+def test_dst_ip_filter_with_a_prefix(netns):
+    n = netns
+    with Netmon(n, "--dst-ip", f"{n.b_ip2}/32", "--count", "1") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40006, n.b_ip, 5006, 3)
+        send(n, "udp", n.a_ip, 40006, n.b_ip2, 5006, 4)
+        assert nm.wait_exit() == 0
+    assert nm.out == [udp_line(n.a_ip, 40006, n.b_ip2, 5006, 4)]
+
+
+def test_src_and_dst_ip_together(netns):
+    n = netns
+    with Netmon(n, "--src-ip", n.a_ip, "--dst-ip", n.b_ip2, "--count", "1") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip2, 40007, n.b_ip2, 5007, 5)
+        send(n, "udp", n.a_ip, 40007, n.b_ip, 5007, 6)
+        send(n, "udp", n.a_ip, 40007, n.b_ip2, 5007, 7)
+        assert nm.wait_exit() == 0
+    assert nm.out == [udp_line(n.a_ip, 40007, n.b_ip2, 5007, 7)]
+
+
+def test_port_filters(netns):
+    n = netns
+    with Netmon(n, "--src-port", "40010", "--count", "2") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40011, n.b_ip, 5010, 8)
+        send(n, "udp", n.a_ip, 40010, n.b_ip, 5010, 9)
+        send(n, "syn", n.a_ip, 40010, n.b_ip, 5997)
+        assert nm.wait_exit() == 0
+    assert nm.out == [udp_line(n.a_ip, 40010, n.b_ip, 5010, 9),
+                      f"TCP {n.a_ip}:40010 -> {n.b_ip}:5997 ({TCP_SYN}b)"]
+
+    with Netmon(n, "--dst-port", "443", "--count", "1") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        send(n, "udp", n.a_ip, 40012, n.b_ip, 444, 10)
+        send(n, "udp", n.a_ip, 40012, n.b_ip, 443, 11)
+        assert nm.wait_exit() == 0
+    assert nm.out == [udp_line(n.a_ip, 40012, n.b_ip, 443, 11)]
+
+
+def test_tcp_connection_with_the_originals_combined_filter(netns):
+    n = netns
+    args = ["--protocol", "tcp", "--src-ip", n.a_ip, "--dst-port", "22", "--count", "3"]
+    with Netmon(n, *args) as nm, Listener(n, n.b_ip, 22):
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40013, n.b_ip, 22, 12)
+        send(n, "tcp", n.a_ip, 40013, n.b_ip, 22, 100)
+        assert nm.wait_exit() == 0
+    assert nm.out == [
+        f"TCP {n.a_ip}:40013 -> {n.b_ip}:22 ({TCP_SYN}b)",
+        f"TCP {n.a_ip}:40013 -> {n.b_ip}:22 ({TCP_ACK}b)",
+        f"TCP {n.a_ip}:40013 -> {n.b_ip}:22 ({TCP_ACK + 100}b)",
+    ]
+
+
+def test_count_stops_after_n_shown(netns):
+    n = netns
+    with Netmon(n, "--count", "2") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip, count=5)
+        assert nm.wait_exit() == 0
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"] * 2
+    assert nm.err[-1].endswith(" 2 shown, 0 lost")
+    assert n.xdp_prog_id() == 0
+
+
+def test_json_lines(netns):
+    n = netns
+    with Netmon(n, "--json", "--count", "2") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40014, n.b_ip, 5014, 30)
+        ping(n, n.b_ip)
+        assert nm.wait_exit() == 0
+    udp, icmp = (json.loads(line) for line in nm.out)
+    assert udp["ts"] > 1.6e9 and isinstance(udp["ts"], float)
+    del udp["ts"], icmp["ts"]
+    assert udp == {"ifname": n.b_if, "proto": "udp", "ipproto": 17, "src": n.a_ip,
+                   "dst": n.b_ip, "sport": 40014, "dport": 5014, "len": UDP_HDRS + 30,
+                   "vlan": None, "icmp_type": None, "icmp_code": None, "tcp_flags": None,
+                   "frag": False}
+    assert (icmp["proto"], icmp["sport"], icmp["dport"], icmp["icmp_type"], icmp["len"]) == \
+        ("icmp", None, None, 8, ICMP_ECHO)
+
+
+def test_output_is_flushed_while_running(netns):
+    n = netns
+    with Netmon(n, "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        assert nm.wait_lines(1) == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
+        assert nm.proc.poll() is None
+        assert nm.stop(signal.SIGTERM) == 0
+    assert nm.err[-1] == "netmon: 1 packets seen, 1 matched, 1 shown, 0 lost" or \
+        nm.err[-1].endswith(" 1 matched, 1 shown, 0 lost")
+
+
+@pytest.mark.parametrize("mode,shown", [("native", "native"), ("generic", "generic"),
+                                        ("auto", "native")])
+def test_attach_modes(netns, mode, shown):
+    n = netns
+    with Netmon(n, "--mode", mode, "--protocol", "icmp", "--count", "1") as nm:
+        nm.wait_ready()
+        assert n.xdp_prog_id() != 0
+        ping(n, n.b_ip)
+        assert nm.wait_exit() == 0
+    assert f"Attach mode: {shown} (bpf_link)" in nm.err
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
+    assert n.xdp_prog_id() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_netlink_attach_is_detached_on_exit(netns, sig):
+    n = netns
+    with Netmon(n, "--attach", "netlink", "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        assert "Attach mode: native (netlink)" in nm.err
+        assert n.xdp_prog_id() != 0
+        ping(n, n.b_ip)
+        nm.wait_lines(1)
+        assert nm.stop(sig) == 0
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
+    assert n.xdp_prog_id() == 0
+
+
+def test_kill_9_leaves_no_program_attached(netns):
+    n = netns
+    nm = Netmon(n).wait_ready()
+    assert n.xdp_prog_id() != 0
+    nm.proc.kill()
+    nm.proc.wait()
+    # The kernel releases the bpf_link with the process's last fd.
+    assert n.xdp_prog_id() == 0
+    # And the interface takes a new program: nothing was left half-attached.
+    with Netmon(n, "--protocol", "icmp", "--count", "1") as again:
+        again.wait_ready()
+        ping(n, n.b_ip)
+        assert again.wait_exit() == 0
+
+
+@pytest.mark.parametrize("mode", ["xdpgeneric", "xdpdrv"])
+def test_refuses_an_interface_with_a_foreign_program(netns, pass_object, mode):
+    n = netns
+    n.run(n.b, "ip", "link", "set", "dev", n.b_if, mode, "obj", str(pass_object), "sec", "xdp")
+    foreign = n.xdp_prog_id()
+    assert foreign != 0
+    for attach_mode in ("auto", "native", "generic"):
+        nm = Netmon(n, "--mode", attach_mode)
+        rc = nm.wait_exit()
+        assert rc == 7
+        assert nm.out == []
+        assert len(nm.err) == 1
+        assert nm.err[0].startswith(f"netmon: error: interface {n.b_if} already has an XDP "
+                                    f"program (id {foreign},")
+        assert n.xdp_prog_id() == foreign
+
+
+def test_missing_interface_in_a_namespace(netns):
+    nm = Netmon(netns, interface="nmt-none0")
+    assert nm.wait_exit() == 4
+    assert nm.err == [f"netmon: error: interface 'nmt-none0' does not exist; available: "
+                      f"lo, {netns.b_if} (see: ip addr show)"]
+
+
+def test_without_capabilities(netns):
+    cmd = netns.exec_args(netns.b, "setpriv", "--bounding-set=-all", "--inh-caps=-all")
+    import subprocess
+    import sys
+
+    from tests.netns import ROOT
+
+    res = subprocess.run([*cmd, sys.executable, "-m", "netmon", "-i", netns.b_if],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 3
+    assert res.stdout == ""
+    assert res.stderr.startswith("netmon: error: permission denied: netmon needs root")
+    assert res.stderr.count("\n") == 1
+    assert netns.xdp_prog_id() == 0

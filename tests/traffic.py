@@ -1,0 +1,59 @@
+"""Test traffic, run inside a test namespace: ``python -m tests.traffic KIND ...``.
+
+udp SRC SPORT DST DPORT PAYLOAD [COUNT]   datagrams of PAYLOAD bytes
+tcp SRC SPORT DST DPORT PAYLOAD           connect, send PAYLOAD bytes, close
+syn SRC SPORT DST DPORT                   one SYN to a closed port (b answers RST)
+listen ADDR PORT                          accept one connection, read it all, exit
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+
+
+def udp(src: str, sport: int, dst: str, dport: int, payload: int, count: int = 1) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((src, sport))
+        for _ in range(count):
+            s.sendto(b"n" * payload, (dst, dport))
+
+
+def tcp(src: str, sport: int, dst: str, dport: int, payload: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((src, sport))
+        s.connect((dst, dport))
+        s.sendall(b"n" * payload)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(4096):
+            pass
+
+
+def syn(src: str, sport: int, dst: str, dport: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((src, sport))
+        try:
+            s.connect((dst, dport))
+        except ConnectionRefusedError:
+            return
+    raise SystemExit(f"{dst}:{dport} accepted; syn needs a closed port")
+
+
+def listen(addr: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.listen(1)
+        print("ready", flush=True)
+        s.settimeout(30)
+        conn, _ = s.accept()
+        with conn:
+            while conn.recv(65536):
+                pass
+
+
+if __name__ == "__main__":
+    kind, *args = sys.argv[1:]
+    fn = {"udp": udp, "tcp": tcp, "syn": syn, "listen": listen}[kind]
+    fn(*[int(a) if a.isdigit() else a for a in args])
