@@ -10,14 +10,14 @@ VENV ?= .venv
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' -e 's/ppc64le/powerpc/' -e 's/s390x/s390/')
 
 BPF_OBJ := netmon/_bpf/xdp_monitor.bpf.o
-BPF_PASS_OBJ := build/xdp_pass.bpf.o
+BPF_PASS_OBJ ?= build/xdp_pass.bpf.o
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 
 # Debian package names of everything building, running and testing need.
 APT_DEPS := clang llvm libbpf-dev libbpf1 bpftool iproute2 iputils-ping \
 	tcpdump ethtool util-linux python3 python3-venv python3-pip make
 
-.PHONY: all vmlinux deps venv test test-unit clean
+.PHONY: all vmlinux deps venv install test test-unit clean
 
 all: $(BPF_OBJ)
 
@@ -39,16 +39,19 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DEPS)
 
-# A virtualenv with netmon (editable) and the test tools.
-venv: $(BPF_OBJ)
+# System packages, then a virtualenv with netmon (editable) and the test tools.
+venv: deps
+	$(MAKE) install
+
+install: $(BPF_OBJ)
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 
-test: deps venv $(BPF_PASS_OBJ)
+test: venv
 	$(VENV)/bin/python -m pytest -ra tests
 
-test-unit: venv
+test-unit: install
 	$(VENV)/bin/python -m pytest -ra -m 'not kernel' tests
 
 clean:
