@@ -10,7 +10,7 @@ VENV ?= .venv
 ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' -e 's/ppc64le/powerpc/' -e 's/s390x/s390/')
 
 BPF_OBJ := netmon/_bpf/xdp_monitor.bpf.o
-BPF_PASS_OBJ ?= build/xdp_pass.bpf.o
+BUILD ?= build
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 
 # Debian package names of everything building, running and testing need.
@@ -26,7 +26,12 @@ $(BPF_OBJ): bpf/xdp_monitor.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 	$(LLVM_STRIP) -g $@ 2>/dev/null || true
 
-$(BPF_PASS_OBJ): bpf/xdp_pass.bpf.c bpf/vmlinux.h
+# Other programs (the XDP_PASS baseline, test programs) into $(BUILD)/.
+$(BUILD)/%.bpf.o: bpf/%.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+$(BUILD)/%.bpf.o: tests/bpf/%.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 

@@ -36,8 +36,13 @@ COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed"
 
 
 def object_path() -> Path:
-    """The BPF object shipped inside the package (built by clang at build time)."""
-    path = Path(str(resources.files("netmon").joinpath("_bpf", OBJECT_NAME)))
+    """The BPF object shipped inside the package (built by clang at build time).
+
+    NETMON_BPF_OBJECT names another build of it, for development.
+    """
+    override = os.environ.get("NETMON_BPF_OBJECT")
+    path = Path(override) if override else Path(str(resources.files("netmon").joinpath(
+        "_bpf", OBJECT_NAME)))
     if not path.is_file():
         raise ObjectMismatch(
             f"BPF object {path} is missing: build it with `make` or reinstall the netmon wheel"
@@ -258,12 +263,16 @@ def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, int
     return opts.retval, opts.duration
 
 
-def _verifier_log(max_lines: int = 12) -> str:
-    """The tail of the verifier log libbpf printed for the failed load, on one line."""
+def _verifier_log(max_lines: int = 3) -> str:
+    """The tail of the verifier log libbpf printed for the failed load, on one line.
+
+    The last lines say why; the statistics line after them does not.
+    """
     for msg in reversed(libbpf.messages):
         m = re.search(r"-- BEGIN PROG LOAD LOG --\n(.*?)-- END PROG LOAD LOG --", msg, re.S)
         if m:
-            lines = [ln.strip() for ln in m.group(1).strip().splitlines() if ln.strip()]
+            lines = [ln.strip() for ln in m.group(1).splitlines()
+                     if ln.strip() and not ln.startswith(("processed ", "verification time"))]
             return " | ".join(lines[-max_lines:])
     return ""
 

@@ -62,12 +62,22 @@ def netns():
 
 
 @pytest.fixture(scope="session")
-def pass_object(tmp_path_factory) -> Path:
-    """The empty XDP_PASS program, built with clang: someone else's program."""
+def bpf_objects(tmp_path_factory):
+    """Build one of the other BPF programs (bpf/ or tests/bpf/) with the Makefile's recipe."""
     clang = shutil.which(os.environ.get("CLANG", "clang"))
-    if clang is None:
-        pytest.skip("needs clang to build the baseline XDP_PASS program")
-    out = tmp_path_factory.mktemp("bpf") / "xdp_pass.bpf.o"
-    subprocess.run(["make", "-s", "-C", str(ROOT), f"BPF_PASS_OBJ={out}", str(out)],
-                   check=True)
-    return out
+    build = tmp_path_factory.mktemp("bpf")
+
+    def build_object(name: str) -> Path:
+        if clang is None:
+            pytest.skip(f"needs clang to build {name}.bpf.o")
+        out = build / f"{name}.bpf.o"
+        subprocess.run(["make", "-s", "-C", str(ROOT), f"BUILD={build}", str(out)], check=True)
+        return out
+
+    return build_object
+
+
+@pytest.fixture(scope="session")
+def pass_object(bpf_objects) -> Path:
+    """The empty XDP_PASS program: someone else's program, for netmon to leave alone."""
+    return bpf_objects("xdp_pass")

@@ -34,7 +34,7 @@ def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 class NetnsPair:
     """Namespace ``a`` (veth0) sends to namespace ``b`` (veth1), where netmon watches."""
 
-    def __init__(self, subnet: int | None = None):
+    def __init__(self, subnet: int | None = None, b_if: str = "veth1"):
         n = next(_serial)
         self.id = f"nmt-{os.getpid()}-{n}"
         self.a = f"{self.id}-a"
@@ -45,7 +45,7 @@ class NetnsPair:
         self.b_ip = f"{self.prefix}.2"
         self.a_ip2 = f"{self.prefix}.3"  # a second source address in a
         self.b_ip2 = f"{self.prefix}.4"  # a second destination address in b
-        self.a_if, self.b_if = "veth0", "veth1"
+        self.a_if, self.b_if = "veth0", b_if
 
     def __enter__(self) -> "NetnsPair":
         try:
@@ -102,12 +102,14 @@ READY = "Press Ctrl-C to stop"
 class Netmon:
     """netmon running in namespace b on its veth, its output collected as it comes."""
 
-    def __init__(self, pair: NetnsPair, *args: str, interface: str | None = None):
+    def __init__(self, pair: NetnsPair, *args: str, interface: str | None = "",
+                 env: dict[str, str] | None = None):
+        """``interface`` "" means b's veth; None passes no -i at all."""
         self.pair = pair
-        cmd = pair.exec_args(pair.b, sys.executable, "-m", "netmon",
-                             "-i", interface or pair.b_if, *args)
+        iface = ["-i", interface or pair.b_if] if interface is not None else []
+        cmd = pair.exec_args(pair.b, sys.executable, "-m", "netmon", *iface, *args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, cwd=ROOT)
+                                     text=True, cwd=ROOT, env={**os.environ, **(env or {})})
         self.out: list[str] = []
         self.err: list[str] = []
         self._ready = threading.Event()

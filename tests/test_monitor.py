@@ -57,83 +57,83 @@ def test_banner_and_summary_go_to_stderr(netns):
     assert n.xdp_prog_id() == 0
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["--protocol", "icmp"], "icmp"),
-    (["--protocol", "udp"], "udp"),
-    (["--protocol", "tcp"], "tcp"),
-])
-def test_protocol_filter(netns, args, expected):
+# Packets for the filter table. A1/A2 are a's addresses, B1/B2 b's.
+def udp(src, sport, dst, dport, payload):
+    return ("udp", src, sport, dst, dport, payload)
+
+
+def syn(src, sport, dst, dport):
+    return ("syn", src, sport, dst, dport)
+
+
+def icmp(src, dst):
+    return ("icmp", src, dst)
+
+
+# (options, [(packet, shown?)]): each case ends with a shown packet, so a packet
+# the filter should have dropped would take the place of an expected line.
+FILTER_CASES = {
+    "protocol icmp": (["--protocol", "icmp"], [
+        (udp("A1", 40003, "B1", 5003, 20), False), (syn("A1", 40004, "B1", 5998), False),
+        (icmp("A1", "B1"), True)]),
+    "protocol udp": (["--protocol", "udp"], [
+        (icmp("A1", "B1"), False), (syn("A1", 40004, "B1", 5998), False),
+        (udp("A1", 40003, "B1", 5003, 20), True)]),
+    "protocol tcp": (["--protocol", "tcp"], [
+        (icmp("A1", "B1"), False), (udp("A1", 40003, "B1", 5003, 20), False),
+        (syn("A1", 40004, "B1", 5998), True)]),
+    "src-ip": (["--src-ip", "A2"], [
+        (udp("A1", 40005, "B1", 5005, 1), False), (icmp("A1", "B1"), False),
+        (udp("A2", 40005, "B1", 5005, 2), True), (icmp("A2", "B1"), True)]),
+    "dst-ip prefix": (["--dst-ip", "B2/32"], [
+        (udp("A1", 40006, "B1", 5006, 3), False), (udp("A1", 40006, "B2", 5006, 4), True)]),
+    "src-ip and dst-ip": (["--src-ip", "A1", "--dst-ip", "B2"], [
+        (udp("A2", 40007, "B2", 5007, 5), False), (udp("A1", 40007, "B1", 5007, 6), False),
+        (udp("A1", 40007, "B2", 5007, 7), True)]),
+    "src-port": (["--src-port", "40010"], [
+        (udp("A1", 40011, "B1", 5010, 8), False), (udp("A1", 40010, "B1", 5010, 9), True),
+        (syn("A1", 40010, "B1", 5997), True)]),
+    "dst-port": (["--dst-port", "443"], [
+        (icmp("A1", "B1"), False), (udp("A1", 40012, "B1", 444, 10), False),
+        (udp("A1", 40012, "B1", 443, 11), True)]),
+}
+
+
+@pytest.mark.parametrize("args,packets", FILTER_CASES.values(), ids=FILTER_CASES.keys())
+def test_filters(netns, args, packets):
     n = netns
-    lines = {
-        "icmp": f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)",
-        "udp": udp_line(n.a_ip, 40003, n.b_ip, 5003, 20),
-        "tcp": f"TCP {n.a_ip}:40004 -> {n.b_ip}:5998 ({TCP_SYN}b)",
-    }
-    senders = {
-        "icmp": lambda: ping(n, n.b_ip),
-        "udp": lambda: send(n, "udp", n.a_ip, 40003, n.b_ip, 5003, 20),
-        "tcp": lambda: send(n, "syn", n.a_ip, 40004, n.b_ip, 5998),
-    }
-    with Netmon(n, *args, "--count", "1") as nm:
+    addr = {"A1": n.a_ip, "A2": n.a_ip2, "B1": n.b_ip, "B2": n.b_ip2}
+
+    def resolve(text):
+        head, _, tail = text.partition("/")
+        return addr[head] + (f"/{tail}" if tail else "") if head in addr else text
+
+    packets = [(tuple(resolve(f) if isinstance(f, str) else f for f in p), shown)
+               for p, shown in packets]
+    expected = [expected_line(p) for p, shown in packets if shown]
+    with Netmon(n, *map(resolve, args), "--count", str(len(expected))) as nm:
         nm.wait_ready()
-        for name in [p for p in senders if p != expected] + [expected]:
-            senders[name]()
+        for p, _ in packets:
+            emit(n, p)
         assert nm.wait_exit() == 0
-    assert nm.out == [lines[expected]]
+    assert nm.out == expected
 
 
-def test_src_ip_filter(netns):
-    n = netns
-    with Netmon(n, "--src-ip", n.a_ip2, "--count", "2") as nm:
-        nm.wait_ready()
-        send(n, "udp", n.a_ip, 40005, n.b_ip, 5005, 1)
-        ping(n, n.b_ip)
-        send(n, "udp", n.a_ip2, 40005, n.b_ip, 5005, 2)
-        ping(n, n.b_ip, src=n.a_ip2)
-        assert nm.wait_exit() == 0
-    assert nm.out == [udp_line(n.a_ip2, 40005, n.b_ip, 5005, 2),
-                      f"ICMP {n.a_ip2} -> {n.b_ip} ({ICMP_ECHO}b)"]
+def emit(n, packet):
+    if packet[0] == "icmp":
+        ping(n, packet[2], src=packet[1])
+    else:
+        send(n, *packet)
 
 
-def test_dst_ip_filter_with_a_prefix(netns):
-    n = netns
-    with Netmon(n, "--dst-ip", f"{n.b_ip2}/32", "--count", "1") as nm:
-        nm.wait_ready()
-        send(n, "udp", n.a_ip, 40006, n.b_ip, 5006, 3)
-        send(n, "udp", n.a_ip, 40006, n.b_ip2, 5006, 4)
-        assert nm.wait_exit() == 0
-    assert nm.out == [udp_line(n.a_ip, 40006, n.b_ip2, 5006, 4)]
-
-
-def test_src_and_dst_ip_together(netns):
-    n = netns
-    with Netmon(n, "--src-ip", n.a_ip, "--dst-ip", n.b_ip2, "--count", "1") as nm:
-        nm.wait_ready()
-        send(n, "udp", n.a_ip2, 40007, n.b_ip2, 5007, 5)
-        send(n, "udp", n.a_ip, 40007, n.b_ip, 5007, 6)
-        send(n, "udp", n.a_ip, 40007, n.b_ip2, 5007, 7)
-        assert nm.wait_exit() == 0
-    assert nm.out == [udp_line(n.a_ip, 40007, n.b_ip2, 5007, 7)]
-
-
-def test_port_filters(netns):
-    n = netns
-    with Netmon(n, "--src-port", "40010", "--count", "2") as nm:
-        nm.wait_ready()
-        send(n, "udp", n.a_ip, 40011, n.b_ip, 5010, 8)
-        send(n, "udp", n.a_ip, 40010, n.b_ip, 5010, 9)
-        send(n, "syn", n.a_ip, 40010, n.b_ip, 5997)
-        assert nm.wait_exit() == 0
-    assert nm.out == [udp_line(n.a_ip, 40010, n.b_ip, 5010, 9),
-                      f"TCP {n.a_ip}:40010 -> {n.b_ip}:5997 ({TCP_SYN}b)"]
-
-    with Netmon(n, "--dst-port", "443", "--count", "1") as nm:
-        nm.wait_ready()
-        ping(n, n.b_ip)
-        send(n, "udp", n.a_ip, 40012, n.b_ip, 444, 10)
-        send(n, "udp", n.a_ip, 40012, n.b_ip, 443, 11)
-        assert nm.wait_exit() == 0
-    assert nm.out == [udp_line(n.a_ip, 40012, n.b_ip, 443, 11)]
+def expected_line(packet):
+    kind, src, *rest = packet
+    if kind == "icmp":
+        return f"ICMP {src} -> {rest[0]} ({ICMP_ECHO}b)"
+    if kind == "syn":
+        sport, dst, dport = rest
+        return f"TCP {src}:{sport} -> {dst}:{dport} ({TCP_SYN}b)"
+    return udp_line(src, *rest)
 
 
 def test_tcp_connection_with_the_originals_combined_filter(netns):
@@ -206,6 +206,24 @@ def test_attach_modes(netns, mode, shown):
     assert n.xdp_prog_id() == 0
 
 
+def test_auto_falls_back_to_generic_where_native_cannot_attach(netns):
+    n = netns
+    # veth refuses native XDP when the MTU is too large for a page-sized frame.
+    for ns, dev in ((n.a, n.a_if), (n.b, n.b_if)):
+        n.run(ns, "ip", "link", "set", "dev", dev, "mtu", "9000")
+    nm = Netmon(n, "--mode", "native")
+    assert nm.wait_exit() == 8
+    assert nm.err[0].startswith(f"netmon: error: cannot attach XDP to {n.b_if} in native mode")
+    assert len(nm.err) == 1 and n.xdp_prog_id() == 0
+
+    with Netmon(n, "--protocol", "icmp", "--count", "1") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        assert nm.wait_exit() == 0
+    assert "Attach mode: generic (bpf_link)" in nm.err
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_netlink_attach_is_detached_on_exit(netns, sig):
     n = netns
@@ -273,3 +291,19 @@ def test_without_capabilities(netns):
     assert res.stderr.startswith("netmon: error: permission denied: netmon needs root")
     assert res.stderr.count("\n") == 1
     assert netns.xdp_prog_id() == 0
+
+
+def test_verifier_rejection_shows_the_log_tail(netns, bpf_objects):
+    bad = bpf_objects("xdp_reject")
+    nm = Netmon(netns, env={"NETMON_BPF_OBJECT": str(bad)})
+    assert nm.wait_exit() == 6
+    assert len(nm.err) == 1
+    assert nm.err[0].startswith("netmon: error: the kernel's verifier rejected the program: ")
+    assert "invalid access to packet" in nm.err[0]
+    assert netns.xdp_prog_id() == 0
+
+
+def test_object_from_another_build_is_refused(netns, pass_object):
+    nm = Netmon(netns, env={"NETMON_BPF_OBJECT": str(pass_object)})
+    assert nm.wait_exit() == 5
+    assert nm.err == ["netmon: error: BPF object has no BTF for struct nm_event; rebuild it"]
