@@ -131,72 +131,25 @@ class Attachment:
         self.close()
 
 
-class MonitorProgram:
-    """The loaded netmon XDP object, configured with one filter spec."""
+class BpfObject:
+    """One BPF object file, opened, prepared and loaded into the kernel; closes once.
 
-    def __init__(self, config: bytes, path: Path | None = None):
-        if len(config) != CONFIG_SIZE:
-            raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG_SIZE}")
-        self._obj = ffi.NULL
+    ``prepare(obj)`` runs between open and load: the only time .rodata can be set.
+    """
+
+    def __init__(self, path: Path, prepare=None):
+        self.path = path
         self._closed = False
-        lib = libbpf.lib()
-        path = path or object_path()
         self._obj = libbpf.ensure(
-            lib.bpf_object__open_file(str(path).encode(), ffi.NULL), f"opening {path}"
+            libbpf.lib().bpf_object__open_file(str(path).encode(), ffi.NULL), f"opening {path}"
         )
         try:
-            self._check_layout()
-            rodata = self._find_map(lambda name: name.endswith(".rodata"))
-            if lib.bpf_map__value_size(rodata) != CONFIG_SIZE:
-                raise ObjectMismatch(
-                    f"{path}: .rodata is {lib.bpf_map__value_size(rodata)} bytes, "
-                    f"netmon's config is {CONFIG_SIZE}; rebuild the object"
-                )
-            libbpf.ensure(lib.bpf_map__set_initial_value(rodata, config, len(config)),
-                          "setting the filter config")
+            if prepare is not None:
+                prepare(self)
             self._load()
-            prog = libbpf.ensure(
-                lib.bpf_object__find_program_by_name(self._obj, PROGRAM_NAME.encode()),
-                f"finding program {PROGRAM_NAME}",
-            )
-            self.prog_fd = libbpf.ensure(lib.bpf_program__fd(prog), "program fd")
-            self.events_fd = self._map_fd("events")
-            self.counters_fd = self._map_fd("counters")
-            self._ncpus = libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs")
         except BaseException:
             self.close()
             raise
-
-    def _find_map(self, pred):
-        lib = libbpf.lib()
-        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
-        while m != ffi.NULL:
-            if pred(ffi.string(lib.bpf_map__name(m)).decode()):
-                return m
-            m = lib.bpf_object__next_map(self._obj, m)
-        raise ObjectMismatch("BPF object has no .rodata map; rebuild it")
-
-    def _map_fd(self, name: str) -> int:
-        lib = libbpf.lib()
-        m = libbpf.ensure(lib.bpf_object__find_map_by_name(self._obj, name.encode()),
-                          f"finding map {name}")
-        return libbpf.ensure(lib.bpf_map__fd(m), f"map {name} fd")
-
-    def _check_layout(self) -> None:
-        """The object's BTF sizes must equal the Python mirrors' sizes."""
-        lib = libbpf.lib()
-        btf = lib.bpf_object__btf(self._obj)
-        for name, size in (("nm_event", EVENT_SIZE), ("nm_config", CONFIG_SIZE)):
-            type_id = lib.btf__find_by_name_kind(btf, name.encode(), libbpf.BTF_KIND_STRUCT) \
-                if btf != ffi.NULL else -1
-            if type_id < 0:
-                raise ObjectMismatch(f"BPF object has no BTF for struct {name}; rebuild it")
-            btf_size = lib.btf__type_by_id(btf, type_id).size
-            if btf_size != size:
-                raise ObjectMismatch(
-                    f"struct {name} is {btf_size} bytes in the BPF object but {size} in "
-                    "netmon: the object and the Python package are from different builds"
-                )
 
     def _load(self) -> None:
         libbpf.messages.clear()
@@ -204,11 +157,11 @@ class MonitorProgram:
         if rc >= 0:
             return
         err = -rc
-        if err in (errno.EPERM, errno.EACCES) and not _verifier_log():
+        log = _verifier_log()
+        if err in (errno.EPERM, errno.EACCES) and not log:
             raise PermissionProblem(
                 "permission denied loading the BPF program: run netmon as root (sudo)"
             )
-        log = _verifier_log()
         if log:
             raise ProgramRejected("the kernel's verifier rejected the program: " + log)
         if err in (errno.EINVAL, errno.ENOTSUP, errno.E2BIG):
@@ -217,6 +170,89 @@ class MonitorProgram:
                 "it may be too old for netmon (needs Linux >= 5.4)"
             )
         libbpf.ensure(rc, "loading the BPF program")
+
+    def rodata(self):
+        """The object's .rodata map (before load, its initial value can be set)."""
+        lib = libbpf.lib()
+        m = lib.bpf_object__next_map(self._obj, ffi.NULL)
+        while m != ffi.NULL:
+            if ffi.string(lib.bpf_map__name(m)).decode().endswith(".rodata"):
+                return m
+            m = lib.bpf_object__next_map(self._obj, m)
+        raise ObjectMismatch(f"{self.path} has no .rodata map; rebuild it")
+
+    def map_fd(self, name: str) -> int:
+        lib = libbpf.lib()
+        m = libbpf.ensure(lib.bpf_object__find_map_by_name(self._obj, name.encode()),
+                          f"finding map {name}")
+        return libbpf.ensure(lib.bpf_map__fd(m), f"map {name} fd")
+
+    def program_fd(self, name: str) -> int:
+        lib = libbpf.lib()
+        prog = libbpf.ensure(lib.bpf_object__find_program_by_name(self._obj, name.encode()),
+                             f"finding program {name}")
+        return libbpf.ensure(lib.bpf_program__fd(prog), f"program {name} fd")
+
+    def struct_size(self, name: str) -> int | None:
+        """Size of ``struct name`` in the object's BTF, None if it has none."""
+        lib = libbpf.lib()
+        btf = lib.bpf_object__btf(self._obj)
+        if btf == ffi.NULL:
+            return None
+        type_id = lib.btf__find_by_name_kind(btf, name.encode(), libbpf.BTF_KIND_STRUCT)
+        return lib.btf__type_by_id(btf, type_id).size if type_id > 0 else None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        libbpf.lib().bpf_object__close(self._obj)
+
+    def __enter__(self) -> "BpfObject":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class MonitorProgram:
+    """netmon's XDP object, loaded with one filter spec's config."""
+
+    def __init__(self, config: bytes, path: Path | None = None):
+        if len(config) != CONFIG_SIZE:
+            raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG_SIZE}")
+        self._config = config
+        self.obj = BpfObject(path or object_path(), prepare=self._configure)
+        try:
+            self.prog_fd = self.obj.program_fd(PROGRAM_NAME)
+            self.events_fd = self.obj.map_fd("events")
+            self.counters_fd = self.obj.map_fd("counters")
+            self._ncpus = libbpf.ensure(libbpf.lib().libbpf_num_possible_cpus(),
+                                        "counting CPUs")
+        except BaseException:
+            self.close()
+            raise
+
+    def _configure(self, obj: BpfObject) -> None:
+        # The object's structs must be the ones the Python mirrors describe.
+        for name, size in (("nm_event", EVENT_SIZE), ("nm_config", CONFIG_SIZE)):
+            btf_size = obj.struct_size(name)
+            if btf_size is None:
+                raise ObjectMismatch(f"BPF object has no BTF for struct {name}; rebuild it")
+            if btf_size != size:
+                raise ObjectMismatch(
+                    f"struct {name} is {btf_size} bytes in the BPF object but {size} in "
+                    "netmon: the object and the Python package are from different builds"
+                )
+        rodata = obj.rodata()
+        lib = libbpf.lib()
+        if lib.bpf_map__value_size(rodata) != CONFIG_SIZE:
+            raise ObjectMismatch(
+                f"{obj.path}: .rodata is {lib.bpf_map__value_size(rodata)} bytes, "
+                f"netmon's config is {CONFIG_SIZE}; rebuild the object"
+            )
+        libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
+                      "setting the filter config")
 
     def counters(self) -> dict[str, int]:
         """The program's per-CPU counters, summed over CPUs."""
@@ -236,12 +272,7 @@ class MonitorProgram:
         return attach(self.prog_fd, ifindex, ifname, mode, method)
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._obj != ffi.NULL:
-            libbpf.lib().bpf_object__close(self._obj)
-            self._obj = ffi.NULL
+        self.obj.close()
 
     def __enter__(self) -> "MonitorProgram":
         return self
