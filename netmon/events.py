@@ -1,19 +1,30 @@
 """The one Python mirror of ``struct nm_event`` (bpf/xdp_monitor.h), and its decoding.
 
-Plain Python: no libbpf, no cffi. The reader hands over raw records; this module
-turns a batch of them into typed, immutable events.
+Plain Python: no libbpf, no cffi. The reader hands over raw records in batches;
+this module turns them into typed, immutable Events.
+
+An Event is when and how long (timestamp, interface, length) plus the record's
+flow part: what the packet is (addresses, protocol, ports, flags). Busy links
+repeat a few flows endlessly, so a flow is decoded into a Flow once and shared
+by every event that carries it; decoding a batch stays in C (struct.iter_unpack).
 """
 
 from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-# Field order and widths of struct nm_event, native byte order, no implicit padding.
-EVENT_FORMAT = struct.Struct("=QII16s16sHHHBBBBBB4x")
+# struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then padding.
+_TIME_FIELDS = "QII"
+_FLOW_FIELDS = "16s16sHHHBBBBBB"
+EVENT_FORMAT = struct.Struct("=" + _TIME_FIELDS + _FLOW_FIELDS + "4x")
 EVENT_SIZE = EVENT_FORMAT.size
+_FLOW_FORMAT = struct.Struct("=" + _FLOW_FIELDS)
+_FLOW_OFFSET = struct.calcsize("=" + _TIME_FIELDS)
+_FLOW_SIZE = _FLOW_FORMAT.size
+_FAMILY_OFFSET = struct.calcsize("=16s16sHHH")  # of the family byte, in the flow part
 
 # nm_event.flags
 EV_PORTS = 0x01
@@ -22,15 +33,14 @@ EV_FRAG = 0x04
 EV_TCPFLAGS = 0x08
 
 _FAMILIES = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
+_KNOWN_FAMILIES = frozenset(_FAMILIES)
+_FLOW_CACHE_MAX = 65536
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One IP packet as the XDP hook saw it."""
+class Flow:
+    """What a packet is, apart from when it came and how long it was."""
 
-    ts_ns: int  # CLOCK_MONOTONIC nanoseconds
-    ifindex: int
-    length: int  # frame length at the hook
     family: int  # 4 or 6
     ipproto: int
     src: str
@@ -44,43 +54,58 @@ class Event:
     fragment: bool = False
 
 
-class _AddressCache(dict):
-    """Packed address -> text. Busy hosts repeat a few addresses endlessly."""
+class Event(NamedTuple):
+    """One IP packet as the XDP hook saw it.
 
-    def __init__(self, family: int, width: int):
-        super().__init__()
-        self._family = family
-        self._width = width
+    ``key`` is the record's flow part, raw; ``flow`` is it decoded (once per
+    distinct key, shared by every event of that flow).
+    """
 
-    def __missing__(self, packed: bytes) -> str:
-        if len(self) > 65536:
-            self.clear()
-        text = self[packed] = socket.inet_ntop(self._family, packed[: self._width])
-        return text
+    ts_ns: int  # CLOCK_MONOTONIC nanoseconds
+    ifindex: int
+    length: int  # frame length at the hook
+    key: bytes
+
+    @property
+    def flow(self) -> Flow:
+        return _FLOWS.get(self.key) or _intern(self.key)
+
+    # The flow's fields, read through the event.
+    family = property(lambda self: self.flow.family)
+    ipproto = property(lambda self: self.flow.ipproto)
+    src = property(lambda self: self.flow.src)
+    dst = property(lambda self: self.flow.dst)
+    sport = property(lambda self: self.flow.sport)
+    dport = property(lambda self: self.flow.dport)
+    vlan = property(lambda self: self.flow.vlan)
+    icmp_type = property(lambda self: self.flow.icmp_type)
+    icmp_code = property(lambda self: self.flow.icmp_code)
+    tcp_flags = property(lambda self: self.flow.tcp_flags)
+    fragment = property(lambda self: self.flow.fragment)
 
 
-_address_caches = {fam: _AddressCache(*spec) for fam, spec in _FAMILIES.items()}
+_FLOWS: dict[bytes, Flow] = {}
 
 
-def decode(record: bytes) -> Event | None:
-    """One record to an Event; None for a record too short or of an unknown family."""
-    if len(record) < EVENT_SIZE:
-        return None
-    (ts_ns, ifindex, length, saddr, daddr, sport, dport, vlan,
-     family, ipproto, icmp_type, icmp_code, tcp_flags, flags) = EVENT_FORMAT.unpack_from(record)
-    cache = _address_caches.get(family)
-    if cache is None:
-        return None
+def _intern(key: bytes) -> Flow:
+    if len(_FLOWS) >= _FLOW_CACHE_MAX:
+        _FLOWS.clear()
+    flow = _FLOWS[key] = decode_flow(key)
+    return flow
+
+
+def decode_flow(raw: bytes) -> Flow:
+    """The flow part of a record (the kernel sends families 4 and 6 only)."""
+    (saddr, daddr, sport, dport, vlan, family, ipproto, icmp_type, icmp_code, tcp_flags,
+     flags) = _FLOW_FORMAT.unpack(raw)
+    af, width = _FAMILIES[family]
     has_ports = flags & EV_PORTS
     has_icmp = flags & EV_ICMP
-    return Event(
-        ts_ns=ts_ns,
-        ifindex=ifindex,
-        length=length,
+    return Flow(
         family=family,
         ipproto=ipproto,
-        src=cache[saddr],
-        dst=cache[daddr],
+        src=socket.inet_ntop(af, saddr[:width]),
+        dst=socket.inet_ntop(af, daddr[:width]),
         sport=sport if has_ports else None,
         dport=dport if has_ports else None,
         vlan=vlan or None,
@@ -91,30 +116,71 @@ def decode(record: bytes) -> Event | None:
     )
 
 
-def decode_batch(records: Iterable[bytes]) -> list[Event]:
-    """Decode a batch, dropping records that cannot be events (counted by the caller)."""
-    events = []
-    for record in records:
-        ev = decode(record)
-        if ev is not None:
-            events.append(ev)
-    return events
+def encode_flow(flow: Flow) -> bytes:
+    """The flow part the kernel would send for ``flow``."""
+    af, _ = _FAMILIES[flow.family]
+    flags = (
+        (EV_PORTS if flow.sport is not None else 0)
+        | (EV_ICMP if flow.icmp_type is not None else 0)
+        | (EV_FRAG if flow.fragment else 0)
+        | (EV_TCPFLAGS if flow.tcp_flags is not None else 0)
+    )
+    return _FLOW_FORMAT.pack(
+        socket.inet_pton(af, flow.src).ljust(16, b"\0"),
+        socket.inet_pton(af, flow.dst).ljust(16, b"\0"),
+        flow.sport or 0, flow.dport or 0, flow.vlan or 0,
+        flow.family, flow.ipproto, flow.icmp_type or 0, flow.icmp_code or 0,
+        flow.tcp_flags or 0, flags,
+    )
+
+
+def make_event(ts_ns: int, ifindex: int, length: int, family: int, ipproto: int, src: str,
+               dst: str, sport: int | None = None, dport: int | None = None,
+               **flow_fields) -> Event:
+    """An Event from flat fields (tests, tools)."""
+    flow = Flow(family, ipproto, src, dst, sport, dport, **flow_fields)
+    return Event(ts_ns, ifindex, length, encode_flow(flow))
 
 
 def encode(ev: Event) -> bytes:
-    """The record the kernel would send for ``ev``; for tests and tools."""
-    fam, width = _FAMILIES[ev.family]
-    flags = (
-        (EV_PORTS if ev.sport is not None else 0)
-        | (EV_ICMP if ev.icmp_type is not None else 0)
-        | (EV_FRAG if ev.fragment else 0)
-        | (EV_TCPFLAGS if ev.tcp_flags is not None else 0)
-    )
-    return EVENT_FORMAT.pack(
-        ev.ts_ns, ev.ifindex, ev.length,
-        socket.inet_pton(fam, ev.src).ljust(16, b"\0"),
-        socket.inet_pton(fam, ev.dst).ljust(16, b"\0"),
-        ev.sport or 0, ev.dport or 0, ev.vlan or 0,
-        ev.family, ev.ipproto, ev.icmp_type or 0, ev.icmp_code or 0,
-        ev.tcp_flags or 0, flags,
-    )
+    """The nm_event record the kernel would send for ``ev``."""
+    return struct.pack(f"={_TIME_FIELDS}{_FLOW_SIZE}s4x", ev.ts_ns, ev.ifindex, ev.length,
+                       ev.key)
+
+
+Row = tuple  # an Event's fields, in Event's order, as a plain tuple
+
+
+class Decoder:
+    """Decodes batches of records into rows: Events' fields as plain tuples.
+
+    Rows are what the hot path passes along (building a tuple subclass per event
+    would double the decoding cost); ``Event(*row)`` is the typed view of one.
+    """
+
+    def __init__(self):
+        self._formats: dict[tuple[int, int], struct.Struct] = {}
+        self.undecodable = 0  # records of an unknown address family, dropped
+
+    def _format(self, head: int, tail: int) -> struct.Struct:
+        fmt = self._formats.get((head, tail))
+        if fmt is None:
+            fmt = self._formats[(head, tail)] = struct.Struct(
+                f"={head}x{_TIME_FIELDS}{_FLOW_SIZE}s4x{tail}x")
+        return fmt
+
+    def rows(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Row]:
+        """Rows from ``buf``: back-to-back records of ``head`` bytes, an nm_event, ``tail`` bytes."""
+        fmt = self._format(head, tail)
+        # Every record's family byte in one slice: when all are known, as the kernel
+        # guarantees, the per-event work stays in C.
+        families = memoryview(buf)[head + _FLOW_OFFSET + _FAMILY_OFFSET::fmt.size]
+        if _KNOWN_FAMILIES.issuperset(families):
+            return list(fmt.iter_unpack(buf))
+        out = [rec for rec in fmt.iter_unpack(buf) if rec[3][_FAMILY_OFFSET] in _KNOWN_FAMILIES]
+        self.undecodable += len(buf) // fmt.size - len(out)
+        return out
+
+    def decode(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Event]:
+        """Typed Events from ``buf``; see rows()."""
+        return [Event(*row) for row in self.rows(buf, head, tail)]

@@ -88,6 +88,27 @@ void perf_buffer__free(struct perf_buffer *pb);
 int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);
 int perf_buffer__consume(struct perf_buffer *pb);
 
+/* The first PERF_ATTR_SIZE_VER0 (64) bytes of the kernel's perf_event_attr. */
+struct perf_event_attr {
+	__u32 type;
+	__u32 size;
+	__u64 config;
+	__u64 sample_period;
+	__u64 sample_type;
+	__u64 read_format;
+	__u64 flags;          /* the bitfield block: disabled, inherit, ..., watermark (bit 14) */
+	__u32 wakeup_watermark;
+	__u32 bp_type;
+	__u64 config1;
+};
+struct perf_event_header;
+typedef int (*perf_buffer_event_fn)(void *ctx, int cpu, struct perf_event_header *event);
+struct perf_buffer *perf_buffer__new_raw(int map_fd, size_t page_cnt, struct perf_event_attr *attr,
+					 perf_buffer_event_fn event_cb, void *ctx, const void *opts);
+size_t perf_buffer__buffer_cnt(const struct perf_buffer *pb);
+int perf_buffer__buffer_fd(const struct perf_buffer *pb, size_t buf_idx);
+int perf_buffer__buffer(struct perf_buffer *pb, int buf_idx, void **buf, size_t *buf_size);
+
 struct bpf_test_run_opts {
 	size_t sz;
 	const void *data_in;

@@ -11,7 +11,7 @@ from typing import Callable, TextIO
 from netmon import events, libbpf, output, system
 from netmon.filters import FilterSpec
 from netmon.program import MonitorProgram, Method, Mode
-from netmon.reader import DEFAULT_PAGES, PerfReader
+from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 RULE = "═" * 39
 
@@ -107,7 +107,8 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
     system.check_privileges()
     ifindex = system.ifindex(settings.interface)
 
-    fmt = output.json_formatter(_ifname_lookup()) if settings.json else output.format_text
+    fmt = output.JsonFormat(_ifname_lookup()) if settings.json else output.TextFormat()
+    decoder = events.Decoder()
     summary = Summary()
     stop = _Stop()
     with ExitStack() as stack:
@@ -120,15 +121,15 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.write(banner(settings, spec, summary.mode, summary.method))
         err.flush()
 
-        def show(records: list[bytes]) -> None:
-            evs = events.decode_batch(records)
-            summary.undecodable += len(records) - len(evs)
-            if settings.count is not None:
-                evs = evs[: settings.count - summary.shown]
-            if evs:
-                out.write(output.render(evs, fmt))
-                out.flush()
-                summary.shown += len(evs)
+        def show(chunks: list[bytes]) -> None:
+            for chunk in chunks:
+                evs = decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+                if settings.count is not None:
+                    evs = evs[: settings.count - summary.shown]
+                if evs:
+                    out.write(fmt.render(evs))
+                    summary.shown += len(evs)
+            out.flush()
 
         def count_reached() -> bool:
             return settings.count is not None and summary.shown >= settings.count
@@ -144,5 +145,5 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             pass  # the reader of our output went away: stop quietly
         summary.counters = prog.counters()
         summary.lost = reader.lost
-        summary.undecodable += reader.short_records
+        summary.undecodable = decoder.undecodable + reader.foreign
     return summary

@@ -1,7 +1,9 @@
 """How events are shown: the original tool's text line, or JSON lines.
 
-Formatters work on batches and return one string, so a poll's worth of events
-costs one write.
+Formatters render a whole batch into one string, so a poll's worth of events
+costs one write. A batch holds Events or plain rows of their fields (what the
+decoder's hot path yields); both unpack alike. The text formatter keeps each
+flow's line prefix, so a repeated flow costs one lookup and the length.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import time
 from typing import Callable, Iterable
 
 from netmon import protocols
-from netmon.events import Event
+from netmon.events import Event, Flow, Row, decode_flow
+
+_PREFIX_CACHE_MAX = 65536
 
 
 def _endpoint(addr: str, port: int | None, family: int) -> str:
@@ -22,12 +26,32 @@ def _endpoint(addr: str, port: int | None, family: int) -> str:
     return f"{addr}:{port}"
 
 
-def format_text(ev: Event) -> str:
+def _prefix(flow: Flow) -> str:
+    return (f"{protocols.name(flow.ipproto)} {_endpoint(flow.src, flow.sport, flow.family)}"
+            f" -> {_endpoint(flow.dst, flow.dport, flow.family)} (")
+
+
+class TextFormat:
     """``TCP 192.168.1.100:54321 -> 93.184.216.34:443 (1248b)``"""
-    return (
-        f"{protocols.name(ev.ipproto)} {_endpoint(ev.src, ev.sport, ev.family)}"
-        f" -> {_endpoint(ev.dst, ev.dport, ev.family)} ({ev.length}b)"
-    )
+
+    def __init__(self):
+        self._prefixes: dict[bytes, str] = {}  # by the event's raw flow key
+
+    def _new_prefix(self, key: bytes) -> str:
+        if len(self._prefixes) >= _PREFIX_CACHE_MAX:
+            self._prefixes.clear()
+        text = self._prefixes[key] = _prefix(decode_flow(key))
+        return text
+
+    def line(self, ev: Event | Row) -> str:
+        _, _, length, key = ev
+        return f"{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
+
+    def render(self, events: Iterable[Event | Row]) -> str:
+        prefixes = self._prefixes
+        new = self._new_prefix
+        return "".join([f"{prefixes.get(key) or new(key)}{length}b)\n"
+                        for _, _, length, key in events])
 
 
 class Clock:
@@ -40,36 +64,33 @@ class Clock:
         return (ts_ns + self.offset_ns) / 1e9
 
 
-def json_formatter(ifnames: Callable[[int], str], clock: Clock | None = None):
-    """A formatter for JSON lines; ``ifnames`` maps an ifindex to its name."""
-    clock = clock or Clock()
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
+class JsonFormat:
+    """One JSON object per event; ``ifnames`` maps an ifindex to its name."""
 
-    def format_json(ev: Event) -> str:
-        return dumps({
-            "ts": round(clock.epoch(ev.ts_ns), 6),
-            "ifname": ifnames(ev.ifindex),
-            "proto": protocols.name(ev.ipproto).lower(),
-            "ipproto": ev.ipproto,
-            "src": ev.src,
-            "dst": ev.dst,
-            "sport": ev.sport,
-            "dport": ev.dport,
+    def __init__(self, ifnames: Callable[[int], str], clock: Clock | None = None):
+        self._ifnames = ifnames
+        self._clock = clock or Clock()
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def line(self, ev: Event | Row) -> str:
+        ev = Event(*ev)
+        f = ev.flow
+        return self._dumps({
+            "ts": round(self._clock.epoch(ev.ts_ns), 6),
+            "ifname": self._ifnames(ev.ifindex),
+            "proto": protocols.name(f.ipproto).lower(),
+            "ipproto": f.ipproto,
+            "src": f.src,
+            "dst": f.dst,
+            "sport": f.sport,
+            "dport": f.dport,
             "len": ev.length,
-            "vlan": ev.vlan,
-            "icmp_type": ev.icmp_type,
-            "icmp_code": ev.icmp_code,
-            "tcp_flags": ev.tcp_flags,
-            "frag": ev.fragment,
+            "vlan": f.vlan,
+            "icmp_type": f.icmp_type,
+            "icmp_code": f.icmp_code,
+            "tcp_flags": f.tcp_flags,
+            "frag": f.fragment,
         })
 
-    return format_json
-
-
-def render(events: Iterable[Event], fmt: Callable[[Event], str]) -> str:
-    """One string for a batch, each event on its own line."""
-    lines = [fmt(ev) for ev in events]
-    if not lines:
-        return ""
-    lines.append("")
-    return "\n".join(lines)
+    def render(self, events: Iterable[Event | Row]) -> str:
+        return "".join([self.line(ev) + "\n" for ev in events])

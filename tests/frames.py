@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from netmon import events
 from netmon.libbpf import XDP_PASS
 from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import PerfReader
+from netmon.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
@@ -58,11 +56,13 @@ def run_frames(config: bytes, frames: list[bytes]) -> tuple[list[events.Event], 
             retvals.append(retval)
             records += reader.drain()
         assert reader.lost == 0
-        return events.decode_batch(records), retvals, prog.counters()
+        decoder = events.Decoder()
+        evs = [ev for chunk in records for ev in decoder.decode(chunk, SAMPLE_HEAD, SAMPLE_TAIL)]
+        return evs, retvals, prog.counters()
 
 
 def without_time(evs: list[events.Event]) -> list[events.Event]:
-    return [dataclasses.replace(e, ts_ns=0) for e in evs]
+    return [e._replace(ts_ns=0) for e in evs]
 
 
 __all__ = ["XDP_PASS", "run_frames", "sample_frames", "without_time"]

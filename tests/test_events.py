@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from netmon import events
-from netmon.events import Event
+from netmon.events import make_event as Event
 
 
 def test_event_size_matches_the_c_struct():
@@ -19,24 +19,38 @@ def test_event_size_matches_the_c_struct():
     Event(9, 1, 60, 4, 47, "10.0.0.1", "10.0.0.2", fragment=True),
 ])
 def test_decode_inverts_encode(ev):
-    assert events.decode(events.encode(ev)) == ev
+    assert events.Decoder().decode(events.encode(ev)) == [ev]
 
 
-def test_perf_padding_after_the_record_is_ignored():
-    ev = Event(1, 2, 98, 4, 1, "10.0.0.1", "10.0.0.2", icmp_type=0, icmp_code=0)
-    assert events.decode(events.encode(ev) + b"\xff\xff\xff\xff") == ev
+def test_records_framed_by_perf_headers():
+    evs = [Event(i, 2, 98, 4, 1, "10.0.0.1", "10.0.0.2", icmp_type=0, icmp_code=0)
+           for i in range(3)]
+    buf = b"".join(b"H" * 12 + events.encode(ev) + b"\xff" * 4 for ev in evs)
+    assert events.Decoder().decode(buf, head=12, tail=4) == evs
 
 
-def test_short_and_unknown_family_records_are_dropped():
+def test_flows_are_decoded_once_and_shared():
+    a = events.encode(Event(1, 2, 60, 4, 17, "1.2.3.4", "5.6.7.8", 1, 2))
+    b = events.encode(Event(2, 2, 70, 4, 17, "1.2.3.4", "5.6.7.8", 1, 2))
+    first, second = events.Decoder().decode(a + b)
+    assert first.flow is second.flow
+    assert first.flow == events.Flow(4, 17, "1.2.3.4", "5.6.7.8", 1, 2)
+    assert (first.length, second.length, second.ts_ns) == (60, 70, 2)
+
+
+def test_unknown_family_records_are_counted_and_dropped():
     good = events.encode(Event(1, 2, 3, 4, 17, "1.2.3.4", "5.6.7.8", 1, 2))
     bad_family = bytearray(good)
     bad_family[54] = 5  # family byte
-    assert events.decode(good[:-1]) is None
-    assert events.decode(bytes(bad_family)) is None
-    assert len(events.decode_batch([good, good[:10], bytes(bad_family)])) == 1
+    decoder = events.Decoder()
+    assert decoder.decode(good + bytes(bad_family) + good) == [decoder.decode(good)[0]] * 2
+    assert decoder.undecodable == 1
 
 
 def test_events_are_immutable():
     ev = Event(1, 2, 3, 4, 17, "1.2.3.4", "5.6.7.8", 1, 2)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError):
         ev.length = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ev.flow.src = "9.9.9.9"
+    assert (ev.src, ev.sport, ev.dport, ev.ipproto) == ("1.2.3.4", 1, 2, 17)

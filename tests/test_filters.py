@@ -3,7 +3,7 @@ import ipaddress
 import pytest
 
 from netmon import filters, protocols
-from netmon.events import Event
+from netmon.events import make_event as Event
 from netmon.filters import FilterSpec
 
 TCP_EV = Event(0, 1, 1248, 4, 6, "192.168.1.100", "93.184.216.34", 54321, 443)

@@ -1,7 +1,10 @@
 import json
 
 from netmon import output
-from netmon.events import Event
+from netmon.events import make_event as Event
+
+
+TEXT = output.TextFormat()
 
 
 def test_text_lines_are_the_original_tools():
@@ -16,25 +19,25 @@ def test_text_lines_are_the_original_tools():
          "ICMP 192.168.1.100 -> 192.168.1.1 (84b)"),
     ]
     for ev, line in cases:
-        assert output.format_text(ev) == line
+        assert TEXT.line(ev) == line
 
 
 def test_other_protocols_and_ipv6():
-    assert output.format_text(Event(0, 1, 86, 6, 6, "2001:db8::1", "2001:db8::2", 443, 51000)) \
+    assert TEXT.line(Event(0, 1, 86, 6, 6, "2001:db8::1", "2001:db8::2", 443, 51000)) \
         == "TCP [2001:db8::1]:443 -> [2001:db8::2]:51000 (86b)"
-    assert output.format_text(Event(0, 1, 60, 4, 47, "10.0.0.1", "10.0.0.2")) \
+    assert TEXT.line(Event(0, 1, 60, 4, 47, "10.0.0.1", "10.0.0.2")) \
         == "GRE 10.0.0.1 -> 10.0.0.2 (60b)"
-    assert output.format_text(Event(0, 1, 60, 4, 253, "10.0.0.1", "10.0.0.2")) \
+    assert TEXT.line(Event(0, 1, 60, 4, 253, "10.0.0.1", "10.0.0.2")) \
         == "253 10.0.0.1 -> 10.0.0.2 (60b)"
     # A TCP packet whose header was cut off has no ports to show.
-    assert output.format_text(Event(0, 1, 40, 4, 6, "10.0.0.1", "10.0.0.2")) \
+    assert TEXT.line(Event(0, 1, 40, 4, 6, "10.0.0.1", "10.0.0.2")) \
         == "TCP 10.0.0.1 -> 10.0.0.2 (40b)"
 
 
 def test_json_lines_carry_every_field():
     clock = output.Clock()
     clock.offset_ns = 1_700_000_000_000_000_000
-    fmt = output.json_formatter(lambda idx: {3: "veth1"}[idx], clock)
+    fmt = output.JsonFormat(lambda idx: {3: "veth1"}[idx], clock).line
     udp = json.loads(fmt(Event(1_500_000_000, 3, 64, 4, 17, "10.0.0.1", "8.8.8.8", 5353, 53)))
     assert udp == {
         "ts": 1700000001.5, "ifname": "veth1", "proto": "udp", "ipproto": 17,
@@ -47,7 +50,10 @@ def test_json_lines_carry_every_field():
 
 
 def test_render_batches_lines():
-    evs = [Event(0, 1, 84, 4, 1, "10.0.0.1", "10.0.0.2")] * 2
-    assert output.render(evs, output.format_text) == \
-        "ICMP 10.0.0.1 -> 10.0.0.2 (84b)\nICMP 10.0.0.1 -> 10.0.0.2 (84b)\n"
-    assert output.render([], output.format_text) == ""
+    evs = [Event(0, 1, 84, 4, 1, "10.0.0.1", "10.0.0.2"), Event(0, 1, 90, 4, 1, "10.0.0.1",
+                                                                "10.0.0.2")]
+    assert output.TextFormat().render(evs) == \
+        "ICMP 10.0.0.1 -> 10.0.0.2 (84b)\nICMP 10.0.0.1 -> 10.0.0.2 (90b)\n"
+    assert output.TextFormat().render([]) == ""
+    json_lines = output.JsonFormat(str).render(evs).splitlines()
+    assert [json.loads(line)["len"] for line in json_lines] == [84, 90]

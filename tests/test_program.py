@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from netmon import libbpf
 from netmon.filters import FilterSpec, parse_network
 from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import PerfReader
+from netmon.reader import SAMPLE_SIZE, PerfReader
 from tests.frames import XDP_PASS, run_frames, sample_frames, without_time
 
 pytestmark = pytest.mark.kernel
@@ -121,13 +121,18 @@ def test_a_full_buffer_is_counted_not_hidden():
     with MonitorProgram(FilterSpec().kernel_config()) as prog, \
             PerfReader(prog.events_fd, pages=1) as reader:
         retval, _ = prog_test_run(prog.prog_fd, frame, repeat=runs)
-        got = len(reader.drain())
+        got = sum(len(chunk) for chunk in reader.drain()) // SAMPLE_SIZE
         c = prog.counters()
+        # The kernel reports the loss in the ring once there is room again.
+        prog_test_run(prog.prog_fd, frame)
+        after = reader.drain()
     assert retval == XDP_PASS
     assert c["matched"] == runs
     assert c["send_failed"] > 0
     assert c["sent"] + c["send_failed"] == runs
     assert got == c["sent"]
+    assert reader.lost == c["send_failed"]
+    assert [len(chunk) for chunk in after] == [SAMPLE_SIZE]
 
 
 def test_object_layout_is_checked(tmp_path):

@@ -1,0 +1,277 @@
+"""netmon's benchmark: run by `make bench`, never by the tests.
+
+Everything runs in one go on the same rig, side by side with its baseline:
+
+  (a) CPU time per shown event of netmon (text to a file) and of `tcpdump -n -l`
+      with the equivalent filter, on the same offered UDP traffic, and what each lost;
+  (b) the XDP program's cost per packet under BPF_PROG_TEST_RUN, non-matching and
+      matching, against an empty XDP_PASS program;
+  (c) the packet rate the receiving veth keeps with netmon attached and filtering
+      everything out, against the empty XDP_PASS program attached.
+
+The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
+frames are offered by bench/trafficgen.py from namespace a. Timings are never
+asserted: they are printed, with the machine, as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from netmon.events import EVENT_SIZE
+from netmon.filters import FilterSpec, parse_network
+from netmon.program import BpfObject, MonitorProgram, prog_test_run
+from netmon.reader import PerfReader
+from tests.netns import NetnsPair
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "build"
+DPORT = 9  # discard: the port every offered frame goes to
+GEN_CPU, TOOL_CPU = "0", "1"
+
+
+def udp_frame(n: NetnsPair, dport: int = DPORT, payload: int = 18) -> bytes:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    mac = {ns: n.run(ns, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
+           for ns, dev in ((n.a, n.a_if), (n.b, n.b_if))}
+    return bytes(Ether(src=mac[n.a], dst=mac[n.b]) / IP(src=n.a_ip, dst=n.b_ip)
+                 / UDP(sport=40000, dport=dport) / (b"x" * payload))
+
+
+def offer(n: NetnsPair, frame: bytes, count: int, rate: float) -> dict:
+    res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
+                str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
+                cwd=ROOT)
+    return json.loads(res.stdout)
+
+
+def rx_packets(n: NetnsPair) -> int:
+    return int(n.run(n.b, "cat", f"/sys/class/net/{n.b_if}/statistics/rx_packets").stdout)
+
+
+def cpu_ns(pid: int) -> int:
+    """On-CPU time of a single-threaded process, in ns (first field of schedstat)."""
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+class Tool:
+    """A capture tool running in namespace b, pinned to TOOL_CPU, stdout to a file."""
+
+    def __init__(self, n: NetnsPair, name: str, argv: list[str], ready: str, out: Path):
+        self.name, self.out = name, out
+        self.err: list[str] = []
+        self._ready = threading.Event()
+        with open(out, "w") as f:
+            self.proc = subprocess.Popen(
+                n.exec_args(n.b, "taskset", "-c", TOOL_CPU, *argv), stdout=f,
+                stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        threading.Thread(target=self._pump, args=(ready,), daemon=True).start()
+        if not self._ready.wait(30) or self.proc.poll() is not None:
+            self.proc.kill()
+            raise RuntimeError(f"{name} did not start: {self.err}")
+        time.sleep(0.3)  # let start-up work settle before the CPU clock is read
+        self.cpu_start = cpu_ns(self.proc.pid)
+
+    def _pump(self, ready: str) -> None:
+        for line in self.proc.stderr:
+            self.err.append(line.rstrip("\n"))
+            if ready in line:
+                self._ready.set()
+
+    def finish(self, expected: int, idle: float = 1.5) -> dict:
+        """Wait for the output to stop growing, read the CPU clock, stop the tool."""
+        last, still_since = -1, time.monotonic()
+        while True:
+            lines = count_lines(self.out)
+            if lines != last:
+                last, still_since = lines, time.monotonic()
+            elif lines >= expected or time.monotonic() - still_since > idle:
+                break
+            time.sleep(0.1)
+        cpu = cpu_ns(self.proc.pid) - self.cpu_start
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        time.sleep(0.1)
+        return {"lines": count_lines(self.out), "cpu_ns": cpu, "stderr": list(self.err)}
+
+
+def netmon_lost(stderr: list[str]) -> int:
+    last = [ln for ln in stderr if ln.startswith("netmon: ") and " lost" in ln][-1]
+    return int(last.split(", ")[-1].split()[0])
+
+
+def tcpdump_lost(stderr: list[str]) -> int:
+    line = next(ln for ln in stderr if "dropped by kernel" in ln)
+    return int(line.split()[0])
+
+
+def bench_cpu(n: NetnsPair, rates: list[float], counts: list[int], repeats: int,
+              tmp: Path) -> list[dict]:
+    frame = udp_frame(n)
+    tools = {
+        "netmon": ([sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp",
+                    "--dst-port", str(DPORT)], "Press Ctrl-C to stop", netmon_lost),
+        "tcpdump": (["tcpdump", "-n", "-l", "-i", n.b_if, f"udp and dst port {DPORT}"],
+                    "listening on", tcpdump_lost),
+    }
+    rows = []
+    for rate, count in zip(rates, counts):
+        samples: dict[str, list[dict]] = {name: [] for name in tools}
+        for _ in range(repeats):
+            for name, (argv, ready, lost) in tools.items():  # alternate, same traffic
+                tool = Tool(n, name, argv, ready, tmp / f"{name}.out")
+                before = rx_packets(n)
+                gen = offer(n, frame, count, rate)
+                res = tool.finish(expected=count)
+                res.update(received=rx_packets(n) - before, seconds=gen["seconds"],
+                           lost=lost(res["stderr"]))
+                samples[name].append(res)
+        for name, runs in samples.items():
+            per_event = [r["cpu_ns"] / max(r["lines"], 1) for r in runs]
+            rows.append({
+                "tool": name, "rate": rate, "offered": count,
+                "offered_rate": statistics.median(r["received"] / r["seconds"] for r in runs),
+                "shown": min(r["lines"] for r in runs),
+                "lost": max(r["lost"] for r in runs),
+                "us_per_event": statistics.median(per_event) / 1000,
+            })
+    return rows
+
+
+def bench_prog_run(repeat: int) -> list[dict]:
+    """ns per packet under BPF_PROG_TEST_RUN, as the kernel measures it."""
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    match = bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=DPORT)
+                  / (b"x" * 18))
+    miss = bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=443))
+    spec = FilterSpec(protocol=17, dst=parse_network("10.0.0.2"), dport=DPORT)
+    rows = []
+    with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
+        fd = empty.program_fd("xdp_pass")
+        base = statistics.median(prog_test_run(fd, miss, repeat)[1] for _ in range(5))
+    rows.append({"program": "empty XDP_PASS", "ns": base})
+    with MonitorProgram(spec.kernel_config()) as prog, \
+            PerfReader(prog.events_fd, pages=256) as reader:
+        ns = statistics.median(prog_test_run(prog.prog_fd, miss, repeat)[1] for _ in range(5))
+        rows.append({"program": "netmon, non-matching packet", "ns": ns})
+        # Matching packets each write an event: run in rounds the buffer holds, draining
+        # between rounds, so every run pays for a successful write.
+        per_round = 256 * 4096 // (EVENT_SIZE + 16) // 2
+        total_ns, total = 0, 0
+        for _ in range(max(1, repeat // per_round)):
+            _, avg = prog_test_run(prog.prog_fd, match, per_round)
+            total_ns += avg * per_round
+            total += per_round
+            reader.drain()
+        rows.append({"program": "netmon, matching packet (event sent)", "ns": total_ns / total})
+        assert prog.counters()["send_failed"] == 0
+    for row in rows:
+        row["ratio"] = row["ns"] / base
+    return rows
+
+
+def bench_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
+    frame = udp_frame(n)
+    pass_obj = BUILD / "xdp_pass.bpf.o"
+    nothing = [sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp",
+               "--dst-port", str(DPORT + 1)]
+    results: dict[str, list[float]] = {"empty XDP_PASS": [], "netmon, filtering all out": []}
+    for _ in range(repeats):
+        for name in results:
+            tool = None
+            if name == "empty XDP_PASS":
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj", str(pass_obj),
+                      "sec", "xdp")
+            else:
+                tool = Tool(n, "netmon", nothing, "Press Ctrl-C to stop", Path(os.devnull))
+            before = rx_packets(n)
+            gen = offer(n, frame, count, 0)
+            results[name].append((rx_packets(n) - before) / gen["seconds"])
+            if tool is None:
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")
+            else:
+                tool.proc.send_signal(signal.SIGINT)
+                tool.proc.wait(30)
+    base = statistics.median(results["empty XDP_PASS"])
+    return [{"attached": name, "pps": statistics.median(v),
+             "ratio": statistics.median(v) / base} for name, v in results.items()]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} × {cpu}, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
+    ap.add_argument("--max-count", type=int, default=1_000_000,
+                    help="frames offered in the unpaced runs")
+    args = ap.parse_args()
+    for obj in ("xdp_tx", "xdp_pass"):
+        subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
+
+    print(f"Machine: {machine()}\n")
+    prog_rows = bench_prog_run(repeat=1_000_000)
+    print("(b) XDP program cost per packet, BPF_PROG_TEST_RUN\n")
+    print("| program | ns/packet | × empty |\n|---|---:|---:|")
+    for r in prog_rows:
+        print(f"| {r['program']} | {r['ns']:.1f} | {r['ratio']:.2f} |")
+
+    with NetnsPair() as n:
+        n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
+        tmp = Path(f"/tmp/{n.id}")
+        tmp.mkdir(exist_ok=True)
+        rate_rows = bench_rate(n, args.max_count, args.repeats)
+        print("\n(c) packet rate the receiving veth keeps, frames offered unpaced\n")
+        print("| attached | packets/s | × empty |\n|---|---:|---:|")
+        for r in rate_rows:
+            print(f"| {r['attached']} | {r['pps']:,.0f} | {r['ratio']:.3f} |")
+
+        rate = 40_000
+        cpu_rows = bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],
+                             args.repeats, tmp)
+        print("\n(a) CPU per shown event, text output to a file, every frame matching\n")
+        print("| tool | offered | at (packets/s) | shown | lost | µs CPU/event |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in cpu_rows:
+            label = "unpaced" if not r["rate"] else f"{r['rate']:,.0f}/s"
+            print(f"| {r['tool']} | {r['offered']:,} ({label}) | {r['offered_rate']:,.0f} | "
+                  f"{r['shown']:,} | {r['lost']:,} | {r['us_per_event']:.2f} |")
+        for rate_ in {r["rate"] for r in cpu_rows}:
+            nm = next(r for r in cpu_rows if r["rate"] == rate_ and r["tool"] == "netmon")
+            td = next(r for r in cpu_rows if r["rate"] == rate_ and r["tool"] == "tcpdump")
+            label = "unpaced" if not rate_ else f"{rate_:,.0f}/s"
+            print(f"\nnetmon/tcpdump CPU per event at {label}: "
+                  f"{nm['us_per_event'] / td['us_per_event']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
