@@ -101,6 +101,9 @@ def monitor(
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     count: Optional[int] = typer.Option(
         None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
+    stats: Optional[float] = typer.Option(
+        None, "--stats", metavar="SECONDS", min=0.1,
+        help="Every SECONDS, print the counters on stderr."),
     buffer_pages: int = typer.Option(
         DEFAULT_PAGES, "--buffer-pages", metavar="N", min=1,
         help="Perf buffer size per CPU, in pages (a power of two)."),
@@ -120,6 +123,7 @@ def monitor(
     settings = Settings(
         interface=interface or system.default_interface(),
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
+        stats_every=stats,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)
     sys.stderr.write(f"\nnetmon: {summary.line()}\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
@@ -25,22 +26,33 @@ class Settings:
     count: int | None = None  # stop after this many shown events
     pages: int = DEFAULT_PAGES
     poll_ms: int = 100  # also the longest an event waits before it is shown
+    stats_every: float | None = None  # seconds between --stats lines
 
 
 @dataclass
 class Summary:
+    """Where every packet went: the kernel's counters and user space's."""
+
     shown: int = 0
-    lost: int = 0  # records the perf buffer reported lost
-    undecodable: int = 0  # records too short or of an unknown family
+    perf_lost: int = 0  # records the perf buffer reported lost (ring full)
+    undecodable: int = 0  # records that were not events of a known family
     counters: dict[str, int] = field(default_factory=dict)
     mode: str = ""
     method: str = ""
 
+    @property
+    def lost(self) -> int:
+        # A full ring fails the kernel's send and is reported in the ring once there
+        # is room: the same loss seen twice, the first count being the sooner.
+        return max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
+
     def line(self) -> str:
         c = self.counters
-        lost = max(self.lost, c.get("send_failed", 0)) + self.undecodable
-        return (f"{c.get('seen', 0)} packets seen, {c.get('matched', 0)} matched, "
-                f"{self.shown} shown, {lost} lost")
+        return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
+                f"{c.get('malformed', 0)} malformed), {c.get('matched', 0)} matched, "
+                f"{c.get('sent', 0)} sent, {self.shown} shown, {self.lost} lost "
+                f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
+                f"by the perf buffer)")
 
 
 class _Stop:
@@ -134,16 +146,25 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         def count_reached() -> bool:
             return settings.count is not None and summary.shown >= settings.count
 
+        def tally() -> Summary:
+            summary.counters = prog.counters()
+            summary.perf_lost = reader.lost
+            summary.undecodable = decoder.undecodable + reader.foreign
+            return summary
+
+        next_stats = time.monotonic() + (settings.stats_every or 0)
         try:
             while not (stop.requested or count_reached()):
                 show(reader.poll(settings.poll_ms))
+                if settings.stats_every and time.monotonic() >= next_stats:
+                    next_stats += settings.stats_every
+                    err.write(f"netmon: stats: {tally().line()}\n")
+                    err.flush()
             # Unhook first, so what is left in the buffer is all there will be.
             attachment.close()
             if not count_reached():
                 show(reader.drain())
         except BrokenPipeError:
             pass  # the reader of our output went away: stop quietly
-        summary.counters = prog.counters()
-        summary.lost = reader.lost
-        summary.undecodable = decoder.undecodable + reader.foreign
+        tally()
     return summary

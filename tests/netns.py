@@ -145,6 +145,15 @@ class Netmon:
                                    timeout)
             return list(self.out)
 
+    def wait_stderr(self, prefix: str, after: int = 0, timeout: float = 30) -> list[str]:
+        """Wait for a stderr line starting with ``prefix`` past the first ``after`` lines."""
+        def seen() -> bool:
+            return any(line.startswith(prefix) for line in self.err[after:])
+
+        with self._new_out:
+            self._new_out.wait_for(lambda: seen() or self.proc.poll() is not None, timeout)
+            return list(self.err)
+
     def wait_exit(self, timeout: float = 30) -> int:
         try:
             rc = self.proc.wait(timeout)

@@ -8,6 +8,7 @@ failed to exclude would show up ahead of the expected lines.
 from __future__ import annotations
 
 import json
+import re
 import signal
 
 import pytest
@@ -20,6 +21,19 @@ UDP_HDRS = 14 + 20 + 8
 ICMP_ECHO = 14 + 20 + 8 + 56  # ping's default payload
 TCP_SYN = 14 + 20 + 40  # MSS, SACK, timestamps, window scale
 TCP_ACK = 14 + 20 + 32  # timestamps
+
+
+SUMMARY = re.compile(
+    r"netmon: (?P<seen>\d+) packets seen \((?P<non_ip>\d+) not IP, (?P<malformed>\d+) "
+    r"malformed\), (?P<matched>\d+) matched, (?P<sent>\d+) sent, (?P<shown>\d+) shown, "
+    r"(?P<lost>\d+) lost \((?P<send_failed>\d+) send failures, (?P<perf_lost>\d+) reported "
+    r"by the perf buffer\)$")
+
+
+def summary(line: str, prefix: str = "netmon: ") -> dict[str, int]:
+    m = SUMMARY.match("netmon: " + line[len(prefix):])
+    assert m, f"not a summary line: {line!r}"
+    return {k: int(v) for k, v in m.groupdict().items()}
 
 
 def udp_line(src, sport, dst, dport, payload):
@@ -52,7 +66,10 @@ def test_banner_and_summary_go_to_stderr(netns):
     assert f"Interface: {n.b_if}" in err
     assert "Attach mode: native (bpf_link)" in err
     assert "Protocol: udp" in err and "Destination port: 5001" in err
-    assert nm.err[-1].startswith("netmon: ") and nm.err[-1].endswith(" matched, 2 shown, 0 lost")
+    counts = summary(nm.err[-1])
+    assert (counts["matched"], counts["sent"], counts["shown"], counts["lost"]) == (2, 2, 2, 0)
+    # ARP from a is the only other traffic b receives: seen, counted, not shown.
+    assert counts["seen"] == counts["non_ip"] + counts["matched"]
     assert nm.out == [udp_line(n.a_ip, 40001, n.b_ip, 5001, 10)] * 2
     assert n.xdp_prog_id() == 0
 
@@ -158,7 +175,7 @@ def test_count_stops_after_n_shown(netns):
         ping(n, n.b_ip, count=5)
         assert nm.wait_exit() == 0
     assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"] * 2
-    assert nm.err[-1].endswith(" 2 shown, 0 lost")
+    assert summary(nm.err[-1])["shown"] == 2 and summary(nm.err[-1])["lost"] == 0
     assert n.xdp_prog_id() == 0
 
 
@@ -188,8 +205,29 @@ def test_output_is_flushed_while_running(netns):
         assert nm.wait_lines(1) == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
         assert nm.proc.poll() is None
         assert nm.stop(signal.SIGTERM) == 0
-    assert nm.err[-1] == "netmon: 1 packets seen, 1 matched, 1 shown, 0 lost" or \
-        nm.err[-1].endswith(" 1 matched, 1 shown, 0 lost")
+    counts = summary(nm.err[-1])
+    assert (counts["matched"], counts["shown"], counts["lost"]) == (1, 1, 0)
+
+
+def test_stats_lines_on_stderr(netns):
+    n = netns
+    with Netmon(n, "--protocol", "udp", "--stats", "0.2") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40020, n.b_ip, 5020, 5, 3)
+        send(n, "syn", n.a_ip, 40021, n.b_ip, 5021)
+        nm.wait_lines(3)
+        ping(n, n.b_ip, count=3)
+        nm.wait_stderr("netmon: stats: ", after=len(nm.err))  # one taken after the pings
+        assert nm.stop() == 0
+    stats = [summary(line, "netmon: stats: ") for line in nm.err
+             if line.startswith("netmon: stats: ")]
+    assert stats, nm.err
+    final = summary(nm.err[-1])
+    assert stats[-1] == final
+    # Three UDP matched; the SYN and the pings were seen but filtered out in the kernel.
+    assert (final["matched"], final["sent"], final["shown"], final["lost"]) == (3, 3, 3, 0)
+    assert final["seen"] == final["non_ip"] + 3 + 1 + 3
+    assert nm.out == [udp_line(n.a_ip, 40020, n.b_ip, 5020, 5)] * 3
 
 
 @pytest.mark.parametrize("mode,shown", [("native", "native"), ("generic", "generic"),
