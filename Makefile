@@ -17,7 +17,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 APT_DEPS := clang llvm libbpf-dev libbpf1 bpftool iproute2 iputils-ping \
 	tcpdump ethtool util-linux python3 python3-venv python3-pip make
 
-.PHONY: all vmlinux deps venv install test test-unit clean
+.PHONY: all vmlinux deps venv install test test-unit bench clean
 
 all: $(BPF_OBJ)
 
@@ -65,3 +65,7 @@ test-unit: install
 
 clean:
 	rm -rf build dist netmon/_bpf/*.o
+
+# Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
+bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o
+	$(VENV)/bin/python -m bench.run

@@ -156,8 +156,27 @@ def bench_cpu(n: NetnsPair, rates: list[float], counts: list[int], repeats: int,
     return rows
 
 
+def timed_run(prog_fd: int, frame: bytes, repeat: int) -> tuple[float, int]:
+    """(wall-clock ns per run, the kernel's own figure) for one BPF_PROG_TEST_RUN.
+
+    The kernel reports a whole-ns average, too coarse for programs this short;
+    the wall clock around a few million runs resolves tenths of a ns. A run that
+    writes perf events pays ~16 ms per call on this kernel whatever its length,
+    so for matching packets only the kernel's figure means anything.
+    """
+    start = time.perf_counter_ns()
+    _, kernel_ns = prog_test_run(prog_fd, frame, repeat)
+    return (time.perf_counter_ns() - start) / repeat, kernel_ns
+
+
+def best_run(prog_fd: int, frame: bytes, repeat: int, rounds: int = 7) -> tuple[float, int]:
+    """The least disturbed of several rounds: other tenants only ever add time."""
+    runs = [timed_run(prog_fd, frame, repeat) for _ in range(rounds)]
+    return min(r[0] for r in runs), int(statistics.median(r[1] for r in runs))
+
+
 def bench_prog_run(repeat: int) -> list[dict]:
-    """ns per packet under BPF_PROG_TEST_RUN, as the kernel measures it."""
+    """ns per packet under BPF_PROG_TEST_RUN."""
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Ether
 
@@ -168,27 +187,49 @@ def bench_prog_run(repeat: int) -> list[dict]:
     spec = FilterSpec(protocol=17, dst=parse_network("10.0.0.2"), dport=DPORT)
     rows = []
     with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
-        fd = empty.program_fd("xdp_pass")
-        base = statistics.median(prog_test_run(fd, miss, repeat)[1] for _ in range(5))
-    rows.append({"program": "empty XDP_PASS", "ns": base})
+        ns, kns = best_run(empty.program_fd("xdp_pass"), miss, repeat)
+    rows.append({"program": "empty XDP_PASS", "ns": ns, "kernel_ns": kns})
     with MonitorProgram(spec.kernel_config()) as prog, \
             PerfReader(prog.events_fd, pages=256) as reader:
-        ns = statistics.median(prog_test_run(prog.prog_fd, miss, repeat)[1] for _ in range(5))
-        rows.append({"program": "netmon, non-matching packet", "ns": ns})
+        ns, kns = best_run(prog.prog_fd, miss, repeat)
+        rows.append({"program": "netmon, non-matching packet", "ns": ns, "kernel_ns": kns})
         # Matching packets each write an event: run in rounds the buffer holds, draining
         # between rounds, so every run pays for a successful write.
         per_round = 256 * 4096 // (EVENT_SIZE + 16) // 2
-        total_ns, total = 0, 0
+        runs = []
         for _ in range(max(1, repeat // per_round)):
-            _, avg = prog_test_run(prog.prog_fd, match, per_round)
-            total_ns += avg * per_round
-            total += per_round
+            runs.append(timed_run(prog.prog_fd, match, per_round))
             reader.drain()
-        rows.append({"program": "netmon, matching packet (event sent)", "ns": total_ns / total})
+        rows.append({"program": "netmon, matching packet (event sent)", "ns": None,
+                     "kernel_ns": int(statistics.median(r[1] for r in runs))})
         assert prog.counters()["send_failed"] == 0
     for row in rows:
-        row["ratio"] = row["ns"] / base
+        row["ratio"] = row["ns"] / rows[0]["ns"] if row["ns"] else None
+        row["kernel_ratio"] = row["kernel_ns"] / rows[0]["kernel_ns"]
     return rows
+
+
+def bench_latency(n: NetnsPair, frames: int) -> dict:
+    """Delay from the XDP hook (the event's kernel timestamp) to the line on stdout."""
+    frame = udp_frame(n)
+    argv = [sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp", "--json"]
+    proc = subprocess.Popen(n.exec_args(n.b, "taskset", "-c", TOOL_CPU, *argv),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    delays = []
+    try:
+        for line in proc.stderr:
+            if "Press Ctrl-C to stop" in line:
+                break
+        for _ in range(frames):
+            offer(n, frame, 1, 0)
+            line = proc.stdout.readline()
+            delays.append(time.time() - json.loads(line)["ts"])
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+    return {"frames": frames, "median_ms": statistics.median(delays) * 1000,
+            "max_ms": max(delays) * 1000}
 
 
 def bench_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
@@ -239,11 +280,13 @@ def main() -> None:
         subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
 
     print(f"Machine: {machine()}\n")
-    prog_rows = bench_prog_run(repeat=1_000_000)
+    prog_rows = bench_prog_run(repeat=5_000_000)
     print("(b) XDP program cost per packet, BPF_PROG_TEST_RUN\n")
-    print("| program | ns/packet | × empty |\n|---|---:|---:|")
+    print("| program | ns/run, wall clock | × empty | ns/run, kernel's figure | × empty |")
+    print("|---|---:|---:|---:|---:|")
     for r in prog_rows:
-        print(f"| {r['program']} | {r['ns']:.1f} | {r['ratio']:.2f} |")
+        wall = f"{r['ns']:.1f} | {r['ratio']:.2f}" if r["ns"] else "– | –"
+        print(f"| {r['program']} | {wall} | {r['kernel_ns']} | {r['kernel_ratio']:.1f} |")
 
     with NetnsPair() as n:
         n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
@@ -254,6 +297,11 @@ def main() -> None:
         print("| attached | packets/s | × empty |\n|---|---:|---:|")
         for r in rate_rows:
             print(f"| {r['attached']} | {r['pps']:,.0f} | {r['ratio']:.3f} |")
+
+        lat = bench_latency(n, 20)
+        print(f"\n(d) delay from the XDP hook to the line on stdout, one packet at a time: "
+              f"median {lat['median_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
+              f"over {lat['frames']} packets")
 
         rate = 40_000
         cpu_rows = bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import time
@@ -152,6 +153,9 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             summary.undecodable = decoder.undecodable + reader.foreign
             return summary
 
+        # Everything made so far lives until exit; keep the collector from walking it
+        # again and again while the loop allocates rows by the thousand.
+        gc.freeze()
         next_stats = time.monotonic() + (settings.stats_every or 0)
         try:
             while not (stop.requested or count_reached()):
