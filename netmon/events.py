@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 # struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then padding.

@@ -19,7 +19,9 @@ from netmon import libbpf
 from netmon.events import EVENT_SIZE
 from netmon.libbpf import ffi
 
-DEFAULT_PAGES = 64  # per CPU: 256 KiB, ~3,200 events of headroom per CPU
+# Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
+# the reader to be late, as on a busy host it will be.
+DEFAULT_PAGES = 128
 
 # Kernel UAPI: linux/perf_event.h
 PERF_TYPE_SOFTWARE = 1
