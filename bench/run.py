@@ -45,9 +45,7 @@ def udp_frame(n: NetnsPair, dport: int = DPORT, payload: int = 18) -> bytes:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
-    mac = {ns: n.run(ns, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
-           for ns, dev in ((n.a, n.a_if), (n.b, n.b_if))}
-    return bytes(Ether(src=mac[n.a], dst=mac[n.b]) / IP(src=n.a_ip, dst=n.b_ip)
+    return bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src=n.a_ip, dst=n.b_ip)
                  / UDP(sport=40000, dport=dport) / (b"x" * payload))
 
 

@@ -10,6 +10,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_core_read.h>
 #include "xdp_monitor.h"
 
 /* UAPI headers clash with vmlinux.h, so the few constants we need live here. */
@@ -21,6 +22,17 @@
 #define IP_OFFSET    0x1FFF
 #define VLAN_VID_MASK 0x0FFF
 #define VLAN_MAX_DEPTH 2
+#define IP6_OFFSET   0xFFF8
+#define IP6_MF       0x0001
+#define IPV6_EXT_MAX 8
+
+/* IPv6 extension headers netmon walks to find the transport header. */
+#define NEXTHDR_HOP      0
+#define NEXTHDR_ROUTING  43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_AUTH     51
+#define NEXTHDR_DEST     60
+#define IPPROTO_ICMPV6   58
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -48,6 +60,34 @@ struct cursor {
 struct vlan_tag {
 	__be16 tci;
 	__be16 proto;
+};
+
+/* The two bytes every walked IPv6 extension header starts with. */
+struct ipv6_ext {
+	__u8 nexthdr;
+	__u8 hdrlen;
+};
+
+struct ipv6_frag {
+	__u8   nexthdr;
+	__u8   reserved;
+	__be16 frag_off;
+	__be32 identification;
+};
+
+/* What netmon reads of an ICMP or ICMPv6 header. */
+struct icmp_head {
+	__u8   type;
+	__u8   code;
+	__be16 checksum;
+};
+
+/* SCTP's common header: ports, verification tag, checksum. */
+struct sctp_head {
+	__be16 source;
+	__be16 dest;
+	__be32 vtag;
+	__be32 checksum;
 };
 
 static __always_inline void count(__u32 idx)
@@ -89,7 +129,11 @@ static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan)
 	return proto;
 }
 
-/* IPv4 header with options. Returns the protocol number or -1. */
+/*
+ * IPv4 header with options. Fills the event's network part (family set means
+ * there is an event) and returns the protocol whose header follows, or -1 when
+ * no transport header follows (a later fragment).
+ */
 static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
 {
 	struct iphdr *iph = c->pos;
@@ -118,6 +162,83 @@ static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
 	return iph->protocol;
 }
 
+/*
+ * IPv6 header, then up to IPV6_EXT_MAX extension headers (hop-by-hop,
+ * routing, fragment, destination options, AH). The event's protocol is the
+ * first header that is not one of those, or the extension header where the
+ * walk had to stop (cut short, or one too many). Returns the protocol whose
+ * header follows, or -1 when none does.
+ */
+static __always_inline int parse_ipv6hdr(struct cursor *c, struct nm_event *ev)
+{
+	struct ipv6hdr *ip6h = c->pos;
+	__u8 nexthdr;
+
+	if ((void *)(ip6h + 1) > c->end)
+		return -1;
+	if (ip6h->version != 6)
+		return -1;
+	c->pos = ip6h + 1;
+
+	ev->family = 6;
+	__builtin_memcpy(ev->saddr, &ip6h->saddr, NM_ADDR_LEN);
+	__builtin_memcpy(ev->daddr, &ip6h->daddr, NM_ADDR_LEN);
+	nexthdr = ip6h->nexthdr;
+
+#pragma unroll
+	for (int i = 0; i < IPV6_EXT_MAX; i++) {
+		struct ipv6_ext *ext = c->pos;
+		struct ipv6_frag *fh = c->pos;
+		__u32 size;
+		__u16 frag;
+
+		switch (nexthdr) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+		case NEXTHDR_AUTH:
+			if ((void *)(ext + 1) > c->end)
+				goto stuck;
+			size = nexthdr == NEXTHDR_AUTH ? (ext->hdrlen + 2) * 4 : (ext->hdrlen + 1) * 8;
+			if (c->pos + size > c->end)
+				goto stuck;
+			nexthdr = ext->nexthdr;
+			c->pos += size;
+			break;
+		case NEXTHDR_FRAGMENT:
+			if ((void *)(fh + 1) > c->end)
+				goto stuck;
+			frag = bpf_ntohs(fh->frag_off);
+			if (frag & (IP6_OFFSET | IP6_MF))
+				ev->flags |= NM_EV_FRAG;
+			nexthdr = fh->nexthdr;
+			c->pos = fh + 1;
+			if (frag & IP6_OFFSET) {
+				ev->ipproto = nexthdr;
+				return -1;  /* a later fragment: no transport header */
+			}
+			break;
+		default:
+			ev->ipproto = nexthdr;
+			return nexthdr;
+		}
+	}
+	/* IPV6_EXT_MAX headers walked: whatever comes next is the protocol. */
+	switch (nexthdr) {
+	case NEXTHDR_HOP:
+	case NEXTHDR_ROUTING:
+	case NEXTHDR_DEST:
+	case NEXTHDR_AUTH:
+	case NEXTHDR_FRAGMENT:
+		goto stuck;
+	}
+	ev->ipproto = nexthdr;
+	return nexthdr;
+stuck:
+	ev->ipproto = nexthdr;
+	return -1;
+}
+
 static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 {
 	struct tcphdr *th = c->pos;
@@ -142,9 +263,21 @@ static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
 	ev->flags |= NM_EV_PORTS;
 }
 
+static __always_inline void parse_sctphdr(struct cursor *c, struct nm_event *ev)
+{
+	struct sctp_head *sh = c->pos;
+
+	if ((void *)(sh + 1) > c->end)
+		return;
+	ev->sport = bpf_ntohs(sh->source);
+	ev->dport = bpf_ntohs(sh->dest);
+	ev->flags |= NM_EV_PORTS;
+}
+
+/* ICMP and ICMPv6 alike: type, code and checksum lead both. */
 static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
 {
-	struct icmphdr *ih = c->pos;
+	struct icmp_head *ih = c->pos;
 
 	if ((void *)(ih + 1) > c->end)
 		return;
@@ -153,17 +286,19 @@ static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
 	ev->flags |= NM_EV_ICMP;
 }
 
-/* (addr & mask) == want, 32 bits at a time; want is pre-masked by netmon. */
-static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *want,
-				       const volatile __u8 *mask)
+/* Is addr (of the event's family) inside the prefix? 32 bits at a time. */
+static __always_inline bool in_prefix(const struct nm_event *ev, const __u8 *addr,
+				      const volatile struct nm_prefix *p)
 {
+	if (ev->family != p->family)
+		return false;
 #pragma unroll
 	for (int i = 0; i < NM_ADDR_LEN; i += 4) {
 		__u32 a = *(__u32 *)(addr + i);
-		__u32 w = *(const volatile __u32 *)(want + i);
-		__u32 m = *(const volatile __u32 *)(mask + i);
+		__u32 n = *(const volatile __u32 *)(p->net + i);
+		__u32 m = *(const volatile __u32 *)(p->mask + i);
 
-		if ((a & m) != w)
+		if ((a & m) != n)
 			return false;
 	}
 	return true;
@@ -171,23 +306,36 @@ static __always_inline bool addr_match(const __u8 *addr, const volatile __u8 *wa
 
 static __always_inline bool filter_match(const struct nm_event *ev)
 {
-	__u8 match = cfg.match;
+	__u16 match = cfg.match;
 
 	if ((match & NM_M_PROTO) && ev->ipproto != cfg.proto)
 		return false;
-	if ((match & NM_M_SADDR) &&
-	    (ev->family != cfg.sfamily || !addr_match(ev->saddr, cfg.saddr, cfg.smask)))
+	if ((match & NM_M_VLAN) && ev->vlan != cfg.vlan)
 		return false;
-	if ((match & NM_M_DADDR) &&
-	    (ev->family != cfg.dfamily || !addr_match(ev->daddr, cfg.daddr, cfg.dmask)))
+	if ((match & NM_M_SADDR) && !in_prefix(ev, ev->saddr, &cfg.src))
 		return false;
-	if ((match & (NM_M_SPORT | NM_M_DPORT)) && !(ev->flags & NM_EV_PORTS))
+	if ((match & NM_M_DADDR) && !in_prefix(ev, ev->daddr, &cfg.dst))
+		return false;
+	if ((match & NM_M_HOST) &&
+	    !in_prefix(ev, ev->saddr, &cfg.host) && !in_prefix(ev, ev->daddr, &cfg.host))
+		return false;
+	if ((match & (NM_M_SPORT | NM_M_DPORT | NM_M_PORT)) && !(ev->flags & NM_EV_PORTS))
 		return false;
 	if ((match & NM_M_SPORT) && ev->sport != cfg.sport)
 		return false;
 	if ((match & NM_M_DPORT) && ev->dport != cfg.dport)
 		return false;
+	if ((match & NM_M_PORT) && ev->sport != cfg.port && ev->dport != cfg.port)
+		return false;
 	return true;
+}
+
+/* The whole frame, with the fragments of a multi-buffer frame where the kernel knows them. */
+static __always_inline __u32 frame_len(struct xdp_md *ctx, void *data, void *data_end)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_get_buff_len))
+		return bpf_xdp_get_buff_len(ctx);
+	return data_end - data;
 }
 
 /*
@@ -216,12 +364,14 @@ int xdp_monitor(struct xdp_md *ctx)
 	count(NM_CNT_SEEN);
 
 	proto = parse_ethhdr(&c, &ev.vlan);
-	if (proto != bpf_htons(ETH_P_IP)) {
+	if (proto == bpf_htons(ETH_P_IP)) {
+		proto = parse_iphdr(&c, &ev);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		proto = parse_ipv6hdr(&c, &ev);
+	} else {
 		count(NM_CNT_NON_IP);
 		return XDP_PASS;
 	}
-
-	proto = parse_iphdr(&c, &ev);
 	if (!ev.family) {
 		count(NM_CNT_MALFORMED);
 		return XDP_PASS;
@@ -234,7 +384,11 @@ int xdp_monitor(struct xdp_md *ctx)
 	case IPPROTO_UDP:
 		parse_udphdr(&c, &ev);
 		break;
+	case IPPROTO_SCTP:
+		parse_sctphdr(&c, &ev);
+		break;
 	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
 		parse_icmphdr(&c, &ev);
 		break;
 	}
@@ -245,7 +399,7 @@ int xdp_monitor(struct xdp_md *ctx)
 
 	ev.ts_ns = bpf_ktime_get_ns();
 	ev.ifindex = ctx->ingress_ifindex;
-	ev.len = data_end - data;
+	ev.len = frame_len(ctx, data, data_end);
 	send_event(ctx, &ev);
 	return XDP_PASS;
 }

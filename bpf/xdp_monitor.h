@@ -38,11 +38,22 @@ struct nm_event {
 };
 
 /* nm_config.match: which filters are on. All of them must hold. */
-#define NM_M_PROTO 0x01
-#define NM_M_SADDR 0x02
-#define NM_M_DADDR 0x04
-#define NM_M_SPORT 0x08
-#define NM_M_DPORT 0x10
+#define NM_M_PROTO 0x0001
+#define NM_M_SADDR 0x0002
+#define NM_M_DADDR 0x0004
+#define NM_M_SPORT 0x0008
+#define NM_M_DPORT 0x0010
+#define NM_M_HOST  0x0020  /* source or destination address */
+#define NM_M_PORT  0x0040  /* source or destination port */
+#define NM_M_VLAN  0x0080  /* outer VLAN id */
+
+/* An address prefix: (addr & mask) == net, for packets of one family. */
+struct nm_prefix {
+	__u8  net[NM_ADDR_LEN];    /* already masked */
+	__u8  mask[NM_ADDR_LEN];
+	__u8  family;              /* 4 or 6 */
+	__u8  _pad[3];
+};
 
 /*
  * Filter configuration, written into .rodata before load. Because it is
@@ -50,16 +61,16 @@ struct nm_event {
  * unfiltered run pays nothing for the filter code.
  */
 struct nm_config {
-	__u8  saddr[NM_ADDR_LEN];  /* compared after masking with smask */
-	__u8  smask[NM_ADDR_LEN];
-	__u8  daddr[NM_ADDR_LEN];
-	__u8  dmask[NM_ADDR_LEN];
+	struct nm_prefix src;
+	struct nm_prefix dst;
+	struct nm_prefix host;
 	__u16 sport;               /* host byte order */
 	__u16 dport;
-	__u8  sfamily;             /* family the saddr filter applies to */
-	__u8  dfamily;
+	__u16 port;
+	__u16 vlan;
+	__u16 match;               /* NM_M_* */
 	__u8  proto;               /* IANA protocol number */
-	__u8  match;               /* NM_M_* */
+	__u8  _pad;
 };
 
 /* Indexes of the per-CPU counters array. */

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from netmon import __version__, errors, protocols, system
-from netmon.filters import FilterSpec, parse_network, parse_port
+from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.monitor import Settings, run
 from netmon.program import Method, Mode
 from netmon.reader import DEFAULT_PAGES
@@ -83,17 +83,26 @@ def monitor(
         help="Interface to watch [default: that of the default route, else eth0]."),
     protocol: str = typer.Option(
         "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
-        help="tcp, udp, icmp or all; also any IP protocol name or number."),
+        help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number."),
     src_ip: Optional[str] = typer.Option(
         None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Source address or prefix."),
     dst_ip: Optional[str] = typer.Option(
         None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Destination address or prefix."),
     src_port: Optional[str] = typer.Option(
         None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
-        help="Source port (TCP/UDP)."),
+        help="Source port (TCP/UDP/SCTP)."),
     dst_port: Optional[str] = typer.Option(
         None, "--dst-port", metavar="PORT", callback=_parsed(parse_port),
-        help="Destination port (TCP/UDP)."),
+        help="Destination port (TCP/UDP/SCTP)."),
+    host: Optional[str] = typer.Option(
+        None, "--host", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+        help="Source or destination address or prefix (like tcpdump's host)."),
+    port: Optional[str] = typer.Option(
+        None, "--port", metavar="PORT", callback=_parsed(parse_port),
+        help="Source or destination port (like tcpdump's port)."),
+    vlan: Optional[str] = typer.Option(
+        None, "--vlan", metavar="ID", callback=_parsed(parse_vlan),
+        help="Outer VLAN id (802.1Q or 802.1ad)."),
     mode: Mode = typer.Option(
         Mode.AUTO, "--mode", case_sensitive=False,
         help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
@@ -114,8 +123,8 @@ def monitor(
                                  is_eager=True, help="Show the version and exit."),
 ) -> int:
     try:
-        spec = FilterSpec(protocol=protocol, src=src_ip, dst=dst_ip,
-                          sport=src_port, dport=dst_port)
+        spec = FilterSpec(protocol=protocol, src=src_ip, dst=dst_ip, sport=src_port,
+                          dport=dst_port, host=host, port=port, vlan=vlan)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
     if buffer_pages & (buffer_pages - 1):

@@ -17,16 +17,21 @@ from netmon.events import Event
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-# Mirror of struct nm_config (bpf/xdp_monitor.h), native byte order.
-CONFIG_FORMAT = struct.Struct("=16s16s16s16sHHBBBB")
+# Mirror of struct nm_config (bpf/xdp_monitor.h), native byte order: three
+# struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto.
+_PREFIX = "16s16sB3x"
+CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBx")
 CONFIG_SIZE = CONFIG_FORMAT.size
 
 # nm_config.match
-M_PROTO = 0x01
-M_SADDR = 0x02
-M_DADDR = 0x04
-M_SPORT = 0x08
-M_DPORT = 0x10
+M_PROTO = 0x0001
+M_SADDR = 0x0002
+M_DADDR = 0x0004
+M_SPORT = 0x0008
+M_DPORT = 0x0010
+M_HOST = 0x0020
+M_PORT = 0x0040
+M_VLAN = 0x0080
 
 
 def parse_network(text: str) -> Network:
@@ -37,6 +42,17 @@ def parse_network(text: str) -> Network:
         if "has host bits set" in str(exc):
             raise ValueError(f"'{text}' has host bits set beyond the prefix length") from None
         raise ValueError(f"'{text}' is not an IP address or CIDR prefix") from None
+
+
+def parse_vlan(text: str | int) -> int:
+    try:
+        vlan = int(str(text).strip(), 10)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a VLAN id") from None
+    # 0 marks a priority-only tag (no VLAN) and 4095 is reserved.
+    if not 1 <= vlan <= 4094:
+        raise ValueError(f"VLAN id {vlan} is out of range 1-4094")
+    return vlan
 
 
 def parse_port(text: str | int) -> int:
@@ -51,18 +67,24 @@ def parse_port(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class FilterSpec:
-    """Every filter given must hold (AND). None means "any"."""
+    """Every filter given must hold (AND). None means "any".
+
+    ``host`` and ``port`` match either direction, like tcpdump's ``host`` and
+    ``port``; ``vlan`` is the outer 802.1Q/802.1ad id.
+    """
 
     protocol: int | None = None
     src: Network | None = None
     dst: Network | None = None
     sport: int | None = None
     dport: int | None = None
+    host: Network | None = None
+    port: int | None = None
+    vlan: int | None = None
 
     def __post_init__(self):
-        if (self.sport is not None or self.dport is not None) and (
-            self.protocol is not None and self.protocol not in protocols.WITH_PORTS
-        ):
+        has_port = any(p is not None for p in (self.sport, self.dport, self.port))
+        if has_port and self.protocol is not None and self.protocol not in protocols.WITH_PORTS:
             raise ValueError(
                 f"port filters need a protocol with ports (tcp, udp or sctp), "
                 f"not {protocols.name(self.protocol).lower()}"
@@ -73,22 +95,15 @@ class FilterSpec:
     def kernel_config(self) -> bytes:
         """The bytes of struct nm_config that make the XDP program apply this spec."""
         match = 0
-        if self.protocol is not None:
-            match |= M_PROTO
-        if self.src is not None:
-            match |= M_SADDR
-        if self.dst is not None:
-            match |= M_DADDR
-        if self.sport is not None:
-            match |= M_SPORT
-        if self.dport is not None:
-            match |= M_DPORT
-        saddr, smask, sfam = _net_fields(self.src)
-        daddr, dmask, dfam = _net_fields(self.dst)
+        for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
+                           (self.sport, M_SPORT), (self.dport, M_DPORT), (self.host, M_HOST),
+                           (self.port, M_PORT), (self.vlan, M_VLAN)):
+            if value is not None:
+                match |= bit
         return CONFIG_FORMAT.pack(
-            saddr, smask, daddr, dmask,
-            self.sport or 0, self.dport or 0,
-            sfam, dfam, self.protocol or 0, match,
+            *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
+            self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
+            match, self.protocol or 0,
         )
 
     # -- the Python side -------------------------------------------------
@@ -103,6 +118,12 @@ class FilterSpec:
         if self.sport is not None and ev.sport != self.sport:
             return False
         if self.dport is not None and ev.dport != self.dport:
+            return False
+        if self.host is not None and not (_in(ev.src, self.host) or _in(ev.dst, self.host)):
+            return False
+        if self.port is not None and self.port not in (ev.sport, ev.dport):
+            return False
+        if self.vlan is not None and ev.vlan != self.vlan:
             return False
         return True
 
@@ -119,10 +140,17 @@ class FilterSpec:
             rows.append(("Source port", str(self.sport)))
         if self.dport is not None:
             rows.append(("Destination port", str(self.dport)))
+        if self.host is not None:
+            rows.append(("Host (either direction)", _net_text(self.host)))
+        if self.port is not None:
+            rows.append(("Port (either direction)", str(self.port)))
+        if self.vlan is not None:
+            rows.append(("VLAN", str(self.vlan)))
         return rows
 
 
-def _net_fields(net: Network | None) -> tuple[bytes, bytes, int]:
+def _prefix_fields(net: Network | None) -> tuple[bytes, bytes, int]:
+    """struct nm_prefix's net, mask and family."""
     if net is None:
         return b"", b"", 0
     return (

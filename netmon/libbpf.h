@@ -45,6 +45,8 @@ int bpf_map__fd(const struct bpf_map *map);
 __u32 bpf_map__value_size(const struct bpf_map *map);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 int bpf_program__fd(const struct bpf_program *prog);
+__u32 bpf_program__flags(const struct bpf_program *prog);
+int bpf_program__set_flags(struct bpf_program *prog, __u32 flags);
 
 __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32 kind);
 const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from netmon import libbpf
+from netmon import libbpf, system
 from netmon.errors import (
     AttachFailed,
     KernelTooOld,
@@ -30,6 +30,7 @@ from netmon.filters import CONFIG_SIZE
 from netmon.libbpf import ffi
 
 PROGRAM_NAME = "xdp_monitor"
+FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS and bpf_xdp_get_buff_len()
 OBJECT_NAME = "xdp_monitor.bpf.o"
 # Counter order of enum nm_counter in bpf/xdp_monitor.h.
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed")
@@ -187,11 +188,14 @@ class BpfObject:
                           f"finding map {name}")
         return libbpf.ensure(lib.bpf_map__fd(m), f"map {name} fd")
 
+    def program(self, name: str):
+        return libbpf.ensure(
+            libbpf.lib().bpf_object__find_program_by_name(self._obj, name.encode()),
+            f"finding program {name}")
+
     def program_fd(self, name: str) -> int:
-        lib = libbpf.lib()
-        prog = libbpf.ensure(lib.bpf_object__find_program_by_name(self._obj, name.encode()),
-                             f"finding program {name}")
-        return libbpf.ensure(lib.bpf_program__fd(prog), f"program {name} fd")
+        return libbpf.ensure(libbpf.lib().bpf_program__fd(self.program(name)),
+                             f"program {name} fd")
 
     def struct_size(self, name: str) -> int | None:
         """Size of ``struct name`` in the object's BTF, None if it has none."""
@@ -253,6 +257,14 @@ class MonitorProgram:
             )
         libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
                       "setting the filter config")
+        if system.kernel_version() >= FRAGS_KERNEL:
+            # Multi-buffer frames (jumbo MTUs, GRO) reach the program whole instead of
+            # making native attach fail; the program reads the first buffer and
+            # reports the whole length.
+            prog = obj.program(PROGRAM_NAME)
+            libbpf.ensure(lib.bpf_program__set_flags(
+                prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
+                "marking the program frags-aware")
 
     def counters(self) -> dict[str, int]:
         """The program's per-CPU counters, summed over CPUs."""

@@ -5,13 +5,14 @@ A fixed table, not /etc/protocols: that file is missing on slim hosts.
 
 from __future__ import annotations
 
-# IANA "Assigned Internet Protocol Numbers", keywords upper-cased as printed;
-# 4 ("IPv4", IP in IP) under the name tcpdump prints for it.
+# IANA "Assigned Internet Protocol Numbers" keywords as printed (acronyms in
+# capitals, IPv6's own in IANA's spelling); 4 ("IPv4", IP in IP) under the
+# name tcpdump prints for it, 89 under the name people know (IANA: OSPFIGP).
 NAMES: dict[int, str] = {
     0: "HOPOPT", 1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 8: "EGP", 9: "IGP",
-    17: "UDP", 27: "RDP", 33: "DCCP", 41: "IPV6", 43: "IPV6-ROUTE", 44: "IPV6-FRAG",
-    46: "RSVP", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPV6", 59: "IPV6-NONXT",
-    60: "IPV6-OPTS", 88: "EIGRP", 89: "OSPF", 97: "ETHERIP", 98: "ENCAP",
+    17: "UDP", 27: "RDP", 33: "DCCP", 41: "IPv6", 43: "IPv6-Route", 44: "IPv6-Frag",
+    46: "RSVP", 47: "GRE", 50: "ESP", 51: "AH", 58: "ICMPv6", 59: "IPv6-NoNxt",
+    60: "IPv6-Opts", 88: "EIGRP", 89: "OSPF", 97: "ETHERIP", 98: "ENCAP",
     103: "PIM", 108: "IPCOMP", 112: "VRRP", 115: "L2TP", 132: "SCTP",
     135: "MOBILITY-HEADER", 136: "UDPLITE", 137: "MPLS-IN-IP", 143: "ETHERNET",
 }
@@ -22,7 +23,7 @@ TCP, UDP, ICMP, ICMPV6, SCTP = 6, 17, 1, 58, 132
 WITH_PORTS = frozenset({TCP, UDP, SCTP})
 
 _BY_NAME = {name.lower(): num for num, name in NAMES.items()}
-_BY_NAME.update({"icmp6": ICMPV6, "ipv6-icmp": ICMPV6, "ipencap": 4})
+_BY_NAME.update({"icmp6": ICMPV6, "ipv6-icmp": ICMPV6, "ipencap": 4, "ospfigp": 89})
 
 
 def name(num: int) -> str:

@@ -17,13 +17,22 @@ import sys
 _serial = itertools.count()
 
 SYSCTLS = {
-    # IPv6 autoconfiguration and MLD would add packets no test asked for.
-    "net.ipv6.conf.all.disable_ipv6": "1",
-    "net.ipv6.conf.default.disable_ipv6": "1",
     # Pin the TCP options so the SYN's length is known.
     "net.ipv4.tcp_timestamps": "1",
     "net.ipv4.tcp_sack": "1",
     "net.ipv4.tcp_window_scaling": "1",
+}
+# Without IPv6, autoconfiguration and MLD add no packets that no test asked for.
+NO_IPV6 = {
+    "net.ipv6.conf.all.disable_ipv6": "1",
+    "net.ipv6.conf.default.disable_ipv6": "1",
+}
+# With it, keep its chatter down: no router solicitations, no RAs taken.
+QUIET_IPV6 = {
+    "net.ipv6.conf.all.accept_ra": "0",
+    "net.ipv6.conf.default.accept_ra": "0",
+    "net.ipv6.conf.all.router_solicitations": "0",
+    "net.ipv6.conf.default.router_solicitations": "0",
 }
 
 
@@ -34,7 +43,7 @@ def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
 class NetnsPair:
     """Namespace ``a`` (veth0) sends to namespace ``b`` (veth1), where netmon watches."""
 
-    def __init__(self, subnet: int | None = None, b_if: str = "veth1"):
+    def __init__(self, subnet: int | None = None, b_if: str = "veth1", ipv6: bool = False):
         n = next(_serial)
         self.id = f"nmt-{os.getpid()}-{n}"
         self.a = f"{self.id}-a"
@@ -46,6 +55,9 @@ class NetnsPair:
         self.a_ip2 = f"{self.prefix}.3"  # a second source address in a
         self.b_ip2 = f"{self.prefix}.4"  # a second destination address in b
         self.a_if, self.b_if = "veth0", b_if
+        self.ipv6 = ipv6
+        self.a_ip6 = f"fd00:199:{third:x}::1"  # unique local addresses, this pair's own
+        self.b_ip6 = f"fd00:199:{third:x}::2"
 
     def __enter__(self) -> "NetnsPair":
         try:
@@ -58,7 +70,8 @@ class NetnsPair:
     def _create(self) -> None:
         for ns in (self.a, self.b):
             sh("ip", "netns", "add", ns)
-            for key, value in SYSCTLS.items():
+            sysctls = {**SYSCTLS, **(QUIET_IPV6 if self.ipv6 else NO_IPV6)}
+            for key, value in sysctls.items():
                 sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         sh("ip", "-n", self.a, "link", "add", self.a_if, "type", "veth",
@@ -68,6 +81,20 @@ class NetnsPair:
             for ip in ips:
                 sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
+        if self.ipv6:
+            ends = ((self.a, self.a_if, self.a_ip6), (self.b, self.b_if, self.b_ip6))
+            for ns, dev, ip in ends:
+                sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", dev, "nodad")
+            # Neighbour discovery is ICMPv6 between the very addresses the tests
+            # use: settle it beforehand so the wire carries only what tests send.
+            macs = [self.mac(ns) for ns, _, _ in ends]
+            for (ns, dev, _), (_, _, peer_ip), mac in zip(ends, reversed(ends), reversed(macs)):
+                sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac, "dev", dev,
+                   "nud", "permanent")
+
+    def mac(self, ns: str) -> str:
+        dev = self.a_if if ns == self.a else self.b_if
+        return self.run(ns, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
 
     def close(self) -> None:
         for ns in (self.a, self.b):

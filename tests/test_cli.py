@@ -22,6 +22,10 @@ def run_cli(capsys, *argv):
     (["--count", "0"], "--count"),
     (["--mode", "turbo"], "--mode"),
     (["--buffer-pages", "3"], "power of two"),
+    (["--host", "2001:db8::1/129"], "'2001:db8::1/129' is not an IP address"),
+    (["--port", "65536"], "out of range"),
+    (["--vlan", "4095"], "VLAN id 4095 is out of range"),
+    (["--protocol", "esp", "--port", "1"], "not esp"),
     (["--no-such-option"], "No such option"),
 ])
 def test_bad_values_are_one_line_and_usage_status(capsys, argv, fragment):
@@ -42,7 +46,8 @@ def test_help_lists_the_original_options(capsys):
     status, out, _ = run_cli(capsys, "--help")
     assert status == ExitStatus.SUCCESS
     for opt in ("--interface", "--protocol", "--src-ip", "--dst-ip", "--src-port",
-                "--dst-port", "--mode", "--json", "--count", "--version"):
+                "--dst-port", "--mode", "--json", "--count", "--version", "--host", "--port",
+                "--vlan", "--stats", "--buffer-pages"):
         assert opt in out
 
 

@@ -10,6 +10,7 @@ TCP_EV = Event(0, 1, 1248, 4, 6, "192.168.1.100", "93.184.216.34", 54321, 443)
 UDP_EV = Event(0, 1, 64, 4, 17, "192.168.1.100", "8.8.8.8", 54321, 53)
 ICMP_EV = Event(0, 1, 84, 4, 1, "192.168.1.100", "192.168.1.1", icmp_type=8, icmp_code=0)
 V6_EV = Event(0, 1, 86, 6, 6, "2001:db8::1", "2001:db8::2", 443, 51000)
+VLAN_EV = Event(0, 1, 68, 4, 17, "10.0.0.1", "10.0.0.2", 5353, 53, vlan=100)
 
 
 def spec(**kw):
@@ -40,6 +41,12 @@ def test_bad_networks(bad):
         filters.parse_network(bad)
 
 
+@pytest.mark.parametrize("bad", ["x", "0", "4095", "-1", "1.5"])
+def test_bad_vlans(bad):
+    with pytest.raises(ValueError):
+        filters.parse_vlan(bad)
+
+
 @pytest.mark.parametrize("bad", ["x", "65536", "-1", "1.5"])
 def test_bad_ports(bad):
     with pytest.raises(ValueError):
@@ -49,12 +56,14 @@ def test_bad_ports(bad):
 def test_port_filter_needs_a_protocol_with_ports():
     with pytest.raises(ValueError, match="icmp"):
         spec(protocol=1, dport=53)
+    with pytest.raises(ValueError, match="gre"):
+        spec(protocol=47, port=53)
     spec(protocol=17, dport=53)
     spec(dport=53)
 
 
 @pytest.mark.parametrize("fs,matching", [
-    (spec(), {"tcp", "udp", "icmp", "v6"}),
+    (spec(), {"tcp", "udp", "icmp", "v6", "vlan"}),
     (spec(protocol=6), {"tcp", "v6"}),
     (spec(protocol=1), {"icmp"}),
     (spec(src=net("192.168.1.100")), {"tcp", "udp", "icmp"}),
@@ -62,31 +71,44 @@ def test_port_filter_needs_a_protocol_with_ports():
     (spec(dst=net("8.8.8.8")), {"udp"}),
     (spec(src=net("192.168.1.100"), dst=net("8.8.8.8")), {"udp"}),
     (spec(sport=54321), {"tcp", "udp"}),
+    (spec(protocol=17), {"udp", "vlan"}),
     (spec(dport=443), {"tcp"}),
     (spec(protocol=6, dport=443, dst=net("1.1.1.1")), set()),
     (spec(protocol=6, src=net("192.168.1.100"), dport=22), set()),
     (spec(src=net("2001:db8::/32")), {"v6"}),
-    (spec(src=net("0.0.0.0/0")), {"tcp", "udp", "icmp"}),
+    (spec(src=net("0.0.0.0/0")), {"tcp", "udp", "icmp", "vlan"}),
+    (spec(host=net("8.8.8.8")), {"udp"}),
+    (spec(host=net("192.168.1.100")), {"tcp", "udp", "icmp"}),
+    (spec(host=net("2001:db8::2")), {"v6"}),
+    (spec(port=443), {"tcp", "v6"}),
+    (spec(port=54321), {"tcp", "udp"}),
+    (spec(port=51000, protocol=6), {"v6"}),
+    (spec(vlan=100), {"vlan"}),
+    (spec(vlan=100, port=53), {"vlan"}),
 ])
 def test_python_predicate(fs, matching):
-    evs = {"tcp": TCP_EV, "udp": UDP_EV, "icmp": ICMP_EV, "v6": V6_EV}
+    evs = {"tcp": TCP_EV, "udp": UDP_EV, "icmp": ICMP_EV, "v6": V6_EV, "vlan": VLAN_EV}
     assert {name for name, ev in evs.items() if fs.matches(ev)} == matching
 
 
 def test_kernel_config_layout():
-    cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=443).kernel_config()
-    assert len(cfg) == filters.CONFIG_SIZE == 72
-    fields = filters.CONFIG_FORMAT.unpack(cfg)
-    saddr, smask, daddr, dmask, sport, dport, sfam, dfam, proto, match = fields
-    assert saddr[:4] == ipaddress.ip_address("192.168.0.0").packed and saddr[4:] == bytes(12)
+    cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=443, host=net("2001:db8::/32"),
+               port=22, vlan=100).kernel_config()
+    assert len(cfg) == filters.CONFIG_SIZE == 3 * 36 + 12
+    (snet, smask, sfam, dnet, dmask, dfam, hnet, hmask, hfam,
+     sport, dport, port, vlan, match, proto) = filters.CONFIG_FORMAT.unpack(cfg)
+    assert snet[:4] == ipaddress.ip_address("192.168.0.0").packed and snet[4:] == bytes(12)
     assert smask == b"\xff\xff" + bytes(14)
-    assert daddr == dmask == bytes(16)
-    assert (sport, dport, sfam, dfam, proto) == (0, 443, 4, 0, 6)
-    assert match == filters.M_PROTO | filters.M_SADDR | filters.M_DPORT
+    assert dnet == dmask == bytes(16) and dfam == 0
+    assert hnet == ipaddress.ip_address("2001:db8::").packed
+    assert hmask == b"\xff" * 4 + bytes(12)
+    assert (sfam, hfam, sport, dport, port, vlan, proto) == (4, 6, 0, 443, 22, 100, 6)
+    assert match == (filters.M_PROTO | filters.M_SADDR | filters.M_DPORT | filters.M_HOST
+                     | filters.M_PORT | filters.M_VLAN)
 
 
 def test_empty_spec_turns_every_filter_off():
-    assert spec().kernel_config() == bytes(72)
+    assert spec().kernel_config() == bytes(filters.CONFIG_SIZE)
 
 
 def test_describe_for_the_banner():

@@ -12,7 +12,8 @@ from netmon import libbpf
 from netmon.filters import FilterSpec, parse_network
 from netmon.program import MonitorProgram, prog_test_run
 from netmon.reader import SAMPLE_SIZE, PerfReader
-from tests.frames import XDP_PASS, run_frames, sample_frames, without_time
+from tests.frames import XDP_PASS, Runner, run_frames, sample_frames, without_time
+from tests.reference import of_event, reference
 
 pytestmark = pytest.mark.kernel
 
@@ -21,7 +22,7 @@ FRAMES = sample_frames()
 
 @pytest.fixture(scope="module")
 def unfiltered():
-    evs, retvals, counters = run_frames(FilterSpec().kernel_config(), FRAMES)
+    evs, retvals, counters = run_frames(FilterSpec(), FRAMES)
     return evs, retvals, counters
 
 
@@ -40,16 +41,30 @@ def test_counters_account_for_every_frame(unfiltered):
     assert c["malformed"] == 1  # the IPv4 header cut short
 
 
+def test_every_sample_frame_matches_the_reference():
+    with Runner() as runner:
+        for frame in FRAMES:
+            _, got = runner.run(frame)
+            want = reference(frame)
+            assert [of_event(e) for e in got] == ([want] if want else []), frame.hex()
+
+
 def test_decoded_fields(unfiltered):
     evs, _, _ = unfiltered
     first = evs[0]
     assert (first.src, first.dst, first.ipproto, first.sport, first.dport) == \
         ("192.168.1.100", "93.184.216.34", 6, 54321, 443)
     assert first.tcp_flags == 0x02 and first.length == 54 and first.vlan is None
-    by_vlan = {e.vlan for e in evs if e.vlan}
-    assert by_vlan == {100, 7}
-    frags = [e for e in evs if e.fragment]
-    assert [(e.sport, e.dport) for e in frags] == [(4, 53), (None, None)]
+    assert {e.vlan for e in evs if e.vlan} == {100, 7}
+    v6 = [e for e in evs if e.family == 6 and e.src == "2001:db8::1"]
+    # Hop-by-hop, routing and destination options walked to UDP; AH walked to TCP.
+    assert (17, 1000, 53) in [(e.ipproto, e.sport, e.dport) for e in v6]
+    assert (6, 22, 2222) in [(e.ipproto, e.sport, e.dport) for e in v6]
+    # A first fragment has ports; a later one names its protocol but has none.
+    frags = [(e.ipproto, e.sport, e.fragment) for e in v6 if e.fragment]
+    assert frags == [(17, 7, True), (17, None, True)]
+    assert [(e.icmp_type, e.icmp_code) for e in v6 if e.ipproto == 58] == [(128, 0)]
+    assert [(e.sport, e.dport) for e in v6 if e.ipproto == 132] == [(3868, 3868)]
     gre = [e for e in evs if e.ipproto == 47]
     assert len(gre) == 1 and gre[0].sport is None
     cut = evs[-1]
@@ -71,6 +86,17 @@ SPECS = [
     FilterSpec(protocol=17, sport=5353, dport=5353),
     FilterSpec(src=parse_network("2001:db8::/32")),
     FilterSpec(dst=parse_network("0.0.0.0/0")),
+    FilterSpec(dst=parse_network("::/0")),
+    FilterSpec(dst=parse_network("fe80::/10")),
+    FilterSpec(protocol=58),
+    FilterSpec(protocol=132, port=3868),
+    FilterSpec(host=parse_network("8.8.8.8")),
+    FilterSpec(host=parse_network("2001:db8::2")),
+    FilterSpec(port=53),
+    FilterSpec(port=22, host=parse_network("2001:db8::/32")),
+    FilterSpec(vlan=100),
+    FilterSpec(vlan=7, protocol=6),
+    FilterSpec(vlan=8),
 ]
 
 
@@ -78,32 +104,36 @@ SPECS = [
 def test_kernel_and_python_filters_agree(unfiltered, spec):
     evs, _, _ = unfiltered
     expected = [e for e in evs if spec.matches(e)]
-    got, retvals, counters = run_frames(spec.kernel_config(), FRAMES)
+    got, retvals, counters = run_frames(spec, FRAMES)
     assert set(retvals) == {XDP_PASS}
     assert without_time(got) == without_time(expected)
     assert counters["matched"] == len(expected)
 
 
 addresses = st.sampled_from(["10.1.2.3", "10.1.2.4", "192.168.1.100", "8.8.8.8",
-                             "93.184.216.34", "10.1.200.3"])
+                             "93.184.216.34", "10.1.200.3", "2001:db8::1", "2001:db8::2",
+                             "2001:db8:1::5", "fe80::1"])
 
 
 @st.composite
 def specs(draw):
     def net():
         addr = ipaddress.ip_address(draw(addresses))
-        plen = draw(st.integers(0, 32))
+        plen = draw(st.integers(0, addr.max_prefixlen))
         return ipaddress.ip_network(f"{addr}/{plen}", strict=False)
 
-    proto = draw(st.sampled_from([None, 1, 6, 17, 47]))
-    ports_ok = proto in (None, 6, 17)
-    port = st.sampled_from([None, 22, 53, 443, 5353, 54321]) if ports_ok else st.none()
+    proto = draw(st.sampled_from([None, 1, 6, 17, 47, 58, 132]))
+    ports_ok = proto in (None, 6, 17, 132)
+    port = st.sampled_from([None, 22, 53, 443, 3868, 5353, 54321]) if ports_ok else st.none()
     return FilterSpec(
         protocol=proto,
         src=draw(st.none() | st.builds(net)),
         dst=draw(st.none() | st.builds(net)),
+        host=draw(st.none() | st.builds(net)),
         sport=draw(port),
         dport=draw(port),
+        port=draw(port),
+        vlan=draw(st.sampled_from([None, None, 7, 100])),
     )
 
 
@@ -111,7 +141,7 @@ def specs(draw):
 @given(spec=specs())
 def test_random_specs_agree(unfiltered, spec):
     evs, _, _ = unfiltered
-    got, _, _ = run_frames(spec.kernel_config(), FRAMES)
+    got, _, _ = run_frames(spec, FRAMES)
     assert without_time(got) == without_time([e for e in evs if spec.matches(e)])
 
 

@@ -3,6 +3,7 @@
 udp SRC SPORT DST DPORT PAYLOAD [COUNT]   datagrams of PAYLOAD bytes
 tcp SRC SPORT DST DPORT PAYLOAD           connect, send PAYLOAD bytes, close
 syn SRC SPORT DST DPORT                   one SYN to a closed port (b answers RST)
+raw IFNAME HEX                            one Ethernet frame, as given, out of IFNAME
 listen ADDR PORT                          accept one connection, read it all, exit
 """
 
@@ -12,15 +13,19 @@ import socket
 import sys
 
 
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
 def udp(src: str, sport: int, dst: str, dport: int, payload: int, count: int = 1) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    with socket.socket(_family(dst), socket.SOCK_DGRAM) as s:
         s.bind((src, sport))
         for _ in range(count):
             s.sendto(b"n" * payload, (dst, dport))
 
 
 def tcp(src: str, sport: int, dst: str, dport: int, payload: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(dst), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((src, sport))
         s.connect((dst, dport))
@@ -31,7 +36,7 @@ def tcp(src: str, sport: int, dst: str, dport: int, payload: int) -> None:
 
 
 def syn(src: str, sport: int, dst: str, dport: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(dst), socket.SOCK_STREAM) as s:
         s.bind((src, sport))
         try:
             s.connect((dst, dport))
@@ -40,8 +45,14 @@ def syn(src: str, sport: int, dst: str, dport: int) -> None:
     raise SystemExit(f"{dst}:{dport} accepted; syn needs a closed port")
 
 
+def raw(ifname: str, frame_hex: str) -> None:
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((ifname, 0))
+        s.send(bytes.fromhex(frame_hex))
+
+
 def listen(addr: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(addr), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, port))
         s.listen(1)
@@ -55,5 +66,5 @@ def listen(addr: str, port: int) -> None:
 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
-    fn = {"udp": udp, "tcp": tcp, "syn": syn, "listen": listen}[kind]
-    fn(*[int(a) if a.isdigit() else a for a in args])
+    fn = {"udp": udp, "tcp": tcp, "syn": syn, "raw": raw, "listen": listen}[kind]
+    fn(*[int(a) if a.isdigit() and kind != "raw" else a for a in args])
