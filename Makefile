@@ -13,11 +13,11 @@ BPF_OBJ := netmon/_bpf/xdp_monitor.bpf.o
 BUILD ?= build
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 
-# Debian package names of everything building, running and testing need.
-APT_DEPS := clang llvm libbpf-dev libbpf1 bpftool iproute2 iputils-ping \
-	tcpdump ethtool util-linux python3 python3-venv python3-pip make
+# Debian packages: what building the wheel needs, and what running and testing add.
+BUILD_DEPS := clang llvm libbpf-dev make python3 python3-venv python3-pip
+APT_DEPS := $(BUILD_DEPS) libbpf1 bpftool iproute2 iputils-ping tcpdump ethtool util-linux
 
-.PHONY: all vmlinux deps venv install test test-unit bench clean
+.PHONY: all vmlinux deps deps-build wheel venv install test test-unit bench clean
 
 all: $(BPF_OBJ)
 
@@ -47,6 +47,13 @@ vmlinux:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_DEPS)
+
+deps-build:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BUILD_DEPS)
+
+# dist/netmon-<version>-py3-none-any.whl, BPF object inside.
+wheel:
+	scripts/build-wheel.sh dist
 
 # System packages, then a virtualenv with netmon (editable) and the test tools.
 venv: deps

@@ -73,9 +73,10 @@ def lib():
         version = (loaded.libbpf_major_version(), loaded.libbpf_minor_version())
         if version < MIN_VERSION:
             found = ffi.string(loaded.libbpf_version_string()).decode()
+            need = ".".join(map(str, MIN_VERSION))
             raise LibbpfMissing(
-                f"libbpf {found} is too old, netmon needs libbpf >= 1.0; "
-                "install libbpf1 from Debian 12 / Proxmox VE 8 or newer"
+                f"libbpf {found} is too old, netmon needs libbpf >= {need}; "
+                "install libbpf1 from Debian 12 / Proxmox VE 8 or newer (apt-get install libbpf1)"
             )
         loaded.libbpf_set_print(_on_print)
         _lib = loaded

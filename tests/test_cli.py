@@ -82,3 +82,13 @@ def test_old_kernel(capsys, monkeypatch):
     status, _, err = run_cli(capsys, "-i", "lo")
     assert status == ExitStatus.ENVIRONMENT
     assert "kernel 4.19.0-26-amd64 is too old" in err
+
+
+def test_too_old_libbpf(capsys, monkeypatch):
+    from netmon import libbpf
+
+    monkeypatch.setattr(libbpf, "_lib", None)
+    monkeypatch.setattr(libbpf, "MIN_VERSION", (99, 0))
+    status, _, err = run_cli(capsys, "-i", "lo")
+    assert status == ExitStatus.ENVIRONMENT
+    assert "is too old, netmon needs libbpf >= 99.0" in err and err.count("\n") == 1
