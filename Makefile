@@ -17,7 +17,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 BUILD_DEPS := clang llvm libbpf-dev make python3 python3-venv python3-pip
 APT_DEPS := $(BUILD_DEPS) libbpf1 bpftool iproute2 iputils-ping tcpdump ethtool util-linux
 
-.PHONY: all vmlinux deps deps-build wheel venv install test test-unit bench clean
+.PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels bench clean
 
 all: $(BPF_OBJ)
 
@@ -72,6 +72,14 @@ test-unit: install
 
 clean:
 	rm -rf build dist netmon/_bpf/*.o
+
+# The kernel tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu, and on this one.
+KERNEL_DEPS := qemu-system-x86 kmod busybox-static
+VIRTME_NG := virtme-ng==1.42
+test-kernels: venv
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KERNEL_DEPS)
+	$(VENV)/bin/pip install -q '$(VIRTME_NG)'
+	$(VENV)/bin/python scripts/kernel-matrix.py --python $(abspath $(VENV))/bin/python
 
 # Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
 bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o

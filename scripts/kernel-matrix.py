@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""Run netmon's kernel tests on Debian's 5.10, 6.1 and 6.12 kernels, and on the running one.
+
+Each Debian kernel is fetched with `apt-get download` through a private apt
+configuration (its own sources list, lists and cache under build/kernels; the
+host's apt setup is left alone), unpacked with dpkg-deb, and booted under qemu
+with virtme-ng, which shares the host's filesystem read-only with the guest.
+The tests run inside each guest; their exit status and log come back through a
+shared writable folder, because vng's own exit status is not reliable.
+Software emulation (--disable-kvm) is used: stock kernels do not run under this
+machine's /dev/kvm.
+
+Prints a line per kernel, then `kernels: N passed, M failed`; exits non-zero if
+any failed.
+
+    scripts/kernel-matrix.py [--python PY] [--only 5.10,6.1,...] [-- PYTEST ARGS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "build" / "kernels"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+# series -> the Debian suite whose kernel it is
+MATRIX = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}
+
+# What runs in each guest: the tests whose behaviour depends on the kernel (attach by
+# bpf_link and by netlink, modes, kill -9, the memlock rlimit libbpf raises before
+# 5.11, the verifier on the real program, filters and parsing on the wire), not the
+# whole suite, which under emulation would take an hour.
+GUEST_TESTS = [
+    "tests/test_program.py",
+    "tests/test_monitor.py::test_every_protocol_unfiltered",
+    "tests/test_monitor.py::test_banner_and_summary_go_to_stderr",
+    "tests/test_monitor.py::test_filters",
+    "tests/test_monitor.py::test_attach_modes",
+    "tests/test_monitor.py::test_netlink_attach_is_detached_on_exit",
+    "tests/test_monitor.py::test_kill_9_leaves_no_program_attached",
+    "tests/test_monitor.py::test_refuses_an_interface_with_a_foreign_program",
+    "tests/test_monitor.py::test_auto_falls_back_to_generic_where_native_cannot_attach",
+    "tests/test_monitor.py::test_jumbo_frames_are_counted_whole",
+    "tests/test_monitor.py::test_ipv6_lines",
+    "tests/test_monitor.py::test_vlan_tagged_frames",
+]
+
+
+def debian_mirror() -> str:
+    """The Debian archive this machine's own apt sources use."""
+    texts = []
+    for path in ["/etc/apt/sources.list", *glob.glob("/etc/apt/sources.list.d/*")]:
+        try:
+            texts.append(Path(path).read_text())
+        except OSError:
+            continue
+    for text in texts:
+        # deb822 stanzas (URIs: / Suites:) and one-line "deb URI suite ..." entries
+        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(
+                r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", text, re.M):
+            if uri.rstrip("/").endswith("/debian"):
+                return uri.rstrip("/")
+    sys.exit("kernel-matrix: no Debian archive in this machine's apt sources")
+
+
+def apt_options() -> list[str]:
+    return [
+        "-o", f"Dir::Etc::SourceList={WORK / 'apt' / 'sources.list'}",
+        "-o", "Dir::Etc::SourceParts=/nonexistent",
+        "-o", f"Dir::State::Lists={WORK / 'apt' / 'lists'}",
+        "-o", f"Dir::Cache={WORK / 'apt' / 'cache'}",
+        "-o", "Debug::NoLocking=1",
+        "-o", "APT::Get::List-Cleanup=0",
+        "-o", "APT::Sandbox::User=root",
+    ]
+
+
+def apt_update(mirror: str) -> None:
+    (WORK / "apt" / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+    (WORK / "apt" / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+    lines = [f"deb [signed-by={KEYRING}] {mirror} {suite} main" for suite in MATRIX.values()]
+    (WORK / "apt" / "sources.list").write_text("\n".join(lines) + "\n")
+    subprocess.run(["apt-get", *apt_options(), "-qq", "update"], check=True)
+
+
+def image_package(suite: str) -> str:
+    """The versioned linux-image package that suite's linux-image-amd64 points at."""
+    out = subprocess.run(["apt-cache", *apt_options(), "show", "linux-image-amd64"],
+                         capture_output=True, text=True, check=True).stdout
+    # apt-cache shows every version it knows; match the suite by the kernel it names.
+    for stanza in out.split("\n\n"):
+        dep = re.search(r"^Depends: (linux-image-[^\s,]+)", stanza, re.M)
+        if not dep:
+            continue
+        name = dep.group(1)
+        series = re.match(r"linux-image-(\d+\.\d+)", name).group(1)
+        if MATRIX.get(series) == suite:
+            return name
+    sys.exit(f"kernel-matrix: no linux-image for {suite} in the archive")
+
+
+def fetch(series: str) -> Path:
+    """Download and unpack the series' kernel; return its vmlinuz."""
+    dest = WORK / series
+    found = sorted(dest.glob("boot/vmlinuz-*"))
+    if found:
+        return found[-1]
+    name = image_package(MATRIX[series])
+    debs = WORK / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["apt-get", *apt_options(), "-qq", "download", name], cwd=debs, check=True)
+    (deb,) = debs.glob(f"{name}_*.deb")
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(dest)], check=True)
+    deb.unlink()
+    return sorted(dest.glob("boot/vmlinuz-*"))[-1]
+
+
+def guest_command(python: str, results: Path, tag: str, pytest_args: list[str]) -> str:
+    args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
+            *pytest_args, *[str(ROOT / t) for t in GUEST_TESTS]]
+    log, rc = results / f"{tag}.log", results / f"{tag}.rc"
+    # The guest sees the host's files read-only: run where it can write.
+    return (f"cd /tmp && PYTHONDONTWRITEBYTECODE=1 NETMON_REQUIRE_KERNEL=1 "
+            f"{shlex.join(args)} > {log} 2>&1; echo $? > {rc}")
+
+
+def summary_of(log: Path) -> str:
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return lines[-1].strip("= ") if lines else "no output"
+
+
+def run_guest(vng: str, kimg: Path, python: str, results: Path, pytest_args: list[str],
+              timeout: int) -> tuple[bool, str]:
+    tag = kimg.name.removeprefix("vmlinuz-")
+    rc_file = results / f"{tag}.rc"
+    rc_file.unlink(missing_ok=True)
+    cmd = [vng, "--run", str(kimg), "--disable-kvm", "--cpus", "2", "--memory", "2G",
+           "--rwdir", str(results), "--exec", guest_command(python, results, tag, pytest_args)]
+    # vng runs virtme-run, which lives beside it.
+    env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        return False, f"{tag}: timed out after {timeout} s"
+    if not rc_file.exists():
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return False, f"{tag}: the guest did not run the tests ({' | '.join(tail)})"
+    ok = rc_file.read_text().strip() == "0"
+    return ok, f"{tag}: {summary_of(results / f'{tag}.log')}"
+
+
+def run_host(python: str, results: Path, pytest_args: list[str]) -> tuple[bool, str]:
+    tag = platform.release()
+    cmd = guest_command(python, results, tag, pytest_args)
+    subprocess.run(["sh", "-c", cmd], check=False)
+    ok = (results / f"{tag}.rc").read_text().strip() == "0"
+    return ok, f"{tag} (running): {summary_of(results / f'{tag}.log')}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="netmon's kernel test matrix")
+    ap.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"),
+                    help="the Python with netmon and the test tools installed")
+    ap.add_argument("--only", help="comma-separated series to run (default: all)")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds per kernel")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = ap.parse_args()
+
+    vng = str(Path(args.python).parent / "vng")
+    series = args.only.split(",") if args.only else list(MATRIX)
+    results = WORK / "results"
+    results.mkdir(parents=True, exist_ok=True)
+
+    apt_update(debian_mirror())
+    outcomes = []
+    ok, line = run_host(args.python, results, args.pytest_args)
+    print(f"kernel {line}: {'passed' if ok else 'FAILED'}", flush=True)
+    outcomes.append(ok)
+    for s in series:
+        start = time.monotonic()
+        kimg = fetch(s)
+        ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args, args.timeout)
+        print(f"kernel {line}: {'passed' if ok else 'FAILED'} "
+              f"({time.monotonic() - start:.0f} s)", flush=True)
+        outcomes.append(ok)
+    passed = sum(outcomes)
+    print(f"kernels: {passed} passed, {len(outcomes) - passed} failed")
+    return 0 if passed == len(outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
