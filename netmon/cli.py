@@ -85,9 +85,11 @@ def monitor(
         "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
         help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number."),
     src_ip: Optional[str] = typer.Option(
-        None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Source address or prefix."),
+        None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+        help="Source address or prefix."),
     dst_ip: Optional[str] = typer.Option(
-        None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network), help="Destination address or prefix."),
+        None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+        help="Destination address or prefix."),
     src_port: Optional[str] = typer.Option(
         None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
         help="Source port (TCP/UDP/SCTP)."),

@@ -37,7 +37,7 @@ _KNOWN_FAMILIES = frozenset(_FAMILIES)
 _FLOW_CACHE_MAX = 65536
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Flow:
     """What a packet is, apart from when it came and how long it was."""
 

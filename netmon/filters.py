@@ -44,25 +44,23 @@ def parse_network(text: str) -> Network:
         raise ValueError(f"'{text}' is not an IP address or CIDR prefix") from None
 
 
-def parse_vlan(text: str | int) -> int:
+def _parse_int(text: str | int, what: str, low: int, high: int) -> int:
     try:
-        vlan = int(str(text).strip(), 10)
+        value = int(str(text).strip(), 10)
     except ValueError:
-        raise ValueError(f"'{text}' is not a VLAN id") from None
+        raise ValueError(f"'{text}' is not a {what}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{what} {value} is out of range {low}-{high}")
+    return value
+
+
+def parse_vlan(text: str | int) -> int:
     # 0 marks a priority-only tag (no VLAN) and 4095 is reserved.
-    if not 1 <= vlan <= 4094:
-        raise ValueError(f"VLAN id {vlan} is out of range 1-4094")
-    return vlan
+    return _parse_int(text, "VLAN id", 1, 4094)
 
 
 def parse_port(text: str | int) -> int:
-    try:
-        port = int(str(text).strip(), 10)
-    except ValueError:
-        raise ValueError(f"'{text}' is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range 0-65535")
-    return port
+    return _parse_int(text, "port number", 0, 65535)
 
 
 @dataclass(frozen=True)

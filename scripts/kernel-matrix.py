@@ -48,12 +48,15 @@ GUEST_TESTS = [
     "tests/test_monitor.py::test_attach_modes",
     "tests/test_monitor.py::test_netlink_attach_is_detached_on_exit",
     "tests/test_monitor.py::test_kill_9_leaves_no_program_attached",
+    "tests/test_monitor.py::test_a_tiny_memlock_limit_is_no_obstacle",
     "tests/test_monitor.py::test_refuses_an_interface_with_a_foreign_program",
     "tests/test_monitor.py::test_auto_falls_back_to_generic_where_native_cannot_attach",
     "tests/test_monitor.py::test_jumbo_frames_are_counted_whole",
     "tests/test_monitor.py::test_ipv6_lines",
     "tests/test_monitor.py::test_vlan_tagged_frames",
 ]
+# Kernel-independent and slow under emulation: hypothesis loading a program per example.
+GUEST_SKIP = ["tests/test_program.py::test_random_specs_agree"]
 
 
 def debian_mirror() -> str:
@@ -127,12 +130,20 @@ def fetch(series: str) -> Path:
 
 
 def guest_command(python: str, results: Path, tag: str, pytest_args: list[str]) -> str:
+    """A short command that runs the tests; the script itself goes into a file.
+
+    virtme-ng passes the command on the kernel command line, and a long one
+    overflows it (6.1 panics at boot).
+    """
     args = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:warnings",
+            "--durations=5", *[f"--deselect={ROOT / t}" for t in GUEST_SKIP],
             *pytest_args, *[str(ROOT / t) for t in GUEST_TESTS]]
     log, rc = results / f"{tag}.log", results / f"{tag}.rc"
+    script = results / f"{tag}.sh"
     # The guest sees the host's files read-only: run where it can write.
-    return (f"cd /tmp && PYTHONDONTWRITEBYTECODE=1 NETMON_REQUIRE_KERNEL=1 "
-            f"{shlex.join(args)} > {log} 2>&1; echo $? > {rc}")
+    script.write_text(f"cd /tmp\nPYTHONDONTWRITEBYTECODE=1 NETMON_REQUIRE_KERNEL=1 "
+                      f"{shlex.join(args)} > {log} 2>&1\necho $? > {rc}\n")
+    return f"sh {script}"
 
 
 def summary_of(log: Path) -> str:
@@ -150,7 +161,8 @@ def run_guest(vng: str, kimg: Path, python: str, results: Path, pytest_args: lis
     # vng runs virtme-run, which lives beside it.
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         return False, f"{tag}: timed out after {timeout} s"
     if not rc_file.exists():
@@ -191,6 +203,13 @@ def main() -> int:
         start = time.monotonic()
         kimg = fetch(s)
         ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args, args.timeout)
+        if not ok:
+            # Emulation on a shared machine can starve a guest past a test's timeout;
+            # a second boot tells that from a real failure, and the line says so.
+            print(f"kernel {line}: failed once, booting it again", flush=True)
+            ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args,
+                                 args.timeout)
+            line += " (second boot)"
         print(f"kernel {line}: {'passed' if ok else 'FAILED'} "
               f"({time.monotonic() - start:.0f} s)", flush=True)
         outcomes.append(ok)

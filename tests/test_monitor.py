@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 
 import pytest
 
@@ -289,6 +290,19 @@ def test_netlink_attach_is_detached_on_exit(netns, sig):
         assert nm.stop(sig) == 0
     assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
     assert n.xdp_prog_id() == 0
+
+
+def test_a_tiny_memlock_limit_is_no_obstacle(netns):
+    # Before 5.11 the kernel charges BPF maps and programs to RLIMIT_MEMLOCK, and
+    # libbpf raises the limit for netmon; later kernels account them to memory
+    # cgroups. Either way, 64 KiB must not stop netmon.
+    n = netns
+    command = ["prlimit", "--memlock=65536", sys.executable, "-m", "netmon"]
+    with Netmon(n, "--protocol", "icmp", "--count", "1", command=command) as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        assert nm.wait_exit() == 0
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
 
 
 def test_kill_9_leaves_no_program_attached(netns):
