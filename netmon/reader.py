@@ -71,7 +71,9 @@ class _Ring:
         else:  # wrapped: the records straddling the end come out whole
             chunk = self._data[start:] + self._data[: end - self.size]
         # Hand the space back only after the copy: the kernel may reuse it at once.
-        # (x86-64 and arm64 keep this order for dependent accesses through cffi calls.)
+        # x86-64 keeps loads before a later store (TSO); libbpf's C reader uses
+        # acquire/release here, which Python cannot issue, so on weakly ordered CPUs
+        # only the thousands of instructions between copy and store keep the order.
         self._tail[0] = head
         return chunk
 
