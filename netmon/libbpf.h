@@ -52,7 +52,6 @@ __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32
 const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
 
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
-int bpf_prog_get_fd_by_id(__u32 id);
 
 struct bpf_link_create_opts {
 	size_t sz;
@@ -78,17 +77,7 @@ struct bpf_xdp_query_opts {
 };
 int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
 
-typedef void (*perf_buffer_sample_fn)(void *ctx, int cpu, void *data, __u32 size);
-typedef void (*perf_buffer_lost_fn)(void *ctx, int cpu, __u64 cnt);
-struct perf_buffer_opts {
-	size_t sz;
-};
-struct perf_buffer *perf_buffer__new(int map_fd, size_t page_cnt,
-				     perf_buffer_sample_fn sample_cb, perf_buffer_lost_fn lost_cb,
-				     void *ctx, const struct perf_buffer_opts *opts);
 void perf_buffer__free(struct perf_buffer *pb);
-int perf_buffer__poll(struct perf_buffer *pb, int timeout_ms);
-int perf_buffer__consume(struct perf_buffer *pb);
 
 /* The first PERF_ATTR_SIZE_VER0 (64) bytes of the kernel's perf_event_attr. */
 struct perf_event_attr {
