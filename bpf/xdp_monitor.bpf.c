@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * netmon's XDP program: parse each received frame, apply the filters the user
- * asked for, count, and send one fixed-size record per matching IP packet to
- * user space through a perf event array.
+ * netmon's BPF programs: parse each frame, apply the filters the user asked
+ * for, count, and send one fixed-size record per matching IP packet to user
+ * space through a perf event array.
  *
- * It never changes a packet and returns XDP_PASS on every path: netmon watches
- * traffic, it must not disturb it.
+ * One parser, three hooks: XDP (ingress, in the driver or generic), and tc
+ * ingress and egress (tcx links on >= 6.6, cls_bpf direct-action before). They
+ * never change a packet and never end another program's chain: XDP returns
+ * XDP_PASS, tc returns TC_ACT_UNSPEC (== TCX_NEXT), on every path.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -25,6 +27,10 @@
 #define IP6_OFFSET   0xFFF8
 #define IP6_MF       0x0001
 #define IPV6_EXT_MAX 8
+/* tc: "no verdict", so the next filter runs. The same value is tcx's TCX_NEXT. */
+#define NM_TC_NEXT   (-1)
+/* tc: the most header bytes the parser reads; pulled into the linear part if need be. */
+#define NM_PULL_LEN  256
 
 /* IPv6 extension headers netmon walks to find the transport header. */
 #define NEXTHDR_HOP      0
@@ -44,12 +50,29 @@ struct {
 	__uint(value_size, sizeof(__u32));
 } events SEC(".maps");
 
+/* Indexed by slot * 2 + direction; see struct nm_ifslot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, NM_CNT_MAX);
+	__uint(max_entries, NM_IF_SLOTS * 2);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct nm_counters);
 } counters SEC(".maps");
+
+/* ifindex -> slot, direct-mapped by ifindex % NM_IF_CACHE; written by netmon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NM_IF_CACHE);
+	__type(key, __u32);
+	__type(value, struct nm_ifslot);
+} ifcache SEC(".maps");
+
+/* ifindex -> slot for interfaces whose cache entry another one holds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NM_IF_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} ifslots SEC(".maps");
 
 /* Where parsing stands: the next unread byte and the end of the frame. */
 struct cursor {
@@ -90,13 +113,30 @@ struct sctp_head {
 	__be32 checksum;
 };
 
-static __always_inline void count(__u32 idx)
+/* The counters of one interface and direction on this CPU. */
+static __always_inline struct nm_counters *counters_of(__u32 ifindex, __u8 dir)
 {
-	__u64 *val = bpf_map_lookup_elem(&counters, &idx);
+	__u32 key = ifindex & (NM_IF_CACHE - 1);
+	struct nm_ifslot *cached = bpf_map_lookup_elem(&ifcache, &key);
+	__u32 slot = 0;
 
-	/* Cannot fail for idx < NM_CNT_MAX; the check is for the verifier. */
-	if (val)
-		*val += 1;
+	if (cached && cached->ifindex == ifindex) {
+		slot = cached->slot;
+	} else {
+		__u32 *found = bpf_map_lookup_elem(&ifslots, &ifindex);
+
+		if (found)
+			slot = *found;
+	}
+	key = slot * 2 + dir;
+	return bpf_map_lookup_elem(&counters, &key);
+}
+
+static __always_inline void count(struct nm_counters *cnt, enum nm_counter idx)
+{
+	/* NULL only for a slot out of range, which netmon never writes. */
+	if (cnt)
+		cnt->n[idx] += 1;
 }
 
 /*
@@ -331,75 +371,130 @@ static __always_inline bool filter_match(const struct nm_event *ev)
 }
 
 /* The whole frame, with the fragments of a multi-buffer frame where the kernel knows them. */
-static __always_inline __u32 frame_len(struct xdp_md *ctx, void *data, void *data_end)
+static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 {
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_get_buff_len))
 		return bpf_xdp_get_buff_len(ctx);
-	return data_end - data;
+	return ctx->data_end - ctx->data;
 }
 
 /*
  * Kept out of line so the object's BTF describes struct nm_event: netmon
  * checks its Python mirror against that size before it reads any event.
+ * ctx is the hook's own (xdp_md or __sk_buff): the perf output needs it.
  */
-static __noinline int send_event(struct xdp_md *ctx, struct nm_event *ev)
+static __noinline int send_event(void *ctx, struct nm_event *ev, struct nm_counters *cnt)
 {
 	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0) {
-		count(NM_CNT_SEND_FAILED);
+		count(cnt, NM_CNT_SEND_FAILED);
 		return -1;
 	}
-	count(NM_CNT_SENT);
+	count(cnt, NM_CNT_SENT);
 	return 0;
+}
+
+/*
+ * Everything a hook does, once: parse, filter, count, fill the event. Returns
+ * true when the packet matched and the event waits for its length and send.
+ */
+static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
+				    struct nm_counters *cnt)
+{
+	int proto;
+
+	count(cnt, NM_CNT_SEEN);
+
+	proto = parse_ethhdr(c, &ev->vlan);
+	if (proto == bpf_htons(ETH_P_IP)) {
+		proto = parse_iphdr(c, ev);
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		proto = parse_ipv6hdr(c, ev);
+	} else {
+		count(cnt, NM_CNT_NON_IP);
+		return false;
+	}
+	if (!ev->family) {
+		count(cnt, NM_CNT_MALFORMED);
+		return false;
+	}
+
+	switch (proto) {
+	case IPPROTO_TCP:
+		parse_tcphdr(c, ev);
+		break;
+	case IPPROTO_UDP:
+		parse_udphdr(c, ev);
+		break;
+	case IPPROTO_SCTP:
+		parse_sctphdr(c, ev);
+		break;
+	case IPPROTO_ICMP:
+	case IPPROTO_ICMPV6:
+		parse_icmphdr(c, ev);
+		break;
+	}
+
+	if (!filter_match(ev))
+		return false;
+	count(cnt, NM_CNT_MATCHED);
+	return true;
 }
 
 SEC("xdp")
 int xdp_monitor(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	struct cursor c = { .pos = data, .end = data_end };
+	struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
+	struct nm_counters *cnt = counters_of(ctx->ingress_ifindex, NM_DIR_IN);
 	struct nm_event ev = {};
-	int proto;
 
-	count(NM_CNT_SEEN);
-
-	proto = parse_ethhdr(&c, &ev.vlan);
-	if (proto == bpf_htons(ETH_P_IP)) {
-		proto = parse_iphdr(&c, &ev);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		proto = parse_ipv6hdr(&c, &ev);
-	} else {
-		count(NM_CNT_NON_IP);
+	if (!inspect(&c, &ev, cnt))
 		return XDP_PASS;
-	}
-	if (!ev.family) {
-		count(NM_CNT_MALFORMED);
-		return XDP_PASS;
-	}
-
-	switch (proto) {
-	case IPPROTO_TCP:
-		parse_tcphdr(&c, &ev);
-		break;
-	case IPPROTO_UDP:
-		parse_udphdr(&c, &ev);
-		break;
-	case IPPROTO_SCTP:
-		parse_sctphdr(&c, &ev);
-		break;
-	case IPPROTO_ICMP:
-	case IPPROTO_ICMPV6:
-		parse_icmphdr(&c, &ev);
-		break;
-	}
-
-	if (!filter_match(&ev))
-		return XDP_PASS;
-	count(NM_CNT_MATCHED);
-
 	ev.ts_ns = bpf_ktime_get_ns();
 	ev.ifindex = ctx->ingress_ifindex;
-	ev.len = frame_len(ctx, data, data_end);
-	send_event(ctx, &ev);
+	ev.len = xdp_frame_len(ctx);
+	ev.segs = 1;
+	send_event(ctx, &ev, cnt);
 	return XDP_PASS;
+}
+
+/*
+ * tc sees an skb: headers may sit outside its linear part (the only part
+ * direct access reaches), so pull up to NM_PULL_LEN bytes in when they do.
+ * The pull copies, it changes no byte of the packet.
+ */
+static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
+{
+	struct nm_counters *cnt = counters_of(skb->ifindex, dir);
+	struct nm_event ev = {};
+	struct cursor c;
+	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
+
+	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end &&
+	    bpf_skb_pull_data(skb, want) < 0)
+		count(cnt, NM_CNT_PULL_FAILED);
+	/* The pull invalidates earlier packet pointers: read them afresh. */
+	c.pos = (void *)(long)skb->data;
+	c.end = (void *)(long)skb->data_end;
+
+	if (!inspect(&c, &ev, cnt))
+		return NM_TC_NEXT;
+	ev.ts_ns = bpf_ktime_get_ns();
+	ev.ifindex = skb->ifindex;
+	ev.dir = dir;
+	ev.len = skb->len;
+	ev.segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	send_event(skb, &ev, cnt);
+	return NM_TC_NEXT;
+}
+
+SEC("tc")
+int tc_ingress(struct __sk_buff *skb)
+{
+	return tc_monitor(skb, NM_DIR_IN);
+}
+
+SEC("tc")
+int tc_egress(struct __sk_buff *skb)
+{
+	return tc_monitor(skb, NM_DIR_OUT);
 }

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The contract between the XDP program and netmon's Python side.
+ * The contract between netmon's BPF programs (XDP and tc hooks) and its Python side.
  *
  * Every struct here has fixed-width fields and explicit padding so that the
  * one Python mirror (netmon/events.py for nm_event, netmon/filters.py for
@@ -18,11 +18,15 @@
 #define NM_EV_FRAG     0x04 /* part of a fragmented IP datagram */
 #define NM_EV_TCPFLAGS 0x08 /* tcp_flags is valid */
 
+/* nm_event.dir: which way the packet crossed the interface. */
+#define NM_DIR_IN  0
+#define NM_DIR_OUT 1
+
 /* One record per matching IP packet, sent through the perf event array. */
 struct nm_event {
 	__u64 ts_ns;               /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
-	__u32 ifindex;             /* interface the frame arrived on */
-	__u32 len;                 /* frame length at the hook, in bytes */
+	__u32 ifindex;             /* interface the packet crossed */
+	__u32 len;                 /* frame length at the hook (tc: skb->len, maybe GRO/GSO-merged) */
 	__u8  saddr[NM_ADDR_LEN];  /* IPv4 uses the first 4 bytes */
 	__u8  daddr[NM_ADDR_LEN];
 	__u16 sport;               /* host byte order */
@@ -34,7 +38,9 @@ struct nm_event {
 	__u8  icmp_code;
 	__u8  tcp_flags;           /* FIN=0x01 ... CWR=0x80 */
 	__u8  flags;               /* NM_EV_* */
-	__u8  _pad[4];
+	__u8  dir;                 /* NM_DIR_* */
+	__u8  _pad;
+	__u16 segs;                /* packets merged into this one by GRO/GSO; 1 if none */
 };
 
 /* nm_config.match: which filters are on. All of them must hold. */
@@ -73,7 +79,23 @@ struct nm_config {
 	__u8  _pad;
 };
 
-/* Indexes of the per-CPU counters array. */
+/*
+ * Counters are kept per watched interface and direction. netmon gives each
+ * interface it attaches to a slot (1 .. NM_IF_SLOTS-1; slot 0 counts frames of
+ * interfaces it has not registered) and writes ifindex -> slot into a
+ * direct-mapped cache indexed by ifindex % NM_IF_CACHE, or, where two watched
+ * interfaces share a cache line, into a hash map. The counters array is then
+ * indexed by slot * 2 + direction.
+ */
+#define NM_IF_SLOTS 512
+#define NM_IF_CACHE 1024
+
+struct nm_ifslot {
+	__u32 ifindex;
+	__u32 slot;
+};
+
+/* Indexes into struct nm_counters. */
 enum nm_counter {
 	NM_CNT_SEEN = 0,     /* every frame the hook saw */
 	NM_CNT_NON_IP,       /* frames that carry no IPv4/IPv6 packet */
@@ -81,7 +103,12 @@ enum nm_counter {
 	NM_CNT_MATCHED,      /* packets every filter accepted */
 	NM_CNT_SENT,         /* events written to the perf buffer */
 	NM_CNT_SEND_FAILED,  /* bpf_perf_event_output() errors: buffer full */
+	NM_CNT_PULL_FAILED,  /* tc: bpf_skb_pull_data() errors; headers left unread */
 	NM_CNT_MAX,
+};
+
+struct nm_counters {
+	__u64 n[NM_CNT_MAX];
 };
 
 #endif /* __XDP_MONITOR_H */

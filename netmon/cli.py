@@ -9,14 +9,16 @@ from __future__ import annotations
 import enum
 import os
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from netmon import __version__, errors, protocols, system
+from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
+from netmon.interfaces import Selection
 from netmon.monitor import Settings, run
-from netmon.program import Method, Mode
+from netmon.program import Hook, Method, Mode
 from netmon.reader import DEFAULT_PAGES
 
 
@@ -35,6 +37,17 @@ class ExitStatus(enum.IntEnum):
     REJECTED = 6  # verifier refused the program
     XDP_BUSY = 7  # interface already has someone else's XDP program
     ATTACH = 8  # the kernel refused to attach in every allowed mode
+    INTERFACE_GONE = 9  # a named interface went away (without --follow)
+
+
+class Direction(str, enum.Enum):
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+_DIRECTIONS = {Direction.IN: (DIR_IN,), Direction.OUT: (DIR_OUT,),
+               Direction.BOTH: (DIR_IN, DIR_OUT)}
 
 
 _STATUS = {
@@ -75,12 +88,30 @@ app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 @app.command(
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Show every IP packet an interface receives, one line each, filtered in the kernel.",
+    help="Show every IP packet an interface receives (or sends), one line each, filtered in "
+         "the kernel.",
 )
 def monitor(
-    interface: Optional[str] = typer.Option(
+    interface: Optional[List[str]] = typer.Option(
         None, "-i", "--interface", metavar="IFACE",
-        help="Interface to watch [default: that of the default route, else eth0]."),
+        help="Interface to watch; repeat it or separate names with commas. A shell-style "
+             "glob ('tap*') or 'any' also watches matching interfaces that appear later "
+             "[default: that of the default route, else eth0]."),
+    direction: Optional[Direction] = typer.Option(
+        None, "--direction", "-Q", case_sensitive=False,
+        help="What to show: what the interface receives (in), sends (out), or both "
+             "[default: in; both with --guest]."),
+    hook: Hook = typer.Option(
+        Hook.AUTO, "--hook", case_sensitive=False,
+        help="Ingress hook: xdp, tc, or auto: XDP, but tc where XDP is taken or for "
+             "globs and 'any'. Egress is always tc."),
+    follow: bool = typer.Option(
+        False, "--follow",
+        help="When a named interface goes away, wait for it to come back and watch it "
+             "again (Proxmox recreates a VM's tap when it restarts)."),
+    guest: Optional[List[int]] = typer.Option(
+        None, "--guest", metavar="VMID", min=1,
+        help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default)."),
     protocol: str = typer.Option(
         "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
         help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number."),
@@ -120,7 +151,8 @@ def monitor(
         help="Perf buffer size per CPU, in pages (a power of two)."),
     attach: Method = typer.Option(
         Method.AUTO, "--attach", case_sensitive=False, hidden=True,
-        help="bpf_link, netlink, or auto (link where the kernel has XDP links)."),
+        help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
+             "links where the kernel has them."),
     version: bool = typer.Option(False, "--version", "-V", callback=_version,
                                  is_eager=True, help="Show the version and exit."),
 ) -> int:
@@ -131,14 +163,25 @@ def monitor(
         raise errors.UsageError(str(exc)) from None
     if buffer_pages & (buffer_pages - 1):
         raise errors.UsageError(f"--buffer-pages must be a power of two, not {buffer_pages}")
+    names = list(interface or [])
+    if not names and not guest:
+        names = [system.default_interface()]
+    try:
+        selection = Selection.parse(names, guest or [])
+    except ValueError as exc:
+        raise errors.UsageError(str(exc)) from None
+    if direction is None:
+        direction = Direction.BOTH if guest else Direction.IN
+    if hook is Hook.XDP and direction is Direction.OUT:
+        raise errors.UsageError("--hook xdp watches ingress only; egress is always tc")
     settings = Settings(
-        interface=interface or system.default_interface(),
+        selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
         stats_every=stats,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)
-    sys.stderr.write(f"\nnetmon: {summary.line()}\n")
-    return ExitStatus.SUCCESS
+    sys.stderr.write("\n" + "".join(f"netmon: {line}\n" for line in summary.lines()))
+    return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
 
 
 def main(argv: list[str] | None = None) -> int:

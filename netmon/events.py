@@ -16,10 +16,12 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then padding.
+# struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then the
+# direction, a pad byte and the segment count.
 _TIME_FIELDS = "QII"
 _FLOW_FIELDS = "16s16sHHHBBBBBB"
-EVENT_FORMAT = struct.Struct("=" + _TIME_FIELDS + _FLOW_FIELDS + "4x")
+_TAIL_FIELDS = "BxH"
+EVENT_FORMAT = struct.Struct("=" + _TIME_FIELDS + _FLOW_FIELDS + _TAIL_FIELDS)
 EVENT_SIZE = EVENT_FORMAT.size
 _FLOW_FORMAT = struct.Struct("=" + _FLOW_FIELDS)
 _FLOW_OFFSET = struct.calcsize("=" + _TIME_FIELDS)
@@ -31,6 +33,10 @@ EV_PORTS = 0x01
 EV_ICMP = 0x02
 EV_FRAG = 0x04
 EV_TCPFLAGS = 0x08
+
+# nm_event.dir
+DIR_IN, DIR_OUT = 0, 1
+DIR_NAMES = ("in", "out")
 
 _FAMILIES = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 _KNOWN_FAMILIES = frozenset(_FAMILIES)
@@ -55,7 +61,7 @@ class Flow:
 
 
 class Event(NamedTuple):
-    """One IP packet as the XDP hook saw it.
+    """One IP packet as a hook (XDP, tc ingress or egress) saw it.
 
     ``key`` is the record's flow part, raw; ``flow`` is it decoded (once per
     distinct key, shared by every event of that flow).
@@ -63,8 +69,10 @@ class Event(NamedTuple):
 
     ts_ns: int  # CLOCK_MONOTONIC nanoseconds
     ifindex: int
-    length: int  # frame length at the hook
+    length: int  # frame length at the hook (tc: a GRO/GSO-merged skb's whole length)
     key: bytes
+    dir: int = DIR_IN  # DIR_IN or DIR_OUT
+    segs: int = 1  # packets merged into this one by GRO/GSO
 
     @property
     def flow(self) -> Flow:
@@ -136,16 +144,16 @@ def encode_flow(flow: Flow) -> bytes:
 
 def make_event(ts_ns: int, ifindex: int, length: int, family: int, ipproto: int, src: str,
                dst: str, sport: int | None = None, dport: int | None = None,
-               **flow_fields) -> Event:
+               dir: int = DIR_IN, segs: int = 1, **flow_fields) -> Event:
     """An Event from flat fields (tests, tools)."""
     flow = Flow(family, ipproto, src, dst, sport, dport, **flow_fields)
-    return Event(ts_ns, ifindex, length, encode_flow(flow))
+    return Event(ts_ns, ifindex, length, encode_flow(flow), dir, segs)
 
 
 def encode(ev: Event) -> bytes:
     """The nm_event record the kernel would send for ``ev``."""
-    return struct.pack(f"={_TIME_FIELDS}{_FLOW_SIZE}s4x", ev.ts_ns, ev.ifindex, ev.length,
-                       ev.key)
+    return struct.pack(f"={_TIME_FIELDS}{_FLOW_SIZE}s{_TAIL_FIELDS}", ev.ts_ns, ev.ifindex,
+                       ev.length, ev.key, ev.dir, ev.segs)
 
 
 Row = tuple  # an Event's fields, in Event's order, as a plain tuple
@@ -166,11 +174,14 @@ class Decoder:
         fmt = self._formats.get((head, tail))
         if fmt is None:
             fmt = self._formats[(head, tail)] = struct.Struct(
-                f"={head}x{_TIME_FIELDS}{_FLOW_SIZE}s4x{tail}x")
+                f"={head}x{_TIME_FIELDS}{_FLOW_SIZE}s{_TAIL_FIELDS}{tail}x")
         return fmt
 
     def rows(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Row]:
-        """Rows from ``buf``: back-to-back records of ``head`` bytes, an nm_event, ``tail`` bytes."""
+        """Rows from ``buf``: back-to-back records of ``head`` bytes, an nm_event, ``tail`` bytes.
+
+        A row is (ts_ns, ifindex, length, key, dir, segs).
+        """
         fmt = self._format(head, tail)
         # Every record's family byte in one slice: when all are known, as the kernel
         # guarantees, the per-event work stays in C.

@@ -45,6 +45,7 @@ int bpf_map__fd(const struct bpf_map *map);
 __u32 bpf_map__value_size(const struct bpf_map *map);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 int bpf_program__fd(const struct bpf_program *prog);
+int bpf_program__set_autoload(struct bpf_program *prog, bool autoload);
 __u32 bpf_program__flags(const struct bpf_program *prog);
 int bpf_program__set_flags(struct bpf_program *prog, __u32 flags);
 
@@ -52,6 +53,8 @@ __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32
 const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
 
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
+int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
+int bpf_map_delete_elem(int fd, const void *key);
 
 struct bpf_link_create_opts {
 	size_t sz;
@@ -76,6 +79,31 @@ struct bpf_xdp_query_opts {
 	__u8 attach_mode;
 };
 int bpf_xdp_query(int ifindex, int flags, struct bpf_xdp_query_opts *opts);
+
+/* tc: a clsact qdisc and cls_bpf direct-action filters, for kernels without tcx. */
+enum bpf_tc_attach_point {
+	BPF_TC_INGRESS = 1,
+	BPF_TC_EGRESS = 2,
+	BPF_TC_CUSTOM = 4,
+};
+struct bpf_tc_hook {
+	size_t sz;
+	int ifindex;
+	enum bpf_tc_attach_point attach_point;
+	__u32 parent;
+};
+struct bpf_tc_opts {
+	size_t sz;
+	int prog_fd;
+	__u32 flags;
+	__u32 prog_id;
+	__u32 handle;
+	__u32 priority;
+};
+int bpf_tc_hook_create(struct bpf_tc_hook *hook);
+int bpf_tc_attach(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
+int bpf_tc_detach(const struct bpf_tc_hook *hook, const struct bpf_tc_opts *opts);
+int bpf_tc_query(const struct bpf_tc_hook *hook, struct bpf_tc_opts *opts);
 
 void perf_buffer__free(struct perf_buffer *pb);
 

@@ -1,6 +1,8 @@
 """netmon's cffi binding to libbpf.so.1, in ABI mode: nothing is compiled at install.
 
-The declarations live in ``libbpf.h`` beside this file. Every call whose result
+The declarations live in ``libbpf.h`` beside this file; the build turns them into
+the out-of-line module ``_libbpf_ffi`` (scripts/build_ffi.py), so no C is parsed
+at run time. Every call whose result
 can signal an error goes through :func:`ensure`, which turns libbpf 1.x's two
 conventions (``-errno`` from int APIs, NULL plus ``errno`` from pointer APIs)
 into one :class:`LibbpfError` that says what failed.
@@ -14,17 +16,23 @@ from __future__ import annotations
 import collections
 import errno as errno_mod
 import os
-from importlib import resources
 
-from cffi import FFI
+from netmon.errors import LibbpfError, LibbpfMissing, ObjectMismatch
 
-from netmon.errors import LibbpfError, LibbpfMissing
+try:
+    from netmon._libbpf_ffi import ffi
+except ImportError:  # a source tree nobody built
+    raise ObjectMismatch("netmon/_libbpf_ffi.py is missing: build netmon with `make install` "
+                         "or reinstall the wheel") from None
 
 LIBBPF_SONAME = "libbpf.so.1"
 MIN_VERSION = (1, 0)
 
 # Constants from the kernel UAPI (linux/bpf.h, linux/if_link.h).
 BPF_XDP = 37  # enum bpf_attach_type
+BPF_TCX_INGRESS = 46  # tcx links, Linux >= 6.6 (libbpf 1.1 predates them)
+BPF_TCX_EGRESS = 47
+BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2  # enum bpf_tc_attach_point
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
@@ -36,10 +44,6 @@ BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_F_XDP_HAS_FRAGS = 1 << 5
 
 _LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = range(3)
-
-ffi = FFI()
-ffi.cdef(resources.files("netmon").joinpath("libbpf.h").read_text())
-ffi.cdef("int vsnprintf(char *str, size_t size, const char *format, void *ap);")
 
 _lib = None
 _libc = ffi.dlopen(None)

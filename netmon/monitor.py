@@ -1,26 +1,39 @@
-"""The loop that ties netmon together: load, attach, poll, show, stop, summarise."""
+"""The loop that ties netmon together: load, attach, poll, show, follow links, stop, summarise.
+
+One loaded object serves every watched interface and direction. The loop
+waits on the perf rings and on a netlink socket at once: events are shown as
+they come, interfaces that appear are attached to, interfaces that vanish are
+noted (and, for a plainly named one, end the run unless ``follow`` is set).
+"""
 
 from __future__ import annotations
 
 import gc
+import operator
 import signal
-import socket
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
-from netmon import events, libbpf, output, system
+from netmon import events, interfaces, libbpf, output, program, proxmox, system
+from netmon.errors import AttachFailed, NetmonError
+from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
-from netmon.program import MonitorProgram, Method, Mode
+from netmon.interfaces import Selection
+from netmon.netlink import LinkChange, LinkWatcher
+from netmon.program import Hook, Method, Mode, MonitorProgram
 from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 RULE = "═" * 39
+_BY_TIME = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
 class Settings:
-    interface: str
+    selection: Selection
+    directions: tuple[int, ...] = (DIR_IN,)
+    hook: Hook = Hook.AUTO  # for ingress; egress is always tc
     mode: Mode = Mode.AUTO
     method: Method = Method.AUTO
     json: bool = False
@@ -28,6 +41,18 @@ class Settings:
     pages: int = DEFAULT_PAGES
     poll_ms: int = 100  # also the longest an event waits before it is shown
     stats_every: float | None = None  # seconds between --stats lines
+    follow: bool = False  # a named interface that goes away is waited for
+
+    @property
+    def labelled(self) -> bool:
+        """Lines name the interface and direction (more than one of either is watched)."""
+        return not self.selection.single or len(self.directions) > 1
+
+
+def _counts_line(c: dict[str, int]) -> str:
+    return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
+            f"{c.get('malformed', 0)} malformed), {c.get('matched', 0)} matched, "
+            f"{c.get('sent', 0)} sent")
 
 
 @dataclass
@@ -38,8 +63,9 @@ class Summary:
     perf_lost: int = 0  # records the perf buffer reported lost (ring full)
     undecodable: int = 0  # records that were not events of a known family
     counters: dict[str, int] = field(default_factory=dict)
-    mode: str = ""
-    method: str = ""
+    # Per interface and direction, in the order they were first watched.
+    per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    gone: str | None = None  # the named interface whose going away ended the run
 
     @property
     def lost(self) -> int:
@@ -49,11 +75,20 @@ class Summary:
 
     def line(self) -> str:
         c = self.counters
-        return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
-                f"{c.get('malformed', 0)} malformed), {c.get('matched', 0)} matched, "
-                f"{c.get('sent', 0)} sent, {self.shown} shown, {self.lost} lost "
+        pulls = c.get("pull_failed", 0)
+        return (f"{_counts_line(c)}, {self.shown} shown, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
-                f"by the perf buffer)")
+                f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else ""))
+
+    def lines(self) -> list[str]:
+        """Per interface and direction when there is more than one, then the total."""
+        rows = []
+        if len(self.per_interface) > 1:
+            for (name, direction), c in self.per_interface.items():
+                failed = c.get("send_failed", 0)
+                rows.append(f"{name} {DIR_NAMES[direction]}: {_counts_line(c)}"
+                            + (f", {failed} send failures" if failed else ""))
+        return rows + [self.line()]
 
 
 class _Stop:
@@ -77,32 +112,139 @@ def _signals_stop(stop: _Stop):
             signal.signal(s, handler)
 
 
-def _ifname_lookup() -> Callable[[int], str]:
-    cache: dict[int, str] = {}
+class _Interfaces:
+    """What is known of each interface an event may name: its name, its guest."""
 
-    def lookup(ifindex: int) -> str:
-        name = cache.get(ifindex)
+    def __init__(self):
+        self.names: dict[int, str] = {}
+        self._info: dict[int, dict] = {}
+
+    def name(self, ifindex: int) -> str:
+        name = self.names.get(ifindex)
         if name is None:
-            try:
-                name = socket.if_indextoname(ifindex)
-            except OSError:
-                name = str(ifindex)
-            cache[ifindex] = name
+            name = self.names[ifindex] = interfaces.existing().get(ifindex, str(ifindex))
         return name
 
-    return lookup
+    def info(self, ifindex: int) -> dict:
+        info = self._info.get(ifindex)
+        if info is None:
+            name = self.name(ifindex)
+            info = {"ifname": name}
+            guest = proxmox.guest_of(name)
+            if guest is not None:
+                info.update(guest=guest, guest_name=proxmox.guest_name(guest))
+            self._info[ifindex] = info
+        return info
+
+    def learn(self, ifindex: int, name: str) -> None:
+        if self.names.get(ifindex) != name:
+            self.names[ifindex] = name
+            self._info.pop(ifindex, None)
 
 
-def banner(settings: Settings, spec: FilterSpec, mode: str, method: str) -> str:
-    lines = [
-        RULE,
-        "     netmon: eBPF/XDP network traffic monitor",
-        RULE,
-        f"Interface: {settings.interface}",
-        f"Attach mode: {mode} ({'bpf_link' if method == 'link' else 'netlink'})",
-        "Architecture: eBPF/XDP (kernel, filters applied there) → perf buffer → Python",
-        "",
-    ]
+class _Watch:
+    """The interfaces being watched and their hooks; closes them all once."""
+
+    def __init__(self, prog: MonitorProgram, settings: Settings, summary: Summary):
+        self._prog = prog
+        self._settings = settings
+        self._summary = summary
+        self.attached: dict[int, tuple[str, list[program.Attachment]]] = {}
+
+    def _ingress_hook(self, ifindex: int, ifname: str) -> tuple[str, str | None]:
+        """("xdp" or "tc", a note on the choice) for one interface's ingress."""
+        hook = self._settings.hook
+        if hook is Hook.XDP:
+            return "xdp", None
+        if hook is Hook.TC or self._settings.selection.dynamic:
+            return "tc", None
+        taken = program.query(ifindex).prog_id
+        if taken:
+            return "tc", (f"{ifname} already has an XDP program (id {taken}), left as it is: "
+                          f"watching its ingress with tc instead")
+        return "xdp", None
+
+    def add(self, ifindex: int, ifname: str) -> list[str]:
+        """Register and hook one interface in every direction; returns notes for the user."""
+        s = self._settings
+        self._prog.register(ifindex)
+        hooks: list[program.Attachment] = []
+        notes = []
+        try:
+            for direction in s.directions:
+                if direction == DIR_IN:
+                    kind, note = self._ingress_hook(ifindex, ifname)
+                    if note:
+                        notes.append(note)
+                    if kind == "xdp":
+                        hooks.append(self._prog.attach_xdp(ifindex, ifname, s.mode, s.method))
+                        continue
+                hooks.append(self._prog.attach_tc(ifindex, ifname, direction, s.method))
+        except BaseException:
+            for h in hooks:
+                h.close()
+            self._prog.unregister(ifindex)
+            raise
+        for h in hooks:
+            notes += h.notes
+            self._summary.per_interface.setdefault((ifname, h.direction), {})
+        self.attached[ifindex] = (ifname, hooks)
+        return notes
+
+    def remove(self, ifindex: int) -> str:
+        """Unhook an interface (gone or going); keep its last counts. Returns its name."""
+        ifname, hooks = self.attached.pop(ifindex)
+        for h in hooks:
+            try:
+                h.close()
+            except NetmonError:
+                pass  # the interface is gone, and its hooks with it
+        for direction, counts in self._prog.unregister(ifindex).items():
+            if (ifname, direction) in self._summary.per_interface:
+                self._summary.per_interface[(ifname, direction)] = counts
+        return ifname
+
+    def describe(self, ifindex: int) -> str:
+        _, hooks = self.attached[ifindex]
+        return ", ".join(f"{DIR_NAMES[h.direction]}: {h.describe()}" for h in hooks)
+
+    def tally(self) -> None:
+        for ifindex, (ifname, hooks) in self.attached.items():
+            for h in hooks:
+                self._summary.per_interface[(ifname, h.direction)] = \
+                    self._prog.counters(ifindex, h.direction)
+
+    def close(self) -> None:
+        for ifindex in list(self.attached):
+            _, hooks = self.attached[ifindex]
+            for h in hooks:
+                h.close()
+        self.tally()
+
+
+def banner(settings: Settings, spec: FilterSpec, watch: _Watch, notes: list[str]) -> str:
+    sel = settings.selection
+    lines = [RULE, "     netmon: eBPF/XDP network traffic monitor", RULE]
+    if sel.single:
+        lines.append(f"Interface: {sel.names[0]}")
+    else:
+        now = ", ".join(name for name, _ in watch.attached.values()) or "none yet"
+        later = "; more are watched as they appear" if sel.dynamic else ""
+        lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
+    directions = {(DIR_IN,): "in", (DIR_OUT,): "out"}.get(settings.directions, "both")
+    hint = " (what it receives; --direction both adds what it sends)" if directions == "in" \
+        else ""
+    lines.append(f"Direction: {directions}{hint}")
+    hooks = [(name, h) for name, hs in watch.attached.values() for h in hs]
+    if len(hooks) == 1:
+        lines.append(f"Attach mode: {hooks[0][1].describe()}")
+    elif hooks:
+        lines.append("Attach mode: " + "; ".join(
+            f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
+    lines.append("Architecture: eBPF (XDP/tc in the kernel, filters applied there) "
+                 "→ perf buffer → Python")
+    lines += [f"Note: {note}" for note in notes]
+    lines.append("")
     rows = spec.describe()
     if rows:
         lines.append("Filters:")
@@ -113,45 +255,148 @@ def banner(settings: Settings, spec: FilterSpec, mode: str, method: str) -> str:
     return "\n".join(lines)
 
 
+def _programs_needed(settings: Settings, targets: dict[int, str]) -> set[str]:
+    """Which of the object's programs this run can use: only those are loaded."""
+    needed = set()
+    if DIR_OUT in settings.directions:
+        needed.add("tc_out")
+    if DIR_IN in settings.directions:
+        hook = settings.hook
+        if hook is Hook.TC or (hook is Hook.AUTO and settings.selection.dynamic):
+            needed.add("tc_in")
+        else:
+            needed.add("xdp")
+            busy = any(program.query(idx).prog_id for idx in targets)
+            if hook is Hook.AUTO and (busy or settings.follow):
+                needed.add("tc_in")
+    return needed
+
+
+def _targets(selection: Selection) -> dict[int, str]:
+    """The interfaces to watch now: the named ones (which must exist), then the matches."""
+    present = interfaces.existing()
+    by_name = {name: idx for idx, name in present.items()}
+    targets = {}
+    for name in selection.names:
+        idx = by_name.get(name)
+        targets[idx if idx is not None else system.ifindex(name)] = name
+    for idx, name in sorted(present.items(), key=lambda item: item[1]):
+        if idx not in targets and selection.matches(name):
+            targets[idx] = name
+    return targets
+
+
 def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summary:
-    """Monitor until stopped (signal, --count reached, or a closed stdout)."""
+    """Monitor until stopped (signal, --count reached, a closed stdout, a named interface gone)."""
     system.check_kernel()
     libbpf.lib()  # a missing libbpf is reported before anything else is tried
     system.check_privileges()
-    ifindex = system.ifindex(settings.interface)
+    sel = settings.selection
 
-    fmt = output.JsonFormat(_ifname_lookup()) if settings.json else output.TextFormat()
-    decoder = events.Decoder()
     summary = Summary()
     stop = _Stop()
+    known = _Interfaces()
+    decoder = events.Decoder()
     with ExitStack() as stack:
         stack.enter_context(_signals_stop(stop))
-        prog = stack.enter_context(MonitorProgram(spec.kernel_config()))
+        # Listen before listing, so that no interface slips between the two.
+        links = stack.enter_context(closing(LinkWatcher()))
+        targets = _targets(sel)
+        prog = stack.enter_context(MonitorProgram(
+            spec.kernel_config(), hooks=_programs_needed(settings, targets)))
         reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
-        attachment = stack.enter_context(
-            prog.attach(ifindex, settings.interface, settings.mode, settings.method))
-        summary.mode, summary.method = attachment.mode, attachment.method.value
-        err.write(banner(settings, spec, summary.mode, summary.method))
+        reader.watch(links.fileno())
+        watch = stack.enter_context(closing(_Watch(prog, settings, summary)))
+        notes = []
+        for idx, name in targets.items():
+            known.learn(idx, name)
+            try:
+                notes += watch.add(idx, name)
+            except AttachFailed as exc:
+                if name in sel.names:
+                    raise
+                notes.append(f"not watching {name}: {exc}")  # a glob's match that could not be
+        err.write(banner(settings, spec, watch, notes))
         err.flush()
 
+        if settings.json:
+            fmt = output.JsonFormat(known.info)
+        else:
+            fmt = output.TextFormat(known.name if settings.labelled else None)
+
+        def say(text: str) -> None:
+            err.write(f"netmon: {text}\n")
+            err.flush()
+
         def show(chunks: list[bytes]) -> None:
+            rows = []
             for chunk in chunks:
-                evs = decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
-                if settings.count is not None:
-                    evs = evs[: settings.count - summary.shown]
-                if evs:
-                    out.write(fmt.render(evs))
-                    summary.shown += len(evs)
-            out.flush()
+                rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+            if len(chunks) > 1:
+                rows.sort(key=_BY_TIME)  # each CPU's ring is in order; merge them
+            if settings.count is not None:
+                rows = rows[: settings.count - summary.shown]
+            if rows:
+                out.write(fmt.render(rows))
+                summary.shown += len(rows)
+                out.flush()
 
         def count_reached() -> bool:
             return settings.count is not None and summary.shown >= settings.count
 
+        def link_changes() -> None:
+            changes = links.changes()
+            if links.overrun:  # notifications were dropped: compare with what exists
+                links.overrun = False
+                present = interfaces.existing()
+                changes = [LinkChange(idx, name, True) for idx, (name, _) in
+                            watch.attached.items() if present.get(idx) != name]
+                changes += [LinkChange(idx, name, False) for idx, name in present.items()]
+            for change in changes:
+                if change.gone:
+                    if change.ifindex not in watch.attached:
+                        continue
+                    name = watch.remove(change.ifindex)
+                    fmt_forget(change.ifindex)
+                    if name in sel.names and not settings.follow:
+                        say(f"interface {name} went away")
+                        summary.gone = name
+                        stop.requested = True
+                    elif name in sel.names:
+                        say(f"interface {name} went away; waiting for it to come back")
+                    else:
+                        say(f"interface {name} went away")
+                    continue
+                if change.ifindex in watch.attached or not sel.matches(change.ifname):
+                    continue
+                if change.ifname in sel.names and not settings.follow:
+                    continue
+                known.learn(change.ifindex, change.ifname)
+                try:
+                    for note in watch.add(change.ifindex, change.ifname):
+                        say(note)
+                except NetmonError as exc:
+                    say(f"cannot watch {change.ifname}: {exc}")
+                    continue
+                back = " again" if change.ifname in sel.names else ""
+                say(f"watching {change.ifname}{back} ({watch.describe(change.ifindex)})")
+
+        def fmt_forget(ifindex: int) -> None:
+            if isinstance(fmt, output.TextFormat):
+                fmt.forget(ifindex)
+
         def tally() -> Summary:
             summary.counters = prog.counters()
+            watch.tally()
             summary.perf_lost = reader.lost
             summary.undecodable = decoder.undecodable + reader.foreign
             return summary
+
+        def stats() -> None:
+            tally()
+            for line in summary.lines():
+                err.write(f"netmon: stats: {line}\n")
+            err.flush()
 
         # Everything made so far lives until exit; keep the collector from walking it
         # again and again while the loop allocates rows by the thousand.
@@ -160,12 +405,12 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         try:
             while not (stop.requested or count_reached()):
                 show(reader.poll(settings.poll_ms))
+                link_changes()
                 if settings.stats_every and time.monotonic() >= next_stats:
                     next_stats += settings.stats_every
-                    err.write(f"netmon: stats: {tally().line()}\n")
-                    err.flush()
+                    stats()
             # Unhook first, so what is left in the buffer is all there will be.
-            attachment.close()
+            watch.close()
             if not count_reached():
                 show(reader.drain())
         except BrokenPipeError:

@@ -4,6 +4,9 @@ Formatters render a whole batch into one string, so a poll's worth of events
 costs one write. A batch holds Events or plain rows of their fields (what the
 decoder's hot path yields); both unpack alike. The text formatter keeps each
 flow's line prefix, so a repeated flow costs one lookup and the length.
+
+With one interface and one direction, a line is exactly the original tool's; with
+more, it starts with the interface and the direction (``tap100i0 out TCP ...``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import time
 from typing import Callable, Iterable
 
 from netmon import protocols
-from netmon.events import Event, Flow, Row, decode_flow
+from netmon.events import DIR_NAMES, Event, Flow, Row, decode_flow
 
 _PREFIX_CACHE_MAX = 65536
 
@@ -32,10 +35,28 @@ def _prefix(flow: Flow) -> str:
 
 
 class TextFormat:
-    """``TCP 192.168.1.100:54321 -> 93.184.216.34:443 (1248b)``"""
+    """``TCP 192.168.1.100:54321 -> 93.184.216.34:443 (1248b)``
 
-    def __init__(self):
+    ``ifnames`` (ifindex -> name) given: ``veth1 in TCP ...``, for runs that watch
+    more than one interface or direction.
+    """
+
+    def __init__(self, ifnames: Callable[[int], str] | None = None):
         self._prefixes: dict[bytes, str] = {}  # by the event's raw flow key
+        self._ifnames = ifnames
+        self._labels: dict[tuple[int, int], str] = {}  # by (ifindex, dir)
+
+    def _label(self, ifindex: int, direction: int) -> str:
+        label = self._labels.get((ifindex, direction))
+        if label is None:
+            label = self._labels[(ifindex, direction)] = \
+                f"{self._ifnames(ifindex)} {DIR_NAMES[direction]} "
+        return label
+
+    def forget(self, ifindex: int) -> None:
+        """An interface went away: its index may come back under another name."""
+        for key in [k for k in self._labels if k[0] == ifindex]:
+            del self._labels[key]
 
     def _new_prefix(self, key: bytes) -> str:
         if len(self._prefixes) >= _PREFIX_CACHE_MAX:
@@ -44,14 +65,21 @@ class TextFormat:
         return text
 
     def line(self, ev: Event | Row) -> str:
-        _, _, length, key = ev
-        return f"{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
+        _, ifindex, length, key, direction, _ = ev
+        label = self._label(ifindex, direction) if self._ifnames else ""
+        return f"{label}{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
 
     def render(self, events: Iterable[Event | Row]) -> str:
         prefixes = self._prefixes
         new = self._new_prefix
-        return "".join([f"{prefixes.get(key) or new(key)}{length}b)\n"
-                        for _, _, length, key in events])
+        if self._ifnames is None:
+            return "".join([f"{prefixes.get(key) or new(key)}{length}b)\n"
+                            for _, _, length, key, _, _ in events])
+        labels = self._labels
+        label = self._label
+        return "".join([f"{labels.get((ifindex, d)) or label(ifindex, d)}"
+                        f"{prefixes.get(key) or new(key)}{length}b)\n"
+                        for _, ifindex, length, key, d, _ in events])
 
 
 class Clock:
@@ -65,10 +93,14 @@ class Clock:
 
 
 class JsonFormat:
-    """One JSON object per event; ``ifnames`` maps an ifindex to its name."""
+    """One JSON object per event.
 
-    def __init__(self, ifnames: Callable[[int], str], clock: Clock | None = None):
-        self._ifnames = ifnames
+    ``ifinfo`` maps an ifindex to the interface's fields: ``ifname``, and for a
+    Proxmox VE guest's interface ``guest`` and ``guest_name``.
+    """
+
+    def __init__(self, ifinfo: Callable[[int], dict], clock: Clock | None = None):
+        self._ifinfo = ifinfo
         self._clock = clock or Clock()
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -77,7 +109,8 @@ class JsonFormat:
         f = ev.flow
         return self._dumps({
             "ts": round(self._clock.epoch(ev.ts_ns), 6),
-            "ifname": self._ifnames(ev.ifindex),
+            **self._ifinfo(ev.ifindex),
+            "dir": DIR_NAMES[ev.dir],
             "proto": protocols.name(f.ipproto).lower(),
             "ipproto": f.ipproto,
             "src": f.src,
@@ -85,6 +118,7 @@ class JsonFormat:
             "sport": f.sport,
             "dport": f.dport,
             "len": ev.length,
+            "segs": ev.segs,
             "vlan": f.vlan,
             "icmp_type": f.icmp_type,
             "icmp_code": f.icmp_code,

@@ -1,8 +1,15 @@
 """The BPF object's lifecycle: open, configure, load, attach, detach, close.
 
-``MonitorProgram`` owns the loaded object; ``attach`` returns an ``Attachment``
-that owns the hook on one interface. Both close once, idempotently, and are
-context managers, so normal exit, signals and errors share one path.
+``MonitorProgram`` owns the loaded object (one load, whatever the number of
+interfaces) and the interface slots its counters are kept under. Its
+``attach_xdp`` and ``attach_tc`` return attachments that each own one hook on
+one interface. All close once, idempotently, and are context managers, so
+normal exit, signals and errors share one path.
+
+Hooks: XDP for ingress (bpf_link on >= 5.9, netlink before); tc for either
+direction (a tcx link on >= 6.6; before, a cls_bpf filter on a clsact qdisc,
+marked with netmon's priority and its pid as the handle so that a later netmon
+can tell the filters of a killed one and remove them).
 """
 
 from __future__ import annotations
@@ -11,11 +18,12 @@ import enum
 import errno
 import os
 import re
+import typing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from netmon import libbpf, system
+from netmon import libbpf, netlink, system
 from netmon.errors import (
     AttachFailed,
     KernelTooOld,
@@ -25,15 +33,22 @@ from netmon.errors import (
     ProgramRejected,
     XdpBusy,
 )
-from netmon.events import EVENT_SIZE
+from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT, EVENT_SIZE
 from netmon.filters import CONFIG_SIZE
 from netmon.libbpf import ffi
 
 PROGRAM_NAME = "xdp_monitor"
+# The object's programs, by hook.
+PROGRAMS = {"xdp": PROGRAM_NAME, "tc_in": "tc_ingress", "tc_out": "tc_egress"}
 FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS and bpf_xdp_get_buff_len()
 OBJECT_NAME = "xdp_monitor.bpf.o"
 # Counter order of enum nm_counter in bpf/xdp_monitor.h.
-COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed")
+COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
+                 "pull_failed")
+NM_IF_SLOTS = 512  # bpf/xdp_monitor.h: interface slots (0: interfaces not registered)
+NM_IF_CACHE = 1024
+# cls_bpf filters netmon adds carry this priority ("NM") and the pid as handle.
+TC_PRIORITY = 0x4E4D
 
 
 def object_path() -> Path:
@@ -63,8 +78,18 @@ class Method(str, enum.Enum):
     """Which kernel interface attaches it."""
 
     AUTO = "auto"
-    LINK = "link"  # bpf_link: detached by the kernel when netmon dies, even on kill -9
-    NETLINK = "netlink"  # kernels < 5.9: netmon detaches it on every exit path
+    # bpf_link (XDP, tcx): detached by the kernel when netmon dies, even on kill -9
+    LINK = "link"
+    # XDP by netlink (< 5.9), tc by a cls_bpf filter (< 6.6): netmon detaches it
+    NETLINK = "netlink"
+
+
+class Hook(str, enum.Enum):
+    """Which hook watches ingress."""
+
+    AUTO = "auto"  # XDP, or tc where XDP is taken or many interfaces are watched
+    XDP = "xdp"
+    TC = "tc"
 
 
 _MODE_FLAGS = {Mode.NATIVE: libbpf.XDP_FLAGS_DRV_MODE, Mode.GENERIC: libbpf.XDP_FLAGS_SKB_MODE}
@@ -96,19 +121,26 @@ def query(ifindex: int) -> XdpState:
     )
 
 
-class Attachment:
-    """The program hooked on one interface; ``close()`` unhooks it."""
+class XdpAttachment:
+    """The XDP program hooked on one interface's ingress; ``close()`` unhooks it."""
+
+    hook = "xdp"
+    direction = DIR_IN
 
     def __init__(self, ifindex: int, ifname: str, prog_fd: int, method: Method,
                  flags: int, link_fd: int = -1):
         self.ifindex = ifindex
         self.ifname = ifname
         self.method = method
+        self.notes: list[str] = []
         self._prog_fd = prog_fd
         self._flags = flags
         self._link_fd = link_fd
         self._closed = False
         self.mode = query(ifindex).mode or "unknown"
+
+    def describe(self) -> str:
+        return f"{self.mode} ({'bpf_link' if self.method is Method.LINK else 'netlink'})"
 
     def close(self) -> None:
         if self._closed:
@@ -125,11 +157,61 @@ class Attachment:
         if rc < 0 and -rc not in (errno.ENODEV, errno.EEXIST, errno.ENOENT):
             libbpf.ensure(rc, f"detaching XDP from {self.ifname}")
 
-    def __enter__(self) -> "Attachment":
+    def __enter__(self) -> "XdpAttachment":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TcAttachment:
+    """A tc program hooked on one interface and direction; ``close()`` unhooks it.
+
+    Either a tcx link (the kernel unhooks it when netmon dies) or a cls_bpf
+    filter, handle = netmon's pid, which netmon deletes itself.
+    """
+
+    hook = "tc"
+
+    def __init__(self, ifindex: int, ifname: str, direction: int, link_fd: int = -1,
+                 handle: int = 0, notes: list[str] | None = None):
+        self.ifindex = ifindex
+        self.ifname = ifname
+        self.direction = direction
+        self.method = Method.LINK if link_fd >= 0 else Method.NETLINK
+        self.mode = "tc"
+        self._link_fd = link_fd
+        self._handle = handle
+        self._closed = False
+        self.notes = notes or []  # what attaching found and did, for the user
+
+    def describe(self) -> str:
+        return f"tc ({'tcx' if self.method is Method.LINK else 'cls_bpf'})"
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.method is Method.LINK:
+            libbpf.close_fd(self._link_fd)
+            return
+        hook = _tc_hook(self.ifindex, self.direction)
+        opts = libbpf.new_opts("bpf_tc_opts", handle=self._handle, priority=TC_PRIORITY)
+        rc = libbpf.lib().bpf_tc_detach(hook, opts)
+        # Gone with its interface, or removed by hand: nothing left to undo.
+        if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+            libbpf.ensure(rc, f"detaching tc from {self.ifname}")
+        # The clsact qdisc stays, even one netmon created: another program may have
+        # filters on it by now, and an empty one costs nothing.
+
+    def __enter__(self) -> "TcAttachment":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+Attachment = typing.Union[XdpAttachment, TcAttachment]
 
 
 class BpfObject:
@@ -220,26 +302,39 @@ class BpfObject:
 
 
 class MonitorProgram:
-    """netmon's XDP object, loaded with one filter spec's config."""
+    """netmon's object, loaded once with one filter spec's config.
 
-    def __init__(self, config: bytes, path: Path | None = None):
+    ``hooks`` names the programs to load (keys of PROGRAMS); the others are
+    not loaded at all, which spares their verification at start.
+    """
+
+    def __init__(self, config: bytes, path: Path | None = None,
+                 hooks: typing.Iterable[str] = tuple(PROGRAMS)):
         if len(config) != CONFIG_SIZE:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG_SIZE}")
         self._config = config
+        self.hooks = tuple(hooks)
         self.obj = BpfObject(path or object_path(), prepare=self._configure)
         try:
-            self.prog_fd = self.obj.program_fd(PROGRAM_NAME)
+            self.prog_fds = {hook: self.obj.program_fd(PROGRAMS[hook]) for hook in self.hooks}
+            self.prog_fd = self.prog_fds.get("xdp", -1)
             self.events_fd = self.obj.map_fd("events")
             self.counters_fd = self.obj.map_fd("counters")
+            self._ifcache_fd = self.obj.map_fd("ifcache")
+            self._ifslots_fd = self.obj.map_fd("ifslots")
             self._ncpus = libbpf.ensure(libbpf.lib().libbpf_num_possible_cpus(),
                                         "counting CPUs")
         except BaseException:
             self.close()
             raise
+        self._slots: dict[int, int] = {}  # ifindex -> slot
+        self._free = list(range(NM_IF_SLOTS - 1, 0, -1))
+        self._retired = dict.fromkeys(COUNTER_NAMES, 0)  # counts of unregistered slots
 
     def _configure(self, obj: BpfObject) -> None:
         # The object's structs must be the ones the Python mirrors describe.
-        for name, size in (("nm_event", EVENT_SIZE), ("nm_config", CONFIG_SIZE)):
+        for name, size in (("nm_event", EVENT_SIZE), ("nm_config", CONFIG_SIZE),
+                           ("nm_counters", 8 * len(COUNTER_NAMES))):
             btf_size = obj.struct_size(name)
             if btf_size is None:
                 raise ObjectMismatch(f"BPF object has no BTF for struct {name}; rebuild it")
@@ -257,7 +352,11 @@ class MonitorProgram:
             )
         libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
                       "setting the filter config")
-        if system.kernel_version() >= FRAGS_KERNEL:
+        for hook, name in PROGRAMS.items():
+            if hook not in self.hooks:
+                libbpf.ensure(lib.bpf_program__set_autoload(obj.program(name), False),
+                              f"leaving {name} unloaded")
+        if "xdp" in self.hooks and system.kernel_version() >= FRAGS_KERNEL:
             # Multi-buffer frames (jumbo MTUs, GRO) reach the program whole instead of
             # making native attach fail; the program reads the first buffer and
             # reports the whole length.
@@ -266,22 +365,88 @@ class MonitorProgram:
                 prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
                 "marking the program frags-aware")
 
-    def counters(self) -> dict[str, int]:
-        """The program's per-CPU counters, summed over CPUs."""
-        lib = libbpf.lib()
-        key = ffi.new("__u32 *")
-        values = ffi.new("__u64[]", self._ncpus)
-        out = {}
-        for idx, name in enumerate(COUNTER_NAMES):
-            key[0] = idx
-            libbpf.ensure(lib.bpf_map_lookup_elem(self.counters_fd, key, values),
-                          "reading counters")
-            out[name] = sum(values)
-        return out
+    # -- interface slots: counters per interface and direction ----------------
 
-    def attach(self, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
-               method: Method = Method.AUTO) -> Attachment:
-        return attach(self.prog_fd, ifindex, ifname, mode, method)
+    def register(self, ifindex: int) -> None:
+        """Count ``ifindex``'s frames apart from now on (before attaching to it)."""
+        if ifindex in self._slots:
+            return
+        if not self._free:
+            raise AttachFailed(f"netmon watches at most {NM_IF_SLOTS - 1} interfaces at once")
+        slot = self._free.pop()
+        lib = libbpf.lib()
+        key = ffi.new("__u32 *", ifindex % NM_IF_CACHE)
+        cached = ffi.new("__u32[2]")  # struct nm_ifslot: ifindex, slot
+        libbpf.ensure(lib.bpf_map_lookup_elem(self._ifcache_fd, key, cached), "reading ifcache")
+        if cached[0] not in self._slots:  # free (0), or left by an interface now gone
+            cached[0], cached[1] = ifindex, slot
+            libbpf.ensure(lib.bpf_map_update_elem(self._ifcache_fd, key, cached, 0),
+                          "registering an interface")
+        else:  # the cache line belongs to another watched interface
+            libbpf.ensure(lib.bpf_map_update_elem(
+                self._ifslots_fd, ffi.new("__u32 *", ifindex), ffi.new("__u32 *", slot), 0),
+                "registering an interface")
+        self._slots[ifindex] = slot
+
+    def unregister(self, ifindex: int) -> dict[int, dict[str, int]]:
+        """Stop counting ``ifindex`` apart; returns its last counts by direction."""
+        slot = self._slots.pop(ifindex, None)
+        if slot is None:
+            return {}
+        lib = libbpf.lib()
+        key = ffi.new("__u32 *", ifindex % NM_IF_CACHE)
+        cached = ffi.new("__u32[2]")
+        libbpf.ensure(lib.bpf_map_lookup_elem(self._ifcache_fd, key, cached), "reading ifcache")
+        if cached[0] == ifindex:
+            libbpf.ensure(lib.bpf_map_update_elem(self._ifcache_fd, key,
+                                                  ffi.new("__u32[2]"), 0), "unregistering")
+        else:
+            lib.bpf_map_delete_elem(self._ifslots_fd, ffi.new("__u32 *", ifindex))
+        last = {}
+        zero = ffi.new("__u64[]", self._ncpus * len(COUNTER_NAMES))
+        for direction in (DIR_IN, DIR_OUT):
+            last[direction] = self._read_slot(slot * 2 + direction)
+            for name, value in last[direction].items():
+                self._retired[name] += value
+            libbpf.ensure(lib.bpf_map_update_elem(
+                self.counters_fd, ffi.new("__u32 *", slot * 2 + direction), zero, 0),
+                "clearing counters")
+        self._free.append(slot)
+        return last
+
+    def _read_slot(self, index: int) -> dict[str, int]:
+        n = len(COUNTER_NAMES)
+        values = ffi.new("__u64[]", self._ncpus * n)
+        libbpf.ensure(libbpf.lib().bpf_map_lookup_elem(
+            self.counters_fd, ffi.new("__u32 *", index), values), "reading counters")
+        return {name: sum(values[cpu * n + i] for cpu in range(self._ncpus))
+                for i, name in enumerate(COUNTER_NAMES)}
+
+    def counters(self, ifindex: int | None = None, direction: int | None = None
+                 ) -> dict[str, int]:
+        """Counters summed over CPUs: of one interface and direction, or of everything."""
+        if ifindex is not None:
+            slot = self._slots.get(ifindex)
+            if slot is None:
+                return dict.fromkeys(COUNTER_NAMES, 0)
+            return self._read_slot(slot * 2 + (direction or DIR_IN))
+        total = dict(self._retired)
+        for slot in [0, *self._slots.values()]:
+            for d in (DIR_IN, DIR_OUT):
+                for name, value in self._read_slot(slot * 2 + d).items():
+                    total[name] += value
+        return total
+
+    # -- hooks -----------------------------------------------------------------
+
+    def attach_xdp(self, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
+                   method: Method = Method.AUTO) -> XdpAttachment:
+        return attach_xdp(self.prog_fds["xdp"], ifindex, ifname, mode, method)
+
+    def attach_tc(self, ifindex: int, ifname: str, direction: int,
+                  method: Method = Method.AUTO) -> TcAttachment:
+        hook = "tc_in" if direction == DIR_IN else "tc_out"
+        return attach_tc(self.prog_fds[hook], ifindex, ifname, direction, method)
 
     def close(self) -> None:
         self.obj.close()
@@ -320,8 +485,8 @@ def _verifier_log(max_lines: int = 3) -> str:
     return ""
 
 
-def attach(prog_fd: int, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
-           method: Method = Method.AUTO) -> Attachment:
+def attach_xdp(prog_fd: int, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
+               method: Method = Method.AUTO) -> XdpAttachment:
     """Hook ``prog_fd`` on an interface; refuse if any XDP program is there already.
 
     AUTO mode tries native (driver) mode first and falls back to generic (SKB)
@@ -350,14 +515,14 @@ def attach(prog_fd: int, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
 
 
 def _attach_in_mode(prog_fd: int, ifindex: int, ifname: str, flags: int,
-                    method: Method) -> Attachment:
+                    method: Method) -> XdpAttachment:
     lib = libbpf.lib()
     if method is not Method.NETLINK:
         opts = libbpf.new_opts("bpf_link_create_opts", flags=flags)
         link_fd = lib.bpf_link_create(prog_fd, ifindex, libbpf.BPF_XDP, opts)
         if link_fd >= 0:
             try:
-                return Attachment(ifindex, ifname, prog_fd, Method.LINK, flags, link_fd)
+                return XdpAttachment(ifindex, ifname, prog_fd, Method.LINK, flags, link_fd)
             except BaseException:
                 os.close(link_fd)
                 raise
@@ -368,7 +533,7 @@ def _attach_in_mode(prog_fd: int, ifindex: int, ifname: str, flags: int,
     libbpf.ensure(lib.bpf_xdp_attach(ifindex, prog_fd, flags, ffi.NULL),
                   f"attaching XDP to {ifname}")
     try:
-        return Attachment(ifindex, ifname, prog_fd, Method.NETLINK, flags)
+        return XdpAttachment(ifindex, ifname, prog_fd, Method.NETLINK, flags)
     except BaseException:
         lib.bpf_xdp_detach(ifindex, flags, ffi.NULL)
         raise
@@ -389,3 +554,82 @@ def _attach_error(exc: LibbpfError, ifname: str, mode: Mode) -> Exception:
     return AttachFailed(f"cannot attach XDP to {ifname} in {mode.value} mode: "
                         f"{exc.message}{hint}")
 
+
+
+def _tc_hook(ifindex: int, direction: int):
+    point = libbpf.BPF_TC_INGRESS if direction == DIR_IN else libbpf.BPF_TC_EGRESS
+    return libbpf.new_opts("bpf_tc_hook", ifindex=ifindex, attach_point=point)
+
+
+def attach_tc(prog_fd: int, ifindex: int, ifname: str, direction: int,
+              method: Method = Method.AUTO) -> TcAttachment:
+    """Hook a tc program on one direction of an interface, after whatever is there.
+
+    A tcx link where the kernel has them (>= 6.6), else a cls_bpf filter in
+    direct-action mode on the clsact qdisc (created if missing). Other programs
+    and filters on the hook stay as they are; the program returns "next" so they
+    still run.
+    """
+    lib = libbpf.lib()
+    where = f"{ifname} {DIR_NAMES[direction]}"
+    if method is not Method.NETLINK:
+        attach_type = libbpf.BPF_TCX_INGRESS if direction == DIR_IN else libbpf.BPF_TCX_EGRESS
+        link_fd = lib.bpf_link_create(prog_fd, ifindex, attach_type,
+                                      libbpf.new_opts("bpf_link_create_opts"))
+        if link_fd >= 0:
+            return TcAttachment(ifindex, ifname, direction, link_fd=link_fd)
+        # EINVAL: a kernel < 6.6, which knows no tcx attach types.
+        if method is Method.LINK or -link_fd != errno.EINVAL:
+            raise _tc_error(link_fd, where)
+    hook = _tc_hook(ifindex, direction)
+    rc = lib.bpf_tc_hook_create(hook)
+    if rc < 0 and -rc != errno.EEXIST:
+        raise _tc_error(rc, f"{where} (creating its clsact qdisc)")
+    notes = remove_stale_filters(ifindex, ifname, direction)
+    handle = os.getpid()
+    opts = libbpf.new_opts("bpf_tc_opts", prog_fd=prog_fd, handle=handle, priority=TC_PRIORITY)
+    rc = lib.bpf_tc_attach(hook, opts)
+    if rc < 0:
+        raise _tc_error(rc, where)
+    return TcAttachment(ifindex, ifname, direction, handle=handle, notes=notes)
+
+
+def _tc_error(rc: int, where: str) -> Exception:
+    err = -rc
+    if err in (errno.EPERM, errno.EACCES):
+        return PermissionProblem(f"permission denied attaching tc to {where}: run netmon as root")
+    if err == errno.ENODEV:
+        return AttachFailed(f"cannot attach tc to {where}: the interface is gone")
+    return AttachFailed(f"cannot attach tc to {where}: {libbpf.strerror(err)}")
+
+
+def _netmon_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"netmon" in f.read()
+    except OSError:
+        return False
+
+
+def remove_stale_filters(ifindex: int, ifname: str, direction: int) -> list[str]:
+    """Delete the cls_bpf filters of netmons that are no longer running; say which.
+
+    netmon's filters are told apart by their priority (TC_PRIORITY) and program
+    name; the handle is the pid of the netmon that added it.
+    """
+    parent = netlink.TC_H_CLSACT_INGRESS if direction == DIR_IN else netlink.TC_H_CLSACT_EGRESS
+    notes = []
+    for f in netlink.tc_filters(ifindex, parent):
+        ours = (f.priority == TC_PRIORITY and f.kind == "bpf"
+                and (f.name or "").startswith(tuple(PROGRAMS.values())))
+        if not ours or _netmon_alive(f.handle):
+            continue
+        opts = libbpf.new_opts("bpf_tc_opts", handle=f.handle, priority=TC_PRIORITY)
+        rc = libbpf.lib().bpf_tc_detach(_tc_hook(ifindex, direction), opts)
+        if rc < 0 and -rc != errno.ENOENT:
+            raise _tc_error(rc, f"{ifname} {DIR_NAMES[direction]} (removing a stale filter)")
+        notes.append(f"removed the tc filter a netmon that is no longer running (pid "
+                     f"{f.handle}) left on {ifname} {DIR_NAMES[direction]}")
+    return notes

@@ -116,6 +116,10 @@ class PerfReader:
             self.close()
             raise
 
+    def watch(self, fd: int) -> None:
+        """Wake poll() when ``fd`` is readable too (the caller reads it)."""
+        self._poller.register(fd, select.POLLIN)
+
     def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to ``timeout_ms`` for a ring to pass its watermark, then drain them all.
 

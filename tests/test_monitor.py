@@ -192,9 +192,9 @@ def test_json_lines(netns):
     udp, icmp = (json.loads(line) for line in nm.out)
     assert udp["ts"] > 1.6e9 and isinstance(udp["ts"], float)
     del udp["ts"], icmp["ts"]
-    assert udp == {"ifname": n.b_if, "proto": "udp", "ipproto": 17, "src": n.a_ip,
-                   "dst": n.b_ip, "sport": 40014, "dport": 5014, "len": UDP_HDRS + 30,
-                   "vlan": None, "icmp_type": None, "icmp_code": None, "tcp_flags": None,
+    assert udp == {"ifname": n.b_if, "dir": "in", "proto": "udp", "ipproto": 17,
+                   "src": n.a_ip, "dst": n.b_ip, "sport": 40014, "dport": 5014,
+                   "len": UDP_HDRS + 30, "segs": 1, "vlan": None, "icmp_type": None, "icmp_code": None, "tcp_flags": None,
                    "frag": False}
     assert (icmp["proto"], icmp["sport"], icmp["dport"], icmp["icmp_type"], icmp["len"]) == \
         ("icmp", None, None, 8, ICMP_ECHO)
@@ -321,13 +321,13 @@ def test_kill_9_leaves_no_program_attached(netns):
 
 
 @pytest.mark.parametrize("mode", ["xdpgeneric", "xdpdrv"])
-def test_refuses_an_interface_with_a_foreign_program(netns, pass_object, mode):
+def test_hook_xdp_refuses_an_interface_with_a_foreign_program(netns, pass_object, mode):
     n = netns
     n.run(n.b, "ip", "link", "set", "dev", n.b_if, mode, "obj", str(pass_object), "sec", "xdp")
     foreign = n.xdp_prog_id()
     assert foreign != 0
     for attach_mode in ("auto", "native", "generic"):
-        nm = Netmon(n, "--mode", attach_mode)
+        nm = Netmon(n, "--hook", "xdp", "--mode", attach_mode)
         rc = nm.wait_exit()
         assert rc == 7
         assert nm.out == []
@@ -335,6 +335,22 @@ def test_refuses_an_interface_with_a_foreign_program(netns, pass_object, mode):
         assert nm.err[0].startswith(f"netmon: error: interface {n.b_if} already has an XDP "
                                     f"program (id {foreign},")
         assert n.xdp_prog_id() == foreign
+
+
+@pytest.mark.parametrize("mode", ["xdpgeneric", "xdpdrv"])
+def test_auto_watches_with_tc_beside_a_foreign_xdp_program(netns, pass_object, mode):
+    n = netns
+    n.run(n.b, "ip", "link", "set", "dev", n.b_if, mode, "obj", str(pass_object), "sec", "xdp")
+    foreign = n.xdp_prog_id()
+    with Netmon(n, "--protocol", "icmp", "--count", "1") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip)
+        assert nm.wait_exit() == 0
+    assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
+    assert any(line.startswith(f"Note: {n.b_if} already has an XDP program (id {foreign})")
+               for line in nm.err)
+    assert any(line.startswith("Attach mode: tc (") for line in nm.err)
+    assert n.xdp_prog_id() == foreign
 
 
 def test_missing_interface_in_a_namespace(netns):

@@ -37,12 +37,13 @@ def test_other_protocols_and_ipv6():
 def test_json_lines_carry_every_field():
     clock = output.Clock()
     clock.offset_ns = 1_700_000_000_000_000_000
-    fmt = output.JsonFormat(lambda idx: {3: "veth1"}[idx], clock).line
+    fmt = output.JsonFormat(lambda idx: {3: {"ifname": "veth1"}}[idx], clock).line
     udp = json.loads(fmt(Event(1_500_000_000, 3, 64, 4, 17, "10.0.0.1", "8.8.8.8", 5353, 53)))
     assert udp == {
-        "ts": 1700000001.5, "ifname": "veth1", "proto": "udp", "ipproto": 17,
+        "ts": 1700000001.5, "ifname": "veth1", "dir": "in", "proto": "udp", "ipproto": 17,
         "src": "10.0.0.1", "dst": "8.8.8.8", "sport": 5353, "dport": 53, "len": 64,
-        "vlan": None, "icmp_type": None, "icmp_code": None, "tcp_flags": None, "frag": False,
+        "segs": 1, "vlan": None, "icmp_type": None, "icmp_code": None, "tcp_flags": None,
+        "frag": False,
     }
     icmp = json.loads(fmt(Event(0, 3, 84, 4, 1, "10.0.0.1", "10.0.0.2", icmp_type=8,
                                 icmp_code=0)))
@@ -55,5 +56,22 @@ def test_render_batches_lines():
     assert output.TextFormat().render(evs) == \
         "ICMP 10.0.0.1 -> 10.0.0.2 (84b)\nICMP 10.0.0.1 -> 10.0.0.2 (90b)\n"
     assert output.TextFormat().render([]) == ""
-    json_lines = output.JsonFormat(str).render(evs).splitlines()
+    json_lines = output.JsonFormat(lambda idx: {"ifname": str(idx)}).render(evs).splitlines()
     assert [json.loads(line)["len"] for line in json_lines] == [84, 90]
+
+
+def test_lines_name_interface_and_direction_when_many_are_watched():
+    fmt = output.TextFormat({3: "tap100i0", 4: "veth1"}.get)
+    evs = [Event(0, 3, 1514, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000, dir=1),
+           Event(0, 4, 84, 4, 1, "10.0.0.9", "10.0.0.5", dir=0)]
+    assert fmt.render(evs) == ("tap100i0 out TCP 10.0.0.5:443 -> 10.0.0.9:51000 (1514b)\n"
+                               "veth1 in ICMP 10.0.0.9 -> 10.0.0.5 (84b)\n")
+    assert fmt.line(evs[0]) == "tap100i0 out TCP 10.0.0.5:443 -> 10.0.0.9:51000 (1514b)"
+
+
+def test_json_has_direction_segments_and_guest():
+    info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web1"}}
+    ev = Event(0, 7, 65226, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000, dir=1, segs=44)
+    got = json.loads(output.JsonFormat(info.get).line(ev))
+    assert (got["ifname"], got["dir"], got["len"], got["segs"], got["guest"],
+            got["guest_name"]) == ("tap100i0", "out", 65226, 44, 100, "web1")

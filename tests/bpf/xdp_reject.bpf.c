@@ -15,6 +15,6 @@ int xdp_monitor(struct xdp_md *ctx)
 	struct nm_event ev = {};
 
 	ev.len = *(__u32 *)(void *)(long)ctx->data;
-	send_event(ctx, &ev);
+	send_event(ctx, &ev, 0);
 	return XDP_PASS;
 }

@@ -1,0 +1,47 @@
+"""Proxmox VE guests: which interfaces belong to which VM or container, and its name.
+
+Proxmox names a guest's host-side interfaces after the guest id: ``tapNNNiM``
+(VM NIC M), ``vethNNNiM`` (container NIC M), and, with the firewall on,
+``fwlnNNNiM`` / ``fwprNNNpM`` (the veth pair to the firewall bridge). The name
+comes from the guest's config: ``name:`` for a VM, ``hostname:`` for a container.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+PVE_DIR_ENV = "NETMON_PVE_DIR"  # another /etc/pve, for tests
+_GUEST_IF = re.compile(r"^(?:tap(\d+)i\d+|veth(\d+)i\d+|fwln(\d+)i\d+|fwpr(\d+)p\d+)$")
+
+
+def guest_of(ifname: str) -> int | None:
+    """The guest id an interface belongs to, or None."""
+    m = _GUEST_IF.match(ifname)
+    return int(next(g for g in m.groups() if g)) if m else None
+
+
+def guest_patterns(guest: int) -> tuple[str, ...]:
+    """The interfaces that carry a guest's traffic: its VM taps and container veths."""
+    return (f"tap{guest}i*", f"veth{guest}i*")
+
+
+def pve_dir() -> Path:
+    return Path(os.environ.get(PVE_DIR_ENV, "/etc/pve"))
+
+
+def guest_name(guest: int, root: Path | None = None) -> str | None:
+    """A VM's ``name:`` or a container's ``hostname:``, where the config is readable."""
+    root = root or pve_dir()
+    for sub, key in (("qemu-server", "name"), ("lxc", "hostname")):
+        try:
+            text = (root / sub / f"{guest}.conf").read_text(errors="replace")
+        except OSError:
+            continue
+        # The guest's own settings come before its first [snapshot] section.
+        current = text.split("\n[", 1)[0]
+        m = re.search(rf"^{key}:\s*(\S+)", current, re.M)
+        if m:
+            return m.group(1)
+    return None
