@@ -572,12 +572,14 @@ def attach_tc(prog_fd: int, ifindex: int, ifname: str, direction: int,
     """
     lib = libbpf.lib()
     where = f"{ifname} {DIR_NAMES[direction]}"
+    # Whatever this netmon uses, filters a killed one left would go on running.
+    notes = remove_stale_filters(ifindex, ifname, direction)
     if method is not Method.NETLINK:
         attach_type = libbpf.BPF_TCX_INGRESS if direction == DIR_IN else libbpf.BPF_TCX_EGRESS
         link_fd = lib.bpf_link_create(prog_fd, ifindex, attach_type,
                                       libbpf.new_opts("bpf_link_create_opts"))
         if link_fd >= 0:
-            return TcAttachment(ifindex, ifname, direction, link_fd=link_fd)
+            return TcAttachment(ifindex, ifname, direction, link_fd=link_fd, notes=notes)
         # EINVAL: a kernel < 6.6, which knows no tcx attach types.
         if method is Method.LINK or -link_fd != errno.EINVAL:
             raise _tc_error(link_fd, where)
@@ -585,7 +587,6 @@ def attach_tc(prog_fd: int, ifindex: int, ifname: str, direction: int,
     rc = lib.bpf_tc_hook_create(hook)
     if rc < 0 and -rc != errno.EEXIST:
         raise _tc_error(rc, f"{where} (creating its clsact qdisc)")
-    notes = remove_stale_filters(ifindex, ifname, direction)
     handle = os.getpid()
     opts = libbpf.new_opts("bpf_tc_opts", prog_fd=prog_fd, handle=handle, priority=TC_PRIORITY)
     rc = lib.bpf_tc_attach(hook, opts)

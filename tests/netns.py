@@ -16,6 +16,14 @@ import sys
 
 _serial = itertools.count()
 
+# Every wait below is multiplied by this: the kernel matrix sets it from how much
+# slower its emulated guests run, so a slow machine gives a slow pass, not a failure.
+TIME_SCALE = max(1.0, float(os.environ.get("NETMON_TIME_SCALE", "1")))
+
+
+def scaled(seconds: float) -> float:
+    return seconds * TIME_SCALE
+
 SYSCTLS = {
     # Pin the TCP options so the SYN's length is known.
     "net.ipv4.tcp_timestamps": "1",
@@ -92,6 +100,17 @@ class NetnsPair:
                 sh("ip", "-n", ns, "neigh", "replace", peer_ip, "lladdr", mac, "dev", dev,
                    "nud", "permanent")
 
+    def link(self, a_if: str, b_if: str) -> tuple[str, str]:
+        """Another veth pair between a and b, with a subnet of its own: (a's ip, b's ip)."""
+        third = (os.getpid() + next(_serial)) % 250
+        a_ip, b_ip = f"10.198.{third}.1", f"10.198.{third}.2"
+        sh("ip", "-n", self.a, "link", "add", a_if, "type", "veth", "peer", "name", b_if,
+           "netns", self.b)
+        for ns, dev, ip in ((self.a, a_if, a_ip), (self.b, b_if, b_ip)):
+            sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+        return a_ip, b_ip
+
     def mac(self, ns: str) -> str:
         dev = self.a_if if ns == self.a else self.b_if
         return self.run(ns, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
@@ -162,7 +181,7 @@ class Netmon:
             self._new_out.notify_all()
 
     def wait_ready(self, timeout: float = 30) -> "Netmon":
-        self._ready.wait(timeout)
+        self._ready.wait(scaled(timeout))
         if READY not in "\n".join(self.err):
             self.stop()
             raise AssertionError(f"netmon did not start: rc={self.proc.returncode} "
@@ -173,7 +192,7 @@ class Netmon:
         """Wait until stdout has ``n`` lines (while netmon keeps running)."""
         with self._new_out:
             self._new_out.wait_for(lambda: len(self.out) >= n or self.proc.poll() is not None,
-                                   timeout)
+                                   scaled(timeout))
             return list(self.out)
 
     def wait_stderr(self, prefix: str, after: int = 0, timeout: float = 30) -> list[str]:
@@ -182,12 +201,13 @@ class Netmon:
             return any(line.startswith(prefix) for line in self.err[after:])
 
         with self._new_out:
-            self._new_out.wait_for(lambda: seen() or self.proc.poll() is not None, timeout)
+            self._new_out.wait_for(lambda: seen() or self.proc.poll() is not None,
+                                   scaled(timeout))
             return list(self.err)
 
     def wait_exit(self, timeout: float = 30) -> int:
         try:
-            rc = self.proc.wait(timeout)
+            rc = self.proc.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             self.stop()
             raise AssertionError(f"netmon did not exit by itself; stdout={self.out}")
@@ -198,7 +218,7 @@ class Netmon:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(30)
+                self.proc.wait(scaled(30))
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

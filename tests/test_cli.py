@@ -27,6 +27,12 @@ def run_cli(capsys, *argv):
     (["--vlan", "4095"], "VLAN id 4095 is out of range"),
     (["--protocol", "esp", "--port", "1"], "not esp"),
     (["--no-such-option"], "No such option"),
+    (["-i", "veth1,"], "empty interface name in 'veth1,'"),
+    (["-i", "a" * 20], "is not a valid interface name"),
+    (["--hook", "xdp", "-Q", "out"], "--hook xdp watches ingress only"),
+    (["--direction", "sideways"], "--direction"),
+    (["--hook", "ebpf"], "--hook"),
+    (["--guest", "abc"], "--guest"),
 ])
 def test_bad_values_are_one_line_and_usage_status(capsys, argv, fragment):
     status, out, err = run_cli(capsys, "-i", "lo", *argv)
