@@ -55,6 +55,13 @@ GUEST_TESTS = [
     "tests/test_monitor.py::test_jumbo_frames_are_counted_whole",
     "tests/test_monitor.py::test_ipv6_lines",
     "tests/test_monitor.py::test_vlan_tagged_frames",
+    # tc hooks: tcx on 6.12 and the running kernel, clsact + cls_bpf on 5.10 and 6.1.
+    "tests/test_directions.py::test_egress_shows_what_the_interface_sends",
+    "tests/test_directions.py::test_both_directions_name_interface_and_direction",
+    "tests/test_directions.py::test_a_glob_follows_interfaces_that_come_and_go",
+    "tests/test_directions.py::test_two_netmons_on_one_interface_both_see_everything",
+    "tests/test_directions.py::test_another_tc_filter_keeps_working",
+    "tests/test_directions.py::test_kill_9_leaves_no_tc_hook_behind",
 ]
 # Kernel-independent and slow under emulation: hypothesis loading a program per example.
 GUEST_SKIP = ["tests/test_program.py::test_random_specs_agree"]
@@ -130,7 +137,20 @@ def fetch(series: str) -> Path:
     return sorted(dest.glob("boot/vmlinuz-*"))[-1]
 
 
-def guest_command(python: str, results: Path, tag: str, pytest_args: list[str]) -> str:
+# A fixed piece of Python work, timed on the host and in each guest: the ratio is how
+# much slower the guest runs, and the tests' waits are stretched by it.
+CALIBRATE = ("import time;t=time.perf_counter();sum(i*i for i in range(300000));"
+             "import netmon.cli;print(time.perf_counter()-t)")
+
+
+def host_calibration(python: str) -> float:
+    runs = [float(subprocess.run([python, "-c", CALIBRATE], capture_output=True, text=True,
+                                 check=True, cwd=ROOT).stdout) for _ in range(3)]
+    return min(runs)
+
+
+def guest_command(python: str, results: Path, tag: str, pytest_args: list[str],
+                  host_seconds: float | None = None) -> str:
     """A short command that runs the tests; the script itself goes into a file.
 
     virtme-ng passes the command on the kernel command line, and a long one
@@ -141,24 +161,34 @@ def guest_command(python: str, results: Path, tag: str, pytest_args: list[str]) 
             *pytest_args, *[str(ROOT / t) for t in GUEST_TESTS]]
     log, rc = results / f"{tag}.log", results / f"{tag}.rc"
     script = results / f"{tag}.sh"
+    scale = ""
+    if host_seconds:
+        # Slower here than on the host by this much (at least 1): the tests' waits grow by it.
+        ratio = (f"{shlex.quote(python)} -c {shlex.quote(CALIBRATE)} | "
+                 f"awk '{{r = $1 / {host_seconds:.6f}; print (r > 1 ? r : 1)}}'")
+        scale = (f"NETMON_TIME_SCALE=$(cd {ROOT} && PYTHONDONTWRITEBYTECODE=1 {ratio})\n"
+                 f"export NETMON_TIME_SCALE\necho \"time scale $NETMON_TIME_SCALE\" > {log}\n")
     # The guest sees the host's files read-only: run where it can write.
-    script.write_text(f"cd /tmp\nPYTHONDONTWRITEBYTECODE=1 NETMON_REQUIRE_KERNEL=1 "
-                      f"{shlex.join(args)} > {log} 2>&1\necho $? > {rc}\n")
+    script.write_text(f"{scale}cd /tmp\nPYTHONDONTWRITEBYTECODE=1 NETMON_REQUIRE_KERNEL=1 "
+                      f"{shlex.join(args)} >> {log} 2>&1\necho $? > {rc}\n")
     return f"sh {script}"
 
 
 def summary_of(log: Path) -> str:
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return lines[-1].strip("= ") if lines else "no output"
+    scale = next((ln for ln in lines if ln.startswith("time scale ")), "")
+    last = lines[-1].strip("= ") if lines else "no output"
+    return f"{last} ({scale})" if scale else last
 
 
 def run_guest(vng: str, kimg: Path, python: str, results: Path, pytest_args: list[str],
-              timeout: int) -> tuple[bool, str]:
+              timeout: int, host_seconds: float) -> tuple[bool, str]:
     tag = kimg.name.removeprefix("vmlinuz-")
     rc_file = results / f"{tag}.rc"
     rc_file.unlink(missing_ok=True)
     cmd = [vng, "--run", str(kimg), "--disable-kvm", "--cpus", "2", "--memory", "2G",
-           "--rwdir", str(results), "--exec", guest_command(python, results, tag, pytest_args)]
+           "--rwdir", str(results), "--exec",
+           guest_command(python, results, tag, pytest_args, host_seconds)]
     # vng runs virtme-run, which lives beside it.
     env = {**os.environ, "PATH": f"{Path(vng).parent}:{os.environ.get('PATH', '')}"}
     try:
@@ -176,6 +206,7 @@ def run_guest(vng: str, kimg: Path, python: str, results: Path, pytest_args: lis
 def run_host(python: str, results: Path, pytest_args: list[str]) -> tuple[bool, str]:
     tag = platform.release()
     cmd = guest_command(python, results, tag, pytest_args)
+    (results / f"{tag}.log").unlink(missing_ok=True)
     subprocess.run(["sh", "-c", cmd], check=False)
     ok = (results / f"{tag}.rc").read_text().strip() == "0"
     return ok, f"{tag} (running): {summary_of(results / f'{tag}.log')}"
@@ -196,6 +227,7 @@ def main() -> int:
     results.mkdir(parents=True, exist_ok=True)
 
     apt_update(debian_mirror())
+    host_seconds = host_calibration(args.python)
     outcomes = []
     ok, line = run_host(args.python, results, args.pytest_args)
     print(f"kernel {line}: {'passed' if ok else 'FAILED'}", flush=True)
@@ -203,13 +235,14 @@ def main() -> int:
     for s in series:
         start = time.monotonic()
         kimg = fetch(s)
-        ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args, args.timeout)
+        ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args, args.timeout,
+                             host_seconds)
         if not ok:
             # Emulation on a shared machine can starve a guest past a test's timeout;
             # a second boot tells that from a real failure, and the line says so.
             print(f"kernel {line}: failed once, booting it again", flush=True)
             ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args,
-                                 args.timeout)
+                                 args.timeout, host_seconds)
             line += " (second boot)"
         print(f"kernel {line}: {'passed' if ok else 'FAILED'} "
               f"({time.monotonic() - start:.0f} s)", flush=True)
