@@ -82,5 +82,5 @@ test-kernels: venv
 	$(VENV)/bin/python scripts/kernel-matrix.py --python $(abspath $(VENV))/bin/python
 
 # Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
-bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o
+bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o $(BUILD)/tc_pass.bpf.o
 	$(VENV)/bin/python -m bench.run

@@ -7,7 +7,12 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (b) the XDP program's cost per packet under BPF_PROG_TEST_RUN, non-matching and
       matching, against an empty XDP_PASS program;
   (c) the packet rate the receiving veth keeps with netmon attached and filtering
-      everything out, against the empty XDP_PASS program attached.
+      everything out, against the empty XDP_PASS program attached;
+  (d) the delay from the hook to the line on stdout;
+  (e) the tc programs' cost per packet under BPF_PROG_TEST_RUN against an empty tc
+      program, and CPU per shown event with --direction both on traffic the
+      interface sends (tcpdump sees both directions by default);
+  (f) start-up: from exec to netmon's "Press Ctrl-C" and to tcpdump's "listening on".
 
 The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -122,11 +127,24 @@ def tcpdump_lost(stderr: list[str]) -> int:
     return int(line.split()[0])
 
 
+def send_from_b(n: NetnsPair, count: int, rate: float) -> dict:
+    """UDP datagrams from b to a through b's stack: they leave by veth1's tc egress."""
+    res = n.run(n.b, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.udpsend",
+                n.b_ip, n.a_ip, str(DPORT), "18", str(count), str(rate), cwd=ROOT)
+    return json.loads(res.stdout)
+
+
 def bench_cpu(n: NetnsPair, rates: list[float], counts: list[int], repeats: int,
-              tmp: Path) -> list[dict]:
+              tmp: Path, egress: bool = False) -> list[dict]:
+    """CPU per shown event of netmon and tcpdump on the same traffic.
+
+    egress: b sends the traffic and netmon watches both directions; otherwise a
+    sends it and netmon watches what b receives.
+    """
     frame = udp_frame(n)
+    both = ["--direction", "both"] if egress else []
     tools = {
-        "netmon": ([sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp",
+        "netmon": ([sys.executable, "-m", "netmon", "-i", n.b_if, *both, "--protocol", "udp",
                     "--dst-port", str(DPORT)], "Press Ctrl-C to stop", netmon_lost),
         "tcpdump": (["tcpdump", "-n", "-l", "-i", n.b_if, f"udp and dst port {DPORT}"],
                     "listening on", tcpdump_lost),
@@ -138,7 +156,11 @@ def bench_cpu(n: NetnsPair, rates: list[float], counts: list[int], repeats: int,
             for name, (argv, ready, lost) in tools.items():  # alternate, same traffic
                 tool = Tool(n, name, argv, ready, tmp / f"{name}.out")
                 before = rx_packets(n)
-                gen = offer(n, frame, count, rate)
+                if egress:
+                    gen = send_from_b(n, count, rate)
+                    before -= count  # counted as sent, not received
+                else:
+                    gen = offer(n, frame, count, rate)
                 res = tool.finish(expected=count)
                 res.update(received=rx_packets(n) - before, seconds=gen["seconds"],
                            lost=lost(res["stderr"]))
@@ -174,8 +196,8 @@ def best_run(prog_fd: int, frame: bytes, repeat: int, rounds: int = 7) -> tuple[
     return min(r[0] for r in runs), int(statistics.median(r[1] for r in runs))
 
 
-def bench_prog_run(repeat: int) -> list[dict]:
-    """ns per packet under BPF_PROG_TEST_RUN."""
+def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
+    """ns per packet under BPF_PROG_TEST_RUN, of the XDP or the tc ingress program."""
     from scapy.layers.inet import IP, TCP, UDP
     from scapy.layers.l2 import Ether
 
@@ -184,20 +206,23 @@ def bench_prog_run(repeat: int) -> list[dict]:
                   / (b"x" * 18))
     miss = bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=443))
     spec = FilterSpec(protocol=17, dst=parse_network("10.0.0.2"), dport=DPORT)
+    empty_name = {"xdp": "xdp_pass", "tc_in": "tc_pass"}[hook]
     rows = []
-    with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
-        ns, kns = best_run(empty.program_fd("xdp_pass"), miss, repeat)
-    rows.append({"program": "empty XDP_PASS", "ns": ns, "kernel_ns": kns})
-    with MonitorProgram(spec.kernel_config()) as prog, \
+    with BpfObject(BUILD / f"{empty_name}.bpf.o") as empty:
+        ns, kns = best_run(empty.program_fd(empty_name), miss, repeat)
+    rows.append({"program": "empty XDP_PASS" if hook == "xdp" else "empty tc (UNSPEC)",
+                 "ns": ns, "kernel_ns": kns})
+    with MonitorProgram(spec.kernel_config(), hooks=[hook]) as prog, \
             PerfReader(prog.events_fd, pages=256) as reader:
-        ns, kns = best_run(prog.prog_fd, miss, repeat)
+        prog_fd = prog.prog_fds[hook]
+        ns, kns = best_run(prog_fd, miss, repeat)
         rows.append({"program": "netmon, non-matching packet", "ns": ns, "kernel_ns": kns})
         # Matching packets each write an event: run in rounds the buffer holds, draining
         # between rounds, so every run pays for a successful write.
         per_round = 256 * 4096 // (EVENT_SIZE + 16) // 2
         runs = []
         for _ in range(max(1, repeat // per_round)):
-            runs.append(timed_run(prog.prog_fd, match, per_round))
+            runs.append(timed_run(prog_fd, match, per_round))
             reader.drain()
         rows.append({"program": "netmon, matching packet (event sent)", "ns": None,
                      "kernel_ns": int(statistics.median(r[1] for r in runs))})
@@ -258,6 +283,54 @@ def bench_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
              "ratio": statistics.median(v) / base} for name, v in results.items()]
 
 
+def bench_startup(n: NetnsPair, runs: int) -> list[dict]:
+    """Seconds from exec to ready: netmon attached with its banner out, tcpdump listening."""
+    tools = {
+        "netmon": ([sys.executable, "-m", "netmon", "-i", n.b_if], "Press Ctrl-C to stop"),
+        "tcpdump": (["tcpdump", "-n", "-i", n.b_if], "listening on"),
+    }
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    for _ in range(runs):
+        for name, (argv, ready) in tools.items():
+            start = time.perf_counter()
+            proc = subprocess.Popen(n.exec_args(n.b, *argv), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            for line in proc.stderr:
+                if ready in line:
+                    times[name].append(time.perf_counter() - start)
+                    break
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+    # ip netns exec itself costs a few ms; it is in both figures alike.
+    return [{"tool": name, "median_s": statistics.median(v), "max_s": max(v)}
+            for name, v in times.items()]
+
+
+def print_prog_rows(title: str, rows: list[dict]) -> None:
+    print(f"{title}\n")
+    print("| program | ns/run, wall clock | × empty | ns/run, kernel's figure | × empty |")
+    print("|---|---:|---:|---:|---:|")
+    for r in rows:
+        wall = f"{r['ns']:.1f} | {r['ratio']:.2f}" if r["ns"] else "– | –"
+        print(f"| {r['program']} | {wall} | {r['kernel_ns']} | {r['kernel_ratio']:.1f} |")
+
+
+def print_cpu_rows(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}\n")
+    print("| tool | offered | at (packets/s) | shown | lost | µs CPU/event |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        label = "unpaced" if not r["rate"] else f"{r['rate']:,.0f}/s"
+        print(f"| {r['tool']} | {r['offered']:,} ({label}) | {r['offered_rate']:,.0f} | "
+              f"{r['shown']:,} | {r['lost']:,} | {r['us_per_event']:.2f} |")
+    for rate_ in sorted({r["rate"] for r in rows}, reverse=True):
+        nm = next(r for r in rows if r["rate"] == rate_ and r["tool"] == "netmon")
+        td = next(r for r in rows if r["rate"] == rate_ and r["tool"] == "tcpdump")
+        label = "unpaced" if not rate_ else f"{rate_:,.0f}/s"
+        print(f"\nnetmon/tcpdump CPU per event at {label}: "
+              f"{nm['us_per_event'] / td['us_per_event']:.2f}")
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
@@ -275,17 +348,15 @@ def main() -> None:
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
     args = ap.parse_args()
-    for obj in ("xdp_tx", "xdp_pass"):
+    for obj in ("xdp_tx", "xdp_pass", "tc_pass"):
         subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
 
     print(f"Machine: {machine()}\n")
-    prog_rows = bench_prog_run(repeat=5_000_000)
-    print("(b) XDP program cost per packet, BPF_PROG_TEST_RUN\n")
-    print("| program | ns/run, wall clock | × empty | ns/run, kernel's figure | × empty |")
-    print("|---|---:|---:|---:|---:|")
-    for r in prog_rows:
-        wall = f"{r['ns']:.1f} | {r['ratio']:.2f}" if r["ns"] else "– | –"
-        print(f"| {r['program']} | {wall} | {r['kernel_ns']} | {r['kernel_ratio']:.1f} |")
+    print_prog_rows("(b) XDP program cost per packet, BPF_PROG_TEST_RUN",
+                    bench_prog_run(repeat=5_000_000))
+    print()
+    print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
+                    bench_prog_run(repeat=2_000_000, hook="tc_in"))
 
     with NetnsPair() as n:
         n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
@@ -293,6 +364,13 @@ def main() -> None:
         # run's writes, which measures the disk rather than the tools.
         tmp = Path("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp") / n.id
         tmp.mkdir(exist_ok=True)
+
+        start_rows = bench_startup(n, 10)
+        print("\n(f) start-up, exec to ready, 10 runs each\n")
+        print("| tool | median s | max s |\n|---|---:|---:|")
+        for r in start_rows:
+            print(f"| {r['tool']} | {r['median_s']:.3f} | {r['max_s']:.3f} |")
+
         rate_rows = bench_rate(n, args.max_count, args.repeats)
         print("\n(c) packet rate the receiving veth keeps, frames offered unpaced\n")
         print("| attached | packets/s | × empty |\n|---|---:|---:|")
@@ -305,22 +383,13 @@ def main() -> None:
               f"over {lat['frames']} packets")
 
         rate = 40_000
-        cpu_rows = bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],
-                             args.repeats, tmp)
-        print("\n(a) CPU per shown event, text output to a file, every frame matching\n")
-        print("| tool | offered | at (packets/s) | shown | lost | µs CPU/event |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for r in cpu_rows:
-            label = "unpaced" if not r["rate"] else f"{r['rate']:,.0f}/s"
-            print(f"| {r['tool']} | {r['offered']:,} ({label}) | {r['offered_rate']:,.0f} | "
-                  f"{r['shown']:,} | {r['lost']:,} | {r['us_per_event']:.2f} |")
+        print_cpu_rows("(a) CPU per shown event, text output to a file, every frame matching",
+                       bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],
+                                 args.repeats, tmp))
+        print_cpu_rows("(e) CPU per shown event, --direction both, traffic b sends",
+                       bench_cpu(n, [rate], [int(rate * args.seconds)], args.repeats, tmp,
+                                 egress=True))
         shutil.rmtree(tmp, ignore_errors=True)
-        for rate_ in {r["rate"] for r in cpu_rows}:
-            nm = next(r for r in cpu_rows if r["rate"] == rate_ and r["tool"] == "netmon")
-            td = next(r for r in cpu_rows if r["rate"] == rate_ and r["tool"] == "tcpdump")
-            label = "unpaced" if not rate_ else f"{rate_:,.0f}/s"
-            print(f"\nnetmon/tcpdump CPU per event at {label}: "
-                  f"{nm['us_per_event'] / td['us_per_event']:.2f}")
 
 
 if __name__ == "__main__":
