@@ -14,10 +14,10 @@ import signal
 import time
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import TextIO
 
 from netmon import events, interfaces, libbpf, output, program, proxmox, system
-from netmon.errors import AttachFailed, NetmonError
+from netmon.errors import AttachFailed, NetmonError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.interfaces import Selection
@@ -312,10 +312,11 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             known.learn(idx, name)
             try:
                 notes += watch.add(idx, name)
-            except AttachFailed as exc:
+            except (AttachFailed, XdpBusy) as exc:
                 if name in sel.names:
                     raise
-                notes.append(f"not watching {name}: {exc}")  # a glob's match that could not be
+                # A glob's match that cannot be watched; the others can.
+                notes.append(f"not watching {name}: {exc}")
         err.write(banner(settings, spec, watch, notes))
         err.flush()
 

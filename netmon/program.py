@@ -121,7 +121,37 @@ def query(ifindex: int) -> XdpState:
     )
 
 
-class XdpAttachment:
+class _Hooked:
+    """One program hooked on one interface: through a link, or unhooked by netmon.
+
+    ``close()`` unhooks once: a link's fd is closed (the kernel unhooks it),
+    anything else goes through the subclass's ``_unhook()``.
+    """
+
+    method: Method
+    _link_fd: int = -1
+    _closed: bool = False
+
+    def _unhook(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.method is Method.LINK:
+            libbpf.close_fd(self._link_fd)
+        else:
+            self._unhook()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class XdpAttachment(_Hooked):
     """The XDP program hooked on one interface's ingress; ``close()`` unhooks it."""
 
     hook = "xdp"
@@ -136,19 +166,12 @@ class XdpAttachment:
         self._prog_fd = prog_fd
         self._flags = flags
         self._link_fd = link_fd
-        self._closed = False
         self.mode = query(ifindex).mode or "unknown"
 
     def describe(self) -> str:
         return f"{self.mode} ({'bpf_link' if self.method is Method.LINK else 'netlink'})"
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.method is Method.LINK:
-            libbpf.close_fd(self._link_fd)
-            return
+    def _unhook(self) -> None:
         # Unhook only if the program there is still ours: never another's.
         opts = libbpf.new_opts("bpf_xdp_attach_opts", old_prog_fd=self._prog_fd)
         rc = libbpf.lib().bpf_xdp_detach(
@@ -157,14 +180,8 @@ class XdpAttachment:
         if rc < 0 and -rc not in (errno.ENODEV, errno.EEXIST, errno.ENOENT):
             libbpf.ensure(rc, f"detaching XDP from {self.ifname}")
 
-    def __enter__(self) -> "XdpAttachment":
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class TcAttachment:
+class TcAttachment(_Hooked):
     """A tc program hooked on one interface and direction; ``close()`` unhooks it.
 
     Either a tcx link (the kernel unhooks it when netmon dies) or a cls_bpf
@@ -182,19 +199,12 @@ class TcAttachment:
         self.mode = "tc"
         self._link_fd = link_fd
         self._handle = handle
-        self._closed = False
         self.notes = notes or []  # what attaching found and did, for the user
 
     def describe(self) -> str:
         return f"tc ({'tcx' if self.method is Method.LINK else 'cls_bpf'})"
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.method is Method.LINK:
-            libbpf.close_fd(self._link_fd)
-            return
+    def _unhook(self) -> None:
         hook = _tc_hook(self.ifindex, self.direction)
         opts = libbpf.new_opts("bpf_tc_opts", handle=self._handle, priority=TC_PRIORITY)
         rc = libbpf.lib().bpf_tc_detach(hook, opts)
@@ -203,12 +213,6 @@ class TcAttachment:
             libbpf.ensure(rc, f"detaching tc from {self.ifname}")
         # The clsact qdisc stays, even one netmon created: another program may have
         # filters on it by now, and an empty one costs nothing.
-
-    def __enter__(self) -> "TcAttachment":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 Attachment = typing.Union[XdpAttachment, TcAttachment]
