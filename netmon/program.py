@@ -47,8 +47,13 @@ COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed"
                  "pull_failed")
 NM_IF_SLOTS = 512  # bpf/xdp_monitor.h: interface slots (0: interfaces not registered)
 NM_IF_CACHE = 1024
-# cls_bpf filters netmon adds carry this priority ("NM") and the pid as handle.
-TC_PRIORITY = 0x4E4D
+# cls_bpf (kernels < 6.6): netmon's filters go first, at priority 1, where a filter
+# that ends classification (TC_ACT_OK, TC_ACT_SHOT) cannot hide packets from them. Other
+# bpf filters at priority 1 share the classifier, which runs its newest filter first.
+# Where priority 1 holds another kind of classifier, they go to TC_PRIORITY_LATER.
+TC_PRIORITY, TC_PRIORITY_LATER = 1, 0x4E4D
+# Their handle marks them: "N" in the top byte, the pid of the netmon in the rest.
+TC_HANDLE_MARK = 0x4E << 24
 
 
 def object_path() -> Path:
@@ -191,7 +196,7 @@ class TcAttachment(_Hooked):
     hook = "tc"
 
     def __init__(self, ifindex: int, ifname: str, direction: int, link_fd: int = -1,
-                 handle: int = 0, notes: list[str] | None = None):
+                 handle: int = 0, priority: int = 0, notes: list[str] | None = None):
         self.ifindex = ifindex
         self.ifname = ifname
         self.direction = direction
@@ -199,6 +204,7 @@ class TcAttachment(_Hooked):
         self.mode = "tc"
         self._link_fd = link_fd
         self._handle = handle
+        self._priority = priority
         self.notes = notes or []  # what attaching found and did, for the user
 
     def describe(self) -> str:
@@ -206,7 +212,7 @@ class TcAttachment(_Hooked):
 
     def _unhook(self) -> None:
         hook = _tc_hook(self.ifindex, self.direction)
-        opts = libbpf.new_opts("bpf_tc_opts", handle=self._handle, priority=TC_PRIORITY)
+        opts = libbpf.new_opts("bpf_tc_opts", handle=self._handle, priority=self._priority)
         rc = libbpf.lib().bpf_tc_detach(hook, opts)
         # Gone with its interface, or removed by hand: nothing left to undo.
         if rc < 0 and -rc not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
@@ -591,12 +597,19 @@ def attach_tc(prog_fd: int, ifindex: int, ifname: str, direction: int,
     rc = lib.bpf_tc_hook_create(hook)
     if rc < 0 and -rc != errno.EEXIST:
         raise _tc_error(rc, f"{where} (creating its clsact qdisc)")
-    handle = os.getpid()
-    opts = libbpf.new_opts("bpf_tc_opts", prog_fd=prog_fd, handle=handle, priority=TC_PRIORITY)
-    rc = lib.bpf_tc_attach(hook, opts)
+    handle = TC_HANDLE_MARK | os.getpid()
+    for priority in (TC_PRIORITY, TC_PRIORITY_LATER):
+        opts = libbpf.new_opts("bpf_tc_opts", prog_fd=prog_fd, handle=handle, priority=priority)
+        rc = lib.bpf_tc_attach(hook, opts)
+        # EINVAL: priority 1 holds another kind of classifier, or another protocol.
+        if rc >= 0 or -rc != errno.EINVAL or priority == TC_PRIORITY_LATER:
+            break
+        notes.append(f"tc priority {TC_PRIORITY} on {where} holds another classifier: netmon's "
+                     f"filter runs at {TC_PRIORITY_LATER}, after the filters before it")
     if rc < 0:
         raise _tc_error(rc, where)
-    return TcAttachment(ifindex, ifname, direction, handle=handle, notes=notes)
+    return TcAttachment(ifindex, ifname, direction, handle=handle, priority=priority,
+                        notes=notes)
 
 
 def _tc_error(rc: int, where: str) -> Exception:
@@ -621,20 +634,21 @@ def _netmon_alive(pid: int) -> bool:
 def remove_stale_filters(ifindex: int, ifname: str, direction: int) -> list[str]:
     """Delete the cls_bpf filters of netmons that are no longer running; say which.
 
-    netmon's filters are told apart by their priority (TC_PRIORITY) and program
-    name; the handle is the pid of the netmon that added it.
+    netmon's filters are told apart by their handle (TC_HANDLE_MARK, then the pid
+    of the netmon that added it) and their program's name.
     """
     parent = netlink.TC_H_CLSACT_INGRESS if direction == DIR_IN else netlink.TC_H_CLSACT_EGRESS
     notes = []
     for f in netlink.tc_filters(ifindex, parent):
-        ours = (f.priority == TC_PRIORITY and f.kind == "bpf"
+        ours = (f.handle & 0xFF000000 == TC_HANDLE_MARK and f.kind == "bpf"
                 and (f.name or "").startswith(tuple(PROGRAMS.values())))
-        if not ours or _netmon_alive(f.handle):
+        pid = f.handle & 0xFFFFFF
+        if not ours or _netmon_alive(pid):
             continue
-        opts = libbpf.new_opts("bpf_tc_opts", handle=f.handle, priority=TC_PRIORITY)
+        opts = libbpf.new_opts("bpf_tc_opts", handle=f.handle, priority=f.priority)
         rc = libbpf.lib().bpf_tc_detach(_tc_hook(ifindex, direction), opts)
         if rc < 0 and -rc != errno.ENOENT:
             raise _tc_error(rc, f"{ifname} {DIR_NAMES[direction]} (removing a stale filter)")
         notes.append(f"removed the tc filter a netmon that is no longer running (pid "
-                     f"{f.handle}) left on {ifname} {DIR_NAMES[direction]}")
+                     f"{pid}) left on {ifname} {DIR_NAMES[direction]}")
     return notes

@@ -144,15 +144,18 @@ def test_two_netmons_on_one_interface_both_see_everything(netns):
     assert n.xdp_prog_id() == 0
 
 
-@pytest.mark.parametrize("hook", ["tc", "xdp"])
-def test_another_tc_filter_keeps_working(netns, bpf_objects, hook):
+@pytest.mark.parametrize("hook,method", [("tc", "auto"), ("tc", "netlink"), ("xdp", "auto")])
+def test_another_tc_filter_keeps_working(netns, bpf_objects, hook, method):
+    """The other filter ends classification for what it passes (TC_ACT_OK): netmon, first
+    on the hook (tcx runs before cls_bpf; a cls_bpf filter of netmon's goes first at
+    priority 1), still sees those packets, and passes them on."""
     n = netns
     drop = bpf_objects("tc_drop")
     n.run(n.b, "tc", "qdisc", "add", "dev", n.b_if, "clsact")
     n.run(n.b, "tc", "filter", "add", "dev", n.b_if, "ingress", "prio", "1", "bpf", "da",
           "obj", str(drop), "sec", "tc")
-    with Netmon(n, "--hook", hook, "--protocol", "icmp", "--dst-ip", n.b_ip, "--count",
-                "1") as nm:
+    with Netmon(n, "--hook", hook, "--attach", method, "--protocol", "icmp", "--dst-ip", n.b_ip,
+                "--count", "1") as nm:
         nm.wait_ready()
         # The other filter still drops echo requests to b's .4 address...
         lost = n.run(n.a, "ping", "-n", "-q", "-c", "1", "-W", "1", n.b_ip2, check=False)
@@ -163,6 +166,25 @@ def test_another_tc_filter_keeps_working(netns, bpf_objects, hook):
     assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({ICMP_ECHO}b)"]
     filters = n.run(n.b, "tc", "-j", "filter", "show", "dev", n.b_if, "ingress").stdout
     assert "drop_echo_to_do" in filters and "tc_ingress" not in filters  # names: 15 chars
+
+
+def test_priority_1_held_by_another_classifier(netns, bpf_objects):
+    n = netns
+    drop = bpf_objects("tc_drop")
+    n.run(n.b, "tc", "qdisc", "add", "dev", n.b_if, "clsact")
+    n.run(n.b, "tc", "filter", "add", "dev", n.b_if, "ingress", "prio", "1", "protocol", "ip",
+          "bpf", "da", "obj", str(drop), "sec", "tc")
+    with Netmon(n, "--hook", "tc", "--attach", "netlink", "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        filters = n.run(n.b, "tc", "-j", "filter", "show", "dev", n.b_if, "ingress").stdout
+        assert '"pref":20045' in filters and "tc_ingress" in filters
+        assert nm.stop() == 0
+    # The other filter ends classification for every IP packet before netmon's runs,
+    # which the note says; as with any tc filter placed after it.
+    assert f"Note: tc priority 1 on {n.b_if} in holds another classifier: netmon's filter runs " \
+           f"at 20045, after the filters before it" in nm.err
+    filters = n.run(n.b, "tc", "-j", "filter", "show", "dev", n.b_if, "ingress").stdout
+    assert "tc_ingress" not in filters and "drop_echo_to_do" in filters
 
 
 def _monitor_prog_ids(name: str) -> set[int]:
@@ -195,7 +217,7 @@ def test_kill_9_leaves_no_tc_hook_behind(netns, method):
     # A dead netmon's cls_bpf filter stays on the hook until the next netmon.
     assert ids <= _monitor_prog_ids("tc_egress")
     left = n.run(n.b, "tc", "-j", "filter", "show", "dev", n.b_if, "egress").stdout
-    assert f'"handle":"{nm.proc.pid:#x}"' in left
+    assert f'"handle":"{(0x4E << 24) | nm.proc.pid:#x}"' in left
     with Netmon(n, "-Q", "out", "--protocol", "icmp", "--count", "1") as again:
         again.wait_ready()
         ping(n, n.b_ip)
