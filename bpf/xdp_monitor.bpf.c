@@ -381,11 +381,21 @@ static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 /*
  * Kept out of line so the object's BTF describes struct nm_event: netmon
  * checks its Python mirror against that size before it reads any event.
- * ctx is the hook's own (xdp_md or __sk_buff): the perf output needs it.
+ * ctx is the hook's own (xdp_md or __sk_buff): the perf output needs it, and
+ * with a snaplen it copies that many bytes of the packet after the event, from
+ * every fragment of the frame (skb_copy_bits, or bpf_xdp_copy over an XDP
+ * frame's buffers on >= 5.18). ev->len is never more than the helper allows.
  */
 static __noinline int send_event(void *ctx, struct nm_event *ev, struct nm_counters *cnt)
 {
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0) {
+	__u64 flags = BPF_F_CURRENT_CPU;
+
+	if (cfg.snaplen) {
+		__u64 caplen = ev->len < cfg.snaplen ? ev->len : cfg.snaplen;
+
+		flags |= caplen << 32;
+	}
+	if (bpf_perf_event_output(ctx, &events, flags, ev, sizeof(*ev)) < 0) {
 		count(cnt, NM_CNT_SEND_FAILED);
 		return -1;
 	}

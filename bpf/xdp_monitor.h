@@ -77,7 +77,14 @@ struct nm_config {
 	__u16 match;               /* NM_M_* */
 	__u8  proto;               /* IANA protocol number */
 	__u8  _pad;
+	__u32 snaplen;             /* packet bytes sent after each event; 0: none */
 };
+
+/*
+ * The most packet bytes one perf record carries: its size is a u16, and the
+ * header (8), the raw size (4), the event and the padding to 8 come first.
+ */
+#define NM_MAX_SNAPLEN (65535 - 8 - 4 - 64 - 7)
 
 /*
  * Counters are kept per watched interface and direction. netmon gives each

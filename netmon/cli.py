@@ -17,9 +17,11 @@ from netmon import __version__, errors, protocols, system
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.interfaces import Selection
-from netmon.monitor import Settings, run
+from netmon.monitor import Capture, Settings, run
+from netmon.pcapng import CaptureWriteError
 from netmon.program import Hook, Method, Mode
-from netmon.reader import DEFAULT_PAGES
+from netmon.reader import CAPTURE_PAGES, DEFAULT_PAGES, MAX_SNAPLEN
+from netmon.savefile import CaptureDamaged, CaptureUnreadable
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
@@ -38,6 +40,8 @@ class ExitStatus(enum.IntEnum):
     XDP_BUSY = 7  # interface already has someone else's XDP program
     ATTACH = 8  # the kernel refused to attach in every allowed mode
     INTERFACE_GONE = 9  # a named interface went away (without --follow)
+    CAPTURE_READ = 10  # -r: not a capture netmon reads, or damaged
+    CAPTURE_WRITE = 11  # -w: the file could not be written (a full disk)
 
 
 class Direction(str, enum.Enum):
@@ -60,6 +64,9 @@ _STATUS = {
     errors.ProgramRejected: ExitStatus.REJECTED,
     errors.XdpBusy: ExitStatus.XDP_BUSY,
     errors.AttachFailed: ExitStatus.ATTACH,
+    CaptureDamaged: ExitStatus.CAPTURE_READ,
+    CaptureUnreadable: ExitStatus.CAPTURE_READ,
+    CaptureWriteError: ExitStatus.CAPTURE_WRITE,
 }
 
 
@@ -140,15 +147,40 @@ def monitor(
         Mode.AUTO, "--mode", case_sensitive=False,
         help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
              "falling back to generic."),
+    write: Optional[str] = typer.Option(
+        None, "-w", "--write", metavar="FILE",
+        help="Write the matching packets to FILE as pcapng ('-': standard output), for "
+             "Wireshark; no event lines unless --print."),
+    print_lines: bool = typer.Option(
+        False, "--print", help="With -w, print the event lines too, on stderr."),
+    snaplen: int = typer.Option(
+        MAX_SNAPLEN, "-s", "--snaplen", metavar="N", min=1, max=MAX_SNAPLEN,
+        help=f"With -w, keep at most N bytes of each packet [default: the whole frame, "
+             f"up to {MAX_SNAPLEN}]", show_default=False),
+    file_mb: Optional[float] = typer.Option(
+        None, "-C", metavar="MB", min=0.001,
+        help="With -w, start a new file (FILE.1, FILE.2, ...) once one holds MB million "
+             "bytes."),
+    file_count: Optional[int] = typer.Option(
+        None, "-W", metavar="N", min=1,
+        help="With -C or -G, keep at most N files, reusing them in turn (a ring)."),
+    rotate_seconds: Optional[float] = typer.Option(
+        None, "-G", metavar="SECONDS", min=0.1,
+        help="With -w, start a new file every SECONDS."),
+    read: Optional[str] = typer.Option(
+        None, "-r", "--read", metavar="FILE",
+        help="Read packets from a pcap or pcapng file instead of an interface, through the "
+             "same kernel program and filters."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     count: Optional[int] = typer.Option(
         None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
     stats: Optional[float] = typer.Option(
         None, "--stats", metavar="SECONDS", min=0.1,
         help="Every SECONDS, print the counters on stderr."),
-    buffer_pages: int = typer.Option(
-        DEFAULT_PAGES, "--buffer-pages", metavar="N", min=1,
-        help="Perf buffer size per CPU, in pages (a power of two)."),
+    buffer_pages: Optional[int] = typer.Option(
+        None, "--buffer-pages", metavar="N", min=1,
+        help=f"Perf buffer size per CPU, in pages (a power of two) [default: "
+             f"{DEFAULT_PAGES}; {CAPTURE_PAGES} with -w]", show_default=False),
     attach: Method = typer.Option(
         Method.AUTO, "--attach", case_sensitive=False, hidden=True,
         help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
@@ -161,8 +193,30 @@ def monitor(
                           dport=dst_port, host=host, port=port, vlan=vlan)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
+    if buffer_pages is None:
+        buffer_pages = CAPTURE_PAGES if write else DEFAULT_PAGES
     if buffer_pages & (buffer_pages - 1):
         raise errors.UsageError(f"--buffer-pages must be a power of two, not {buffer_pages}")
+    if write is None and (print_lines or file_mb or file_count or rotate_seconds):
+        raise errors.UsageError("--print, -C, -W and -G go with -w FILE")
+    if file_count and not (file_mb or rotate_seconds):
+        raise errors.UsageError("-W N needs -C or -G: it limits the files they rotate through")
+    if write == "-" and (file_mb or rotate_seconds):
+        raise errors.UsageError("-C and -G rotate files; -w - writes to standard output")
+    capture = None
+    if write is not None:
+        capture = Capture(write, snaplen, file_mb, file_count, rotate_seconds, print_lines)
+    if read is not None:
+        if interface or guest or direction or follow:
+            raise errors.UsageError("-r reads a capture file: -i, --guest, --direction and "
+                                    "--follow are for live interfaces")
+        from netmon.replay import read_capture
+
+        settings = Settings(selection=Selection(("-",)), json=json_out, count=count,
+                            pages=buffer_pages, capture=capture)
+        summary = read_capture(settings, spec, read, sys.stdout, sys.stderr)
+        sys.stderr.write("".join(f"netmon: {line}\n" for line in summary.lines()))
+        return ExitStatus.SUCCESS
     names = list(interface or [])
     if not names and not guest:
         names = [system.default_interface()]
@@ -177,7 +231,7 @@ def monitor(
     settings = Settings(
         selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
-        stats_every=stats,
+        stats_every=stats, capture=capture,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)
     sys.stderr.write("\n" + "".join(f"netmon: {line}\n" for line in summary.lines()))

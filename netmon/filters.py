@@ -18,9 +18,10 @@ from netmon.events import Event
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 # Mirror of struct nm_config (bpf/xdp_monitor.h), native byte order: three
-# struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto.
+# struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto,
+# and the snaplen (packet bytes after each event; 0 for none).
 _PREFIX = "16s16sB3x"
-CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBx")
+CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxI")
 CONFIG_SIZE = CONFIG_FORMAT.size
 
 # nm_config.match
@@ -90,8 +91,11 @@ class FilterSpec:
 
     # -- the kernel side -------------------------------------------------
 
-    def kernel_config(self) -> bytes:
-        """The bytes of struct nm_config that make the XDP program apply this spec."""
+    def kernel_config(self, snaplen: int = 0) -> bytes:
+        """The bytes of struct nm_config that make the program apply this spec.
+
+        ``snaplen``: how many bytes of each matching packet follow its event (capture).
+        """
         match = 0
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
                            (self.sport, M_SPORT), (self.dport, M_DPORT), (self.host, M_HOST),
@@ -101,7 +105,7 @@ class FilterSpec:
         return CONFIG_FORMAT.pack(
             *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
             self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0,
+            match, self.protocol or 0, snaplen,
         )
 
     # -- the Python side -------------------------------------------------

@@ -23,10 +23,28 @@ from netmon.filters import FilterSpec
 from netmon.interfaces import Selection
 from netmon.netlink import LinkChange, LinkWatcher
 from netmon.program import Hook, Method, Mode, MonitorProgram
-from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
+from netmon.pcapng import PcapngWriter
+from netmon.reader import (DEFAULT_PAGES, MAX_SNAPLEN, RECORD_SIZE_AT,
+                           SAMPLE_HEAD, SAMPLE_TAIL, PerfReader)
 
 RULE = "═" * 39
 _BY_TIME = operator.itemgetter(0)
+
+
+@dataclass(frozen=True)
+class Capture:
+    """-w and its companions: where packets go, how much of each, how files rotate."""
+
+    path: str  # "-": standard output
+    snaplen: int = MAX_SNAPLEN
+    file_mb: float | None = None  # -C
+    file_count: int | None = None  # -W
+    rotate_seconds: float | None = None  # -G
+    print_lines: bool = False  # --print: event lines on stderr as well
+
+    def writer(self) -> PcapngWriter:
+        return PcapngWriter(self.path, self.snaplen, self.file_mb, self.file_count,
+                            self.rotate_seconds)
 
 
 @dataclass(frozen=True)
@@ -42,6 +60,7 @@ class Settings:
     poll_ms: int = 100  # also the longest an event waits before it is shown
     stats_every: float | None = None  # seconds between --stats lines
     follow: bool = False  # a named interface that goes away is waited for
+    capture: Capture | None = None  # -w: matching packets into pcapng files
 
     @property
     def labelled(self) -> bool:
@@ -66,6 +85,7 @@ class Summary:
     # Per interface and direction, in the order they were first watched.
     per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     gone: str | None = None  # the named interface whose going away ended the run
+    written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
 
     @property
     def lost(self) -> int:
@@ -88,6 +108,11 @@ class Summary:
                 failed = c.get("send_failed", 0)
                 rows.append(f"{name} {DIR_NAMES[direction]}: {_counts_line(c)}"
                             + (f", {failed} send failures" if failed else ""))
+        if self.written:
+            packets, files, path = self.written
+            where = "standard output" if path == "-" else path
+            rows.append(f"{packets} packets written to {where}"
+                        + (f" and the {files - 1} files after it" if files > 1 else ""))
         return rows + [self.line()]
 
 
@@ -112,7 +137,7 @@ def _signals_stop(stop: _Stop):
             signal.signal(s, handler)
 
 
-class _Interfaces:
+class Interfaces:
     """What is known of each interface an event may name: its name, its guest."""
 
     def __init__(self):
@@ -222,6 +247,64 @@ class _Watch:
         self.tally()
 
 
+class Delivery:
+    """Where decoded events go: lines (stdout; stderr with -w --print) and a capture file.
+
+    Rows come with their packets' bytes when capturing; --count applies to both.
+    """
+
+    def __init__(self, settings: Settings, known: Interfaces, summary: Summary,
+                 out: TextIO, err: TextIO, writer: PcapngWriter | None, clock: output.Clock):
+        self._count = settings.count
+        self._summary = summary
+        self._writer = writer
+        self._known = known
+        self._clock = clock
+        capture = settings.capture
+        if writer is not None and not capture.print_lines:
+            self._lines = None
+        else:
+            self._lines = err if writer is not None else out
+        if settings.json:
+            self._fmt = output.JsonFormat(known.info, clock)
+        else:
+            self._fmt = output.TextFormat(known.name if settings.labelled else None)
+        self._ids: dict[int, int] = {}  # ifindex -> pcapng interface id
+
+    def forget(self, ifindex: int) -> None:
+        self._ids.pop(ifindex, None)
+        if isinstance(self._fmt, output.TextFormat):
+            self._fmt.forget(ifindex)
+
+    def count_reached(self) -> bool:
+        return self._count is not None and self._summary.shown >= self._count
+
+    def __call__(self, rows: list, datas: list[bytes] | None = None) -> None:
+        if self._count is not None:
+            rows = rows[: self._count - self._summary.shown]
+        if not rows:
+            return
+        if self._writer is not None:
+            self._writer.write(self._packets(rows, datas))
+        if self._lines is not None:
+            self._lines.write(self._fmt.render(rows))
+            self._lines.flush()
+        self._summary.shown += len(rows)
+
+    def _packets(self, rows: list, datas: list[bytes]):
+        ids, offset = self._ids, self._clock.offset_ns
+        for (ts_ns, ifindex, length, _, direction, _), data in zip(rows, datas):
+            iface = ids.get(ifindex)
+            if iface is None:
+                iface = ids[ifindex] = self._writer.interface(ifindex, self._known.name(ifindex))
+            yield iface, ts_ns + offset, length, data, direction == DIR_OUT
+
+    def tick(self) -> None:
+        """Once per poll: the file is flushed (and rotated by time)."""
+        if self._writer is not None:
+            self._writer.tick()
+
+
 def banner(settings: Settings, spec: FilterSpec, watch: _Watch, notes: list[str]) -> str:
     sel = settings.selection
     lines = [RULE, "     netmon: eBPF/XDP network traffic monitor", RULE]
@@ -295,16 +378,20 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
 
     summary = Summary()
     stop = _Stop()
-    known = _Interfaces()
+    known = Interfaces()
     decoder = events.Decoder()
     with ExitStack() as stack:
         stack.enter_context(_signals_stop(stop))
         # Listen before listing, so that no interface slips between the two.
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
+        capture = settings.capture
         prog = stack.enter_context(MonitorProgram(
-            spec.kernel_config(), hooks=_programs_needed(settings, targets)))
-        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
+            spec.kernel_config(capture.snaplen if capture else 0),
+            hooks=_programs_needed(settings, targets)))
+        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages,
+                                                sized=capture is not None))
+        writer = stack.enter_context(capture.writer()) if capture else None
         reader.watch(links.fileno())
         watch = stack.enter_context(closing(_Watch(prog, settings, summary)))
         notes = []
@@ -320,30 +407,30 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.write(banner(settings, spec, watch, notes))
         err.flush()
 
-        if settings.json:
-            fmt = output.JsonFormat(known.info)
-        else:
-            fmt = output.TextFormat(known.name if settings.labelled else None)
+        deliver = Delivery(settings, known, summary, out, err, writer, output.Clock())
 
         def say(text: str) -> None:
             err.write(f"netmon: {text}\n")
             err.flush()
 
         def show(chunks: list[bytes]) -> None:
-            rows = []
+            if capture is None:
+                rows = []
+                for chunk in chunks:
+                    rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+                if len(chunks) > 1:
+                    rows.sort(key=_BY_TIME)  # each CPU's ring is in order; merge them
+                deliver(rows)
+                return
+            rows, datas = [], []
             for chunk in chunks:
-                rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+                r, d = decoder.sized_rows(chunk, SAMPLE_HEAD, RECORD_SIZE_AT, capture.snaplen)
+                rows += r
+                datas += d
             if len(chunks) > 1:
-                rows.sort(key=_BY_TIME)  # each CPU's ring is in order; merge them
-            if settings.count is not None:
-                rows = rows[: settings.count - summary.shown]
-            if rows:
-                out.write(fmt.render(rows))
-                summary.shown += len(rows)
-                out.flush()
-
-        def count_reached() -> bool:
-            return settings.count is not None and summary.shown >= settings.count
+                order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+                rows, datas = [rows[i] for i in order], [datas[i] for i in order]
+            deliver(rows, datas)
 
         def link_changes() -> None:
             changes = links.changes()
@@ -358,7 +445,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                     if change.ifindex not in watch.attached:
                         continue
                     name = watch.remove(change.ifindex)
-                    fmt_forget(change.ifindex)
+                    deliver.forget(change.ifindex)
                     if name in sel.names and not settings.follow:
                         say(f"interface {name} went away")
                         summary.gone = name
@@ -382,15 +469,13 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                 back = " again" if change.ifname in sel.names else ""
                 say(f"watching {change.ifname}{back} ({watch.describe(change.ifindex)})")
 
-        def fmt_forget(ifindex: int) -> None:
-            if isinstance(fmt, output.TextFormat):
-                fmt.forget(ifindex)
-
         def tally() -> Summary:
             summary.counters = prog.counters()
             watch.tally()
             summary.perf_lost = reader.lost
             summary.undecodable = decoder.undecodable + reader.foreign
+            if writer is not None:
+                summary.written = (writer.packets, writer.files, capture.path)
             return summary
 
         def stats() -> None:
@@ -404,16 +489,19 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         gc.freeze()
         next_stats = time.monotonic() + (settings.stats_every or 0)
         try:
-            while not (stop.requested or count_reached()):
+            while not (stop.requested or deliver.count_reached()):
                 show(reader.poll(settings.poll_ms))
+                deliver.tick()
                 link_changes()
                 if settings.stats_every and time.monotonic() >= next_stats:
                     next_stats += settings.stats_every
                     stats()
             # Unhook first, so what is left in the buffer is all there will be.
             watch.close()
-            if not count_reached():
+            if not deliver.count_reached():
                 show(reader.drain())
+            if writer is not None:
+                writer.close()
         except BrokenPipeError:
             pass  # the reader of our output went away: stop quietly
         tally()

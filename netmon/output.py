@@ -85,8 +85,9 @@ class TextFormat:
 class Clock:
     """Turns the kernel's CLOCK_MONOTONIC stamps into epoch seconds."""
 
-    def __init__(self):
-        self.offset_ns = time.time_ns() - time.monotonic_ns()
+    def __init__(self, offset_ns: int | None = None):
+        """``offset_ns`` given: stamps are that far from the epoch (0: epoch already)."""
+        self.offset_ns = time.time_ns() - time.monotonic_ns() if offset_ns is None else offset_ns
 
     def epoch(self, ts_ns: int) -> float:
         return (ts_ns + self.offset_ns) / 1e9

@@ -22,6 +22,8 @@ from netmon.libbpf import ffi
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.
 DEFAULT_PAGES = 128
+# Capturing, records carry whole packets: 2 MiB per CPU, as tcpdump's default buffer.
+CAPTURE_PAGES = 512
 
 # Kernel UAPI: linux/perf_event.h
 PERF_TYPE_SOFTWARE = 1
@@ -34,8 +36,13 @@ PERF_RECORD_SAMPLE = 9
 # struct perf_event_mmap_page: where the ring's bookkeeping sits in its first page.
 _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 
-# A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes.
+# A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes;
+# when capturing, the packet's bytes follow the event, before the padding.
 _HEADER = struct.Struct("=IHH")
+RECORD_SIZE_AT = 6  # the header's u16 size field
+# The most packet bytes a record can carry (NM_MAX_SNAPLEN in bpf/xdp_monitor.h): the
+# size is a u16 and holds the header, the raw size, the event and padding to 8 too.
+MAX_SNAPLEN = 65535 - 8 - 4 - EVENT_SIZE - 7
 SAMPLE_HEAD = _HEADER.size + 4
 SAMPLE_SIZE = (SAMPLE_HEAD + EVENT_SIZE + 7) & ~7
 SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
@@ -79,13 +86,18 @@ class _Ring:
 
 
 class PerfReader:
-    """Reads nm_event records from the program's perf event array."""
+    """Reads nm_event records from the program's perf event array.
 
-    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES):
+    ``sized``: records carry packet bytes after the event, so their sizes vary
+    (capture); otherwise every record is SAMPLE_SIZE bytes and the fast path holds.
+    """
+
+    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES, sized: bool = False):
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"buffer pages must be a power of two, not {pages}")
         self.lost = 0  # records the kernel reported lost (ring full)
         self.foreign = 0  # records that are neither samples nor loss reports
+        self._sized = sized
         self._closed = False
         lib = libbpf.lib()
         attr = ffi.new("struct perf_event_attr *")
@@ -123,8 +135,9 @@ class PerfReader:
     def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to ``timeout_ms`` for a ring to pass its watermark, then drain them all.
 
-        Returns chunks of back-to-back sample records, each SAMPLE_SIZE bytes
-        with the event SAMPLE_HEAD bytes in.
+        Returns chunks of back-to-back sample records, each with the event
+        SAMPLE_HEAD bytes in: SAMPLE_SIZE bytes each, or (sized) as long as the
+        u16 at RECORD_SIZE_AT says.
         """
         try:
             self._poller.poll(timeout_ms)
@@ -143,7 +156,7 @@ class PerfReader:
 
     def _samples(self, chunk: bytes) -> bytes:
         """The chunk's sample records; loss reports are counted and taken out."""
-        if len(chunk) % SAMPLE_SIZE == 0:
+        if not self._sized and len(chunk) % SAMPLE_SIZE == 0:
             # Fast path: every record a sample of our size. The header's type and size
             # sit at the same offsets of every SAMPLE_SIZE stride.
             view = memoryview(chunk)
@@ -156,7 +169,8 @@ class PerfReader:
             rtype, _, rsize = _HEADER.unpack_from(chunk, pos)
             if rsize < _HEADER.size:
                 break  # cannot happen with a sane kernel; do not spin
-            if rtype == PERF_RECORD_SAMPLE and rsize == SAMPLE_SIZE:
+            if rtype == PERF_RECORD_SAMPLE and (rsize == SAMPLE_SIZE or
+                                                self._sized and rsize > SAMPLE_SIZE):
                 keep.append(chunk[pos:pos + rsize])
             elif rtype == PERF_RECORD_LOST:
                 self.lost += _LOST.unpack_from(chunk, pos)[4]
