@@ -141,27 +141,27 @@ class Interfaces:
     """What is known of each interface an event may name: its name, its guest."""
 
     def __init__(self):
-        self.names: dict[int, str] = {}
+        self.names: dict[int, str | None] = {}
         self._info: dict[int, dict] = {}
 
-    def name(self, ifindex: int) -> str:
-        name = self.names.get(ifindex)
-        if name is None:
-            name = self.names[ifindex] = interfaces.existing().get(ifindex, str(ifindex))
-        return name
+    def name(self, ifindex: int) -> str | None:
+        """The interface's name (None: a capture file's interface that has none)."""
+        if ifindex not in self.names:
+            self.names[ifindex] = interfaces.existing().get(ifindex, str(ifindex))
+        return self.names[ifindex]
 
     def info(self, ifindex: int) -> dict:
         info = self._info.get(ifindex)
         if info is None:
             name = self.name(ifindex)
             info = {"ifname": name}
-            guest = proxmox.guest_of(name)
+            guest = proxmox.guest_of(name) if name else None
             if guest is not None:
                 info.update(guest=guest, guest_name=proxmox.guest_name(guest))
             self._info[ifindex] = info
         return info
 
-    def learn(self, ifindex: int, name: str) -> None:
+    def learn(self, ifindex: int, name: str | None) -> None:
         if self.names.get(ifindex) != name:
             self.names[ifindex] = name
             self._info.pop(ifindex, None)
@@ -279,7 +279,9 @@ class Delivery:
     def count_reached(self) -> bool:
         return self._count is not None and self._summary.shown >= self._count
 
-    def __call__(self, rows: list, datas: list[bytes] | None = None) -> None:
+    def __call__(self, rows: list, datas: list[bytes] | None = None,
+                 frames: list[int] | None = None) -> None:
+        """``frames``: with -r, each row's frame number in the file (JSON shows it)."""
         if self._count is not None:
             rows = rows[: self._count - self._summary.shown]
         if not rows:
@@ -287,7 +289,7 @@ class Delivery:
         if self._writer is not None:
             self._writer.write(self._packets(rows, datas))
         if self._lines is not None:
-            self._lines.write(self._fmt.render(rows))
+            self._lines.write(self._fmt.render(rows, frames))
             self._lines.flush()
         self._summary.shown += len(rows)
 

@@ -69,7 +69,7 @@ class TextFormat:
         label = self._label(ifindex, direction) if self._ifnames else ""
         return f"{label}{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
 
-    def render(self, events: Iterable[Event | Row]) -> str:
+    def render(self, events: Iterable[Event | Row], frames: list[int] | None = None) -> str:
         prefixes = self._prefixes
         new = self._new_prefix
         if self._ifnames is None:
@@ -105,10 +105,12 @@ class JsonFormat:
         self._clock = clock or Clock()
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
 
-    def line(self, ev: Event | Row) -> str:
+    def line(self, ev: Event | Row, frame: int | None = None) -> str:
         ev = Event(*ev)
         f = ev.flow
+        where = {"frame": frame} if frame is not None else {}
         return self._dumps({
+            **where,
             "ts": round(self._clock.epoch(ev.ts_ns), 6),
             **self._ifinfo(ev.ifindex),
             "dir": DIR_NAMES[ev.dir],
@@ -127,5 +129,8 @@ class JsonFormat:
             "frag": f.fragment,
         })
 
-    def render(self, events: Iterable[Event | Row]) -> str:
-        return "".join([self.line(ev) + "\n" for ev in events])
+    def render(self, events: Iterable[Event | Row], frames: list[int] | None = None) -> str:
+        """``frames``: each event's frame number in the capture file it was read from."""
+        if frames is None:
+            return "".join([self.line(ev) + "\n" for ev in events])
+        return "".join([self.line(ev, n) + "\n" for ev, n in zip(events, frames)])

@@ -55,9 +55,9 @@ def section_header() -> bytes:
     return _block(BT_SHB, struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1) + options)
 
 
-def interface_description(name: str, snaplen: int) -> bytes:
-    options = (_option(IF_NAME, name.encode()) + _option(IF_TSRESOL, bytes([9]))
-               + _option(OPT_ENDOFOPT, b""))
+def interface_description(name: str | None, snaplen: int) -> bytes:
+    named = _option(IF_NAME, name.encode()) if name else b""
+    options = named + _option(IF_TSRESOL, bytes([9])) + _option(OPT_ENDOFOPT, b"")
     return _block(BT_IDB, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, snaplen) + options)
 
 
@@ -91,7 +91,7 @@ class PcapngWriter:
         self._limit = int(file_mb * 1_000_000) if file_mb else None
         self._count = file_count
         self._every = rotate_seconds
-        self._interfaces: list[str] = []  # by pcapng interface id
+        self._interfaces: list[str | None] = []  # by pcapng interface id
         self._ids: dict[int, int] = {}  # ifindex -> interface id
         self._pending: list[bytes] = []
         self._pending_size = 0
@@ -135,7 +135,7 @@ class PcapngWriter:
 
     # -- writing ---------------------------------------------------------------
 
-    def interface(self, ifindex: int, name: str) -> int:
+    def interface(self, ifindex: int, name: str | None) -> int:
         """The pcapng interface id of ``ifindex``; describes it in the file when new."""
         found = self._ids.get(ifindex)
         if found is None or self._interfaces[found] != name:

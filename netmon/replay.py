@@ -1,12 +1,17 @@
 """-r: a capture file's frames through the same BPF program, so filters and output are live's.
 
 Each frame runs through the loaded XDP program with BPF_PROG_TEST_RUN, which
-parses, filters, counts and sends its event (and with -w its bytes) through the
-perf buffer exactly as on the wire. The event is then given back what the file
-knows and the test run cannot: the frame's time, its length on the wire, its
-interface name and its direction. Which frame an event belongs to is told by
-time: the kernel stamps each event with CLOCK_MONOTONIC, the clock Python reads
-around each test run, so every event falls inside its own frame's window.
+parses, filters and counts it and sends its event through the perf buffer
+exactly as on the wire. The event is then given back what the file knows and the
+test run cannot: the frame's time, its length on the wire, its interface name,
+its direction, and for -w its bytes (the same bytes the kernel would copy).
+Which frame an event belongs to is told by time: the kernel stamps each event
+with CLOCK_MONOTONIC, the clock Python reads around each test run, so every
+event falls inside its own frame's window.
+
+A test run takes a frame of up to ~64 KiB where the kernel builds multi-buffer
+test frames (>= 5.18), and of a page before. The program reads headers only, so
+a longer frame runs as its first RUN_LIMITS bytes; its event is the same.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ import time
 from typing import TextIO
 
 from netmon import events, libbpf, output, savefile, system
-from netmon.events import DIR_IN, DIR_OUT
 from netmon.errors import LibbpfError
+from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.monitor import Delivery, Interfaces, Settings, Summary
 from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import RECORD_SIZE_AT, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
+from netmon.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 ETH_HLEN = 14  # BPF_PROG_TEST_RUN refuses anything shorter
+RUN_LIMITS = (65536, 3072)  # the most of a frame a test run is given, by kernel
 BATCH = 256  # frames run between two drains of the perf buffer
 # Interfaces named in the file get indexes of their own, far from any real one.
 _FIRST_INDEX = 1 << 30
@@ -45,40 +51,47 @@ def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
     capture = settings.capture
     decoder = events.Decoder()
     short = 0  # frames too short to run: malformed
-    too_big = 0
+    limits = list(RUN_LIMITS)
     writer = capture.writer() if capture else None
     try:
-        with MonitorProgram(spec.kernel_config(capture.snaplen if capture else 0),
-                            hooks=("xdp",)) as prog, \
-                PerfReader(prog.events_fd, settings.pages, sized=capture is not None) as reader:
+        with MonitorProgram(spec.kernel_config(), hooks=("xdp",)) as prog, \
+                PerfReader(prog.events_fd, settings.pages) as reader:
             deliver = Delivery(settings, known, summary, out, err, writer, output.Clock(0))
             batch: list[tuple[int, savefile.Frame]] = []
 
             def flush() -> None:
                 starts = [start for start, _ in batch]
-                rows, datas = [], None
+                rows = []
                 for chunk in reader.drain():
-                    if capture is None:
-                        rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
-                    else:
-                        r, d = decoder.sized_rows(chunk, SAMPLE_HEAD, RECORD_SIZE_AT,
-                                                  capture.snaplen)
-                        rows += r
-                        datas = (datas or []) + d
-                order = sorted(range(len(rows)), key=lambda i: rows[i][0])
-                fixed = []
-                for i in order:
-                    _, _, _, key, _, segs = rows[i]
-                    frame = batch[bisect.bisect_right(starts, rows[i][0]) - 1][1]
+                    rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+                rows.sort(key=lambda row: row[0])
+                fixed, numbers, datas = [], [], []
+                for ts, _, _, key, _, segs in rows:
+                    frame = batch[bisect.bisect_right(starts, ts) - 1][1]
                     ifindex = indexes.get(frame.ifname)
                     if ifindex is None:
                         ifindex = indexes[frame.ifname] = _FIRST_INDEX + len(indexes)
-                        known.learn(ifindex, frame.ifname or "-")
+                        known.learn(ifindex, frame.ifname)  # None: the file names none
                     fixed.append((frame.ts_ns, ifindex, frame.origlen, key,
                                   DIR_OUT if frame.outbound else DIR_IN, segs))
-                deliver(fixed, [datas[i] for i in order] if datas is not None else None)
+                    numbers.append(frame.number)
+                    if capture is not None:
+                        datas.append(frame.data[:capture.snaplen])
+                deliver(fixed, datas, numbers)
                 deliver.tick()
                 batch.clear()
+
+            def run(data: bytes) -> None:
+                while True:
+                    try:
+                        prog_test_run(prog.prog_fd, data[:limits[0]])
+                        return
+                    except LibbpfError as exc:
+                        # Too long for this kernel's test runs: the smaller limit.
+                        too_long = exc.errno in (errno.EINVAL, errno.ENOMEM, errno.E2BIG)
+                        if not too_long or len(limits) == 1 or len(data) <= limits[1]:
+                            raise
+                        limits.pop(0)
 
             try:
                 for frame in frames:
@@ -88,13 +101,7 @@ def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
                         short += 1
                         continue
                     start = time.monotonic_ns()
-                    try:
-                        prog_test_run(prog.prog_fd, frame.data)
-                    except LibbpfError as exc:
-                        if exc.errno != errno.EINVAL:
-                            raise
-                        too_big += 1  # past what this kernel's test runs take
-                        continue
+                    run(frame.data)
                     batch.append((start, frame))
                     if len(batch) >= BATCH:
                         flush()
@@ -109,8 +116,4 @@ def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
             summary.written = (writer.packets, writer.files, capture.path)
     for name in ("seen", "malformed"):
         summary.counters[name] = summary.counters.get(name, 0) + short
-    if too_big:
-        summary.counters["seen"] += too_big
-        err.write(f"netmon: {too_big} frames were longer than this kernel's "
-                  "BPF_PROG_TEST_RUN takes and were not run\n")
     return summary

@@ -60,6 +60,7 @@ class Frame:
     ifname: str | None  # pcapng's if_name
     outbound: bool | None  # the direction, where the file records it
     offset: int  # of the record in the file
+    number: int  # of the packet in the file, from 1 (tcpdump -# counts the same way)
 
 
 @dataclass
@@ -136,14 +137,16 @@ def frames(path: str | Path) -> Iterator[Frame]:
             raise CaptureUnreadable(f"{path}: empty file, not a capture")
         magic = struct.unpack("<I", head)[0]
         if magic in _PCAP_MAGIC:
-            yield from _pcap(inp, *_PCAP_MAGIC[magic])
+            records = _pcap(inp, *_PCAP_MAGIC[magic])
         elif magic == _PCAPNG_SHB:
-            yield from _pcapng(inp)
+            records = _pcapng(inp)
         else:
             raise CaptureUnreadable(f"{path}: not a pcap or pcapng file")
+        for number, fields in enumerate(records, start=1):
+            yield Frame(*fields, number)
 
 
-def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[Frame]:
+def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
     _, _, _, _, snaplen, linktype = struct.unpack(order + "HHiIII", inp.read(20, "file header"))
     linktype &= 0xFFFF  # the upper bits carry FCS information
     if linktype not in READABLE:
@@ -161,8 +164,8 @@ def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[Frame]:
         data = inp.read(min(caplen, snaplen), "packet data")
         inp.skip(caplen - len(data), "packet data")  # past the snaplen: cut, as tcpdump does
         data, outbound, added = _to_ethernet(linktype, data)
-        yield Frame(sec * 1_000_000_000 + frac * ns_per_unit, data, origlen + added, None,
-                    outbound, offset)
+        yield (sec * 1_000_000_000 + frac * ns_per_unit, data, origlen + added, None,
+               outbound, offset)
 
 
 def _options(body: bytes, order: str) -> dict[int, bytes]:
@@ -185,7 +188,7 @@ def _resolution(raw: bytes | None) -> tuple[int, int]:
     return (1_000_000_000 // units if units <= 1_000_000_000 else 0), units
 
 
-def _pcapng(inp: _Input) -> Iterator[Frame]:
+def _pcapng(inp: _Input) -> Iterator[tuple]:
     order = "<"
     interfaces: list[_Interface] = []
     block_type = _PCAPNG_SHB
@@ -265,5 +268,5 @@ def _pcapng(inp: _Input) -> Iterator[Frame]:
             ts_ns = ts * iface.ns_per_unit
         else:
             ts_ns = ts * 1_000_000_000 // iface.units_per_s
-        yield Frame(ts_ns + iface.offset_s * 1_000_000_000, data, origlen + added, iface.name,
-                    outbound, offset)
+        yield (ts_ns + iface.offset_s * 1_000_000_000, data, origlen + added, iface.name,
+               outbound, offset)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "tcpdump-tests"
+CORPUS = ROOT / "tests" / "data" / "tcpdump"  # tcpdump's test captures: see PROVENANCE
 
 
 @functools.lru_cache(maxsize=None)
