@@ -148,22 +148,22 @@ class PcapngWriter:
 
     def write(self, packets: Iterable[tuple[int, int, int, bytes, bool]]) -> None:
         """(interface id, epoch ns, original length, captured bytes, outbound) each."""
+        if self._every and time.monotonic() - self._opened >= self._every:
+            self._rotate()  # as tcpdump -G: when a packet comes after the time is up
         pending = self._pending
         limit = self._limit
         for interface, ts_ns, origlen, data, outbound in packets:
             if limit is not None and self._size + self._pending_size > limit:
                 self._rotate()
+                pending = self._pending
             block = enhanced_packet(interface, ts_ns, data, origlen, outbound)
             pending.append(block)
             self._pending_size += len(block)
             self.packets += 1
 
     def tick(self) -> None:
-        """Once per poll: flush, and start the next file when -G says it is time."""
-        if self._every and time.monotonic() - self._opened >= self._every:
-            self._rotate()
-        else:
-            self.flush()
+        """Once per poll: what was written reaches the file (tshark -r sees it)."""
+        self.flush()
 
     def flush(self) -> None:
         if not self._pending:

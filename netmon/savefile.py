@@ -99,17 +99,18 @@ def _refuse(path: str, linktype: int) -> CaptureUnreadable:
 
 
 class _Input:
-    """A file read in exact pieces, each short read a CaptureDamaged at its offset."""
+    """A file read in exact pieces; a short read is a CaptureDamaged at its record's offset."""
 
     def __init__(self, f: BinaryIO, path: str):
         self._f = f
         self.path = path
         self.offset = 0
+        self.record = 0  # where the record being read starts
 
     def read(self, n: int, what: str, eof_ok: bool = False) -> bytes:
         data = self._f.read(n)
         if len(data) < n and not (eof_ok and not data):
-            raise CaptureDamaged(self.path, self.offset,
+            raise CaptureDamaged(self.path, self.record,
                                  f"{what} cut short ({len(data)} of {n} bytes)")
         self.offset += len(data)
         return data
@@ -154,7 +155,7 @@ def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
     snaplen = snaplen if 0 < snaplen <= MAX_SNAPLEN else MAX_SNAPLEN
     record = struct.Struct(order + "IIII")
     while True:
-        offset = inp.offset
+        offset = inp.record = inp.offset
         hdr = inp.read(16, "record header", eof_ok=True)
         if not hdr:
             return
@@ -194,7 +195,7 @@ def _pcapng(inp: _Input) -> Iterator[tuple]:
     block_type = _PCAPNG_SHB
     first = True
     while True:
-        offset = inp.offset - (4 if first else 0)
+        offset = inp.record = inp.offset - (4 if first else 0)
         if not first:
             head = inp.read(4, "block header", eof_ok=True)
             if not head:

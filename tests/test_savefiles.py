@@ -1,0 +1,175 @@
+"""pcapng writing and pcap/pcapng reading, as plain Python, checked with tshark where it helps."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+from netmon import pcapng, savefile
+
+FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(range(46))  # 60 bytes
+
+
+def tshark_fields(path, *fields: str) -> list[list[str]]:
+    args = ["tshark", "-r", str(path), "-T", "fields"]
+    for f in fields:
+        args += ["-e", f]
+    res = subprocess.run(args, capture_output=True, text=True, check=True)
+    return [line.split("\t") for line in res.stdout.splitlines()]
+
+
+@pytest.fixture
+def tshark():
+    if shutil.which("tshark") is None:
+        if os.environ.get("NETMON_REQUIRE_KERNEL") == "1":
+            pytest.fail("tshark is missing (apt-get install tshark)")
+        pytest.skip("needs tshark (apt-get install tshark)")
+    return tshark_fields
+
+
+def test_written_packets_read_back(tmp_path):
+    path = tmp_path / "x.pcapng"
+    with pcapng.PcapngWriter(str(path), 65535) as w:
+        a, b = w.interface(3, "veth1"), w.interface(7, "tap100i0")
+        w.write([(a, 1_700_000_000_123_456_789, 60, FRAME, False),
+                 (b, 1_700_000_001_000_000_001, 1514, FRAME[:33], True)])
+    got = list(savefile.frames(path))
+    assert [(f.ifname, f.outbound, f.data, f.origlen, f.ts_ns, f.number) for f in got] == [
+        ("veth1", False, FRAME, 60, 1_700_000_000_123_456_789, 1),
+        ("tap100i0", True, FRAME[:33], 1514, 1_700_000_001_000_000_001, 2)]
+
+
+def test_tshark_reads_names_directions_and_nanoseconds(tmp_path, tshark):
+    path = tmp_path / "x.pcapng"
+    with pcapng.PcapngWriter(str(path), 262) as w:
+        a, b = w.interface(3, "veth1"), w.interface(7, "tap100i0")
+        w.write([(a, 1_700_000_000_123_456_789, 60, FRAME, False),
+                 (b, 1_700_000_001_000_000_001, 1514, FRAME[:33], True)])
+    assert tshark(path, "frame.interface_name", "frame.packet_flags_direction", "frame.len",
+                  "frame.cap_len", "frame.time_epoch") == [
+        ["veth1", "0x00000001", "60", "60", "1700000000.123456789"],
+        ["tap100i0", "0x00000002", "1514", "33", "1700000001.000000001"]]
+
+
+def test_rotation_by_size_keeps_n_whole_files(tmp_path, tshark):
+    path = tmp_path / "ring.pcapng"
+    with pcapng.PcapngWriter(str(path), 65535, file_mb=0.001, file_count=3) as w:
+        iface = w.interface(1, "eth0")
+        for i in range(200):
+            w.write([(iface, 1_700_000_000_000_000_000 + i, 60, FRAME, False)])
+            w.flush()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["ring.pcapng", "ring.pcapng.1", "ring.pcapng.2"]
+    seen = 0
+    for name in names:
+        rows = tshark(tmp_path / name, "frame.interface_name")
+        assert rows and all(r == ["eth0"] for r in rows)  # each file stands alone
+        seen += len(rows)
+        assert (tmp_path / name).stat().st_size <= 1000 + 200  # one packet over at most
+    assert seen < 200  # the ring dropped the oldest files
+
+
+def test_rotation_by_time(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(pcapng.time, "monotonic", lambda: clock[0])
+    path = tmp_path / "t.pcapng"
+    with pcapng.PcapngWriter(str(path), 65535, rotate_seconds=10) as w:
+        iface = w.interface(1, "eth0")
+        for step in range(3):
+            w.write([(iface, step, 60, FRAME, False)])
+            w.tick()
+            clock[0] += 10
+    # As tcpdump -G: a new file when a packet comes after the time is up.
+    names = ["t.pcapng", "t.pcapng.1", "t.pcapng.2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert [[f.ts_ns for f in savefile.frames(tmp_path / n)] for n in names] == [[0], [1], [2]]
+
+
+def _pcap(order: str, magic: int, linktype: int, snaplen: int, records: list) -> bytes:
+    out = struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, snaplen, linktype)
+    for sec, frac, data, origlen in records:
+        out += struct.pack(order + "IIII", sec, frac, len(data), origlen) + data
+    return out
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcap_micro_and_nanoseconds_either_byte_order(tmp_path, order):
+    for magic, frac, ns in ((0xA1B2C3D4, 5, 5_000), (0xA1B23C4D, 5, 5)):
+        path = tmp_path / "x.pcap"
+        path.write_bytes(_pcap(order, magic, 1, 65535, [(7, frac, FRAME, 60)]))
+        (frame,) = savefile.frames(path)
+        assert (frame.ts_ns, frame.data, frame.ifname, frame.outbound) == \
+            (7_000_000_000 + ns, FRAME, None, None)
+
+
+def test_records_past_the_snaplen_are_cut_to_it(tmp_path):
+    path = tmp_path / "x.pcap"
+    path.write_bytes(_pcap("<", 0xA1B2C3D4, 1, 20, [(1, 0, FRAME, 60), (2, 0, FRAME[:20], 60)]))
+    assert [(f.data, f.origlen) for f in savefile.frames(path)] == \
+        [(FRAME[:20], 60), (FRAME[:20], 60)]
+
+
+def test_linux_cooked_captures_become_ethernet(tmp_path):
+    ip = FRAME[14:]
+    sll = struct.pack(">HHH", 4, 1, 6) + bytes.fromhex("020000000001") + b"\0\0" + b"\x08\x00"
+    sll2 = b"\x08\x00" + b"\0\0" + struct.pack(">IHBB", 2, 1, 0, 6) + \
+        bytes.fromhex("020000000001") + b"\0\0"
+    for linktype, head, outbound in ((113, sll, True), (276, sll2, False)):
+        path = tmp_path / "x.pcap"
+        path.write_bytes(_pcap("<", 0xA1B2C3D4, linktype, 65535, [(1, 0, head + ip, 60)]))
+        (frame,) = savefile.frames(path)
+        assert frame.data == bytes(6) + bytes.fromhex("020000000001") + b"\x08\x00" + ip
+        assert frame.outbound is outbound and frame.origlen == 60 + 14 - len(head)
+
+
+def test_other_link_types_and_formats_are_refused(tmp_path):
+    path = tmp_path / "x.pcap"
+    path.write_bytes(_pcap("<", 0xA1B2C3D4, 101, 65535, [(1, 0, FRAME[14:], 46)]))
+    with pytest.raises(savefile.CaptureUnreadable, match=r"link type 101 \(raw IP\) is not "
+                                                         r"Ethernet"):
+        list(savefile.frames(path))
+    path.write_text("hello, world\n")
+    with pytest.raises(savefile.CaptureUnreadable, match="not a pcap or pcapng file"):
+        list(savefile.frames(path))
+
+
+def test_damage_names_the_byte_offset_after_the_good_frames(tmp_path):
+    path = tmp_path / "x.pcapng"
+    with pcapng.PcapngWriter(str(path), 65535) as w:
+        iface = w.interface(1, "eth0")
+        w.write([(iface, 1, 60, FRAME, False)] * 3)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    got = []
+    with pytest.raises(savefile.CaptureDamaged) as exc:
+        for frame in savefile.frames(path):
+            got.append(frame)
+    assert len(got) == 2
+    last_block = len(data) - len(pcapng.enhanced_packet(0, 1, FRAME, 60, False))
+    assert exc.value.offset == last_block
+    assert f"damaged at byte {last_block}: block cut short" in str(exc.value)
+
+
+def test_a_full_disk_leaves_whole_blocks(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        path = mnt / "full.pcapng"
+        with pytest.raises(pcapng.CaptureWriteError, match=r"no space left on device; \d+ "
+                                                           r"packets could not be written"):
+            with pcapng.PcapngWriter(str(path), 65535) as w:
+                iface = w.interface(1, "eth0")
+                for _ in range(200):
+                    w.write([(iface, 1, 1514, bytes(1514), False)] * 10)
+                    w.flush()
+        frames = list(savefile.frames(path))  # whole blocks only: no damage
+        assert len(frames) == w.packets > 0
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
