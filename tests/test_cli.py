@@ -33,6 +33,12 @@ def run_cli(capsys, *argv):
     (["--direction", "sideways"], "--direction"),
     (["--hook", "ebpf"], "--hook"),
     (["--guest", "abc"], "--guest"),
+    (["--print"], "--print, -C, -W and -G go with -w FILE"),
+    (["-w", "x.pcapng", "-W", "3"], "-W N needs -C or -G"),
+    (["-w", "-", "-C", "10"], "-w - writes to standard output"),
+    (["-w", "x.pcapng", "-s", "0"], "--snaplen"),
+    (["-w", "x.pcapng", "-s", "70000"], "--snaplen"),
+    (["-r", "x.pcap", "--direction", "both"], "-r reads a capture file"),
 ])
 def test_bad_values_are_one_line_and_usage_status(capsys, argv, fragment):
     status, out, err = run_cli(capsys, "-i", "lo", *argv)
