@@ -271,6 +271,11 @@ class Delivery:
             self._fmt = output.TextFormat(known.name if settings.labelled else None)
         self._ids: dict[int, int] = {}  # ifindex -> pcapng interface id
 
+    def watch(self, ifindex: int, name: str) -> None:
+        """A watched interface: described in the capture file from now on."""
+        if self._writer is not None:
+            self._ids[ifindex] = self._writer.interface(ifindex, name)
+
     def forget(self, ifindex: int) -> None:
         self._ids.pop(ifindex, None)
         if isinstance(self._fmt, output.TextFormat):
@@ -410,6 +415,8 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.flush()
 
         deliver = Delivery(settings, known, summary, out, err, writer, output.Clock())
+        for idx, (name, _) in watch.attached.items():
+            deliver.watch(idx, name)
 
         def say(text: str) -> None:
             err.write(f"netmon: {text}\n")
@@ -468,6 +475,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                 except NetmonError as exc:
                     say(f"cannot watch {change.ifname}: {exc}")
                     continue
+                deliver.watch(change.ifindex, change.ifname)
                 back = " again" if change.ifname in sel.names else ""
                 say(f"watching {change.ifname}{back} ({watch.describe(change.ifindex)})")
 

@@ -37,6 +37,10 @@ _EPB_TAIL = struct.Struct("<HHIHHI")  # epb_flags option, end of options, length
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
+def errno_error(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
+
+
 class CaptureWriteError(NetmonError):
     """The capture file could not be written (a full disk, an I/O error)."""
 
@@ -172,6 +176,10 @@ class PcapngWriter:
         data = b"".join(blocks)
         try:
             self._write_all(data)
+        except BrokenPipeError:
+            if self._fd == 1:
+                raise  # -w - and the reader went away: the caller stops quietly
+            self._salvage(blocks, errno_error(errno.EPIPE))
         except OSError as exc:
             self._salvage(blocks, exc)
         self._size += len(data)
