@@ -252,6 +252,9 @@ def main() -> int:
             # Emulation on a shared machine can starve a guest past a test's timeout;
             # a second boot tells that from a real failure, and the line says so.
             print(f"kernel {line}: failed once, booting it again", flush=True)
+            log = results / f"{kimg.name.removeprefix('vmlinuz-')}.log"
+            if log.exists():  # keep the first boot's log: its failures are the news
+                log.replace(log.with_suffix(".first.log"))
             ok, line = run_guest(vng, kimg, args.python, results, args.pytest_args,
                                  args.timeout, host_seconds)
             line += " (second boot)"
