@@ -66,6 +66,19 @@ class LinkChange:
     gone: bool  # RTM_DELLINK; otherwise the link exists (new or changed)
 
 
+def link_changes(buf: bytes) -> list[LinkChange]:
+    """The link messages (RTM_NEWLINK, RTM_DELLINK) of one netlink datagram."""
+    out = []
+    for mtype, payload in _messages(buf):
+        if mtype not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < _IFINFOMSG.size:
+            continue
+        _, _, ifindex, _, _ = _IFINFOMSG.unpack_from(payload)
+        name = _attrs(payload, _IFINFOMSG.size, len(payload)).get(IFLA_IFNAME, b"")
+        out.append(LinkChange(ifindex, name.rstrip(b"\0").decode(errors="replace"),
+                              mtype == RTM_DELLINK))
+    return out
+
+
 class LinkWatcher:
     """Link notifications of this network namespace, read without blocking."""
 
@@ -95,13 +108,7 @@ class LinkWatcher:
                     self.overrun = True
                     continue
                 raise
-            for mtype, payload in _messages(buf):
-                if mtype not in (RTM_NEWLINK, RTM_DELLINK) or len(payload) < _IFINFOMSG.size:
-                    continue
-                _, _, ifindex, _, _ = _IFINFOMSG.unpack_from(payload)
-                name = _attrs(payload, _IFINFOMSG.size, len(payload)).get(IFLA_IFNAME, b"")
-                out.append(LinkChange(ifindex, name.rstrip(b"\0").decode(errors="replace"),
-                                      mtype == RTM_DELLINK))
+            out += link_changes(buf)
 
     def close(self) -> None:
         self._sock.close()
