@@ -269,15 +269,15 @@ class Delivery:
             self._fmt = output.JsonFormat(known.info, clock)
         else:
             self._fmt = output.TextFormat(known.name if settings.labelled else None)
-        self._ids: dict[int, int] = {}  # ifindex -> pcapng interface id
 
     def watch(self, ifindex: int, name: str) -> None:
         """A watched interface: described in the capture file from now on."""
         if self._writer is not None:
-            self._ids[ifindex] = self._writer.interface(ifindex, name)
+            self._writer.interface(ifindex, name)
 
     def forget(self, ifindex: int) -> None:
-        self._ids.pop(ifindex, None)
+        if self._writer is not None:
+            self._writer.forget(ifindex)
         if isinstance(self._fmt, output.TextFormat):
             self._fmt.forget(ifindex)
 
@@ -299,11 +299,11 @@ class Delivery:
         self._summary.shown += len(rows)
 
     def _packets(self, rows: list, datas: list[bytes]):
-        ids, offset = self._ids, self._clock.offset_ns
+        ids, offset = self._writer.ids, self._clock.offset_ns
         for (ts_ns, ifindex, length, _, direction, _), data in zip(rows, datas):
             iface = ids.get(ifindex)
             if iface is None:
-                iface = ids[ifindex] = self._writer.interface(ifindex, self._known.name(ifindex))
+                iface = self._writer.interface(ifindex, self._known.name(ifindex))
             yield iface, ts_ns + offset, length, data, direction == DIR_OUT
 
     def tick(self) -> None:

@@ -37,10 +37,6 @@ _EPB_TAIL = struct.Struct("<HHIHHI")  # epb_flags option, end of options, length
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
 
 
-def errno_error(err: int) -> OSError:
-    return OSError(err, os.strerror(err))
-
-
 class CaptureWriteError(NetmonError):
     """The capture file could not be written (a full disk, an I/O error)."""
 
@@ -96,7 +92,8 @@ class PcapngWriter:
         self._count = file_count
         self._every = rotate_seconds
         self._interfaces: list[str | None] = []  # by pcapng interface id
-        self._ids: dict[int, int] = {}  # ifindex -> interface id
+        # ifindex -> interface id; callers may read it on their hot path.
+        self.ids: dict[int, int] = {}
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._number = 0  # of the current file in the rotation
@@ -141,14 +138,18 @@ class PcapngWriter:
 
     def interface(self, ifindex: int, name: str | None) -> int:
         """The pcapng interface id of ``ifindex``; describes it in the file when new."""
-        found = self._ids.get(ifindex)
+        found = self.ids.get(ifindex)
         if found is None or self._interfaces[found] != name:
-            found = self._ids[ifindex] = len(self._interfaces)
+            found = self.ids[ifindex] = len(self._interfaces)
             self._interfaces.append(name)
             block = interface_description(name, self.snaplen)
             self._pending.append(block)
             self._pending_size += len(block)
         return found
+
+    def forget(self, ifindex: int) -> None:
+        """The interface went away: if its index comes back, it is described anew."""
+        self.ids.pop(ifindex, None)
 
     def write(self, packets: Iterable[tuple[int, int, int, bytes, bool]]) -> None:
         """(interface id, epoch ns, original length, captured bytes, outbound) each."""
@@ -176,11 +177,9 @@ class PcapngWriter:
         data = b"".join(blocks)
         try:
             self._write_all(data)
-        except BrokenPipeError:
-            if self._fd == 1:
-                raise  # -w - and the reader went away: the caller stops quietly
-            self._salvage(blocks, errno_error(errno.EPIPE))
         except OSError as exc:
+            if isinstance(exc, BrokenPipeError) and self._fd == 1:
+                raise  # -w - and the reader went away: the caller stops quietly
             self._salvage(blocks, exc)
         self._size += len(data)
 
