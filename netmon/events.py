@@ -11,6 +11,7 @@ by every event that carries it; decoding a batch stays in C (struct.iter_unpack)
 
 from __future__ import annotations
 
+import operator
 import socket
 import struct
 from dataclasses import dataclass
@@ -157,6 +158,7 @@ def encode(ev: Event) -> bytes:
 
 
 Row = tuple  # an Event's fields, in Event's order, as a plain tuple
+BY_TIME = operator.itemgetter(0)  # sort key: a row's (or Event's) kernel time stamp
 
 
 class Decoder:

@@ -9,7 +9,6 @@ noted (and, for a plainly named one, end the run unless ``follow`` is set).
 from __future__ import annotations
 
 import gc
-import operator
 import signal
 import time
 from contextlib import ExitStack, closing, contextmanager
@@ -28,7 +27,6 @@ from netmon.reader import (DEFAULT_PAGES, MAX_SNAPLEN, RECORD_SIZE_AT,
                            SAMPLE_HEAD, SAMPLE_TAIL, PerfReader)
 
 RULE = "═" * 39
-_BY_TIME = operator.itemgetter(0)
 
 
 @dataclass(frozen=True)
@@ -428,7 +426,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                 for chunk in chunks:
                     rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
                 if len(chunks) > 1:
-                    rows.sort(key=_BY_TIME)  # each CPU's ring is in order; merge them
+                    rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
                 deliver(rows)
                 return
             rows, datas = [], []

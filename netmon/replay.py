@@ -64,7 +64,7 @@ def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
                 rows = []
                 for chunk in reader.drain():
                     rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
-                rows.sort(key=lambda row: row[0])
+                rows.sort(key=events.BY_TIME)
                 fixed, numbers, datas = [], [], []
                 for ts, _, _, key, _, segs in rows:
                     frame = batch[bisect.bisect_right(starts, ts) - 1][1]
