@@ -409,28 +409,36 @@ def bench_startup(n: NetnsPair, runs: int) -> list[dict]:
             for name, v in times.items()]
 
 
+def rate_label(rate: float) -> str:
+    return "unpaced" if not rate else f"{rate:,.0f}/s"
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table under its title: the first column to the left, the rest right."""
+    print(f"\n{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * (len(columns) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
 def print_prog_rows(title: str, rows: list[dict]) -> None:
-    print(f"{title}\n")
-    print("| program | ns/run, wall clock | × empty | ns/run, kernel's figure | × empty |")
-    print("|---|---:|---:|---:|---:|")
-    for r in rows:
-        wall = f"{r['ns']:.1f} | {r['ratio']:.2f}" if r["ns"] else "– | –"
-        print(f"| {r['program']} | {wall} | {r['kernel_ns']} | {r['kernel_ratio']:.1f} |")
+    print_table(title, ["program", "ns/run, wall clock", "× empty", "ns/run, kernel's figure",
+                        "× empty"],
+                [[r["program"], *([f"{r['ns']:.1f}", f"{r['ratio']:.2f}"] if r["ns"]
+                                  else ["–", "–"]),
+                  str(r["kernel_ns"]), f"{r['kernel_ratio']:.1f}"] for r in rows])
 
 
 def print_cpu_rows(title: str, rows: list[dict]) -> None:
-    print(f"\n{title}\n")
-    print("| tool | offered | at (packets/s) | shown | lost | µs CPU/event |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        label = "unpaced" if not r["rate"] else f"{r['rate']:,.0f}/s"
-        print(f"| {r['tool']} | {r['offered']:,} ({label}) | {r['offered_rate']:,.0f} | "
-              f"{r['shown']:,} | {r['lost']:,} | {r['us_per_event']:.2f} |")
+    print_table(title, ["tool", "offered", "at (packets/s)", "shown", "lost", "µs CPU/event"],
+                [[r["tool"], f"{r['offered']:,} ({rate_label(r['rate'])})",
+                  f"{r['offered_rate']:,.0f}", f"{r['shown']:,}", f"{r['lost']:,}",
+                  f"{r['us_per_event']:.2f}"] for r in rows])
     for rate_ in sorted({r["rate"] for r in rows}, reverse=True):
         nm = next(r for r in rows if r["rate"] == rate_ and r["tool"] == "netmon")
         td = next(r for r in rows if r["rate"] == rate_ and r["tool"] == "tcpdump")
-        label = "unpaced" if not rate_ else f"{rate_:,.0f}/s"
-        print(f"\nnetmon/tcpdump CPU per event at {label}: "
+        print(f"\nnetmon/tcpdump CPU per event at {rate_label(rate_)}: "
               f"{nm['us_per_event'] / td['us_per_event']:.2f}")
 
 
@@ -457,7 +465,6 @@ def main() -> None:
     print(f"Machine: {machine()}\n")
     print_prog_rows("(b) XDP program cost per packet, BPF_PROG_TEST_RUN",
                     bench_prog_run(repeat=5_000_000))
-    print()
     print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
                     bench_prog_run(repeat=2_000_000, hook="tc_in"))
 
@@ -468,17 +475,13 @@ def main() -> None:
         tmp = Path("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp") / n.id
         tmp.mkdir(exist_ok=True)
 
-        start_rows = bench_startup(n, 10)
-        print("\n(f) start-up, exec to ready, 10 runs each\n")
-        print("| tool | median s | max s |\n|---|---:|---:|")
-        for r in start_rows:
-            print(f"| {r['tool']} | {r['median_s']:.3f} | {r['max_s']:.3f} |")
-
-        rate_rows = bench_rate(n, args.max_count, args.repeats)
-        print("\n(c) packet rate the receiving veth keeps, frames offered unpaced\n")
-        print("| attached | packets/s | × empty |\n|---|---:|---:|")
-        for r in rate_rows:
-            print(f"| {r['attached']} | {r['pps']:,.0f} | {r['ratio']:.3f} |")
+        print_table("(f) start-up, exec to ready, 10 runs each", ["tool", "median s", "max s"],
+                    [[r["tool"], f"{r['median_s']:.3f}", f"{r['max_s']:.3f}"]
+                     for r in bench_startup(n, 10)])
+        print_table("(c) packet rate the receiving veth keeps, frames offered unpaced",
+                    ["attached", "packets/s", "× empty"],
+                    [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
+                     for r in bench_rate(n, args.max_count, args.repeats)])
 
         lat = bench_latency(n, 20)
         print(f"\n(d) delay from the XDP hook to the line on stdout, one packet at a time: "
@@ -494,13 +497,11 @@ def main() -> None:
                                  egress=True))
         cap_rows = bench_capture(n, [rate, 0], [int(rate * args.seconds), args.max_count // 2],
                                  [64, 1500], args.repeats, tmp)
-        print("\n(g) capture to a file on tmpfs, CPU per captured packet\n")
-        print("| tool | frame | offered | captured | lost | µs CPU/packet |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for r in cap_rows:
-            label = "unpaced" if not r["rate"] else f"{r['rate']:,.0f}/s"
-            print(f"| {r['tool']} | {r['size']} B | {r['offered']:,} ({label}) | "
-                  f"{r['captured']:,} | {r['lost']:,} | {r['us_per_packet']:.2f} |")
+        print_table("(g) capture to a file on tmpfs, CPU per captured packet",
+                    ["tool", "frame", "offered", "captured", "lost", "µs CPU/packet"],
+                    [[r["tool"], f"{r['size']} B", f"{r['offered']:,} ({rate_label(r['rate'])})",
+                      f"{r['captured']:,}", f"{r['lost']:,}", f"{r['us_per_packet']:.2f}"]
+                     for r in cap_rows])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
