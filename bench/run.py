@@ -458,15 +458,23 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
+    ap.add_argument("--only", default="abcdefg",
+                    help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
+
+    def want(section: str) -> bool:
+        return section in args.only
+
     for obj in ("xdp_tx", "xdp_pass", "tc_pass"):
         subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
 
     print(f"Machine: {machine()}\n")
-    print_prog_rows("(b) XDP program cost per packet, BPF_PROG_TEST_RUN",
-                    bench_prog_run(repeat=5_000_000))
-    print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
-                    bench_prog_run(repeat=2_000_000, hook="tc_in"))
+    if want("b"):
+        print_prog_rows("(b) XDP program cost per packet, BPF_PROG_TEST_RUN",
+                        bench_prog_run(repeat=5_000_000))
+    if want("e"):
+        print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
+                        bench_prog_run(repeat=2_000_000, hook="tc_in"))
 
     with NetnsPair() as n:
         n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
@@ -475,33 +483,40 @@ def main() -> None:
         tmp = Path("/dev/shm" if os.path.isdir("/dev/shm") else "/tmp") / n.id
         tmp.mkdir(exist_ok=True)
 
-        print_table("(f) start-up, exec to ready, 10 runs each", ["tool", "median s", "max s"],
-                    [[r["tool"], f"{r['median_s']:.3f}", f"{r['max_s']:.3f}"]
-                     for r in bench_startup(n, 10)])
-        print_table("(c) packet rate the receiving veth keeps, frames offered unpaced",
-                    ["attached", "packets/s", "× empty"],
-                    [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
-                     for r in bench_rate(n, args.max_count, args.repeats)])
-
-        lat = bench_latency(n, 20)
-        print(f"\n(d) delay from the XDP hook to the line on stdout, one packet at a time: "
-              f"median {lat['median_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
-              f"over {lat['frames']} packets")
+        if want("f"):
+            print_table("(f) start-up, exec to ready, 10 runs each", ["tool", "median s", "max s"],
+                        [[r["tool"], f"{r['median_s']:.3f}", f"{r['max_s']:.3f}"]
+                         for r in bench_startup(n, 10)])
+        if want("c"):
+            print_table("(c) packet rate the receiving veth keeps, frames offered unpaced",
+                        ["attached", "packets/s", "× empty"],
+                        [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
+                         for r in bench_rate(n, args.max_count, args.repeats)])
+        if want("d"):
+            lat = bench_latency(n, 20)
+            print(f"\n(d) delay from the XDP hook to the line on stdout, one packet at a time: "
+                  f"median {lat['median_ms']:.0f} ms, max {lat['max_ms']:.0f} ms "
+                  f"over {lat['frames']} packets")
 
         rate = 40_000
-        print_cpu_rows("(a) CPU per shown event, text output to a file, every frame matching",
-                       bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],
-                                 args.repeats, tmp))
-        print_cpu_rows("(e) CPU per shown event, --direction both, traffic b sends",
-                       bench_cpu(n, [rate], [int(rate * args.seconds)], args.repeats, tmp,
-                                 egress=True))
-        cap_rows = bench_capture(n, [rate, 0], [int(rate * args.seconds), args.max_count // 2],
-                                 [64, 1500], args.repeats, tmp)
-        print_table("(g) capture to a file on tmpfs, CPU per captured packet",
-                    ["tool", "frame", "offered", "captured", "lost", "µs CPU/packet"],
-                    [[r["tool"], f"{r['size']} B", f"{r['offered']:,} ({rate_label(r['rate'])})",
-                      f"{r['captured']:,}", f"{r['lost']:,}", f"{r['us_per_packet']:.2f}"]
-                     for r in cap_rows])
+        if want("a"):
+            print_cpu_rows("(a) CPU per shown event, text output to a file, every frame matching",
+                           bench_cpu(n, [rate, 0], [int(rate * args.seconds), args.max_count],
+                                     args.repeats, tmp))
+        if want("e"):
+            print_cpu_rows("(e) CPU per shown event, --direction both, traffic b sends",
+                           bench_cpu(n, [rate], [int(rate * args.seconds)], args.repeats, tmp,
+                                     egress=True))
+        if want("g"):
+            cap_rows = bench_capture(n, [rate, 0],
+                                     [int(rate * args.seconds), args.max_count // 2],
+                                     [64, 1500], args.repeats, tmp)
+            print_table("(g) capture to a file on tmpfs, CPU per captured packet",
+                        ["tool", "frame", "offered", "captured", "lost", "µs CPU/packet"],
+                        [[r["tool"], f"{r['size']} B",
+                          f"{r['offered']:,} ({rate_label(r['rate'])})",
+                          f"{r['captured']:,}", f"{r['lost']:,}", f"{r['us_per_packet']:.2f}"]
+                         for r in cap_rows])
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -74,6 +74,14 @@ struct {
 	__type(value, __u32);
 } ifslots SEC(".maps");
 
+/* Capture: one record builder per CPU (netmon sizes it to the possible CPUs). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nm_scratch);
+} scratch SEC(".maps");
+
 /* Where parsing stands: the next unread byte and the end of the frame. */
 struct cursor {
 	void *pos;
@@ -113,22 +121,24 @@ struct sctp_head {
 	__be32 checksum;
 };
 
-/* The counters of one interface and direction on this CPU. */
-static __always_inline struct nm_counters *counters_of(__u32 ifindex, __u8 dir)
+/* The slot netmon gave the interface (0: one it did not register). */
+static __always_inline __u32 slot_of(__u32 ifindex)
 {
 	__u32 key = ifindex & (NM_IF_CACHE - 1);
 	struct nm_ifslot *cached = bpf_map_lookup_elem(&ifcache, &key);
-	__u32 slot = 0;
+	__u32 *found;
 
-	if (cached && cached->ifindex == ifindex) {
-		slot = cached->slot;
-	} else {
-		__u32 *found = bpf_map_lookup_elem(&ifslots, &ifindex);
+	if (cached && cached->ifindex == ifindex)
+		return cached->slot;
+	found = bpf_map_lookup_elem(&ifslots, &ifindex);
+	return found ? *found : 0;
+}
 
-		if (found)
-			slot = *found;
-	}
-	key = slot * 2 + dir;
+/* The counters of one interface slot and direction on this CPU. */
+static __always_inline struct nm_counters *counters_at(__u32 slot, __u8 dir)
+{
+	__u32 key = slot * 2 + dir;
+
 	return bpf_map_lookup_elem(&counters, &key);
 }
 
@@ -381,24 +391,121 @@ static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 /*
  * Kept out of line so the object's BTF describes struct nm_event: netmon
  * checks its Python mirror against that size before it reads any event.
- * ctx is the hook's own (xdp_md or __sk_buff): the perf output needs it, and
- * with a snaplen it copies that many bytes of the packet after the event, from
- * every fragment of the frame (skb_copy_bits, or bpf_xdp_copy over an XDP
- * frame's buffers on >= 5.18). ev->len is never more than the helper allows.
  */
 static __noinline int send_event(void *ctx, struct nm_event *ev, struct nm_counters *cnt)
 {
-	__u64 flags = BPF_F_CURRENT_CPU;
-
-	if (cfg.snaplen) {
-		__u64 caplen = ev->len < cfg.snaplen ? ev->len : cfg.snaplen;
-
-		flags |= caplen << 32;
-	}
-	if (bpf_perf_event_output(ctx, &events, flags, ev, sizeof(*ev)) < 0) {
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0) {
 		count(cnt, NM_CNT_SEND_FAILED);
 		return -1;
 	}
+	count(cnt, NM_CNT_SENT);
+	return 0;
+}
+
+/* Capture: how many of the packet's bytes its record keeps. */
+static __always_inline __u32 cap_len(const struct nm_event *ev)
+{
+	__u32 caplen = ev->len < cfg.snaplen ? ev->len : cfg.snaplen;
+
+	return caplen < NM_MAX_SNAPLEN ? caplen : NM_MAX_SNAPLEN;
+}
+
+/*
+ * A word into the record being built. The mask keeps every offset inside the
+ * buffer in a way the verifier follows whatever the compiler makes of the
+ * arithmetic before it (the buffer has slack past NM_CAP_RAW_MAX for it).
+ */
+static __always_inline void put32(struct nm_scratch *s, __u32 at, __u32 value)
+{
+	*(__u32 *)(s->raw + (at & (NM_CAP_RAW_MAX - 1))) = value;
+}
+
+/* Capture: where the record's EPB starts in its raw data, after the event if any. */
+static __always_inline __u32 cap_epb_at(void)
+{
+	return (cfg.cap_events ? sizeof(struct nm_event) : 0) + 4;
+}
+
+/*
+ * Capture: the length to copy, in a form whose bounds (1 .. 65536) the
+ * verifier sees whatever the compiler does to the checks before it; for the
+ * caplen of cap_len(), never 0, it is caplen itself.
+ */
+static __always_inline __u32 cap_copy_len(__u32 caplen)
+{
+	return ((caplen - 1) & 0xFFFF) + 1;
+}
+
+/*
+ * Capture, before the packet's bytes are copied in at cap_epb_at() +
+ * NM_EPB_HEAD: the zeros that pad them to 4 bytes go in first, the copy then
+ * overwrites what of them is packet. Returns the builder, or NULL.
+ */
+static __always_inline struct nm_scratch *cap_begin(__u32 caplen)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct nm_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+
+	if (s)
+		put32(s, cap_epb_at() + NM_EPB_HEAD + (caplen & ~3), 0);
+	return s;
+}
+
+/*
+ * Capture, once the packet's cap_len() bytes sit in s->raw after the EPB's
+ * head: the event (if records carry it), the EPB around the bytes, the tail,
+ * and out. The record's layout is in xdp_monitor.h.
+ */
+static __noinline int send_capture(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
+				   struct nm_scratch *s, __u32 slot)
+{
+	__u32 caplen = cap_len(ev);
+	__u32 padded = (caplen + 3) & ~3;
+	__u32 epb = NM_EPB_HEAD + padded + NM_EPB_OPTS;
+	__u32 at = cap_epb_at();
+	__u32 gap = NM_CAP_TAIL + 12 + at;
+	__u32 opts = at + NM_EPB_HEAD + padded;
+	__u32 end = at + epb;
+	__u32 seq = s->seq + 1;
+	__u64 ts = ev->ts_ns + cfg.epoch_ns;
+	union { __u16 half[2]; __u32 word; } flags_opt = { .half = { NM_EPB_FLAGS, 4 } };
+
+	if (padded > NM_MAX_SNAPLEN)
+		return -1;
+	if (cfg.cap_events)
+		__builtin_memcpy(s->raw, ev, sizeof(*ev));
+	put32(s, at - 4, gap);
+	put32(s, at, NM_EPB_TYPE);
+	put32(s, at + 4, epb);
+	put32(s, at + 8, slot);
+	put32(s, at + 12, ts >> 32);
+	put32(s, at + 16, (__u32)ts);
+	put32(s, at + 20, caplen);
+	put32(s, at + 24, ev->len);
+	/* Options: epb_flags (code 2, length 4: the direction), end of options (0). */
+	put32(s, opts, flags_opt.word);
+	put32(s, opts + 4, ev->dir == NM_DIR_OUT ? NM_EPB_OUT : NM_EPB_IN);
+	put32(s, opts + 8, 0);
+	put32(s, opts + 12, epb);
+	if (epb & 4) {  /* the record would not be a multiple of 8: a pad block */
+		put32(s, end, NM_CAP_BLOCK);
+		put32(s, end + 4, NM_CAP_PAD);
+		put32(s, end + 8, NM_CAP_PAD);
+		end += NM_CAP_PAD;
+	}
+	put32(s, end, NM_CAP_BLOCK);
+	put32(s, end + 4, gap);
+	put32(s, end + 8, seq);
+	put32(s, end + 12, s->failed);
+	end += NM_CAP_TAIL;
+	if (end > NM_CAP_RAW_MAX)
+		return -1;
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, s->raw, end) < 0) {
+		s->failed += 1;
+		count(cnt, NM_CNT_SEND_FAILED);
+		return -1;
+	}
+	s->seq = seq;
 	count(cnt, NM_CNT_SENT);
 	return 0;
 }
@@ -454,7 +561,8 @@ SEC("xdp")
 int xdp_monitor(struct xdp_md *ctx)
 {
 	struct cursor c = { .pos = (void *)(long)ctx->data, .end = (void *)(long)ctx->data_end };
-	struct nm_counters *cnt = counters_of(ctx->ingress_ifindex, NM_DIR_IN);
+	__u32 slot = slot_of(ctx->ingress_ifindex);
+	struct nm_counters *cnt = counters_at(slot, NM_DIR_IN);
 	struct nm_event ev = {};
 
 	if (!inspect(&c, &ev, cnt))
@@ -463,7 +571,23 @@ int xdp_monitor(struct xdp_md *ctx)
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
-	send_event(ctx, &ev, cnt);
+	if (!cfg.snaplen) {
+		send_event(ctx, &ev, cnt);
+		return XDP_PASS;
+	}
+	/* Capture: bpf_xdp_load_bytes() reads every buffer of the frame (>= 5.18;
+	 * netmon captures with tc where it is missing). */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_load_bytes)) {
+		__u32 caplen = cap_len(&ev);
+		struct nm_scratch *s = cap_begin(caplen);
+
+		if (s && bpf_xdp_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
+					    cap_copy_len(caplen)) == 0) {
+			send_capture(ctx, &ev, cnt, s, slot);
+			return XDP_PASS;
+		}
+	}
+	count(cnt, NM_CNT_COPY_FAILED);
 	return XDP_PASS;
 }
 
@@ -474,7 +598,8 @@ int xdp_monitor(struct xdp_md *ctx)
  */
 static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 {
-	struct nm_counters *cnt = counters_of(skb->ifindex, dir);
+	__u32 slot = slot_of(skb->ifindex);
+	struct nm_counters *cnt = counters_at(slot, dir);
 	struct nm_event ev = {};
 	struct cursor c;
 	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
@@ -493,7 +618,22 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	ev.dir = dir;
 	ev.len = skb->len;
 	ev.segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
-	send_event(skb, &ev, cnt);
+	if (!cfg.snaplen) {
+		send_event(skb, &ev, cnt);
+		return NM_TC_NEXT;
+	}
+	/* Capture: bpf_skb_load_bytes() reads the linear part and the fragments. */
+	{
+		__u32 caplen = cap_len(&ev);
+		struct nm_scratch *s = cap_begin(caplen);
+
+		if (s && bpf_skb_load_bytes(skb, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
+					    cap_copy_len(caplen)) == 0) {
+			send_capture(skb, &ev, cnt, s, slot);
+			return NM_TC_NEXT;
+		}
+	}
+	count(cnt, NM_CNT_COPY_FAILED);
 	return NM_TC_NEXT;
 }
 

@@ -77,14 +77,64 @@ struct nm_config {
 	__u16 match;               /* NM_M_* */
 	__u8  proto;               /* IANA protocol number */
 	__u8  _pad;
-	__u32 snaplen;             /* packet bytes sent after each event; 0: none */
+	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
+	__u8  cap_events;          /* capture: records carry the event too (for lines) */
+	__u8  _pad2[3];
+	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 };
 
 /*
- * The most packet bytes one perf record carries: its size is a u16, and the
- * header (8), the raw size (4), the event and the padding to 8 come first.
+ * Capture records. With a snaplen, each matching packet reaches user space as
+ * one perf record that already holds the packet's pcapng Enhanced Packet Block,
+ * laid out so that the records a ring holds, back to back, are from the first
+ * EPB on a valid stretch of pcapng: what lies between two EPBs (the end of one
+ * record, the perf framing of the next) is one local-use block, which pcapng
+ * readers skip. Writing a ring's new records to a file is then one slice, with
+ * no work per packet in user space.
+ *
+ *   perf_event_header (8), u32 raw size (4)    | the gap block's middle
+ *   struct nm_event (64), if cfg.cap_events    |
+ *   u32 gap length                             | the gap block's trailing length
+ *   EPB: type 6, length, interface id (the slot), time high, time low (ns since
+ *        the epoch), captured length, original length, the bytes, zeros to 4,
+ *        epb_flags (direction), end of options, length
+ *   a 12-byte local block when the EPB's length is not a multiple of 8, so that
+ *        the record's is and perf adds no padding
+ *   u32 NM_CAP_BLOCK, u32 gap length           | the gap block's head
+ *   u32 seq, u32 failed                        |
+ *
+ * The gap block is NM_CAP_TAIL + 12 + 4 bytes long, plus the event's 64 when
+ * records carry it. seq counts the records this CPU has sent, failed the ones
+ * it could not send: a ring's records hold consecutive seqs, and a reader who
+ * sees failed unchanged since the ring's last record knows that no loss report
+ * sits between them (the kernel writes one before the next record after a
+ * failure).
  */
-#define NM_MAX_SNAPLEN (65535 - 8 - 4 - 64 - 7)
+#define NM_CAP_BLOCK   0x8E4D0001 /* a local-use block type: bit 31 set */
+#define NM_CAP_TAIL    16
+#define NM_CAP_PAD     12         /* the smallest block: type, length, length */
+#define NM_EPB_HEAD    28         /* type .. original length */
+#define NM_EPB_OPTS    16         /* epb_flags (8), end of options (4), length (4) */
+#define NM_EPB_TYPE    6
+#define NM_EPB_FLAGS   2          /* option code */
+#define NM_EPB_IN      1          /* epb_flags: inbound */
+#define NM_EPB_OUT     2          /* epb_flags: outbound */
+
+/*
+ * The most packet bytes one capture record carries. A perf record's size is a
+ * u16 and a multiple of 8: 65528 at most, of which the perf framing (12), the
+ * event (64), the gap length (4), NM_EPB_HEAD, NM_EPB_OPTS, NM_CAP_PAD and
+ * NM_CAP_TAIL are not packet bytes.
+ */
+#define NM_MAX_SNAPLEN 65376
+#define NM_CAP_RAW_MAX 65536      /* room for the largest record's raw data; a power of 2 */
+
+/* One CPU's capture state: where its records are built, and their counts. */
+struct nm_scratch {
+	__u32 seq;                 /* records this CPU sent */
+	__u32 failed;              /* records this CPU could not send */
+	__u8  raw[NM_CAP_RAW_MAX + 128]; /* slack for the verifier: see put32(), cap_copy_len() */
+};
 
 /*
  * Counters are kept per watched interface and direction. netmon gives each
@@ -111,6 +161,7 @@ enum nm_counter {
 	NM_CNT_SENT,         /* events written to the perf buffer */
 	NM_CNT_SEND_FAILED,  /* bpf_perf_event_output() errors: buffer full */
 	NM_CNT_PULL_FAILED,  /* tc: bpf_skb_pull_data() errors; headers left unread */
+	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied; not sent */
 	NM_CNT_MAX,
 };
 

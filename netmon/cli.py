@@ -17,10 +17,11 @@ from netmon import __version__, errors, protocols, system
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.interfaces import Selection
-from netmon.monitor import Capture, Settings, run
+from netmon.capture import MAX_SNAPLEN, Capture
+from netmon.monitor import Settings, run
 from netmon.pcapng import CaptureWriteError
 from netmon.program import Hook, Method, Mode
-from netmon.reader import CAPTURE_PAGES, DEFAULT_PAGES, MAX_SNAPLEN
+from netmon.reader import DEFAULT_PAGES, capture_pages
 from netmon.savefile import CaptureDamaged, CaptureUnreadable
 
 
@@ -180,7 +181,8 @@ def monitor(
     buffer_pages: Optional[int] = typer.Option(
         None, "--buffer-pages", metavar="N", min=1,
         help=f"Perf buffer size per CPU, in pages (a power of two) [default: "
-             f"{DEFAULT_PAGES}; {CAPTURE_PAGES} with -w]", show_default=False),
+             f"{DEFAULT_PAGES}; with -w 1024, less on hosts with over 16 CPUs]",
+        show_default=False),
     attach: Method = typer.Option(
         Method.AUTO, "--attach", case_sensitive=False, hidden=True,
         help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
@@ -194,7 +196,7 @@ def monitor(
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
     if buffer_pages is None:
-        buffer_pages = CAPTURE_PAGES if write else DEFAULT_PAGES
+        buffer_pages = capture_pages(os.cpu_count() or 1) if write else DEFAULT_PAGES
     if buffer_pages & (buffer_pages - 1):
         raise errors.UsageError(f"--buffer-pages must be a power of two, not {buffer_pages}")
     if write is None and (print_lines or file_mb or file_count or rotate_seconds):

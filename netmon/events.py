@@ -194,29 +194,13 @@ class Decoder:
         self.undecodable += len(buf) // fmt.size - len(out)
         return out
 
-    def sized_rows(self, buf: bytes, head: int, size_at: int, snaplen: int
-                   ) -> tuple[list[Row], list[bytes]]:
-        """Rows and their packets' bytes from records that carry both (capture).
-
-        Each record: ``head`` bytes, the event, min(snaplen, length) packet bytes,
-        padding; its whole size is the u16 at ``size_at``.
-        """
-        fmt = self._format(head, 0)
-        rows, datas = [], []
-        unpack = fmt.unpack_from
-        sizes = struct.Struct("=H").unpack_from
-        start, end = 0, len(buf)
-        data_at = head + EVENT_SIZE
-        while start < end:
-            row = unpack(buf, start)
-            if row[3][_FAMILY_OFFSET] in _KNOWN_FAMILIES:
-                rows.append(row)
-                caplen = row[2] if row[2] < snaplen else snaplen
-                datas.append(buf[start + data_at:start + data_at + caplen])
-            else:
-                self.undecodable += 1
-            start += sizes(buf, start + size_at)[0]
-        return rows, datas
+    def row_at(self, buf: bytes, offset: int) -> Row | None:
+        """One row from the nm_event at ``offset`` (None: of an unknown family, counted)."""
+        row = self._format(0, 0).unpack_from(buf, offset)
+        if row[3][_FAMILY_OFFSET] in _KNOWN_FAMILIES:
+            return row
+        self.undecodable += 1
+        return None
 
     def decode(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Event]:
         """Typed Events from ``buf``; see rows()."""

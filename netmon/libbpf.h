@@ -37,6 +37,7 @@ int bpf_object__load(struct bpf_object *obj);
 void bpf_object__close(struct bpf_object *obj);
 struct bpf_program *bpf_object__find_program_by_name(const struct bpf_object *obj, const char *name);
 struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
+int bpf_map__set_max_entries(struct bpf_map *map, __u32 max_entries);
 struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
 struct btf *bpf_object__btf(const struct bpf_object *obj);
 

@@ -15,34 +15,19 @@ from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from netmon import capture as captures
 from netmon import events, interfaces, libbpf, output, program, proxmox, system
-from netmon.errors import AttachFailed, NetmonError, XdpBusy
+from netmon.capture import Capture
+from netmon.errors import AttachFailed, NetmonError, UsageError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.interfaces import Selection
 from netmon.netlink import LinkChange, LinkWatcher
 from netmon.program import Hook, Method, Mode, MonitorProgram
 from netmon.pcapng import PcapngWriter
-from netmon.reader import (DEFAULT_PAGES, MAX_SNAPLEN, RECORD_SIZE_AT,
-                           SAMPLE_HEAD, SAMPLE_TAIL, PerfReader)
+from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
 
 RULE = "═" * 39
-
-
-@dataclass(frozen=True)
-class Capture:
-    """-w and its companions: where packets go, how much of each, how files rotate."""
-
-    path: str  # "-": standard output
-    snaplen: int = MAX_SNAPLEN
-    file_mb: float | None = None  # -C
-    file_count: int | None = None  # -W
-    rotate_seconds: float | None = None  # -G
-    print_lines: bool = False  # --print: event lines on stderr as well
-
-    def writer(self) -> PcapngWriter:
-        return PcapngWriter(self.path, self.snaplen, self.file_mb, self.file_count,
-                            self.rotate_seconds)
 
 
 @dataclass(frozen=True)
@@ -89,14 +74,17 @@ class Summary:
     def lost(self) -> int:
         # A full ring fails the kernel's send and is reported in the ring once there
         # is room: the same loss seen twice, the first count being the sooner.
-        return max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
+        return (max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
+                + self.counters.get("copy_failed", 0))
 
     def line(self) -> str:
         c = self.counters
         pulls = c.get("pull_failed", 0)
+        copies = c.get("copy_failed", 0)
         return (f"{_counts_line(c)}, {self.shown} shown, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
-                f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else ""))
+                f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
+                + (f", {copies} not captured (bytes unreadable)" if copies else ""))
 
     def lines(self) -> list[str]:
         """Per interface and direction when there is more than one, then the total."""
@@ -179,7 +167,7 @@ class _Watch:
         hook = self._settings.hook
         if hook is Hook.XDP:
             return "xdp", None
-        if hook is Hook.TC or self._settings.selection.dynamic:
+        if hook is Hook.TC or _tc_ingress_only(self._settings):
             return "tc", None
         taken = program.query(ifindex).prog_id
         if taken:
@@ -248,7 +236,7 @@ class _Watch:
 class Delivery:
     """Where decoded events go: lines (stdout; stderr with -w --print) and a capture file.
 
-    Rows come with their packets' bytes when capturing; --count applies to both.
+    Rows come with their packets' pcapng blocks when capturing; --count applies to both.
     """
 
     def __init__(self, settings: Settings, known: Interfaces, summary: Summary,
@@ -256,8 +244,6 @@ class Delivery:
         self._count = settings.count
         self._summary = summary
         self._writer = writer
-        self._known = known
-        self._clock = clock
         capture = settings.capture
         if writer is not None and not capture.print_lines:
             self._lines = None
@@ -268,41 +254,38 @@ class Delivery:
         else:
             self._fmt = output.TextFormat(known.name if settings.labelled else None)
 
-    def watch(self, ifindex: int, name: str) -> None:
-        """A watched interface: described in the capture file from now on."""
-        if self._writer is not None:
-            self._writer.interface(ifindex, name)
+    @property
+    def lines(self) -> bool:
+        """Events are shown as lines (else, with -w, only written)."""
+        return self._lines is not None
 
     def forget(self, ifindex: int) -> None:
-        if self._writer is not None:
-            self._writer.forget(ifindex)
         if isinstance(self._fmt, output.TextFormat):
             self._fmt.forget(ifindex)
 
     def count_reached(self) -> bool:
         return self._count is not None and self._summary.shown >= self._count
 
-    def __call__(self, rows: list, datas: list[bytes] | None = None,
+    def __call__(self, rows: list, blocks: list[bytes] | None = None,
                  frames: list[int] | None = None) -> None:
-        """``frames``: with -r, each row's frame number in the file (JSON shows it)."""
+        """``blocks``: with -w, each row's EPB. ``frames``: with -r, each row's frame
+        number in the file (JSON shows it)."""
         if self._count is not None:
             rows = rows[: self._count - self._summary.shown]
         if not rows:
             return
         if self._writer is not None:
-            self._writer.write(self._packets(rows, datas))
+            self._writer.write(blocks[:len(rows)])
         if self._lines is not None:
             self._lines.write(self._fmt.render(rows, frames))
             self._lines.flush()
         self._summary.shown += len(rows)
 
-    def _packets(self, rows: list, datas: list[bytes]):
-        ids, offset = self._writer.ids, self._clock.offset_ns
-        for (ts_ns, ifindex, length, _, direction, _), data in zip(rows, datas):
-            iface = ids.get(ifindex)
-            if iface is None:
-                iface = self._writer.interface(ifindex, self._known.name(ifindex))
-            yield iface, ts_ns + offset, length, data, direction == DIR_OUT
+    def runs(self, runs: list[captures.Run]) -> None:
+        """-w alone: runs of the kernel's blocks straight to the file."""
+        for run in runs:
+            self._writer.write_run(run.parts, run.packets)
+            self._summary.shown += run.packets
 
     def tick(self) -> None:
         """Once per poll: the file is flushed (and rotated by time)."""
@@ -350,7 +333,7 @@ def _programs_needed(settings: Settings, targets: dict[int, str]) -> set[str]:
         needed.add("tc_out")
     if DIR_IN in settings.directions:
         hook = settings.hook
-        if hook is Hook.TC or (hook is Hook.AUTO and settings.selection.dynamic):
+        if hook is Hook.TC or (hook is Hook.AUTO and _tc_ingress_only(settings)):
             needed.add("tc_in")
         else:
             needed.add("xdp")
@@ -358,6 +341,12 @@ def _programs_needed(settings: Settings, targets: dict[int, str]) -> set[str]:
             if hook is Hook.AUTO and (busy or settings.follow):
                 needed.add("tc_in")
     return needed
+
+
+def _tc_ingress_only(settings: Settings) -> bool:
+    """--hook auto watches every ingress with tc: for globs, and for captures XDP cannot copy."""
+    return settings.selection.dynamic or (settings.capture is not None
+                                          and not program.xdp_can_capture())
 
 
 def _targets(selection: Selection) -> dict[int, str]:
@@ -381,29 +370,47 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
     system.check_privileges()
     sel = settings.selection
 
+    capture = settings.capture
+    if capture and settings.hook is Hook.XDP and not program.xdp_can_capture():
+        raise UsageError("capturing (-w) through XDP needs Linux 5.18 or later "
+                         "(bpf_xdp_load_bytes); leave out --hook xdp to capture with tc")
+
     summary = Summary()
     stop = _Stop()
     known = Interfaces()
     decoder = events.Decoder()
+    clock = output.Clock()
     with ExitStack() as stack:
         stack.enter_context(_signals_stop(stop))
         # Listen before listing, so that no interface slips between the two.
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
-        capture = settings.capture
+        records = None
+        config = spec.kernel_config()
+        if capture:
+            # Records carry events only when lines are printed or counted as well.
+            records = captures.Records(events=capture.print_lines or settings.count is not None)
+            config = spec.kernel_config(capture.snaplen, records.events, clock.offset_ns)
         prog = stack.enter_context(MonitorProgram(
-            spec.kernel_config(capture.snaplen if capture else 0),
-            hooks=_programs_needed(settings, targets)))
-        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages,
-                                                sized=capture is not None))
+            config, hooks=_programs_needed(settings, targets), capture=capture is not None))
+        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
         writer = stack.enter_context(capture.writer()) if capture else None
         reader.watch(links.fileno())
         watch = stack.enter_context(closing(_Watch(prog, settings, summary)))
+        if writer is not None:
+            writer.describe(0, None)  # slot 0: frames of interfaces not registered
+
+        def watched(ifindex: int, name: str) -> list[str]:
+            notes = watch.add(ifindex, name)
+            if writer is not None:
+                writer.describe(prog.slot(ifindex), name)
+            return notes
+
         notes = []
         for idx, name in targets.items():
             known.learn(idx, name)
             try:
-                notes += watch.add(idx, name)
+                notes += watched(idx, name)
             except (AttachFailed, XdpBusy) as exc:
                 if name in sel.names:
                     raise
@@ -412,32 +419,52 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.write(banner(settings, spec, watch, notes))
         err.flush()
 
-        deliver = Delivery(settings, known, summary, out, err, writer, output.Clock())
-        for idx, (name, _) in watch.attached.items():
-            deliver.watch(idx, name)
+        deliver = Delivery(settings, known, summary, out, err, writer, clock)
 
         def say(text: str) -> None:
             err.write(f"netmon: {text}\n")
             err.flush()
 
         def show(chunks: list[bytes]) -> None:
-            if capture is None:
-                rows = []
-                for chunk in chunks:
-                    rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
-                if len(chunks) > 1:
-                    rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
-                deliver(rows)
-                return
-            rows, datas = [], []
+            rows = []
             for chunk in chunks:
-                r, d = decoder.sized_rows(chunk, SAMPLE_HEAD, RECORD_SIZE_AT, capture.snaplen)
-                rows += r
-                datas += d
+                rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
             if len(chunks) > 1:
-                order = sorted(range(len(rows)), key=lambda i: rows[i][0])
-                rows, datas = [rows[i] for i in order], [datas[i] for i in order]
-            deliver(rows, datas)
+                rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
+            deliver(rows)
+
+        def show_captured(spans: list[tuple[int, Span]]) -> None:
+            try:
+                if not records.events:
+                    deliver.runs(sorted((records.run(ring, span) for ring, span in spans),
+                                        key=events.BY_TIME))
+                    return
+                rows, blocks = [], []
+                for ring, span in spans:
+                    r, b = records.rows(ring, span)
+                    rows += r
+                    blocks += b
+                if len(spans) > 1:
+                    order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+                    rows, blocks = [rows[i] for i in order], [blocks[i] for i in order]
+                deliver(rows, blocks)
+            finally:
+                for _, span in spans:
+                    span.release()
+
+        poll_ms = settings.poll_ms if deliver.lines else captures.FLUSH_MS
+
+        def poll() -> None:
+            if records is None:
+                show(reader.poll(poll_ms))
+            else:
+                show_captured(reader.poll_spans(poll_ms))
+
+        def drain() -> None:
+            if records is None:
+                show(reader.drain())
+            else:
+                show_captured(reader.drain_spans())
 
         def link_changes() -> None:
             changes = links.changes()
@@ -468,20 +495,20 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                     continue
                 known.learn(change.ifindex, change.ifname)
                 try:
-                    for note in watch.add(change.ifindex, change.ifname):
+                    for note in watched(change.ifindex, change.ifname):
                         say(note)
                 except NetmonError as exc:
                     say(f"cannot watch {change.ifname}: {exc}")
                     continue
-                deliver.watch(change.ifindex, change.ifname)
                 back = " again" if change.ifname in sel.names else ""
                 say(f"watching {change.ifname}{back} ({watch.describe(change.ifindex)})")
 
         def tally() -> Summary:
             summary.counters = prog.counters()
             watch.tally()
-            summary.perf_lost = reader.lost
-            summary.undecodable = decoder.undecodable + reader.foreign
+            summary.perf_lost = reader.lost + (records.lost if records else 0)
+            summary.undecodable = (decoder.undecodable + reader.foreign
+                                   + (records.undecodable if records else 0))
             if writer is not None:
                 summary.written = (writer.packets, writer.files, capture.path)
             return summary
@@ -498,7 +525,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         next_stats = time.monotonic() + (settings.stats_every or 0)
         try:
             while not (stop.requested or deliver.count_reached()):
-                show(reader.poll(settings.poll_ms))
+                poll()
                 deliver.tick()
                 link_changes()
                 if settings.stats_every and time.monotonic() >= next_stats:
@@ -507,7 +534,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             # Unhook first, so what is left in the buffer is all there will be.
             watch.close()
             if not deliver.count_reached():
-                show(reader.drain())
+                drain()
             if writer is not None:
                 writer.close()
         except BrokenPipeError:

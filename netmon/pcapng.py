@@ -5,6 +5,10 @@ Description Block per interface (name, Ethernet, snaplen, nanosecond stamps),
 then one Enhanced Packet Block per packet with its direction in the flags.
 Every file a rotation starts is whole on its own: its own SHB and IDBs.
 
+Blocks are in the host's byte order (the Section Header says which), as the
+kernel builds them when capturing live (netmon/capture.py); files read with
+-r have theirs built here.
+
 Writes go straight to the file descriptor, a poll's blocks at a time, and only
 whole blocks stay in a file: if a write fails (a full disk), the file is cut
 back to the last whole block, as many of the batch's blocks as fit are written
@@ -32,9 +36,11 @@ EPB_FLAGS = 2
 # epb_flags bits 0-1: the direction (RFC draft: 01 inbound, 10 outbound).
 FLAG_INBOUND, FLAG_OUTBOUND = 1, 2
 
-_EPB_HEAD = struct.Struct("<IIIIIII")  # type, length, interface, ts high, ts low, caplen, len
-_EPB_TAIL = struct.Struct("<HHIHHI")  # epb_flags option, end of options, length again
+_EPB_HEAD = struct.Struct("=IIIIIII")  # type, length, interface, ts high, ts low, caplen, len
+_EPB_TAIL = struct.Struct("=HHIHHI")
+_BLOCK_HEAD = struct.Struct("=II")  # type, total length  # epb_flags option, end of options, length again
 _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
+_IOV_MAX = 1024  # buffers one writev() takes (Linux's UIO_MAXIOV)
 
 
 class CaptureWriteError(NetmonError):
@@ -42,23 +48,23 @@ class CaptureWriteError(NetmonError):
 
 
 def _option(code: int, value: bytes) -> bytes:
-    return struct.pack("<HH", code, len(value)) + value + _PADS[len(value) % 4]
+    return struct.pack("=HH", code, len(value)) + value + _PADS[len(value) % 4]
 
 
 def _block(block_type: int, body: bytes) -> bytes:
     length = 12 + len(body)
-    return struct.pack("<II", block_type, length) + body + struct.pack("<I", length)
+    return struct.pack("=II", block_type, length) + body + struct.pack("=I", length)
 
 
 def section_header() -> bytes:
     options = _option(SHB_USERAPPL, f"netmon {__version__}".encode()) + _option(OPT_ENDOFOPT, b"")
-    return _block(BT_SHB, struct.pack("<IHHq", BYTE_ORDER_MAGIC, 1, 0, -1) + options)
+    return _block(BT_SHB, struct.pack("=IHHq", BYTE_ORDER_MAGIC, 1, 0, -1) + options)
 
 
 def interface_description(name: str | None, snaplen: int) -> bytes:
     named = _option(IF_NAME, name.encode()) if name else b""
     options = named + _option(IF_TSRESOL, bytes([9])) + _option(OPT_ENDOFOPT, b"")
-    return _block(BT_IDB, struct.pack("<HHI", LINKTYPE_ETHERNET, 0, snaplen) + options)
+    return _block(BT_IDB, struct.pack("=HHI", LINKTYPE_ETHERNET, 0, snaplen) + options)
 
 
 def enhanced_packet(interface: int, ts_ns: int, data: bytes, origlen: int,
@@ -72,6 +78,24 @@ def enhanced_packet(interface: int, ts_ns: int, data: bytes, origlen: int,
         data, pad,
         _EPB_TAIL.pack(EPB_FLAGS, 4, FLAG_OUTBOUND if outbound else FLAG_INBOUND, 0, 0, length),
     ))
+
+
+def split_blocks(data: bytes) -> list[bytes]:
+    """A run of whole blocks, one by one (rare: a rotation inside it, a failed write)."""
+    blocks, pos = [], 0
+    while pos + _BLOCK_HEAD.size <= len(data):
+        length = _BLOCK_HEAD.unpack_from(data, pos)[1]
+        if length < 12:
+            break  # not a block: keep the rest whole rather than spin
+        blocks.append(data[pos:pos + length])
+        pos += length
+    if pos < len(data):
+        blocks.append(data[pos:])
+    return blocks
+
+
+def is_packet(block: bytes) -> bool:
+    return _BLOCK_HEAD.unpack_from(block)[0] == BT_EPB
 
 
 class PcapngWriter:
@@ -92,8 +116,6 @@ class PcapngWriter:
         self._count = file_count
         self._every = rotate_seconds
         self._interfaces: list[str | None] = []  # by pcapng interface id
-        # ifindex -> interface id; callers may read it on their hot path.
-        self.ids: dict[int, int] = {}
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._number = 0  # of the current file in the rotation
@@ -120,9 +142,10 @@ class PcapngWriter:
         self._size = 0
         self._opened = time.monotonic()
         self.files += 1
-        self._pending[:0] = [section_header()] + [
+        head = [section_header()] + [
             interface_description(name, self.snaplen) for name in self._interfaces]
-        self._pending_size += sum(len(b) for b in self._pending)
+        self._pending[:0] = head
+        self._pending_size += sum(len(b) for b in head)
 
     def _rotate(self) -> None:
         self.flush()
@@ -131,40 +154,60 @@ class PcapngWriter:
         self._number += 1
         if self._count and self._number >= self._count:
             self._number = 0
-        self._pending_size = sum(len(b) for b in self._pending)
         self._open()
 
     # -- writing ---------------------------------------------------------------
 
-    def interface(self, ifindex: int, name: str | None) -> int:
-        """The pcapng interface id of ``ifindex``; describes it in the file when new."""
-        found = self.ids.get(ifindex)
-        if found is None or self._interfaces[found] != name:
-            found = self.ids[ifindex] = len(self._interfaces)
-            self._interfaces.append(name)
-            block = interface_description(name, self.snaplen)
-            self._pending.append(block)
-            self._pending_size += len(block)
-        return found
+    def describe(self, interface: int, name: str | None) -> None:
+        """Interface id ``interface`` is ``name`` (None: unnamed) in this file and the next.
 
-    def forget(self, ifindex: int) -> None:
-        """The interface went away: if its index comes back, it is described anew."""
-        self.ids.pop(ifindex, None)
+        Ids are positions: any not yet described below it are described unnamed.
+        """
+        if interface < len(self._interfaces):
+            return  # ids are never reused with another name: the caller's promise
+        while len(self._interfaces) <= interface:
+            named = name if len(self._interfaces) == interface else None
+            self._interfaces.append(named)
+            self._add(interface_description(named, self.snaplen), 0)
 
-    def write(self, packets: Iterable[tuple[int, int, int, bytes, bool]]) -> None:
-        """(interface id, epoch ns, original length, captured bytes, outbound) each."""
+    @property
+    def described(self) -> int:
+        """How many interface ids the files describe."""
+        return len(self._interfaces)
+
+    def write(self, packets: Iterable[bytes]) -> None:
+        """Enhanced Packet Blocks, one packet each."""
+        self._every_due()
+        for block in packets:
+            self._add(block, 1)
+
+    def write_run(self, parts: list, packets: int) -> None:
+        """Whole blocks, back to back in ``parts`` (bytes-likes), ``packets`` of them EPBs
+        (the rest are blocks readers skip). Written at once: the parts may be views
+        into a perf ring, which the caller hands back to the kernel after this.
+        """
+        self._every_due()
+        size = sum(len(p) for p in parts)
+        if self._limit is not None and self._size + self._pending_size + size > self._limit:
+            for block in split_blocks(b"".join(parts)):  # the file fills up inside the run
+                self._add(block, is_packet(block))
+        else:
+            self._pending += parts
+            self._pending_size += size
+            self.packets += packets
+        self.flush()
+
+    def _every_due(self) -> None:
         if self._every and time.monotonic() - self._opened >= self._every:
             self._rotate()  # as tcpdump -G: when a packet comes after the time is up
-        pending = self._pending
-        limit = self._limit
-        for interface, ts_ns, origlen, data, outbound in packets:
-            if limit is not None and self._size + self._pending_size > limit:
-                self._rotate()
-                pending = self._pending
-            block = enhanced_packet(interface, ts_ns, data, origlen, outbound)
-            pending.append(block)
-            self._pending_size += len(block)
-            self.packets += 1
+
+    def _add(self, data: bytes, packets: int) -> None:
+        # As tcpdump -C: a new file before a packet once the current one is over.
+        if self._limit is not None and packets and self._size + self._pending_size > self._limit:
+            self._rotate()
+        self._pending.append(data)
+        self._pending_size += len(data)
+        self.packets += packets
 
     def tick(self) -> None:
         """Once per poll: what was written reaches the file (tshark -r sees it)."""
@@ -173,35 +216,43 @@ class PcapngWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        blocks, self._pending, self._pending_size = self._pending, [], 0
-        data = b"".join(blocks)
+        blocks, size = self._pending, self._pending_size
+        self._pending, self._pending_size = [], 0
         try:
-            self._write_all(data)
+            self._write_all(blocks)
         except OSError as exc:
             if isinstance(exc, BrokenPipeError) and self._fd == 1:
                 raise  # -w - and the reader went away: the caller stops quietly
-            self._salvage(blocks, exc)
-        self._size += len(data)
+            self._salvage([bytes(b) for b in blocks], exc)
+        self._size += size
 
-    def _write_all(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
+    def _write_all(self, bufs: list) -> None:
+        """Every byte of ``bufs``, in order, with as few system calls as it takes."""
+        views = [memoryview(b) for b in bufs]
+        first = 0
+        while first < len(views):
+            done = os.writev(self._fd, views[first:first + _IOV_MAX])
+            while first < len(views) and done >= len(views[first]):
+                done -= len(views[first])
+                first += 1
+            if done:
+                views[first] = views[first][done:]
 
-    def _salvage(self, blocks: list[bytes], exc: OSError) -> None:
+    def _salvage(self, runs: list[bytes], exc: OSError) -> None:
         """Cut the file back to whole blocks, fit in what fits, then report."""
+        blocks = [block for run in runs for block in split_blocks(run)]
         kept = 0
         if self._fd != 1:
             try:
                 os.ftruncate(self._fd, self._size)
                 os.lseek(self._fd, self._size, os.SEEK_SET)
                 for block in blocks:
-                    self._write_all(block)
+                    self._write_all([block])
                     self._size += len(block)
                     kept += 1
             except OSError:
                 os.ftruncate(self._fd, self._size)
-        lost = sum(1 for b in blocks[kept:] if b[:4] == b"\x06\0\0\0")
+        lost = sum(1 for b in blocks[kept:] if is_packet(b))
         self.packets -= lost
         where = "standard output" if self._fd == 1 else self.file_name(self._number)
         reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror

@@ -40,11 +40,11 @@ from netmon.libbpf import ffi
 PROGRAM_NAME = "xdp_monitor"
 # The object's programs, by hook.
 PROGRAMS = {"xdp": PROGRAM_NAME, "tc_in": "tc_ingress", "tc_out": "tc_egress"}
-FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS and bpf_xdp_get_buff_len()
+FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS, bpf_xdp_get_buff_len(), bpf_xdp_load_bytes()
 OBJECT_NAME = "xdp_monitor.bpf.o"
 # Counter order of enum nm_counter in bpf/xdp_monitor.h.
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
-                 "pull_failed")
+                 "pull_failed", "copy_failed")
 NM_IF_SLOTS = 512  # bpf/xdp_monitor.h: interface slots (0: interfaces not registered)
 NM_IF_CACHE = 1024
 # cls_bpf (kernels < 6.6): netmon's filters go first, at priority 1, where a filter
@@ -111,6 +111,11 @@ class XdpState:
     skb_prog_id: int
     hw_prog_id: int
     mode: str | None
+
+
+def xdp_can_capture() -> bool:
+    """XDP copies packets for -w with bpf_xdp_load_bytes(), from 5.18 on; tc always can."""
+    return system.kernel_version() >= FRAGS_KERNEL
 
 
 def query(ifindex: int) -> XdpState:
@@ -274,11 +279,12 @@ class BpfObject:
             m = lib.bpf_object__next_map(self._obj, m)
         raise ObjectMismatch(f"{self.path} has no .rodata map; rebuild it")
 
+    def map(self, name: str):
+        return libbpf.ensure(libbpf.lib().bpf_object__find_map_by_name(self._obj, name.encode()),
+                             f"finding map {name}")
+
     def map_fd(self, name: str) -> int:
-        lib = libbpf.lib()
-        m = libbpf.ensure(lib.bpf_object__find_map_by_name(self._obj, name.encode()),
-                          f"finding map {name}")
-        return libbpf.ensure(lib.bpf_map__fd(m), f"map {name} fd")
+        return libbpf.ensure(libbpf.lib().bpf_map__fd(self.map(name)), f"map {name} fd")
 
     def program(self, name: str):
         return libbpf.ensure(
@@ -319,10 +325,13 @@ class MonitorProgram:
     """
 
     def __init__(self, config: bytes, path: Path | None = None,
-                 hooks: typing.Iterable[str] = tuple(PROGRAMS)):
+                 hooks: typing.Iterable[str] = tuple(PROGRAMS), capture: bool = False):
+        """``capture``: the config has a snaplen; each CPU gets a record builder, and
+        interface slots (the capture's interface ids) are never given out twice."""
         if len(config) != CONFIG_SIZE:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG_SIZE}")
         self._config = config
+        self._capture = capture
         self.hooks = tuple(hooks)
         self.obj = BpfObject(path or object_path(), prepare=self._configure)
         try:
@@ -362,6 +371,10 @@ class MonitorProgram:
             )
         libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
                       "setting the filter config")
+        if self._capture:
+            libbpf.ensure(lib.bpf_map__set_max_entries(
+                obj.map("scratch"), libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs")),
+                "sizing the capture buffers")
         for hook, name in PROGRAMS.items():
             if hook not in self.hooks:
                 libbpf.ensure(lib.bpf_program__set_autoload(obj.program(name), False),
@@ -382,7 +395,8 @@ class MonitorProgram:
         if ifindex in self._slots:
             return
         if not self._free:
-            raise AttachFailed(f"netmon watches at most {NM_IF_SLOTS - 1} interfaces at once")
+            raise AttachFailed(f"netmon watches at most {NM_IF_SLOTS - 1} interfaces at once"
+                               + (" (in one capture, ever)" if self._capture else ""))
         slot = self._free.pop()
         lib = libbpf.lib()
         key = ffi.new("__u32 *", ifindex % NM_IF_CACHE)
@@ -421,8 +435,13 @@ class MonitorProgram:
             libbpf.ensure(lib.bpf_map_update_elem(
                 self.counters_fd, ffi.new("__u32 *", slot * 2 + direction), zero, 0),
                 "clearing counters")
-        self._free.append(slot)
+        if not self._capture:  # a capture file's interface ids stay the slots they had
+            self._free.append(slot)
         return last
+
+    def slot(self, ifindex: int) -> int:
+        """The registered interface's slot: its interface id in a capture file."""
+        return self._slots[ifindex]
 
     def _read_slot(self, index: int) -> dict[str, int]:
         n = len(COUNTER_NAMES)

@@ -22,8 +22,19 @@ from netmon.libbpf import ffi
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.
 DEFAULT_PAGES = 128
-# Capturing, records carry whole packets: 2 MiB per CPU, as tcpdump's default buffer.
-CAPTURE_PAGES = 512
+# Capturing, records carry whole packets: 4 MiB per CPU, so that a ring wakes its reader
+# (at a quarter full) a few times a second at tens of thousands of packets a second;
+# each wakeup costs the reader as much as writing a few thousand small packets does.
+CAPTURE_PAGES = 1024
+CAPTURE_BUDGET_PAGES = 16384  # 64 MiB for all CPUs' rings together
+
+
+def capture_pages(cpus: int) -> int:
+    """Pages per CPU for a capture: CAPTURE_PAGES, less on hosts with many CPUs."""
+    pages = CAPTURE_PAGES
+    while pages > 128 and pages * cpus > CAPTURE_BUDGET_PAGES:
+        pages //= 2
+    return pages
 
 # Kernel UAPI: linux/perf_event.h
 PERF_TYPE_SOFTWARE = 1
@@ -39,19 +50,58 @@ _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 # A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes;
 # when capturing, the packet's bytes follow the event, before the padding.
 _HEADER = struct.Struct("=IHH")
-RECORD_SIZE_AT = 6  # the header's u16 size field
-# The most packet bytes a record can carry (NM_MAX_SNAPLEN in bpf/xdp_monitor.h): the
-# size is a u16 and holds the header, the raw size, the event and padding to 8 too.
-MAX_SNAPLEN = 65535 - 8 - 4 - EVENT_SIZE - 7
 SAMPLE_HEAD = _HEADER.size + 4
 SAMPLE_SIZE = (SAMPLE_HEAD + EVENT_SIZE + 7) & ~7
 SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
 _LOST = struct.Struct("=IHHQQ")
+HEADER = _HEADER
+LOST = _LOST
 
 
 @ffi.callback("int(void *, int, struct perf_event_header *)")
 def _unused_event_cb(ctx, cpu, header):  # rings are read directly; libbpf never calls this
     return 0
+
+
+class Span:
+    """A ring's unread bytes, in place: no copy until asked for one.
+
+    They lie in one stretch of the ring's memory, or two when they wrap past its
+    end. release() hands the space back to the kernel; no view of it may be
+    used after that.
+    """
+
+    def __init__(self, ring: "_Ring", parts: list[memoryview], head: int):
+        self._ring = ring
+        self.parts = parts
+        self._head = head
+        self.size = sum(len(p) for p in parts)
+
+    def views(self, start: int, end: int) -> list[memoryview]:
+        """Bytes start..end (0 <= start <= end <= size) as views into the ring."""
+        out = []
+        for part in self.parts:
+            n = len(part)
+            if start < n and end > 0:
+                out.append(part[max(start, 0):min(end, n)])
+            start -= n
+            end -= n
+        return out
+
+    def read(self, start: int, length: int) -> bytes:
+        """A few bytes, copied, across the wrap if need be."""
+        return b"".join(self.views(start, start + length))
+
+    def tobytes(self) -> bytes:
+        return b"".join(self.parts)
+
+    def release(self) -> None:
+        # Hand the space back only after the copy: the kernel may reuse it at once.
+        # x86-64 keeps loads before a later store (TSO); libbpf's C reader uses
+        # acquire/release here, which Python cannot issue, so on weakly ordered CPUs
+        # only the thousands of instructions between copy and store keep the order.
+        self.parts = []
+        self._ring.tail[0] = self._head
 
 
 class _Ring:
@@ -61,43 +111,47 @@ class _Ring:
         self.fd = fd
         header = ffi.cast("__u64 *", base)
         self._head = header + _DATA_HEAD // 8
-        self._tail = header + _DATA_TAIL // 8
+        self.tail = header + _DATA_TAIL // 8
         offset, self.size = int(header[_DATA_OFFSET // 8]), int(header[_DATA_SIZE // 8])
-        self._data = ffi.buffer(ffi.cast("char *", base) + offset, self.size)
+        self._data = memoryview(ffi.buffer(ffi.cast("char *", base) + offset, self.size))
 
-    def take(self) -> bytes:
-        """Everything written since the last take, as one contiguous copy."""
+    def span(self) -> Span | None:
+        """Everything written since the last release, in place (None: nothing)."""
         head = self._head[0]
-        tail = self._tail[0]
+        tail = self.tail[0]
         if head == tail:
-            return b""
+            return None
         start = tail % self.size
         end = start + (head - tail)
         if end <= self.size:
-            chunk = self._data[start:end]
+            parts = [self._data[start:end]]
         else:  # wrapped: the records straddling the end come out whole
-            chunk = self._data[start:] + self._data[: end - self.size]
-        # Hand the space back only after the copy: the kernel may reuse it at once.
-        # x86-64 keeps loads before a later store (TSO); libbpf's C reader uses
-        # acquire/release here, which Python cannot issue, so on weakly ordered CPUs
-        # only the thousands of instructions between copy and store keep the order.
-        self._tail[0] = head
+            parts = [self._data[start:], self._data[: end - self.size]]
+        return Span(self, parts, head)
+
+    def take(self) -> bytes:
+        """Everything written since the last take, as one contiguous copy."""
+        span = self.span()
+        if span is None:
+            return b""
+        chunk = span.tobytes()
+        span.release()
         return chunk
 
 
 class PerfReader:
     """Reads nm_event records from the program's perf event array.
 
-    ``sized``: records carry packet bytes after the event, so their sizes vary
-    (capture); otherwise every record is SAMPLE_SIZE bytes and the fast path holds.
+    poll() and drain() give the sample records, SAMPLE_SIZE bytes each, loss
+    reports counted and taken out. poll_spans() gives each ring's new bytes as
+    they are, for records of other shapes (capture: netmon/capture.py).
     """
 
-    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES, sized: bool = False):
+    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES):
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"buffer pages must be a power of two, not {pages}")
         self.lost = 0  # records the kernel reported lost (ring full)
         self.foreign = 0  # records that are neither samples nor loss reports
-        self._sized = sized
         self._closed = False
         lib = libbpf.lib()
         attr = ffi.new("struct perf_event_attr *")
@@ -135,28 +189,37 @@ class PerfReader:
     def poll(self, timeout_ms: int) -> list[bytes]:
         """Wait up to ``timeout_ms`` for a ring to pass its watermark, then drain them all.
 
-        Returns chunks of back-to-back sample records, each with the event
-        SAMPLE_HEAD bytes in: SAMPLE_SIZE bytes each, or (sized) as long as the
-        u16 at RECORD_SIZE_AT says.
+        Returns chunks of back-to-back sample records, SAMPLE_SIZE bytes each, each
+        with its event SAMPLE_HEAD bytes in.
         """
+        self._wait(timeout_ms)
+        return self.drain()
+
+    def _wait(self, timeout_ms: int) -> None:
         try:
             self._poller.poll(timeout_ms)
         except InterruptedError:
             pass  # a signal is how the user stops us; drain what is there
-        return self.drain()
 
     def drain(self) -> list[bytes]:
         """Whatever the rings hold now, without waiting."""
-        chunks = []
-        for ring in self._rings:
-            chunk = ring.take()
-            if chunk:
-                chunks.append(self._samples(chunk))
+        chunks = [self._samples(chunk) for chunk in map(_Ring.take, self._rings) if chunk]
         return [c for c in chunks if c]
+
+    def poll_spans(self, timeout_ms: int) -> list[tuple[int, Span]]:
+        """As poll(), but (ring index, its new bytes in place) for each ring, records
+        of any shape (capture: netmon/capture.py). Release each span once done."""
+        self._wait(timeout_ms)
+        return self.drain_spans()
+
+    def drain_spans(self) -> list[tuple[int, Span]]:
+        spans = [(idx, ring.span()) for idx, ring in enumerate(self._rings)]
+        return [(idx, span) for idx, span in spans if span is not None]
+
 
     def _samples(self, chunk: bytes) -> bytes:
         """The chunk's sample records; loss reports are counted and taken out."""
-        if not self._sized and len(chunk) % SAMPLE_SIZE == 0:
+        if len(chunk) % SAMPLE_SIZE == 0:
             # Fast path: every record a sample of our size. The header's type and size
             # sit at the same offsets of every SAMPLE_SIZE stride.
             view = memoryview(chunk)
@@ -169,8 +232,7 @@ class PerfReader:
             rtype, _, rsize = _HEADER.unpack_from(chunk, pos)
             if rsize < _HEADER.size:
                 break  # cannot happen with a sane kernel; do not spin
-            if rtype == PERF_RECORD_SAMPLE and (rsize == SAMPLE_SIZE or
-                                                self._sized and rsize > SAMPLE_SIZE):
+            if rtype == PERF_RECORD_SAMPLE and rsize == SAMPLE_SIZE:
                 keep.append(chunk[pos:pos + rsize])
             elif rtype == PERF_RECORD_LOST:
                 self.lost += _LOST.unpack_from(chunk, pos)[4]

@@ -21,7 +21,7 @@ import errno
 import time
 from typing import TextIO
 
-from netmon import events, libbpf, output, savefile, system
+from netmon import events, libbpf, output, pcapng, savefile, system
 from netmon.errors import LibbpfError
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
@@ -65,19 +65,23 @@ def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
                 for chunk in reader.drain():
                     rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
                 rows.sort(key=events.BY_TIME)
-                fixed, numbers, datas = [], [], []
+                fixed, numbers, blocks = [], [], []
                 for ts, _, _, key, _, segs in rows:
                     frame = batch[bisect.bisect_right(starts, ts) - 1][1]
                     ifindex = indexes.get(frame.ifname)
                     if ifindex is None:
                         ifindex = indexes[frame.ifname] = _FIRST_INDEX + len(indexes)
                         known.learn(ifindex, frame.ifname)  # None: the file names none
+                        if writer is not None:
+                            writer.describe(ifindex - _FIRST_INDEX, frame.ifname)
                     fixed.append((frame.ts_ns, ifindex, frame.origlen, key,
                                   DIR_OUT if frame.outbound else DIR_IN, segs))
                     numbers.append(frame.number)
-                    if capture is not None:
-                        datas.append(frame.data[:capture.snaplen])
-                deliver(fixed, datas, numbers)
+                    if writer is not None:
+                        blocks.append(pcapng.enhanced_packet(
+                            ifindex - _FIRST_INDEX, frame.ts_ns, frame.data[:capture.snaplen],
+                            frame.origlen, frame.outbound))
+                deliver(fixed, blocks, numbers)
                 deliver.tick()
                 batch.clear()
 

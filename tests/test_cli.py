@@ -104,3 +104,11 @@ def test_too_old_libbpf(capsys, monkeypatch):
     status, _, err = run_cli(capsys, "-i", "lo")
     assert status == ExitStatus.ENVIRONMENT
     assert "is too old, netmon needs libbpf >= 99.0" in err and err.count("\n") == 1
+
+
+def test_capture_through_xdp_on_a_kernel_without_xdp_load_bytes(capsys, monkeypatch):
+    monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
+    monkeypatch.setattr("platform.release", lambda: "5.10.0-30-amd64")
+    status, _, err = run_cli(capsys, "-i", "lo", "--hook", "xdp", "-w", "x.pcapng")
+    assert status == ExitStatus.USAGE and err.count("\n") == 1
+    assert "capturing (-w) through XDP needs Linux 5.18 or later" in err

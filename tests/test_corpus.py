@@ -68,10 +68,11 @@ def test_corpus_agrees_with_the_reference(tmp_path):
     origin = []  # frame number in the combined file - 1 -> (capture, number there)
     combined = tmp_path / "corpus.pcapng"
     with pcapng.PcapngWriter(str(combined), savefile.MAX_SNAPLEN) as w:
-        iface = w.interface(0, "corpus")
+        w.describe(0, "corpus")
         for path in files:
             for frame in readable_frames(path):
-                w.write([(iface, frame.ts_ns, frame.origlen, frame.data, bool(frame.outbound))])
+                w.write([pcapng.enhanced_packet(0, frame.ts_ns, frame.data, frame.origlen,
+                                                bool(frame.outbound))])
                 origin.append((path.name, frame.number, frame))
     res = netmon_r(str(combined), "--json")
     assert res.returncode == 0, res.stderr

@@ -9,9 +9,10 @@ import subprocess
 
 import pytest
 
-from netmon import pcapng, savefile
+from netmon import capture, pcapng, savefile
 
 FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(range(46))  # 60 bytes
+epb = pcapng.enhanced_packet
 
 
 def tshark_fields(path, *fields: str) -> list[list[str]]:
@@ -34,9 +35,10 @@ def tshark():
 def test_written_packets_read_back(tmp_path):
     path = tmp_path / "x.pcapng"
     with pcapng.PcapngWriter(str(path), 65535) as w:
-        a, b = w.interface(3, "veth1"), w.interface(7, "tap100i0")
-        w.write([(a, 1_700_000_000_123_456_789, 60, FRAME, False),
-                 (b, 1_700_000_001_000_000_001, 1514, FRAME[:33], True)])
+        w.describe(0, "veth1")
+        w.describe(1, "tap100i0")
+        w.write([epb(0, 1_700_000_000_123_456_789, FRAME, 60, False),
+                 epb(1, 1_700_000_001_000_000_001, FRAME[:33], 1514, True)])
     got = list(savefile.frames(path))
     assert [(f.ifname, f.outbound, f.data, f.origlen, f.ts_ns, f.number) for f in got] == [
         ("veth1", False, FRAME, 60, 1_700_000_000_123_456_789, 1),
@@ -46,9 +48,10 @@ def test_written_packets_read_back(tmp_path):
 def test_tshark_reads_names_directions_and_nanoseconds(tmp_path, tshark):
     path = tmp_path / "x.pcapng"
     with pcapng.PcapngWriter(str(path), 262) as w:
-        a, b = w.interface(3, "veth1"), w.interface(7, "tap100i0")
-        w.write([(a, 1_700_000_000_123_456_789, 60, FRAME, False),
-                 (b, 1_700_000_001_000_000_001, 1514, FRAME[:33], True)])
+        w.describe(0, "veth1")
+        w.describe(1, "tap100i0")
+        w.write([epb(0, 1_700_000_000_123_456_789, FRAME, 60, False),
+                 epb(1, 1_700_000_001_000_000_001, FRAME[:33], 1514, True)])
     assert tshark(path, "frame.interface_name", "frame.packet_flags_direction", "frame.len",
                   "frame.cap_len", "frame.time_epoch") == [
         ["veth1", "0x00000001", "60", "60", "1700000000.123456789"],
@@ -58,9 +61,9 @@ def test_tshark_reads_names_directions_and_nanoseconds(tmp_path, tshark):
 def test_rotation_by_size_keeps_n_whole_files(tmp_path, tshark):
     path = tmp_path / "ring.pcapng"
     with pcapng.PcapngWriter(str(path), 65535, file_mb=0.001, file_count=3) as w:
-        iface = w.interface(1, "eth0")
+        w.describe(0, "eth0")
         for i in range(200):
-            w.write([(iface, 1_700_000_000_000_000_000 + i, 60, FRAME, False)])
+            w.write([epb(0, 1_700_000_000_000_000_000 + i, FRAME, 60, False)])
             w.flush()
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["ring.pcapng", "ring.pcapng.1", "ring.pcapng.2"]
@@ -73,14 +76,40 @@ def test_rotation_by_size_keeps_n_whole_files(tmp_path, tshark):
     assert seen < 200  # the ring dropped the oldest files
 
 
+def test_a_run_of_blocks_is_written_whole_or_split_where_a_file_fills(tmp_path, tshark):
+    """Runs are what the kernel's records become (netmon/capture.py): EPBs with gap
+    blocks between them, given as parts cut anywhere (a ring's wrap)."""
+    gap = struct.pack("=II", capture.CAP_BLOCK, 32) + bytes(20) + struct.pack("=I", 32)
+    run = b"".join(epb(0, i, FRAME, 60, False) + gap for i in range(40))
+    whole = tmp_path / "w.pcapng"
+    with pcapng.PcapngWriter(str(whole), 65535) as w:
+        w.describe(0, "eth0")
+        w.write_run([memoryview(run)[:1001], memoryview(run)[1001:]], 40)
+    assert w.packets == 40 and w.files == 1
+    assert [f.ts_ns for f in savefile.frames(whole)] == list(range(40))
+    split = tmp_path / "s.pcapng"
+    with pcapng.PcapngWriter(str(split), 65535, file_mb=0.001) as w:
+        w.describe(0, "eth0")
+        w.write_run([run[:1001], run[1001:]], 40)
+    names = [split.name] + [f"{split.name}.{i}" for i in range(1, w.files)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != whole.name) == sorted(names)
+    assert w.files > 2 and w.packets == 40
+    stamps = [f.ts_ns for name in names for f in savefile.frames(tmp_path / name)]
+    assert stamps == list(range(40))
+    for name in names:
+        assert len(tshark(tmp_path / name, "frame.number")) > 0
+        # A file is cut before the packet that finds it full: one packet (and its gap) over.
+        assert (tmp_path / name).stat().st_size <= 1000 + len(run) // 40
+
+
 def test_rotation_by_time(tmp_path, monkeypatch):
     clock = [100.0]
     monkeypatch.setattr(pcapng.time, "monotonic", lambda: clock[0])
     path = tmp_path / "t.pcapng"
     with pcapng.PcapngWriter(str(path), 65535, rotate_seconds=10) as w:
-        iface = w.interface(1, "eth0")
+        w.describe(0, "eth0")
         for step in range(3):
-            w.write([(iface, step, 60, FRAME, False)])
+            w.write([epb(0, step, FRAME, 60, False)])
             w.tick()
             clock[0] += 10
     # As tcpdump -G: a new file when a packet comes after the time is up.
@@ -140,8 +169,8 @@ def test_other_link_types_and_formats_are_refused(tmp_path):
 def test_damage_names_the_byte_offset_after_the_good_frames(tmp_path):
     path = tmp_path / "x.pcapng"
     with pcapng.PcapngWriter(str(path), 65535) as w:
-        iface = w.interface(1, "eth0")
-        w.write([(iface, 1, 60, FRAME, False)] * 3)
+        w.describe(0, "eth0")
+        w.write([epb(0, 1, FRAME, 60, False)] * 3)
     data = path.read_bytes()
     path.write_bytes(data[:-10])
     got = []
@@ -165,9 +194,9 @@ def test_a_full_disk_leaves_whole_blocks(tmp_path):
         with pytest.raises(pcapng.CaptureWriteError, match=r"no space left on device; \d+ "
                                                            r"packets could not be written"):
             with pcapng.PcapngWriter(str(path), 65535) as w:
-                iface = w.interface(1, "eth0")
+                w.describe(0, "eth0")
                 for _ in range(200):
-                    w.write([(iface, 1, 1514, bytes(1514), False)] * 10)
+                    w.write([epb(0, 1, bytes(1514), 1514, False)] * 10)
                     w.flush()
         frames = list(savefile.frames(path))  # whole blocks only: no damage
         assert len(frames) == w.packets > 0

@@ -1,0 +1,138 @@
+"""-w: the kernel's pcapng blocks, out of the perf rings and into files.
+
+With a snaplen the program sends each matching packet as a record that already
+holds its pcapng Enhanced Packet Block (bpf/xdp_monitor.h draws the layout).
+Between two EPBs of one ring lies one local-use block that pcapng readers skip,
+so a ring's new records go to the file as one slice, from the first record's
+EPB to before the last record's tail: no work per packet here, which is what
+lets a Python capture cost less CPU per packet than tcpdump's.
+
+The slice holds while no loss report sits among the records. Each record's
+tail says how many records its CPU has sent (seq) and failed to send (failed);
+the kernel writes a loss report just before the first record after a failure,
+so a ring whose last record shows the same failed count as the one before it
+holds none. Otherwise, and when lines are printed as well, the records are
+walked one by one.
+
+Each ring is in time order; rings are written in the order of their first
+packets, so packets of different CPUs within one poll may interleave out of
+time order in the file (``reordercap`` sorts a file), unless lines are printed
+too, which sorts them.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from netmon.events import EVENT_SIZE, Decoder, Row
+from netmon.pcapng import PcapngWriter
+from netmon.reader import HEADER, LOST, PERF_RECORD_LOST, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span
+
+# bpf/xdp_monitor.h
+MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN
+# With no lines to show, the rings are drained (and the file flushed) at least this
+# often: a quiet link's packets reach the file within it, as tcpdump -U's do within
+# its one-second buffer timeout, and an idle capture wakes up twice a second.
+FLUSH_MS = 500
+CAP_BLOCK = 0x8E4D0001  # NM_CAP_BLOCK: the local-use block type between EPBs
+CAP_TAIL = 16  # NM_CAP_TAIL: block type, gap length, seq, failed
+_TAIL = struct.Struct("=II")  # seq, failed: a record's last 8 bytes
+_FULL_TAIL = struct.Struct("=IIII")  # block type, gap length, seq, failed
+_U32 = struct.Struct("=I")
+_EPB_TIME = struct.Struct("=II")  # an EPB's time, high and low words, 12 bytes in
+
+
+@dataclass(frozen=True)
+class Capture:
+    """-w and its companions: where packets go, how much of each, how files rotate."""
+
+    path: str  # "-": standard output
+    snaplen: int = MAX_SNAPLEN
+    file_mb: float | None = None  # -C
+    file_count: int | None = None  # -W
+    rotate_seconds: float | None = None  # -G
+    print_lines: bool = False  # --print: event lines on stderr as well
+
+    def writer(self) -> PcapngWriter:
+        return PcapngWriter(self.path, self.snaplen, self.file_mb, self.file_count,
+                            self.rotate_seconds)
+
+
+class Run(NamedTuple):
+    """Whole pcapng blocks from one ring, ``packets`` of them EPBs."""
+
+    ts_ns: int  # the first packet's: runs of one poll are written in this order
+    parts: list  # the blocks, back to back: views into the ring, or bytes
+    packets: int
+
+
+def _epb_time(epb: bytes, at: int = 0) -> int:
+    high, low = _EPB_TIME.unpack_from(epb, at + 12)
+    return high << 32 | low
+
+
+class Records:
+    """Each ring's new bytes as pcapng blocks (and events, when records carry them).
+
+    ``events``: records carry the packet's nm_event before its EPB (lines are
+    printed too), as cfg.cap_events told the program.
+    """
+
+    def __init__(self, events: bool):
+        self.events = events
+        self.lead = SAMPLE_HEAD + (EVENT_SIZE if events else 0) + 4  # a record's start to its EPB
+        self.lost = 0  # records the perf buffer reported lost
+        self.foreign = 0  # records that are neither samples nor loss reports
+        self._last: dict[int, tuple[int, int]] = {}  # ring -> its last record's seq, failed
+        self._decoder = Decoder()
+
+    @property
+    def undecodable(self) -> int:
+        return self._decoder.undecodable + self.foreign
+
+    def run(self, ring: int, span: Span) -> Run:
+        """The span's packets as one run of blocks: in place when it can be, else walked."""
+        end = span.size
+        if end >= self.lead + CAP_TAIL:
+            tail = span.read(end - CAP_TAIL, CAP_TAIL)
+            block, _, seq, failed = _FULL_TAIL.unpack(tail)
+            last_seq, last_failed = self._last.get(ring, (0, 0))
+            if (block == CAP_BLOCK and failed == last_failed
+                    and HEADER.unpack(span.read(0, HEADER.size))[0] == PERF_RECORD_SAMPLE):
+                self._last[ring] = (seq, failed)
+                return Run(_epb_time(span.read(self.lead, 20)),
+                           span.views(self.lead, end - CAP_TAIL), (seq - last_seq) & 0xFFFFFFFF)
+        epbs = [epb for _, epb in self.walk(ring, span.tobytes())]
+        return Run(_epb_time(epbs[0]) if epbs else 0, epbs, len(epbs))
+
+    def walk(self, ring: int, chunk: bytes) -> list[tuple[int, bytes]]:
+        """(offset, EPB) of each record in the chunk; loss reports counted."""
+        out = []
+        pos, end, lead = 0, len(chunk), self.lead
+        while pos + HEADER.size <= end:
+            rtype, _, size = HEADER.unpack_from(chunk, pos)
+            if size < HEADER.size:
+                break  # cannot happen with a sane kernel; do not spin
+            if rtype == PERF_RECORD_SAMPLE and size >= lead + CAP_TAIL:
+                length = _U32.unpack_from(chunk, pos + lead + 4)[0]
+                out.append((pos, chunk[pos + lead:pos + lead + length]))
+                self._last[ring] = _TAIL.unpack_from(chunk, pos + size - 8)
+            elif rtype == PERF_RECORD_LOST:
+                self.lost += LOST.unpack_from(chunk, pos)[4]
+            else:
+                self.foreign += 1
+            pos += size
+        return out
+
+    def rows(self, ring: int, span: Span) -> tuple[list[Row], list[bytes]]:
+        """The events (rows) the records carry, and their EPBs alongside."""
+        chunk = span.tobytes()
+        rows, epbs = [], []
+        for pos, epb in self.walk(ring, chunk):
+            row = self._decoder.row_at(chunk, pos + SAMPLE_HEAD)
+            if row is not None:
+                rows.append(row)
+                epbs.append(epb)
+        return rows, epbs
