@@ -62,8 +62,10 @@ GUEST_TESTS = [
     "tests/test_directions.py::test_two_netmons_on_one_interface_both_see_everything",
     "tests/test_directions.py::test_another_tc_filter_keeps_working",
     "tests/test_directions.py::test_kill_9_leaves_no_tc_hook_behind",
-    # Capture: packet bytes copied by the perf helper at XDP and tc (multi-buffer from
-    # 5.18), and -r through test runs, which take a page per frame before 5.18.
+    # Capture: the kernel builds pcapng blocks at XDP (from 5.18: bpf_xdp_load_bytes;
+    # before, -w watches ingress with tc) and tc; walked records and ring slices; and -r
+    # through test runs, which take a page per frame before 5.18.
+    "tests/test_capture_records.py",
     "tests/test_capture.py::test_both_directions_and_two_interfaces_in_one_file",
     "tests/test_capture.py::test_jumbo_frames_are_captured_whole",
     "tests/test_corpus.py::test_corpus_agrees_with_the_reference",
