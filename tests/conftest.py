@@ -81,3 +81,14 @@ def bpf_objects(tmp_path_factory):
 def pass_object(bpf_objects) -> Path:
     """The empty XDP_PASS program: someone else's program, for netmon to leave alone."""
     return bpf_objects("xdp_pass")
+
+
+@pytest.fixture
+def one_cpu():
+    """Pin the test to one CPU: test runs then write into one perf ring, in order."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)

@@ -94,7 +94,7 @@ def gap_blocks(run: capture.Run) -> int:
 
 @pytest.mark.parametrize("events", [False, True], ids=["file-only", "with-events"])
 @pytest.mark.parametrize("hook", HOOKS)
-def test_records_make_the_file_tshark_reads(tmp_path, hook, events):
+def test_records_make_the_file_tshark_reads(tmp_path, hook, events, one_cpu):
     sent = frames(hook)
     want = matching(sent)
     path = tmp_path / "r.pcapng"
@@ -124,7 +124,7 @@ def test_records_make_the_file_tshark_reads(tmp_path, hook, events):
 
 
 @pytest.mark.parametrize("hook", HOOKS)
-def test_the_snaplen_cuts_records(tmp_path, hook):
+def test_the_snaplen_cuts_records(tmp_path, hook, one_cpu):
     want = matching(frames(hook))
     path = tmp_path / "s.pcapng"
     with Capturing(hook, path, events=False, snaplen=37) as cap:
@@ -135,7 +135,7 @@ def test_the_snaplen_cuts_records(tmp_path, hook):
     assert [(f.data, f.origlen) for f in got] == [(w[:37], len(w)) for w in want]
 
 
-def test_a_loss_report_among_records_is_walked_and_counted(tmp_path):
+def test_a_loss_report_among_records_is_walked_and_counted(tmp_path, one_cpu):
     """A ring too small: sends fail, the kernel reports the loss before the next record,
     the reader walks that span (and only it), and the file holds every record sent."""
     frame = matching(frames("tc_in"))[0] + bytes(1000)

@@ -145,7 +145,7 @@ def test_random_specs_agree(unfiltered, spec):
     assert without_time(got) == without_time([e for e in evs if spec.matches(e)])
 
 
-def test_a_full_buffer_is_counted_not_hidden():
+def test_a_full_buffer_is_counted_not_hidden(one_cpu):
     frame = FRAMES[0]
     runs = 2000
     with MonitorProgram(FilterSpec().kernel_config()) as prog, \
