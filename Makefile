@@ -64,7 +64,8 @@ install: $(BPF_OBJ)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q -e '.[test]'
 
-test: venv
+# The flow tests offer traffic with the bench's generator (build/xdp_tx.bpf.o).
+test: venv $(BUILD)/xdp_tx.bpf.o
 	$(VENV)/bin/python -m pytest -ra tests
 
 test-unit: install

@@ -82,6 +82,50 @@ struct {
 	__type(value, struct nm_scratch);
 } scratch SEC(".maps");
 
+/* Flows: two tables, one counted into while netmon reads the other. */
+#ifdef NM_FLOWS_PERCPU
+#define NM_FLOW_MAP BPF_MAP_TYPE_PERCPU_HASH
+#else
+#define NM_FLOW_MAP BPF_MAP_TYPE_HASH
+#endif
+#define NM_EEXIST 17
+
+struct flow_table {
+	__uint(type, NM_FLOW_MAP);
+	__uint(max_entries, 1);    /* netmon sets --flow-entries before load */
+	__type(key, struct nm_flow_key);
+	__type(value, struct nm_flow);
+} flows0 SEC(".maps"), flows1 SEC(".maps");
+
+/* Which table the hooks count into: 0 or 1. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flowside SEC(".maps");
+
+/*
+ * Never read by a program. Updating an array of maps returns only once every
+ * BPF program running at the time has finished (the kernel waits for them so
+ * that user space knows the new inner map is the one in use): after flipping
+ * flowside, netmon updates this map's one slot, and from then on no program
+ * still counts into the table it is about to read.
+ */
+struct flowsync_inner {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} flowsync_inner SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct flowsync_inner);
+} flowsync SEC(".maps") = { .values = { &flowsync_inner } };
+
 /* Where parsing stands: the next unread byte and the end of the frame. */
 struct cursor {
 	void *pos;
@@ -300,6 +344,8 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 	/* The flags byte follows the 4-bit data offset and reserved bits. */
 	ev->tcp_flags = ((__u8 *)th)[13];
 	ev->flags |= NM_EV_PORTS | NM_EV_TCPFLAGS;
+	/* Past the options too: the cursor then gives the headers' length (flows). */
+	c->pos = (void *)th + th->doff * 4;
 }
 
 static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
@@ -311,6 +357,7 @@ static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
 	ev->sport = bpf_ntohs(uh->source);
 	ev->dport = bpf_ntohs(uh->dest);
 	ev->flags |= NM_EV_PORTS;
+	c->pos = uh + 1;
 }
 
 static __always_inline void parse_sctphdr(struct cursor *c, struct nm_event *ev)
@@ -510,6 +557,81 @@ static __noinline int send_capture(void *ctx, struct nm_event *ev, struct nm_cou
 	return 0;
 }
 
+/* Flows: the packet's flow in the table netmon is not reading. */
+static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
+				     const struct nm_event *ev, __u64 packets, __u64 bytes,
+				     struct nm_counters *cnt)
+{
+	struct nm_flow *f = bpf_map_lookup_elem(table, key);
+	__u32 flags = ev->tcp_flags;
+
+	if (!f) {
+		struct nm_flow init = {
+			.tcp_flags = flags, .packets = packets, .bytes = bytes,
+			.first_ns = ev->ts_ns, .last_ns = ev->ts_ns,
+		};
+		long err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
+
+		if (err == 0)
+			return;
+		/* Another CPU made the entry first: add to it. Else the table is full. */
+		if (err == -NM_EEXIST)
+			f = bpf_map_lookup_elem(table, key);
+		if (!f) {
+			if (cnt) {
+				cnt->n[NM_CNT_FLOW_OVERFLOW] += packets;
+				cnt->n[NM_CNT_FLOW_OVERFLOW_BYTES] += bytes;
+			}
+			return;
+		}
+	}
+#ifndef NM_FLOWS_PERCPU
+	bpf_spin_lock(&f->lock);
+#endif
+	f->packets += packets;
+	f->bytes += bytes;
+	f->tcp_flags |= flags;
+	f->last_ns = ev->ts_ns;
+#ifndef NM_FLOWS_PERCPU
+	bpf_spin_unlock(&f->lock);
+#endif
+}
+
+/*
+ * Flows: count the packet. ``segs`` packets of ``hdrlen`` header bytes each
+ * were merged into this one (GRO/GSO, at tc): on the wire each segment
+ * carried the headers, so they count once per segment.
+ */
+static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, __u32 hdrlen)
+{
+	struct nm_flow_key key = {};
+	__u32 zero = 0, *side;
+	__u64 segs = ev->segs > 1 ? ev->segs : 1;
+	__u64 bytes = ev->len + (segs - 1) * hdrlen;
+
+	key.ifindex = ev->ifindex;
+	key.dir = ev->dir;
+	key.family = ev->family;
+	key.ipproto = ev->ipproto;
+	key.vlan = ev->vlan;
+	if (ev->flags & NM_EV_PORTS) {
+		key.sport = ev->sport;
+		key.dport = ev->dport;
+	} else if (ev->flags & NM_EV_ICMP) {
+		key.sport = ev->icmp_type;
+		key.dport = ev->icmp_code;
+	}
+	__builtin_memcpy(key.saddr, ev->saddr, NM_ADDR_LEN);
+	__builtin_memcpy(key.daddr, ev->daddr, NM_ADDR_LEN);
+
+	side = bpf_map_lookup_elem(&flowside, &zero);
+	if (side && *side)
+		flow_add(&flows1, &key, ev, segs, bytes, cnt);
+	else
+		flow_add(&flows0, &key, ev, segs, bytes, cnt);
+	return 0;
+}
+
 /*
  * Everything a hook does, once: parse, filter, count, fill the event. Returns
  * true when the packet matched and the event waits for its length and send.
@@ -571,6 +693,10 @@ int xdp_monitor(struct xdp_md *ctx)
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
+	if (cfg.flows) {
+		count_flow(&ev, cnt, 0);
+		return XDP_PASS;
+	}
 	if (!cfg.snaplen) {
 		send_event(ctx, &ev, cnt);
 		return XDP_PASS;
@@ -618,6 +744,10 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	ev.dir = dir;
 	ev.len = skb->len;
 	ev.segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	if (cfg.flows) {
+		count_flow(&ev, cnt, c.pos - (void *)(long)skb->data);
+		return NM_TC_NEXT;
+	}
 	if (!cfg.snaplen) {
 		send_event(skb, &ev, cnt);
 		return NM_TC_NEXT;

@@ -79,7 +79,8 @@ struct nm_config {
 	__u8  _pad;
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
-	__u8  _pad2[3];
+	__u8  flows;               /* flows: count packets in the flow table, send no events */
+	__u8  _pad2[2];
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 };
 
@@ -162,11 +163,55 @@ enum nm_counter {
 	NM_CNT_SEND_FAILED,  /* bpf_perf_event_output() errors: buffer full */
 	NM_CNT_PULL_FAILED,  /* tc: bpf_skb_pull_data() errors; headers left unread */
 	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied; not sent */
+	NM_CNT_FLOW_OVERFLOW,       /* flows: packets not counted, the flow table full */
+	NM_CNT_FLOW_OVERFLOW_BYTES, /* flows: their bytes */
 	NM_CNT_MAX,
 };
 
 struct nm_counters {
 	__u64 n[NM_CNT_MAX];
+};
+
+/*
+ * Flows (netmon top, --flows). Each hook adds every matching packet to a flow
+ * in one of two hash maps, flows0 and flows1; flowside says which. Once a
+ * second netmon flips flowside, waits until no program can still be using the
+ * other table (see the flowsync map), and reads and empties that one, which
+ * no program writes any more: no count is lost between the read and the
+ * delete, and a table only has to hold the flows of one interval.
+ *
+ * ICMP and ICMPv6 flows are told apart by type and code, in the ports' place.
+ */
+struct nm_flow_key {
+	__u32 ifindex;
+	__u8  dir;                 /* NM_DIR_* */
+	__u8  family;              /* 4 or 6 */
+	__u8  ipproto;
+	__u8  _pad;
+	__u16 vlan;
+	__u16 sport;               /* ICMP: type */
+	__u16 dport;               /* ICMP: code */
+	__u16 _pad2;
+	__u8  saddr[NM_ADDR_LEN];
+	__u8  daddr[NM_ADDR_LEN];
+};
+
+/*
+ * One flow's counts in one interval. The default build shares one entry among
+ * all CPUs and updates it under its spin lock; NM_FLOWS_PERCPU builds the
+ * per-CPU variant the bench compares it with (README: Flows).
+ */
+struct nm_flow {
+#ifdef NM_FLOWS_PERCPU
+	__u32 _lock;
+#else
+	struct bpf_spin_lock lock;
+#endif
+	__u32 tcp_flags;           /* the OR of the packets' flags */
+	__u64 packets;             /* GSO/GRO-merged packets count their segments */
+	__u64 bytes;               /* on the wire: a merged packet's headers once per segment */
+	__u64 first_ns;            /* CLOCK_MONOTONIC */
+	__u64 last_ns;
 };
 
 #endif /* __XDP_MONITOR_H */

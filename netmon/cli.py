@@ -16,6 +16,7 @@ import typer
 from netmon import __version__, errors, protocols, system
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
+from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE, FlowSettings
 from netmon.interfaces import Selection
 from netmon.capture import MAX_SNAPLEN, Capture
 from netmon.monitor import Settings, run
@@ -172,6 +173,27 @@ def monitor(
         None, "-r", "--read", metavar="FILE",
         help="Read packets from a pcap or pcapng file instead of an interface, through the "
              "same kernel program and filters."),
+    flow_records: bool = typer.Option(
+        False, "--flows",
+        help="Count packets as flows in the kernel and print one record per flow when it "
+             "ends (idle or active timeout, or the end of the run); --json: IPFIX field "
+             "names."),
+    top: bool = typer.Option(
+        False, "--top",
+        help="The flows with the highest rates, redrawn every second ('netmon top' is the "
+             "same)."),
+    sort: str = typer.Option(
+        "rate", "--sort", metavar="KEY", help="top: sort by rate, bytes or packets."),
+    flow_entries: int = typer.Option(
+        DEFAULT_ENTRIES, "--flow-entries", metavar="N", min=1, max=1 << 24,
+        help="Flows the kernel's table holds per second; beyond, packets are counted as "
+             "overflow."),
+    flow_idle: float = typer.Option(
+        DEFAULT_IDLE, "--flow-idle", metavar="SECONDS", min=1,
+        help="A flow without packets for SECONDS ends."),
+    flow_active: float = typer.Option(
+        DEFAULT_ACTIVE, "--flow-active", metavar="SECONDS", min=1,
+        help="A record covers at most SECONDS; longer flows are split."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     count: Optional[int] = typer.Option(
         None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
@@ -205,6 +227,17 @@ def monitor(
         raise errors.UsageError("-W N needs -C or -G: it limits the files they rotate through")
     if write == "-" and (file_mb or rotate_seconds):
         raise errors.UsageError("-C and -G rotate files; -w - writes to standard output")
+    flows = None
+    if flow_records or top:
+        if flow_records and top:
+            raise errors.UsageError("top shows flows live, --flows prints their records: "
+                                    "one at a time")
+        if write is not None or read is not None:
+            raise errors.UsageError("flows are counted live, without -w or -r")
+        if sort not in ("rate", "bytes", "packets"):
+            raise errors.UsageError(f"--sort takes rate, bytes or packets, not {sort!r}")
+        flows = FlowSettings(top=top, entries=flow_entries, idle=flow_idle, active=flow_active,
+                             sort=sort)
     capture = None
     if write is not None:
         capture = Capture(write, snaplen, file_mb, file_count, rotate_seconds, print_lines)
@@ -233,7 +266,7 @@ def monitor(
     settings = Settings(
         selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
-        stats_every=stats, capture=capture,
+        stats_every=stats, capture=capture, flows=flows,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)
     sys.stderr.write("\n" + "".join(f"netmon: {line}\n" for line in summary.lines()))
@@ -243,6 +276,9 @@ def monitor(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into one line on stderr."""
     command = typer.main.get_command(app)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["top"]:  # netmon top ...: the live flow view
+        argv[0] = "--top"
     try:
         status = command.main(args=argv, prog_name="netmon", standalone_mode=False)
     except _ClickException as exc:

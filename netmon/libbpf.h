@@ -43,6 +43,7 @@ struct btf *bpf_object__btf(const struct bpf_object *obj);
 
 const char *bpf_map__name(const struct bpf_map *map);
 int bpf_map__fd(const struct bpf_map *map);
+int bpf_map__type(const struct bpf_map *map);
 __u32 bpf_map__value_size(const struct bpf_map *map);
 int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 int bpf_program__fd(const struct bpf_program *prog);
@@ -56,6 +57,16 @@ const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);
 int bpf_map_delete_elem(int fd, const void *key);
+int bpf_map_get_next_key(int fd, const void *key, void *next_key);
+
+struct bpf_map_batch_opts {
+	size_t sz;
+	__u64 elem_flags;
+	__u64 flags;
+};
+int bpf_map_lookup_and_delete_batch(int fd, void *in_batch, void *out_batch, void *keys,
+				    void *values, __u32 *count,
+				    const struct bpf_map_batch_opts *opts);
 
 struct bpf_link_create_opts {
 	size_t sz;

@@ -9,6 +9,7 @@ noted (and, for a plainly named one, end the run unless ``follow`` is set).
 from __future__ import annotations
 
 import gc
+import select
 import signal
 import time
 from contextlib import ExitStack, closing, contextmanager
@@ -18,6 +19,7 @@ from typing import TextIO
 from netmon import capture as captures
 from netmon import events, interfaces, libbpf, output, program, proxmox, system
 from netmon.capture import Capture
+from netmon.flows import INTERVAL, FlowBook, FlowSettings, FlowTable
 from netmon.errors import AttachFailed, NetmonError, UsageError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
@@ -44,6 +46,7 @@ class Settings:
     stats_every: float | None = None  # seconds between --stats lines
     follow: bool = False  # a named interface that goes away is waited for
     capture: Capture | None = None  # -w: matching packets into pcapng files
+    flows: FlowSettings | None = None  # top, --flows: packets counted as flows
 
     @property
     def labelled(self) -> bool:
@@ -69,13 +72,14 @@ class Summary:
     per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     gone: str | None = None  # the named interface whose going away ended the run
     written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
+    flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
 
     @property
     def lost(self) -> int:
         # A full ring fails the kernel's send and is reported in the ring once there
         # is room: the same loss seen twice, the first count being the sooner.
         return (max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
-                + self.counters.get("copy_failed", 0))
+                + self.counters.get("copy_failed", 0) + self.counters.get("flow_overflow", 0))
 
     def line(self) -> str:
         c = self.counters
@@ -94,6 +98,14 @@ class Summary:
                 failed = c.get("send_failed", 0)
                 rows.append(f"{name} {DIR_NAMES[direction]}: {_counts_line(c)}"
                             + (f", {failed} send failures" if failed else ""))
+        if self.flows:
+            seen, active, ended = self.flows
+            c = self.counters
+            overflow = c.get("flow_overflow", 0)
+            rows.append(f"{seen} flows seen, {active} active, {ended} ended; "
+                        f"{c.get('matched', 0) - overflow} packets counted in flows, "
+                        f"{overflow} ({c.get('flow_overflow_bytes', 0)} bytes) not: "
+                        f"the flow table was full")
         if self.written:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path
@@ -293,6 +305,93 @@ class Delivery:
             self._writer.tick()
 
 
+class _Flows:
+    """top and --flows: the kernel's tables read every INTERVAL, then records or the view."""
+
+    def __init__(self, fs: FlowSettings, prog: MonitorProgram, settings: Settings,
+                 known: Interfaces, summary: Summary, out: TextIO, clock: output.Clock):
+        self._table = FlowTable(prog, fs.entries)
+        self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
+        self._prog = prog
+        self._known = known
+        self._summary = summary
+        self._out = out
+        self._next = time.monotonic() + INTERVAL
+        self._title = f"netmon top: {settings.selection.describe()}"
+        self.screen = None
+        self._view = None
+        self._fmt = None
+        if fs.top:
+            from netmon import top
+
+            many = not settings.selection.single
+            both = len(settings.directions) > 1
+            self._where_parts = (many, both)
+            self._view = top.TopView(self.book, self._where if many or both else None,
+                                     "WHERE" if many else "DIR", fs.sort)
+            if out.isatty():
+                self.screen = top.Screen(self._view, out)
+        elif settings.json:
+            self._fmt = output.FlowRecordJson(known.info, clock)
+        else:
+            self._fmt = output.FlowRecordText(known.name, clock)
+
+    def _where(self, flow) -> str:
+        """The interface (a guest's name for a guest's) and the direction, as needed."""
+        many, both = self._where_parts
+        if not many:
+            return flow.key.direction
+        info = self._known.info(flow.key.ifindex)
+        name = info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
+                                          else info["ifname"])
+        return f"{name} {flow.key.direction}" if both else name
+
+    def wait_ms(self) -> int:
+        return max(0, int((self._next - time.monotonic()) * 1000))
+
+    def key(self, stop: "_Stop") -> None:
+        """A key pressed in the view: q quits, s changes the sort."""
+        fd = self.screen.keys_fd if self.screen else None
+        if fd is None or not select.select([fd], [], [], 0)[0]:
+            return
+        key = self.screen.key()
+        if key == "q":
+            stop.requested = True
+        elif key == "s":
+            self._view.next_sort()
+            self._show([])
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
+        self._show(self.book.add(self._table.take(), time.monotonic_ns()))
+
+    def finish(self) -> None:
+        """The hooks are gone: the last counts, then every flow ends."""
+        records = self.book.add(self._table.take(), time.monotonic_ns()) + self.book.flush()
+        if self._fmt is not None:
+            self._show(records)
+        self._summary.flows = (self.book.seen, self.book.active, self.book.ended)
+
+    def _show(self, records: list) -> None:
+        self._summary.flows = (self.book.seen, self.book.active, self.book.ended)
+        if self._fmt is not None:
+            if records:
+                self._out.write(self._fmt.render(records))
+                self._out.flush()
+                self._summary.shown += len(records)
+            return
+        c = self._prog.counters()
+        lost = c.get("flow_overflow", 0)
+        if self.screen is not None:
+            self.screen.draw(self._title, c.get("send_failed", 0), lost)
+        else:
+            self._out.write(self._view.plain(self._title, c.get("send_failed", 0), lost))
+            self._out.flush()
+
+
 def banner(settings: Settings, spec: FilterSpec, watch: _Watch, notes: list[str]) -> str:
     sel = settings.selection
     lines = [RULE, "     netmon: eBPF/XDP network traffic monitor", RULE]
@@ -386,14 +485,17 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
         records = None
-        config = spec.kernel_config()
+        config = spec.kernel_config(flows=settings.flows is not None)
         if capture:
             # Records carry events only when lines are printed or counted as well.
             records = captures.Records(events=capture.print_lines or settings.count is not None)
             config = spec.kernel_config(capture.snaplen, records.events, clock.offset_ns)
         prog = stack.enter_context(MonitorProgram(
-            config, hooks=_programs_needed(settings, targets), capture=capture is not None))
-        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
+            config, hooks=_programs_needed(settings, targets), capture=capture is not None,
+            flow_entries=settings.flows.entries if settings.flows else 0))
+        # Flows send no events: the one-page rings are there to wait on with the rest.
+        reader = stack.enter_context(PerfReader(prog.events_fd,
+                                                1 if settings.flows else settings.pages))
         writer = stack.enter_context(capture.writer()) if capture else None
         reader.watch(links.fileno())
         watch = stack.enter_context(closing(_Watch(prog, settings, summary)))
@@ -420,6 +522,13 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.flush()
 
         deliver = Delivery(settings, known, summary, out, err, writer, clock)
+        flows = None
+        if settings.flows:
+            flows = _Flows(settings.flows, prog, settings, known, summary, out, clock)
+            if flows.screen is not None:
+                stack.enter_context(flows.screen)
+                if flows.screen.keys_fd is not None:
+                    reader.watch(flows.screen.keys_fd)
 
         def say(text: str) -> None:
             err.write(f"netmon: {text}\n")
@@ -455,13 +564,19 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         poll_ms = settings.poll_ms if deliver.lines else captures.FLUSH_MS
 
         def poll() -> None:
-            if records is None:
+            if flows is not None:
+                reader.poll(flows.wait_ms())  # wakes for links, keys and signals too
+                flows.key(stop)
+                flows.tick()
+            elif records is None:
                 show(reader.poll(poll_ms))
             else:
                 show_captured(reader.poll_spans(poll_ms))
 
         def drain() -> None:
-            if records is None:
+            if flows is not None:
+                flows.finish()
+            elif records is None:
                 show(reader.drain())
             else:
                 show_captured(reader.drain_spans())

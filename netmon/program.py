@@ -44,7 +44,8 @@ FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS, bpf_xdp_get_buff_len(), bpf_xdp_l
 OBJECT_NAME = "xdp_monitor.bpf.o"
 # Counter order of enum nm_counter in bpf/xdp_monitor.h.
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
-                 "pull_failed", "copy_failed")
+                 "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes")
+FLOW_TABLES = ("flows0", "flows1")  # bpf/xdp_monitor.h: counted into by turns
 NM_IF_SLOTS = 512  # bpf/xdp_monitor.h: interface slots (0: interfaces not registered)
 NM_IF_CACHE = 1024
 # cls_bpf (kernels < 6.6): netmon's filters go first, at priority 1, where a filter
@@ -325,13 +326,16 @@ class MonitorProgram:
     """
 
     def __init__(self, config: bytes, path: Path | None = None,
-                 hooks: typing.Iterable[str] = tuple(PROGRAMS), capture: bool = False):
+                 hooks: typing.Iterable[str] = tuple(PROGRAMS), capture: bool = False,
+                 flow_entries: int = 0):
         """``capture``: the config has a snaplen; each CPU gets a record builder, and
-        interface slots (the capture's interface ids) are never given out twice."""
+        interface slots (the capture's interface ids) are never given out twice.
+        ``flow_entries``: the config counts flows, in tables of this many entries."""
         if len(config) != CONFIG_SIZE:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG_SIZE}")
         self._config = config
         self._capture = capture
+        self._flow_entries = flow_entries
         self.hooks = tuple(hooks)
         self.obj = BpfObject(path or object_path(), prepare=self._configure)
         try:
@@ -371,6 +375,9 @@ class MonitorProgram:
             )
         libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
                       "setting the filter config")
+        for table in FLOW_TABLES:  # one entry each when unused: they are preallocated
+            libbpf.ensure(lib.bpf_map__set_max_entries(obj.map(table), self._flow_entries or 1),
+                          "sizing the flow tables")
         if self._capture:
             libbpf.ensure(lib.bpf_map__set_max_entries(
                 obj.map("scratch"), libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs")),

@@ -1,6 +1,8 @@
 """Test traffic, run inside a test namespace: ``python -m tests.traffic KIND ...``.
 
 udp SRC SPORT DST DPORT PAYLOAD [COUNT]   datagrams of PAYLOAD bytes
+flows SRC SPORT DST DPORT PAYLOAD FLOWS COUNT  COUNT datagrams to each of FLOWS
+                                          ports from DPORT on, in turn
 tcp SRC SPORT DST DPORT PAYLOAD           connect, send PAYLOAD bytes, close
 syn SRC SPORT DST DPORT                   one SYN to a closed port (b answers RST)
 raw IFNAME HEX                            one Ethernet frame, as given, out of IFNAME
@@ -22,6 +24,15 @@ def udp(src: str, sport: int, dst: str, dport: int, payload: int, count: int = 1
         s.bind((src, sport))
         for _ in range(count):
             s.sendto(b"n" * payload, (dst, dport))
+
+
+def flows(src: str, sport: int, dst: str, dport: int, payload: int, nflows: int,
+          count: int) -> None:
+    with socket.socket(_family(dst), socket.SOCK_DGRAM) as s:
+        s.bind((src, sport))
+        for _ in range(count):
+            for port in range(dport, dport + nflows):
+                s.sendto(b"n" * payload, (dst, port))
 
 
 def tcp(src: str, sport: int, dst: str, dport: int, payload: int) -> None:
@@ -66,5 +77,5 @@ def listen(addr: str, port: int) -> None:
 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
-    fn = {"udp": udp, "tcp": tcp, "syn": syn, "raw": raw, "listen": listen}[kind]
+    fn = {"udp": udp, "flows": flows, "tcp": tcp, "syn": syn, "raw": raw, "listen": listen}[kind]
     fn(*[int(a) if a.isdigit() and kind != "raw" else a for a in args])

@@ -1,0 +1,305 @@
+"""Flows: the kernel counts them, netmon reads its tables once a second and keeps the flows.
+
+The programs add each matching packet to its flow in one of two tables (see
+bpf/xdp_monitor.h). FlowTable flips them and reads the one no program writes
+any more; user space does work per flow and per second, none per packet.
+FlowBook keeps each flow's totals and rates, and ends flows as records: after
+an idle timeout, after an active timeout (a long flow is split), or when the
+run ends. A record's counts are the ones since the flow's last record, as
+IPFIX's octetDeltaCount and packetDeltaCount are.
+"""
+
+from __future__ import annotations
+
+import collections
+import operator
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from netmon import libbpf
+from netmon.events import DIR_NAMES
+from netmon.libbpf import ffi
+from netmon.program import FLOW_TABLES, MonitorProgram
+
+# struct nm_flow_key and struct nm_flow, bpf/xdp_monitor.h
+FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
+FLOW_VALUE = struct.Struct("=IIQQQQ")  # lock, tcp_flags, packets, bytes, first_ns, last_ns
+BPF_MAP_TYPE_PERCPU_HASH = 5
+ENOENT = 2
+
+DEFAULT_ENTRIES = 65536
+DEFAULT_IDLE = 15.0  # seconds without a packet: the flow ends
+DEFAULT_ACTIVE = 60.0  # seconds a record covers at most: longer flows are split
+INTERVAL = 1.0  # seconds between two reads of the tables
+WINDOWS = (2, 10, 40)  # rate windows in seconds, as iftop's
+
+# flowEndReason (IANA IPFIX information element 136)
+END_IDLE, END_ACTIVE, END_FORCED = 1, 2, 4
+END_NAMES = {END_IDLE: "idle", END_ACTIVE: "active", END_FORCED: "end"}
+
+_AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
+ICMP_PROTOS = (1, 58)
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """netmon top and --flows: what to show and how the kernel's tables are sized."""
+
+    top: bool = False  # the live view; else a record per flow as it ends
+    entries: int = DEFAULT_ENTRIES  # per table: the flows one interval can hold
+    idle: float = DEFAULT_IDLE
+    active: float = DEFAULT_ACTIVE
+    sort: str = "rate"  # top: rate, bytes or packets
+
+
+@dataclass(frozen=True)
+class FlowKey:
+    """What makes packets one flow; for ICMP, type and code are in the ports' place."""
+
+    ifindex: int
+    dir: int
+    family: int
+    ipproto: int
+    vlan: int
+    sport: int
+    dport: int
+    src: str
+    dst: str
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "FlowKey":
+        ifindex, direction, family, ipproto, vlan, sport, dport, saddr, daddr = \
+            FLOW_KEY.unpack(raw)
+        af, width = _AF[family]
+        return cls(ifindex, direction, family, ipproto, vlan, sport, dport,
+                   socket.inet_ntop(af, saddr[:width]), socket.inet_ntop(af, daddr[:width]))
+
+    @property
+    def icmp(self) -> bool:
+        return self.ipproto in ICMP_PROTOS
+
+    @property
+    def direction(self) -> str:
+        return DIR_NAMES[self.dir]
+
+
+class FlowTable:
+    """The kernel's two flow tables: take() gives the last interval's flows."""
+
+    def __init__(self, prog: MonitorProgram, entries: int):
+        obj = prog.obj
+        lib = libbpf.lib()
+        self._fds = [obj.map_fd(name) for name in FLOW_TABLES]
+        self._side_fd = obj.map_fd("flowside")
+        self._sync_fd = obj.map_fd("flowsync")
+        self._sync_value = ffi.new("__u32 *", obj.map_fd("flowsync_inner"))
+        self._zero = ffi.new("__u32 *", 0)
+        self._side = 0
+        percpu = lib.bpf_map__type(obj.map(FLOW_TABLES[0])) == BPF_MAP_TYPE_PERCPU_HASH
+        self._cpus = libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs") \
+            if percpu else 1
+        self._entries = entries
+        self._keys = ffi.new("char[]", entries * FLOW_KEY.size)
+        self._values = ffi.new("char[]", entries * FLOW_VALUE.size * self._cpus)
+        self._batch = ffi.new("char[]", 8)  # the kernel's position in a hash map: a bucket
+        self._batch_ops = True
+
+    def take(self) -> list[tuple[bytes, int, int, int, int, int]]:
+        """Flip the tables, wait until no program counts into the old one, read and empty it.
+
+        Returns (raw key, tcp_flags, packets, bytes, first_ns, last_ns) per flow.
+        """
+        lib = libbpf.lib()
+        idle = self._side
+        self._side ^= 1
+        libbpf.ensure(lib.bpf_map_update_elem(self._side_fd, self._zero,
+                                              ffi.new("__u32 *", self._side), 0),
+                      "switching flow tables")
+        # Returns once every program running now has finished (see flowsync).
+        libbpf.ensure(lib.bpf_map_update_elem(self._sync_fd, self._zero, self._sync_value, 0),
+                      "waiting for the flow table's writers")
+        return self._read(self._fds[idle])
+
+    def _read(self, fd: int) -> list:
+        if self._batch_ops:
+            try:
+                return self._read_batches(fd)
+            except libbpf.LibbpfError as exc:
+                if exc.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: < 5.6
+                    raise
+                self._batch_ops = False
+        return self._read_one_by_one(fd)
+
+    def _read_batches(self, fd: int) -> list:
+        """BPF_MAP_LOOKUP_AND_DELETE_BATCH: all of it in a call or a few."""
+        lib = libbpf.lib()
+        opts = libbpf.new_opts("bpf_map_batch_opts")
+        count = ffi.new("__u32 *")
+        rows = []
+        first = True
+        while True:
+            count[0] = self._entries
+            rc = lib.bpf_map_lookup_and_delete_batch(
+                fd, ffi.NULL if first else self._batch, self._batch, self._keys,
+                self._values, count, opts)
+            if rc < 0 and rc != -ENOENT:
+                libbpf.ensure(rc, "reading the flow table")
+            rows += self._rows(count[0])
+            if rc == -ENOENT or count[0] == 0:
+                return rows
+            first = False
+
+    def _read_one_by_one(self, fd: int) -> list:
+        """Kernels without batch operations: nothing writes this table now, so a walk
+        and a delete per flow lose nothing either."""
+        lib = libbpf.lib()
+        n = 0
+        key = ffi.NULL
+        while n < self._entries:
+            nxt = self._keys + n * FLOW_KEY.size
+            if lib.bpf_map_get_next_key(fd, key, nxt) < 0:
+                break
+            key = nxt
+            n += 1
+        for i in range(n):
+            k = self._keys + i * FLOW_KEY.size
+            libbpf.ensure(lib.bpf_map_lookup_elem(
+                fd, k, self._values + i * FLOW_VALUE.size * self._cpus), "reading a flow")
+            lib.bpf_map_delete_elem(fd, k)
+        return self._rows(n)
+
+    def _rows(self, n: int) -> list:
+        keys = ffi.buffer(self._keys, n * FLOW_KEY.size)[:]
+        values = ffi.buffer(self._values, n * FLOW_VALUE.size * self._cpus)[:]
+        stride = FLOW_VALUE.size * self._cpus
+        rows = []
+        for i in range(n):
+            key = keys[i * FLOW_KEY.size:(i + 1) * FLOW_KEY.size]
+            if self._cpus == 1:
+                _, flags, packets, nbytes, first, last = FLOW_VALUE.unpack_from(values, i * stride)
+            else:  # per-CPU copies: the sum, the union, the earliest and the latest
+                flags = packets = nbytes = last = 0
+                first = None
+                for cpu in range(self._cpus):
+                    _, f, p, b, t0, t1 = FLOW_VALUE.unpack_from(
+                        values, i * stride + cpu * FLOW_VALUE.size)
+                    if p:
+                        flags |= f
+                        packets += p
+                        nbytes += b
+                        first = t0 if first is None else min(first, t0)
+                        last = max(last, t1)
+                first = first or 0
+            rows.append((key, flags, packets, nbytes, first, last))
+        return rows
+
+
+@dataclass
+class Flow:
+    """One flow as netmon keeps it between two reads."""
+
+    key: FlowKey
+    first_ns: int  # of the current record (monotonic)
+    last_ns: int
+    packets: int = 0  # since the flow's last record
+    bytes: int = 0
+    tcp_flags: int = 0
+    total_packets: int = 0  # since netmon first saw it
+    total_bytes: int = 0
+    # Per interval, newest last: bytes and packets, for the rate windows.
+    recent: collections.deque = field(default_factory=lambda: collections.deque(
+        maxlen=max(WINDOWS)))
+
+
+@dataclass(frozen=True)
+class FlowRecord:
+    """A flow's counts from first_ns to last_ns (monotonic), ended for ``reason``."""
+
+    key: FlowKey
+    first_ns: int
+    last_ns: int
+    packets: int
+    bytes: int
+    tcp_flags: int
+    reason: int  # END_*
+
+
+BY_START = operator.attrgetter("first_ns")  # records in the order their flows started
+
+
+class FlowBook:
+    """Every flow seen, its counts, rates and records."""
+
+    def __init__(self, start_ns: int, idle: float = DEFAULT_IDLE,
+                 active: float = DEFAULT_ACTIVE):
+        """``start_ns``: when the kernel began counting (monotonic), the first interval's start."""
+        self.idle_ns = int(idle * 1e9)
+        self.active_ns = int(active * 1e9)
+        self.flows: dict[bytes, Flow] = {}
+        self.seen = 0  # flows ever started (a split flow counts once)
+        self.ended = 0  # records made
+        # Interval lengths in seconds, newest last, for the rate windows.
+        self.intervals: collections.deque = collections.deque(maxlen=max(WINDOWS))
+        self._last_tick = start_ns
+
+    @property
+    def active(self) -> int:
+        return len(self.flows)
+
+    def add(self, rows: list, now_ns: int) -> list[FlowRecord]:
+        """One interval's rows from FlowTable.take(); returns the records that ended."""
+        self.intervals.append(max(now_ns - self._last_tick, 1) / 1e9)
+        self._last_tick = now_ns
+        seen_now = set()
+        for raw, flags, packets, nbytes, first, last in rows:
+            flow = self.flows.get(raw)
+            if flow is None:
+                flow = self.flows[raw] = Flow(FlowKey.decode(raw), first, last)
+                self.seen += 1
+            flow.packets += packets
+            flow.bytes += nbytes
+            flow.tcp_flags |= flags
+            flow.last_ns = max(flow.last_ns, last)
+            flow.total_packets += packets
+            flow.total_bytes += nbytes
+            flow.recent.append((nbytes, packets))
+            seen_now.add(raw)
+        for raw, flow in self.flows.items():
+            if raw not in seen_now:
+                flow.recent.append((0, 0))
+        return self._expire(now_ns)
+
+    def _expire(self, now_ns: int) -> list[FlowRecord]:
+        records: list[FlowRecord] = []
+        for raw in list(self.flows):
+            flow = self.flows[raw]
+            if now_ns - flow.last_ns >= self.idle_ns:
+                records.append(self._record(flow, END_IDLE))
+                del self.flows[raw]
+            elif now_ns - flow.first_ns >= self.active_ns and flow.packets:
+                records.append(self._record(flow, END_ACTIVE))
+                # The next record starts where this one's last packet was.
+                flow.first_ns = flow.last_ns
+                flow.packets = flow.bytes = flow.tcp_flags = 0
+        return sorted(records, key=BY_START)
+
+    def flush(self) -> list[FlowRecord]:
+        """The run ends: every flow with counts left ends now."""
+        records = [self._record(f, END_FORCED) for f in self.flows.values() if f.packets]
+        self.flows.clear()
+        return sorted(records, key=BY_START)
+
+    def _record(self, flow: Flow, reason: int) -> FlowRecord:
+        self.ended += 1
+        return FlowRecord(flow.key, flow.first_ns, flow.last_ns, flow.packets, flow.bytes,
+                          flow.tcp_flags, reason)
+
+    def rate(self, flow: Flow, seconds: int) -> tuple[float, float]:
+        """(bits/s, packets/s) over the last ``seconds`` intervals (fewer at start)."""
+        n = min(seconds, len(flow.recent), len(self.intervals))
+        if n == 0:
+            return 0.0, 0.0
+        span = sum(list(self.intervals)[-n:])
+        recent = list(flow.recent)[-n:]
+        return (sum(b for b, _ in recent) * 8 / span, sum(p for _, p in recent) / span)

@@ -1,0 +1,181 @@
+"""netmon top: the flows with the highest rates, redrawn every second.
+
+On a terminal the view is drawn with rich: a header with the totals per
+direction and protocol and what was lost, then one row per flow. Keys: ``s``
+changes the sort (rate, bytes, packets), ``q`` quits. The table fits 80
+columns (addresses are cut with an ellipsis) and drops the slower rate
+windows, then the interface, in narrower terminals. When stdout is not a
+terminal, a plain table is printed per interval instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import termios
+import time
+import tty
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+from netmon import protocols
+from netmon.flows import WINDOWS, Flow, FlowBook
+from netmon.output import flow_endpoints
+
+SORTS = ("rate", "bytes", "packets")
+ROWS_DEFAULT = 20
+
+
+def human(value: float, unit: str) -> str:
+    """1234567 -> ``1.23M``+unit, as iftop prints rates (decimal prefixes)."""
+    for prefix in ("", "k", "M", "G", "T"):
+        if abs(value) < 1000 or prefix == "T":
+            return f"{value:.0f}{unit}" if prefix == "" else f"{value:.3g}{prefix}{unit}"
+        value /= 1000
+    return f"{value}{unit}"  # not reached
+
+
+@dataclass
+class Row:
+    proto: str
+    endpoints: str
+    where: str
+    pps: float
+    bps: tuple[float, ...]  # per window
+    total: int
+
+
+class TopView:
+    """The state of the view (sort, rows) and its text; drawing is the caller's."""
+
+    def __init__(self, book: FlowBook, where: Callable[[Flow], str] | None,
+                 where_title: str = "WHERE", sort: str = "rate", rows: int = ROWS_DEFAULT):
+        """``where``: a flow's interface and direction (or guest) as the view shows them;
+        None when one interface and one direction are watched (no column needed)."""
+        self.book = book
+        self._where = where
+        self.where_title = where_title if where else None
+        self.sort = sort
+        self.rows = rows
+
+    def next_sort(self) -> None:
+        self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+
+    def top(self) -> list[Row]:
+        book = self.book
+        rated = []
+        for flow in book.flows.values():
+            rates = [book.rate(flow, w) for w in WINDOWS]
+            rated.append((flow, rates))
+        keys = {
+            "rate": lambda fr: (fr[1][0][0], fr[1][1][0], fr[1][2][0], fr[0].total_bytes),
+            "bytes": lambda fr: fr[0].total_bytes,
+            "packets": lambda fr: fr[0].total_packets,
+        }
+        rated.sort(key=keys[self.sort], reverse=True)
+        where = self._where or (lambda flow: "")
+        return [Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
+                    rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes)
+                for f, rates in rated[:self.rows]]
+
+    def totals(self) -> dict[tuple[str, str], float]:
+        """bits/s over the shortest window, per (direction, protocol)."""
+        out: dict[tuple[str, str], float] = {}
+        for flow in self.book.flows.values():
+            k = (flow.key.direction, protocols.name(flow.key.ipproto))
+            out[k] = out.get(k, 0.0) + self.book.rate(flow, WINDOWS[0])[0]
+        return out
+
+    def header(self, title: str, lost: int, overflow: int) -> list[str]:
+        totals = self.totals()
+        parts = []
+        for direction in ("in", "out"):
+            mine = sorted(((p, bps) for (d, p), bps in totals.items() if d == direction),
+                          key=lambda pb: -pb[1])
+            if mine:
+                parts.append(f"{direction}: " + " ".join(f"{p} {human(b, 'b/s')}"
+                                                         for p, b in mine))
+        return [f"{title}  sort: {self.sort}  flows: {self.book.active}  "
+                f"lost: {lost}  overflow: {overflow}",
+                "  ".join(parts) or "no traffic yet"]
+
+    def plain(self, title: str, lost: int, overflow: int) -> str:
+        """The view as plain text: for a pipe or a file, one block per interval."""
+        named = [self.where_title] if self.where_title else []
+        cols = ["PROTO", "FLOW", *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + ["TOTAL"]
+        table = [cols] + [[r.proto, r.endpoints, *([r.where] if named else []), f"{r.pps:.0f}",
+                           *(human(b, "b") for b in r.bps), human(r.total, "B")]
+                          for r in self.top()]
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        left = 2 + len(named)  # text columns, left-aligned; numbers right-aligned
+        lines = self.header(title, lost, overflow)
+        for row in table:
+            cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in
+                     enumerate(zip(row, widths))]
+            lines.append("  ".join(cells).rstrip())
+        return "\n".join(lines) + "\n\n"
+
+
+class Screen:
+    """The view on a terminal: rich redraws it in place; keys are read unbuffered."""
+
+    def __init__(self, view: TopView, out: TextIO):
+        from rich.console import Console
+        from rich.live import Live
+
+        self._view = view
+        self._console = Console(file=out)
+        self._live = Live(console=self._console, auto_refresh=False, screen=True,
+                          transient=True)
+        self._stdin = sys.stdin.fileno() if sys.stdin.isatty() else None
+        self._saved = None
+
+    def __enter__(self) -> "Screen":
+        if self._stdin is not None:
+            self._saved = termios.tcgetattr(self._stdin)
+            tty.setcbreak(self._stdin)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._live.__exit__(*exc)
+        if self._saved is not None:
+            termios.tcsetattr(self._stdin, termios.TCSADRAIN, self._saved)
+
+    @property
+    def keys_fd(self) -> int | None:
+        return self._stdin
+
+    def key(self) -> str:
+        """The key pressed (stdin was readable)."""
+        try:
+            return os.read(self._stdin, 16).decode(errors="replace")[-1:]
+        except OSError:
+            return ""
+
+    def draw(self, title: str, lost: int, overflow: int) -> None:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        width = self._console.width
+        windows = WINDOWS if width >= 72 else WINDOWS[:1]
+        where = self._view.where_title if width >= 60 else None
+        table = Table(box=None, pad_edge=False, expand=True, header_style="bold",
+                      padding=(0, 1, 0, 0))
+        table.add_column("PROTO", no_wrap=True)
+        table.add_column("FLOW", no_wrap=True, overflow="ellipsis", ratio=1)
+        if where:
+            table.add_column(where, no_wrap=True, overflow="ellipsis", max_width=16)
+        table.add_column("PKT/S", justify="right", no_wrap=True)
+        for w in windows:
+            table.add_column(f"{w}s", justify="right", no_wrap=True)
+        table.add_column("TOTAL", justify="right", no_wrap=True)
+        for r in self._view.top():
+            cells = [r.proto, r.endpoints] + ([r.where] if where else [])
+            cells += [f"{r.pps:.0f}"] + [human(b, "b") for b in r.bps[:len(windows)]]
+            table.add_row(*cells, human(r.total, "B"))
+        head = self._view.header(title, lost, overflow)
+        hint = Text("s: sort  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
+        self._live.update(Group(Text(head[0], style="bold"), Text(head[1]), hint, table),
+                          refresh=True)

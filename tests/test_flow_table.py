@@ -1,0 +1,242 @@
+"""The kernel's flow tables, and netmon --flows and top, held to what was sent.
+
+Real kernel: test runs for the tables alone, real traffic through veths for
+the tool. Flows are sent with the bench's XDP_TX generator (live frames,
+Linux >= 5.18) at 40,000 packets/s and as fast as it goes, and the records
+must add up to what was sent, packet for packet, byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+from scapy.layers.l2 import Ether
+
+from netmon import system
+from netmon.filters import FilterSpec
+from netmon.flows import FlowTable
+from netmon.program import FRAGS_KERNEL, MonitorProgram, prog_test_run
+from tests.netns import ROOT, Netmon, scaled, send
+
+pytestmark = pytest.mark.kernel
+
+LIVE_FRAMES = pytest.mark.skipif(system.kernel_version() < FRAGS_KERNEL,
+                                 reason="the traffic generator's live frames need Linux 5.18")
+GENERATOR = Path(ROOT) / "build" / "xdp_tx.bpf.o"  # make test builds it
+
+
+def flow_frames(mac_a: str, mac_b: str, a: str, b: str) -> list[bytes]:
+    """One frame per flow: TCP, UDP, ICMP over IPv4, UDP, TCP and ICMPv6 over IPv6."""
+    eth = Ether(src=mac_a, dst=mac_b)
+    a6, b6 = "2001:db8:77::1", "2001:db8:77::2"
+    return [bytes(f) for f in (
+        eth / IP(src=a, dst=b) / TCP(sport=40001, dport=443, flags="PA") / (b"t" * 200),
+        eth / IP(src=a, dst=b) / UDP(sport=40002, dport=53) / (b"u" * 60),
+        eth / IP(src=a, dst=b) / ICMP(type=8, id=7) / (b"i" * 56),
+        eth / IPv6(src=a6, dst=b6) / UDP(sport=40003, dport=5353) / (b"v" * 1000),
+        eth / IPv6(src=a6, dst=b6) / TCP(sport=40004, dport=22, flags="A") / (b"w" * 10),
+        eth / IPv6(src=a6, dst=b6) / ICMPv6EchoRequest(id=9) / (b"x" * 20),
+    )]
+
+
+def key_of(rec: dict) -> tuple:
+    """A record's flow, as the frame that made it would say it."""
+    v = "IPv4" if "sourceIPv4Address" in rec else "IPv6"
+    return (rec["protocolIdentifier"], rec[f"source{v}Address"], rec[f"destination{v}Address"],
+            rec.get("sourceTransportPort"), rec.get("destinationTransportPort"),
+            rec.get(f"icmpTypeCode{v}"))
+
+
+def frame_key(frame: bytes) -> tuple:
+    pkt = Ether(frame)
+    ip = pkt.payload
+    l4 = ip.payload
+    proto = ip.proto if ip.version == 4 else ip.nh
+    ports = (l4.sport, l4.dport) if proto in (6, 17) else (None, None)
+    icmp = l4.type << 8 | l4.code if proto in (1, 58) else None
+    return (proto, ip.src, ip.dst, *ports, icmp)
+
+
+def totals(records: list[dict]) -> dict[tuple, tuple[int, int]]:
+    out: dict[tuple, tuple[int, int]] = {}
+    for rec in records:
+        p, b = out.get(key_of(rec), (0, 0))
+        out[key_of(rec)] = (p + rec["packetDeltaCount"], b + rec["octetDeltaCount"])
+    return out
+
+
+def offer(n, frame: bytes, count: int, rate: float) -> None:
+    n.run(n.a, "taskset", "-c", "0", sys.executable, "-m", "bench.trafficgen", str(GENERATOR),
+          n.a_if, frame.hex(), str(count), str(rate), cwd=ROOT)
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc_in"])
+def test_reading_the_tables_loses_no_count(hook):
+    """Packets keep coming (test runs on another thread) while the tables are flipped
+    and read a hundred times over: every packet is in exactly one read."""
+    frames = flow_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "10.9.0.1", "10.9.0.2")
+    loops, repeat = 20, 20000  # few calls: an XDP test run costs ~16 ms a call here
+    with MonitorProgram(FilterSpec().kernel_config(flows=True), hooks=(hook,),
+                        flow_entries=64) as prog:
+        table = FlowTable(prog, 64)
+        done = threading.Event()
+        errors = []
+
+        def packets() -> None:
+            try:
+                for _ in range(loops):
+                    for frame in frames:
+                        prog_test_run(prog.prog_fds[hook], frame, repeat=repeat)
+            except Exception as exc:  # reported below
+                errors.append(exc)
+            finally:
+                done.set()
+
+        worker = threading.Thread(target=packets)
+        worker.start()
+        rows, reads = [], 0
+        while not done.is_set():
+            got = table.take()
+            reads += bool(got)
+            rows += got
+        worker.join()
+        rows += table.take()
+        assert not errors
+        counters = prog.counters()
+    assert reads >= 10, "the reads did not overlap the packets"
+    got: dict[bytes, list[int]] = {}
+    for raw, _, packets_, nbytes, first, last in rows:
+        assert first <= last
+        got.setdefault(raw, [0, 0])
+        got[raw][0] += packets_
+        got[raw][1] += nbytes
+    sent = loops * repeat
+    assert sorted(got.values()) == sorted([sent, sent * len(f)] for f in frames)
+    assert counters["flow_overflow"] == 0 and counters["matched"] == sent * len(frames)
+
+
+@LIVE_FRAMES
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
+def test_flow_records_add_up_to_what_was_sent(netns, hook):
+    n = netns
+    frames = flow_frames(n.mac(n.a), n.mac(n.b), n.a_ip, n.b_ip)
+    paced, unpaced = 4000, 20000
+    # XDP_TX hands frames to the peer's NAPI: b needs an XDP program or GRO for it. With
+    # GRO, tc sees TCP segments merged: their headers count once per segment.
+    n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
+    with Netmon(n, "--flows", "--json", "--hook", hook) as nm:
+        nm.wait_ready()
+        for frame in frames:
+            offer(n, frame, paced, 40_000)
+        for frame in frames:
+            offer(n, frame, unpaced, 0)  # as fast as the generator goes
+        time.sleep(scaled(1.5))  # a read of the tables
+        assert nm.stop() == 0
+    records = [json.loads(line) for line in nm.out]
+    want = {frame_key(f): ((paced + unpaced), (paced + unpaced) * len(f)) for f in frames}
+    assert totals(records) == want
+    assert f"{len(frames)} flows seen, 0 active, {len(frames)} ended; " \
+           f"{len(frames) * (paced + unpaced)} packets counted in flows, 0 (0 bytes) not" \
+           in "\n".join(nm.err)
+    tcp = [r for r in records if r["protocolIdentifier"] == 6 and "sourceIPv4Address" in r]
+    assert [r["tcpControlBits"] for r in tcp] == [0x18]  # PSH|ACK
+
+
+def test_idle_and_active_timeouts_end_flows(netns):
+    n = netns
+    with Netmon(n, "--flows", "--json", "--flow-idle", "2", "--flow-active", "3") as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40010, n.b_ip, 7001, 10, 1)  # one packet, then silence
+        for _ in range(10):  # a packet every 0.5 s for 5 s: split by the active timeout
+            send(n, "udp", n.a_ip, 40011, n.b_ip, 7002, 10, 1)
+            time.sleep(0.5)
+        lines = nm.wait_lines(2, timeout=10)
+        running = [json.loads(line) for line in lines]
+        assert nm.stop() == 0
+    records = [json.loads(line) for line in nm.out]
+    quiet = [r for r in records if r["destinationTransportPort"] == 7001]
+    busy = [r for r in records if r["destinationTransportPort"] == 7002]
+    # The quiet flow ended while netmon ran, by the idle timeout.
+    assert [(r["packetDeltaCount"], r["flowEndReason"]) for r in quiet] == [(1, 1)]
+    assert any(r["destinationTransportPort"] == 7001 for r in running)
+    # The busy one: split by the active timeout, nothing lost between the records.
+    assert len(busy) >= 2 and busy[0]["flowEndReason"] == 2
+    assert sum(r["packetDeltaCount"] for r in busy) == 10
+    assert all(r2["flowStartMilliseconds"] >= r1["flowEndMilliseconds"]
+               for r1, r2 in zip(busy, busy[1:]))
+
+
+def test_a_table_too_small_counts_the_overflow(netns):
+    n = netns
+    with Netmon(n, "--flows", "--json", "--flow-entries", "2") as nm:
+        nm.wait_ready()
+        send(n, "flows", n.a_ip, 40020, n.b_ip, 7100, 10, 8, 5)  # 8 flows, 5 packets each
+        time.sleep(scaled(1.5))
+        assert nm.stop() == 0
+    counted = sum(json.loads(line)["packetDeltaCount"] for line in nm.out)
+    summary = "\n".join(nm.err)
+    overflow = int(re.search(r"packets counted in flows, (\d+) \(", summary).group(1))
+    assert overflow > 0 and counted + overflow == 40
+    assert f"{counted} packets counted in flows" in summary
+
+
+def pane(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def rate(text: str) -> float:
+    """``16.1Mb`` -> 16.1e6."""
+    m = re.fullmatch(r"([\d.]+)([kMGT]?)b", text)
+    return float(m.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[m.group(2)]
+
+
+@LIVE_FRAMES
+def test_top_shows_the_flows_at_their_rates(netns):
+    """netmon top in tmux, as a person sees it: two flows offered at known rates."""
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    n = netns
+    frames = flow_frames(n.mac(n.a), n.mac(n.b), n.a_ip, n.b_ip)
+    big, small = frames[3], frames[1]  # IPv6 UDP 1062 bytes, IPv4 UDP 102 bytes
+    offered = {"big": (big, 2000), "small": (small, 1000)}  # packets/s
+    session = f"nmt-top-{n.id}"
+    cmd = " ".join(n.exec_args(n.b, sys.executable, "-m", "netmon", "top", "-i", n.b_if))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                    f"cd {ROOT} && {cmd}"], check=True)
+    gens = []
+    try:
+        deadline = time.monotonic() + scaled(10)
+        while "netmon top" not in pane(session) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for frame, pps in offered.values():
+            gens.append(subprocess.Popen(
+                n.exec_args(n.a, sys.executable, "-m", "bench.trafficgen", str(GENERATOR),
+                            n.a_if, frame.hex(), str(pps * 8), str(pps)),
+                cwd=ROOT, stdout=subprocess.DEVNULL))
+        time.sleep(4.5)  # the 2 s window full of steady traffic
+        screen = pane(session)
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        for g in gens:
+            g.wait(30)
+    finally:
+        for g in gens:
+            g.kill()
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    lines = screen.splitlines()
+    assert lines[0].startswith(f"netmon top: {n.b_if}  sort: rate  flows: 2")
+    rows = [line.split() for line in lines if line.startswith("UDP ")]
+    assert len(rows) == 2, screen
+    # PROTO, src, ->, dst, PKT/S, 2s, 10s, 40s, TOTAL; the faster flow first.
+    for cells, (frame, pps) in zip(rows, [offered["big"], offered["small"]]):
+        assert abs(float(cells[4]) - pps) <= 0.1 * pps, screen
+        assert abs(rate(cells[5]) - pps * len(frame) * 8) <= 0.1 * pps * len(frame) * 8, screen

@@ -1,0 +1,146 @@
+"""Flows: the book keeping in user space, the records' formats, and the view's text.
+
+No kernel here; tests/test_flow_table.py holds the kernel's tables and the
+whole tool to what was sent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from netmon import cli, output
+from netmon.cli import ExitStatus
+from netmon.flows import (END_ACTIVE, END_FORCED, END_IDLE, FLOW_KEY, FlowBook, FlowKey,
+                          FlowRecord)
+from netmon.top import TopView, human
+
+S = 1_000_000_000  # ns
+
+
+def key(sport: int = 5000, dport: int = 80, proto: int = 6, dir: int = 0, family: int = 4,
+        ifindex: int = 7) -> bytes:
+    src, dst = (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) if family == 4 else \
+        (bytes.fromhex("20010db8" + "0" * 23 + "1"), bytes.fromhex("20010db8" + "0" * 23 + "2"))
+    return FLOW_KEY.pack(ifindex, dir, family, proto, 0, sport, dport, src, dst)
+
+
+def row(raw: bytes, packets: int, nbytes: int, first: int, last: int, flags: int = 0):
+    return (raw, flags, packets, nbytes, first, last)
+
+
+def test_counts_add_up_and_idle_flows_end():
+    book = FlowBook(0, idle=3, active=60)
+    a, b = key(1), key(2)
+    assert book.add([row(a, 2, 200, 1 * S, 1 * S, 0x02), row(b, 1, 60, 1 * S, 1 * S)], 1 * S) == []
+    assert book.add([row(a, 3, 300, 2 * S, 2 * S, 0x10)], 2 * S) == []
+    assert book.add([row(a, 1, 100, 3 * S, 3 * S, 0x01)], 3 * S) == []
+    # b's last packet was at 1 s: idle for 3 s at 4 s.
+    (ended,) = book.add([], 4 * S)
+    assert ended == FlowRecord(FlowKey.decode(b), 1 * S, 1 * S, 1, 60, 0, END_IDLE)
+    assert (book.seen, book.active, book.ended) == (2, 1, 1)
+    (last,) = book.flush()
+    assert last == FlowRecord(FlowKey.decode(a), 1 * S, 3 * S, 6, 600, 0x13, END_FORCED)
+    assert (book.active, book.ended) == (0, 2)
+
+
+def test_active_timeout_splits_a_long_flow_without_losing_a_packet():
+    book = FlowBook(0, idle=15, active=2)
+    a = key()
+    records = []
+    for t in range(1, 9):
+        records += book.add([row(a, 10, 1000, t * S, t * S)], t * S)
+    records += book.flush()
+    assert [r.reason for r in records] == [END_ACTIVE] * 3 + [END_FORCED]
+    assert [r.packets for r in records] == [30, 20, 20, 10]
+    assert sum(r.bytes for r in records) == 8000
+    # Each record starts where the one before it ended.
+    assert all(r2.first_ns == r1.last_ns for r1, r2 in zip(records, records[1:]))
+    assert book.seen == 1
+
+
+def test_rates_over_the_windows():
+    book = FlowBook(0)
+    a = key()
+    for t in range(1, 21):
+        book.add([row(a, 100, 125_000, t * S, t * S)], t * S)  # 1 Mb/s, 100 packets/s
+    flow = book.flows[a]
+    assert book.rate(flow, 2) == pytest.approx((1e6, 100))
+    assert book.rate(flow, 40) == pytest.approx((1e6, 100))  # the 20 s there are
+    book.add([], 21 * S)
+    book.add([], 22 * S)
+    assert book.rate(flow, 2) == (0.0, 0.0)
+    assert book.rate(flow, 10) == pytest.approx((8e5, 80))
+
+
+def clock() -> output.Clock:
+    return output.Clock(1_700_000_000 * S)
+
+
+def test_record_json_uses_ipfix_names():
+    info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web"}}.__getitem__
+    fmt = output.FlowRecordJson(info, clock())
+    tcp = FlowRecord(FlowKey.decode(key()), 1 * S, 3 * S + 500_000, 6, 600, 0x12, END_IDLE)
+    assert json.loads(fmt.render([tcp])) == {
+        "flowStartMilliseconds": 1_700_000_001_000, "flowEndMilliseconds": 1_700_000_003_000,
+        "packetDeltaCount": 6, "octetDeltaCount": 600, "protocolIdentifier": 6,
+        "sourceIPv4Address": "10.0.0.1", "destinationIPv4Address": "10.0.0.2",
+        "sourceTransportPort": 5000, "destinationTransportPort": 80, "tcpControlBits": 0x12,
+        "ingressInterface": 7, "flowDirection": 0, "flowEndReason": 1,
+        "interfaceName": "tap100i0", "guest": 100, "guest_name": "web"}
+    icmp6 = FlowRecord(FlowKey.decode(key(128, 0, proto=58, dir=1, family=6)), S, S, 1, 104, 0,
+                       END_FORCED)
+    got = json.loads(fmt.render([icmp6]))
+    assert got["icmpTypeCodeIPv6"] == 128 << 8 and got["egressInterface"] == 7
+    assert got["sourceIPv6Address"] == "2001:db8::1" and got["flowDirection"] == 1
+    assert "sourceTransportPort" not in got and "tcpControlBits" not in got
+
+
+def test_record_text():
+    fmt = output.FlowRecordText({7: "veth1"}.__getitem__, clock())
+    tcp = FlowRecord(FlowKey.decode(key()), 1 * S, 3 * S + 500_000_000, 6, 600, 0x1B, END_IDLE)
+    line = fmt.render([tcp])
+    assert line.endswith(" 2.500s veth1 in TCP 10.0.0.1:5000 -> 10.0.0.2:80 6 packets 600 "
+                         "bytes ...AP.SF idle\n")
+    icmp = FlowRecord(FlowKey.decode(key(8, 0, proto=1, dir=1)), S, S, 1, 98, 0, END_ACTIVE)
+    assert fmt.render([icmp]).endswith(
+        " 0.000s veth1 out ICMP 10.0.0.1 -> 10.0.0.2 type 8 code 0 1 packets 98 bytes active\n")
+
+
+def test_plain_top_table_sorts_and_sums():
+    book = FlowBook(0)
+    big, small = key(1), key(2, proto=17)
+    for t in range(1, 4):
+        book.add([row(big, 10, 125_000, t * S, t * S), row(small, 1000, 12_500, t * S, t * S)],
+                 t * S)
+    view = TopView(book, None)
+    text = view.plain("netmon top: veth1", lost=0, overflow=5)
+    lines = text.splitlines()
+    assert lines[0] == "netmon top: veth1  sort: rate  flows: 2  lost: 0  overflow: 5"
+    assert lines[1] == "in: TCP 1Mb/s UDP 100kb/s"
+    assert lines[2].split() == ["PROTO", "FLOW", "PKT/S", "2s", "10s", "40s", "TOTAL"]
+    assert lines[3].split() == ["TCP", "10.0.0.1:1", "->", "10.0.0.2:80", "10", "1Mb", "1Mb",
+                                "1Mb", "375kB"]
+    assert lines[4].split()[0] == "UDP"
+    view.sort = "packets"
+    assert view.plain("t", 0, 0).splitlines()[3].split()[0] == "UDP"
+
+
+def test_human_units():
+    assert [human(v, "b") for v in (0, 999, 1000, 1234567, 5.5e9)] == \
+        ["0b", "999b", "1kb", "1.23Mb", "5.5Gb"]
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["--flows", "--top"], "one at a time"),
+    (["top", "--flows"], "one at a time"),
+    (["--flows", "-w", "x.pcapng"], "without -w or -r"),
+    (["top", "--sort", "speed"], "--sort takes rate, bytes or packets"),
+    (["--flows", "--flow-entries", "0"], "--flow-entries"),
+    (["--flows", "--flow-idle", "0"], "--flow-idle"),
+])
+def test_bad_flow_options(capsys, argv, fragment):
+    status = cli.main([*argv, "-i", "lo"])
+    _, err = capsys.readouterr()
+    assert status == ExitStatus.USAGE and err.count("\n") == 1 and fragment in err
