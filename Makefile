@@ -15,7 +15,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
 
 # Debian packages: what building the wheel needs, and what running and testing add.
 BUILD_DEPS := clang llvm libbpf-dev bpftool make python3 python3-venv python3-pip
-APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-linux tshark
+APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-linux tshark tmux
 
 .PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels bench clean
 
@@ -34,6 +34,11 @@ $(BUILD)/%.bpf.o: bpf/%.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
 $(BUILD)/%.bpf.o: tests/bpf/%.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
 	@mkdir -p $(dir $@)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+# The per-CPU flow table variant the bench compares netmon's shared one with.
+$(BUILD)/xdp_monitor_percpu.bpf.o: bpf/xdp_monitor.bpf.c bpf/xdp_monitor.h bpf/vmlinux.h
+	@mkdir -p $(dir $@)
+	$(CLANG) $(BPF_CFLAGS) -DNM_FLOWS_PERCPU -c $< -o $@
 
 $(BUILD)/%.bpf.o: bench/%.bpf.c bpf/vmlinux.h
 	@mkdir -p $(dir $@)
@@ -83,5 +88,8 @@ test-kernels: venv
 	$(VENV)/bin/python scripts/kernel-matrix.py --python $(abspath $(VENV))/bin/python
 
 # Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
-bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o $(BUILD)/tc_pass.bpf.o
+BENCH_DEPS := tcpdump tshark iftop softflowd nfdump
+bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o $(BUILD)/tc_pass.bpf.o \
+		$(BUILD)/xdp_monitor_percpu.bpf.o
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEPS)
 	$(VENV)/bin/python -m bench.run

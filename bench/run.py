@@ -15,7 +15,8 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (f) start-up: from exec to netmon's "Press Ctrl-C" and to tcpdump's "listening on";
   (g) capture: CPU per captured packet of `netmon -w` and `tcpdump -w` (and xdpdump,
       where it runs), 64- and 1500-byte frames, at 40,000/s and unpaced, and what each
-      lost; packets counted in the files with capinfos.
+      lost; packets counted in the files with capinfos;
+  (h), (i), (j) flows: see bench/flows.py.
 
 The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -458,14 +459,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefg",
+    ap.add_argument("--only", default="abcdefghij",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
     def want(section: str) -> bool:
         return section in args.only
 
-    for obj in ("xdp_tx", "xdp_pass", "tc_pass"):
+    for obj in ("xdp_tx", "xdp_pass", "tc_pass", "xdp_monitor_percpu"):
         subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
 
     print(f"Machine: {machine()}\n")
@@ -475,6 +476,11 @@ def main() -> None:
     if want("e"):
         print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
                         bench_prog_run(repeat=2_000_000, hook="tc_in"))
+    if want("h"):
+        from bench.flows import bench_flow_update
+
+        print_prog_rows("(h) flow update cost per packet (an existing flow), XDP, "
+                        "BPF_PROG_TEST_RUN", bench_flow_update(repeat=5_000_000))
 
     with NetnsPair() as n:
         n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
@@ -517,6 +523,22 @@ def main() -> None:
                           f"{r['offered']:,} ({rate_label(r['rate'])})",
                           f"{r['captured']:,}", f"{r['lost']:,}", f"{r['us_per_packet']:.2f}"]
                          for r in cap_rows])
+        if want("i") or want("j"):
+            from bench.flows import FLOWS, bench_flow_rate, bench_flow_tools
+        if want("i"):
+            print_table(f"(i) packet rate the receiving veth keeps, {FLOWS} flows offered "
+                        "unpaced", ["attached", "packets/s", "× empty"],
+                        [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
+                         for r in bench_flow_rate(n, args.max_count, args.repeats)])
+        if want("j"):
+            flow_rows = bench_flow_tools(n, [rate, 0], [int(rate * args.seconds),
+                                                        args.max_count], args.repeats, tmp)
+            print_table(f"(j) flows: user-space CPU and packets not counted, {FLOWS} UDP "
+                        "flows of 142-byte frames",
+                        ["tool", "offered", "counted", "not counted", "CPU ms/s"],
+                        [[r["tool"], f"{r['offered']:,} ({rate_label(r['rate'])})",
+                          f"{r['counted']:,}", f"{r['missed']:,}",
+                          f"{r['cpu_ms_per_s']:.1f}"] for r in flow_rows])
         shutil.rmtree(tmp, ignore_errors=True)
 
 

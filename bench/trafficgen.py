@@ -4,7 +4,9 @@ The frames are sent the way xdp-trafficgen sends them: an XDP program that
 returns XDP_TX runs under BPF_PROG_TEST_RUN with BPF_F_TEST_XDP_LIVE_FRAMES,
 so each run transmits the frame out of the interface named in the context.
 
-    python -m bench.trafficgen OBJ IFNAME FRAME_HEX COUNT RATE   (RATE 0: as fast as it can)
+    python -m bench.trafficgen OBJ IFNAME FRAME_HEX COUNT RATE [FLOWS]
+        RATE 0: as fast as it can; FLOWS: an IPv4 UDP frame (checksum 0) is sent from
+        that many source ports in turn, from its own on (see xdp_tx.bpf.c)
 
 Prints one JSON object: frames offered and seconds taken.
 """
@@ -33,10 +35,18 @@ def xdp_md(ifindex: int, frame_len: int) -> bytes:
     return struct.pack("=6I", 0, frame_len, 0, ifindex, 0, 0)
 
 
-def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float) -> dict:
+def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float,
+             flows: int = 1) -> dict:
     ifindex = socket.if_nametoindex(ifname)
     lib = libbpf.lib()
-    with BpfObject(obj_path) as obj:
+
+    def prepare(obj: BpfObject) -> None:
+        sport = struct.unpack_from("!H", frame, 14 + 20)[0] if flows > 1 else 0
+        value = struct.pack("=IHH", flows, sport, 0)  # .rodata: xdp_tx.bpf.c's gen
+        libbpf.ensure(lib.bpf_map__set_initial_value(obj.rodata(), value, len(value)),
+                      "setting the flow count")
+
+    with BpfObject(obj_path, prepare=prepare) as obj:
         prog_fd = obj.program_fd("xdp_tx")
         data = ffi.from_buffer(frame)
         ctx = ffi.from_buffer(xdp_md(ifindex, len(frame)))
@@ -64,6 +74,6 @@ def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float)
 
 
 if __name__ == "__main__":
-    obj, ifname, frame_hex, count, rate = sys.argv[1:]
+    obj, ifname, frame_hex, count, rate, *flows = sys.argv[1:]
     print(json.dumps(generate(Path(obj), ifname, bytes.fromhex(frame_hex), int(count),
-                              float(rate))))
+                              float(rate), int(flows[0]) if flows else 1)))

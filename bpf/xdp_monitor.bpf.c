@@ -557,18 +557,38 @@ static __noinline int send_capture(void *ctx, struct nm_event *ev, struct nm_cou
 	return 0;
 }
 
+/*
+ * Flows: the OR of a flow's TCP flags. Most packets bring no new flag and
+ * write nothing. BPF's atomic OR came with 5.12 (netmon sets cfg.atomic_or
+ * there; clang emits it only for -mcpu=v3, hence the assembly); before, a new
+ * flag is a plain write, which can lose one only when two CPUs add different
+ * new flags to one flow at the same instant.
+ */
+static __always_inline void or_flags(__u64 *to, __u64 flags)
+{
+	if ((*to & flags) == flags)
+		return;
+#ifdef NM_FLOWS_PERCPU
+	*to |= flags;
+#else
+	if (cfg.atomic_or)
+		asm volatile("lock *(u64 *)(%0 + 0) |= %1" : : "r"(to), "r"(flags) : "memory");
+	else
+		*to |= flags;
+#endif
+}
+
 /* Flows: the packet's flow in the table netmon is not reading. */
-static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
-				     const struct nm_event *ev, __u64 packets, __u64 bytes,
+static __always_inline void flow_add(void *table, const struct nm_flow_key *key, __u64 now,
+				     __u64 packets, __u64 bytes, __u64 flags,
 				     struct nm_counters *cnt)
 {
 	struct nm_flow *f = bpf_map_lookup_elem(table, key);
-	__u32 flags = ev->tcp_flags;
 
 	if (!f) {
 		struct nm_flow init = {
-			.tcp_flags = flags, .packets = packets, .bytes = bytes,
-			.first_ns = ev->ts_ns, .last_ns = ev->ts_ns,
+			.packets = packets, .bytes = bytes, .first_ns = now, .last_ns = now,
+			.tcp_flags = flags,
 		};
 		long err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
 
@@ -585,20 +605,19 @@ static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
 			return;
 		}
 	}
-#ifndef NM_FLOWS_PERCPU
-	bpf_spin_lock(&f->lock);
-#endif
+#ifdef NM_FLOWS_PERCPU
 	f->packets += packets;
 	f->bytes += bytes;
-	f->tcp_flags |= flags;
-	f->last_ns = ev->ts_ns;
-#ifndef NM_FLOWS_PERCPU
-	bpf_spin_unlock(&f->lock);
+#else
+	__sync_fetch_and_add(&f->packets, packets);
+	__sync_fetch_and_add(&f->bytes, bytes);
 #endif
+	f->last_ns = now;
+	or_flags(&f->tcp_flags, flags);
 }
 
 /*
- * Flows: count the packet. ``segs`` packets of ``hdrlen`` header bytes each
+ * Flows: count the packet (ev has no time stamp: the flow takes its own). ``segs`` packets of ``hdrlen`` header bytes each
  * were merged into this one (GRO/GSO, at tc): on the wire each segment
  * carried the headers, so they count once per segment.
  */
@@ -608,6 +627,7 @@ static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, _
 	__u32 zero = 0, *side;
 	__u64 segs = ev->segs > 1 ? ev->segs : 1;
 	__u64 bytes = ev->len + (segs - 1) * hdrlen;
+	__u64 now;
 
 	key.ifindex = ev->ifindex;
 	key.dir = ev->dir;
@@ -624,11 +644,16 @@ static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, _
 	__builtin_memcpy(key.saddr, ev->saddr, NM_ADDR_LEN);
 	__builtin_memcpy(key.daddr, ev->daddr, NM_ADDR_LEN);
 
+	/* A tick's resolution is plenty for flows, and costs less than ktime_get_ns(). */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_ktime_get_coarse_ns))
+		now = bpf_ktime_get_coarse_ns();
+	else
+		now = bpf_ktime_get_ns();
 	side = bpf_map_lookup_elem(&flowside, &zero);
 	if (side && *side)
-		flow_add(&flows1, &key, ev, segs, bytes, cnt);
+		flow_add(&flows1, &key, now, segs, bytes, ev->tcp_flags, cnt);
 	else
-		flow_add(&flows0, &key, ev, segs, bytes, cnt);
+		flow_add(&flows0, &key, now, segs, bytes, ev->tcp_flags, cnt);
 	return 0;
 }
 
@@ -689,7 +714,6 @@ int xdp_monitor(struct xdp_md *ctx)
 
 	if (!inspect(&c, &ev, cnt))
 		return XDP_PASS;
-	ev.ts_ns = bpf_ktime_get_ns();
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
@@ -697,6 +721,7 @@ int xdp_monitor(struct xdp_md *ctx)
 		count_flow(&ev, cnt, 0);
 		return XDP_PASS;
 	}
+	ev.ts_ns = bpf_ktime_get_ns();
 	if (!cfg.snaplen) {
 		send_event(ctx, &ev, cnt);
 		return XDP_PASS;
@@ -739,7 +764,6 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 
 	if (!inspect(&c, &ev, cnt))
 		return NM_TC_NEXT;
-	ev.ts_ns = bpf_ktime_get_ns();
 	ev.ifindex = skb->ifindex;
 	ev.dir = dir;
 	ev.len = skb->len;
@@ -748,6 +772,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 		count_flow(&ev, cnt, c.pos - (void *)(long)skb->data);
 		return NM_TC_NEXT;
 	}
+	ev.ts_ns = bpf_ktime_get_ns();
 	if (!cfg.snaplen) {
 		send_event(skb, &ev, cnt);
 		return NM_TC_NEXT;

@@ -80,7 +80,8 @@ struct nm_config {
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
-	__u8  _pad2[2];
+	__u8  atomic_or;           /* flows: the kernel has BPF's atomic OR (>= 5.12) */
+	__u8  _pad2;
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 };
 
@@ -198,20 +199,15 @@ struct nm_flow_key {
 
 /*
  * One flow's counts in one interval. The default build shares one entry among
- * all CPUs and updates it under its spin lock; NM_FLOWS_PERCPU builds the
- * per-CPU variant the bench compares it with (README: Flows).
+ * all CPUs and adds to it atomically; NM_FLOWS_PERCPU builds the per-CPU
+ * variant the bench compares it with (README: Flows).
  */
 struct nm_flow {
-#ifdef NM_FLOWS_PERCPU
-	__u32 _lock;
-#else
-	struct bpf_spin_lock lock;
-#endif
-	__u32 tcp_flags;           /* the OR of the packets' flags */
 	__u64 packets;             /* GSO/GRO-merged packets count their segments */
 	__u64 bytes;               /* on the wire: a merged packet's headers once per segment */
-	__u64 first_ns;            /* CLOCK_MONOTONIC */
+	__u64 first_ns;            /* CLOCK_MONOTONIC, coarse (a tick) where the kernel has it */
 	__u64 last_ns;
+	__u64 tcp_flags;           /* the OR of the packets' flags */
 };
 
 #endif /* __XDP_MONITOR_H */

@@ -17,14 +17,15 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from netmon import libbpf
+from netmon import libbpf, system
 from netmon.events import DIR_NAMES
+from netmon.filters import FilterSpec
 from netmon.libbpf import ffi
 from netmon.program import FLOW_TABLES, MonitorProgram
 
 # struct nm_flow_key and struct nm_flow, bpf/xdp_monitor.h
 FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
-FLOW_VALUE = struct.Struct("=IIQQQQ")  # lock, tcp_flags, packets, bytes, first_ns, last_ns
+FLOW_VALUE = struct.Struct("=QQQQQ")  # packets, bytes, first_ns, last_ns, tcp_flags
 BPF_MAP_TYPE_PERCPU_HASH = 5
 ENOENT = 2
 
@@ -40,6 +41,15 @@ END_NAMES = {END_IDLE: "idle", END_ACTIVE: "active", END_FORCED: "end"}
 
 _AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 ICMP_PROTOS = (1, 58)
+
+
+ATOMIC_OR_KERNEL = (5, 12)  # BPF_ATOMIC | BPF_OR
+
+
+def kernel_config(spec: FilterSpec) -> bytes:
+    """The program's config for counting ``spec``'s packets as flows."""
+    return spec.kernel_config(flows=True,
+                              atomic_or=system.kernel_version() >= ATOMIC_OR_KERNEL)
 
 
 @dataclass(frozen=True)
@@ -177,12 +187,12 @@ class FlowTable:
         for i in range(n):
             key = keys[i * FLOW_KEY.size:(i + 1) * FLOW_KEY.size]
             if self._cpus == 1:
-                _, flags, packets, nbytes, first, last = FLOW_VALUE.unpack_from(values, i * stride)
+                packets, nbytes, first, last, flags = FLOW_VALUE.unpack_from(values, i * stride)
             else:  # per-CPU copies: the sum, the union, the earliest and the latest
                 flags = packets = nbytes = last = 0
                 first = None
                 for cpu in range(self._cpus):
-                    _, f, p, b, t0, t1 = FLOW_VALUE.unpack_from(
+                    p, b, t0, t1, f = FLOW_VALUE.unpack_from(
                         values, i * stride + cpu * FLOW_VALUE.size)
                     if p:
                         flags |= f

@@ -20,6 +20,7 @@ from netmon import capture as captures
 from netmon import events, interfaces, libbpf, output, program, proxmox, system
 from netmon.capture import Capture
 from netmon.flows import INTERVAL, FlowBook, FlowSettings, FlowTable
+from netmon.flows import kernel_config as flows_config
 from netmon.errors import AttachFailed, NetmonError, UsageError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
@@ -485,7 +486,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
         records = None
-        config = spec.kernel_config(flows=settings.flows is not None)
+        config = flows_config(spec) if settings.flows else spec.kernel_config()
         if capture:
             # Records carry events only when lines are printed or counted as well.
             records = captures.Records(events=capture.print_lines or settings.count is not None)

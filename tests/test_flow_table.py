@@ -22,6 +22,7 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
 from netmon import system
+from netmon import flows
 from netmon.filters import FilterSpec
 from netmon.flows import FlowTable
 from netmon.program import FRAGS_KERNEL, MonitorProgram, prog_test_run
@@ -85,7 +86,7 @@ def test_reading_the_tables_loses_no_count(hook):
     and read a hundred times over: every packet is in exactly one read."""
     frames = flow_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "10.9.0.1", "10.9.0.2")
     loops, repeat = 20, 20000  # few calls: an XDP test run costs ~16 ms a call here
-    with MonitorProgram(FilterSpec().kernel_config(flows=True), hooks=(hook,),
+    with MonitorProgram(flows.kernel_config(FilterSpec()), hooks=(hook,),
                         flow_entries=64) as prog:
         table = FlowTable(prog, 64)
         done = threading.Event()

@@ -1,0 +1,222 @@
+"""The flows bench (make bench, sections h to j), beside its baselines in the same run.
+
+  (h) the flow update's cost per packet under BPF_PROG_TEST_RUN, against the empty
+      XDP program, for the shared table netmon uses and for the per-CPU variant
+      (the same source built with NM_FLOWS_PERCPU);
+  (i) the packet rate the receiving veth keeps with netmon counting flows;
+  (j) user-space CPU per second of netmon --flows, iftop -t and softflowd (exporting
+      to nfcapd) at 40,000 packets/s and unpaced, and what each did not count.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from netmon import flows
+from netmon.filters import FilterSpec
+from netmon.program import BpfObject, MonitorProgram
+from tests.netns import NetnsPair
+
+from bench.run import (BUILD, GEN_CPU, ROOT, TOOL_CPU, best_run, rx_packets, udp_frame)
+
+FLOWS = 50  # the generator sends the frame from this many source ports in turn
+COLLECTOR_PORT = 9995  # nfcapd, on b's loopback
+
+
+def flow_frame(n: NetnsPair) -> bytes:
+    """A UDP frame (142 bytes) with no checksum, which the generator rewrites per flow."""
+    from scapy.layers.l2 import Ether
+
+    frame = Ether(udp_frame(n, payload=100))
+    frame["UDP"].chksum = 0
+    return bytes(frame)
+
+
+def offer_flows(n: NetnsPair, frame: bytes, count: int, rate: float) -> dict:
+    res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
+                str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
+                str(FLOWS), cwd=ROOT)
+    return json.loads(res.stdout)
+
+
+def task_cpu_ns(pid: int) -> int:
+    """On-CPU time of every thread of a process (iftop has several), in ns."""
+    total = 0
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that just ended
+    return total
+
+
+def bench_flow_update(repeat: int) -> list[dict]:
+    """ns per packet of an existing flow's update, XDP, against the empty program."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                  / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=9) / (b"x" * 18))
+    rows = []
+    with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
+        ns, kns = best_run(empty.program_fd("xdp_pass"), frame, repeat)
+    rows.append({"program": "empty XDP_PASS", "ns": ns, "kernel_ns": kns})
+    for name, path in (("netmon flows, shared entry + spin lock (default)", None),
+                       ("netmon flows, per-CPU entries", BUILD / "xdp_monitor_percpu.bpf.o")):
+        with MonitorProgram(flows.kernel_config(FilterSpec()), path=path, hooks=["xdp"],
+                            flow_entries=1024) as prog:
+            prog.register(socket.if_nametoindex("lo"))
+            ns, kns = best_run(prog.prog_fds["xdp"], frame, repeat)
+            assert prog.counters()["flow_overflow"] == 0
+        rows.append({"program": name, "ns": ns, "kernel_ns": kns})
+    for row in rows:
+        row["ratio"] = row["ns"] / rows[0]["ns"]
+        row["kernel_ratio"] = row["kernel_ns"] / rows[0]["kernel_ns"]
+    return rows
+
+
+def bench_flow_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
+    """Packets/s the veth keeps, unpaced: empty XDP_PASS against netmon counting flows."""
+    frame = flow_frame(n)
+    results: dict[str, list[float]] = {"empty XDP_PASS": [], "netmon --flows": []}
+    for _ in range(repeats):
+        for name in results:
+            proc = None
+            if name == "empty XDP_PASS":
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj",
+                      str(BUILD / "xdp_pass.bpf.o"), "sec", "xdp")
+            else:
+                proc = start(n, [sys.executable, "-m", "netmon", "-i", n.b_if, "--flows"],
+                             ready="Press Ctrl-C to stop")
+            before = rx_packets(n)
+            gen = offer_flows(n, frame, count, 0)
+            results[name].append((rx_packets(n) - before) / gen["seconds"])
+            if proc is None:
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")
+            else:
+                stop(proc)
+    base = statistics.median(results["empty XDP_PASS"])
+    return [{"attached": name, "pps": statistics.median(v),
+             "ratio": statistics.median(v) / base} for name, v in results.items()]
+
+
+def start(n: NetnsPair, argv: list[str], ready: str | None = None, out=subprocess.DEVNULL,
+          settle: float = 1.5) -> subprocess.Popen:
+    """A tool in namespace b, pinned to the tool CPU; waits for ``ready`` on stderr."""
+    proc = subprocess.Popen(n.exec_args(n.b, "taskset", "-c", TOOL_CPU, *argv), stdout=out,
+                            stderr=subprocess.PIPE if ready else subprocess.DEVNULL,
+                            text=True, cwd=ROOT)
+    if ready:
+        for line in proc.stderr:
+            if ready in line:
+                break
+        proc.stderr.close()
+    else:
+        time.sleep(settle)
+    return proc
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGINT) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _trickle(n: NetnsPair, until: subprocess.Popen) -> None:
+    """iftop's clock only moves when a packet comes: ICMP (filtered out) until it ends."""
+    deadline = time.monotonic() + 60
+    while until.poll() is None and time.monotonic() < deadline:
+        n.run(n.a, "ping", "-c", "1", "-W", "1", n.b_ip, check=False)
+        time.sleep(0.2)
+
+
+def run_tool(n: NetnsPair, tool: str, frame: bytes, count: int, rate: float, seconds: float,
+             tmp: Path) -> dict:
+    """One tool on one traffic run: its CPU over the run and what it counted."""
+    iplen = len(frame) - 14
+    out_path = tmp / f"{tool}.out"
+    collector = None
+    with open(out_path, "w") as out:
+        if tool == "netmon --flows":
+            proc = start(n, [sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp",
+                             "--flows", "--json"], ready="Press Ctrl-C to stop", out=out)
+        elif tool == "iftop -t":
+            proc = start(n, ["iftop", "-t", "-n", "-N", "-P", "-B", "-i", n.b_if, "-f", "udp",
+                             "-s", str(int(seconds + 3))], out=out)
+        else:
+            flowdir = tmp / "nfcapd"
+            flowdir.mkdir(exist_ok=True)
+            for old in flowdir.iterdir():
+                old.unlink()
+            collector = subprocess.Popen(n.exec_args(n.b, "nfcapd", "-b", "127.0.0.1", "-p",
+                                                     str(COLLECTOR_PORT), "-w", str(flowdir)),
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = start(n, ["softflowd", "-d", "-i", n.b_if, "-n",
+                             f"127.0.0.1:{COLLECTOR_PORT}", "-v", "9", "-c",
+                             str(tmp / "softflowd.ctl"), "-p", str(tmp / "softflowd.pid"),
+                             "udp"], out=out)
+        try:
+            cpu0, t0 = task_cpu_ns(proc.pid), time.monotonic()
+            gen = offer_flows(n, frame, count, rate)
+            time.sleep(1.5)  # netmon's next read of the tables; the others' last packets
+            cpu, elapsed = task_cpu_ns(proc.pid) - cpu0, time.monotonic() - t0
+            if tool == "iftop -t":
+                _trickle(n, proc)
+            elif tool.startswith("softflowd"):
+                n.run(n.b, "softflowctl", "-c", str(tmp / "softflowd.ctl"), "shutdown",
+                      check=False)  # exports every flow, then exits
+                proc.wait(30)
+                time.sleep(0.5)
+                stop(collector, signal.SIGTERM)
+        finally:
+            stop(proc)
+            if collector is not None:
+                stop(collector, signal.SIGTERM)
+    text = out_path.read_text()
+    if tool == "netmon --flows":
+        counted = sum(json.loads(line)["packetDeltaCount"] for line in text.splitlines())
+    elif tool == "iftop -t":
+        # iftop counts IP bytes: its cumulative total over the frame's IP length.
+        m = re.findall(r"Cumulative \(sent/received/total\):\s+\S+\s+\S+\s+([\d.]+)([KMG]?)B",
+                       text)
+        value, unit = m[-1] if m else ("0", "")
+        counted = round(float(value) * {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[unit]
+                        / iplen)
+    else:
+        res = subprocess.run(["nfdump", "-R", str(tmp / "nfcapd"), "-q", "-o", "fmt:%pkt"],
+                             capture_output=True, text=True)
+        counted = sum(int(x) for x in res.stdout.split() if x.isdigit())
+    return {"tool": tool, "rate": rate, "offered": gen["offered"], "counted": counted,
+            "cpu_ms_per_s": cpu / 1e6 / elapsed}
+
+
+def bench_flow_tools(n: NetnsPair, rates: list[float], counts: list[int], repeats: int,
+                     tmp: Path) -> list[dict]:
+    frame = flow_frame(n)
+    rows = []
+    for rate, count in zip(rates, counts):
+        for tool in ("netmon --flows", "iftop -t", "softflowd"):
+            runs = [run_tool(n, tool, frame, count, rate, count / (rate or 400_000), tmp)
+                    for _ in range(repeats)]
+            rows.append({
+                "tool": tool, "rate": rate, "offered": count,
+                "counted": min(r["counted"] for r in runs),
+                "missed": max(r["offered"] - r["counted"] for r in runs),
+                "cpu_ms_per_s": statistics.median(r["cpu_ms_per_s"] for r in runs),
+            })
+    return rows
+
