@@ -177,5 +177,7 @@ class Screen:
             table.add_row(*cells, human(r.total, "B"))
         head = self._view.header(title, lost, overflow)
         hint = Text("s: sort  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
-        self._live.update(Group(Text(head[0], style="bold"), Text(head[1]), hint, table),
-                          refresh=True)
+        lines = [Text(head[0], style="bold"), Text(head[1]), hint]
+        for line in lines:  # one row each, whatever the width
+            line.no_wrap, line.overflow = True, "ellipsis"
+        self._live.update(Group(*lines, table), refresh=True)
