@@ -69,6 +69,11 @@ GUEST_TESTS = [
     "tests/test_capture.py::test_both_directions_and_two_interfaces_in_one_file",
     "tests/test_capture.py::test_jumbo_frames_are_captured_whole",
     "tests/test_corpus.py::test_corpus_agrees_with_the_reference",
+    # Flows: the tables read while packets come (batch ops from 5.6, the atomic OR from
+    # 5.12), and netmon --flows with a table too small. The tests that offer traffic with
+    # live frames need 5.18 and run on the host.
+    "tests/test_flow_table.py::test_reading_the_tables_loses_no_count",
+    "tests/test_flow_table.py::test_a_table_too_small_counts_the_overflow",
 ]
 # Kernel-independent and slow under emulation: hypothesis loading a program per example.
 GUEST_SKIP = ["tests/test_program.py::test_random_specs_agree"]
