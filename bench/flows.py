@@ -26,7 +26,7 @@ from netmon.filters import FilterSpec
 from netmon.program import BpfObject, MonitorProgram
 from tests.netns import NetnsPair
 
-from bench.run import (BUILD, GEN_CPU, ROOT, TOOL_CPU, best_run, rx_packets, udp_frame)
+from bench.run import BUILD, ROOT, TOOL_CPU, bench_rate, best_run, offer, udp_frame
 
 FLOWS = 50  # the generator sends the frame from this many source ports in turn
 COLLECTOR_PORT = 9995  # nfcapd, on b's loopback
@@ -42,10 +42,7 @@ def flow_frame(n: NetnsPair) -> bytes:
 
 
 def offer_flows(n: NetnsPair, frame: bytes, count: int, rate: float) -> dict:
-    res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
-                str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
-                str(FLOWS), cwd=ROOT)
-    return json.loads(res.stdout)
+    return offer(n, frame, count, rate, FLOWS)
 
 
 def task_cpu_ns(pid: int) -> int:
@@ -87,27 +84,8 @@ def bench_flow_update(repeat: int) -> list[dict]:
 
 def bench_flow_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
     """Packets/s the veth keeps, unpaced: empty XDP_PASS against netmon counting flows."""
-    frame = flow_frame(n)
-    results: dict[str, list[float]] = {"empty XDP_PASS": [], "netmon --flows": []}
-    for _ in range(repeats):
-        for name in results:
-            proc = None
-            if name == "empty XDP_PASS":
-                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj",
-                      str(BUILD / "xdp_pass.bpf.o"), "sec", "xdp")
-            else:
-                proc = start(n, [sys.executable, "-m", "netmon", "-i", n.b_if, "--flows"],
-                             ready="Press Ctrl-C to stop")
-            before = rx_packets(n)
-            gen = offer_flows(n, frame, count, 0)
-            results[name].append((rx_packets(n) - before) / gen["seconds"])
-            if proc is None:
-                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")
-            else:
-                stop(proc)
-    base = statistics.median(results["empty XDP_PASS"])
-    return [{"attached": name, "pps": statistics.median(v),
-             "ratio": statistics.median(v) / base} for name, v in results.items()]
+    return bench_rate(n, count, repeats, frame=flow_frame(n), flows=FLOWS, argv=["--flows"],
+                      label="netmon --flows")
 
 
 def start(n: NetnsPair, argv: list[str], ready: str | None = None, out=subprocess.DEVNULL,

@@ -61,10 +61,11 @@ def udp_frame(n: NetnsPair, dport: int = DPORT, payload: int = 18) -> bytes:
                  / UDP(sport=40000, dport=dport) / (b"x" * payload))
 
 
-def offer(n: NetnsPair, frame: bytes, count: int, rate: float) -> dict:
+def offer(n: NetnsPair, frame: bytes, count: int, rate: float, flows: int = 1) -> dict:
+    """``flows``: the frame (UDP, checksum 0) from that many source ports in turn."""
     res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
                 str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
-                cwd=ROOT)
+                str(flows), cwd=ROOT)
     return json.loads(res.stdout)
 
 
@@ -360,12 +361,16 @@ def bench_latency(n: NetnsPair, frames: int) -> dict:
             "max_ms": max(delays) * 1000}
 
 
-def bench_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
-    frame = udp_frame(n)
+def bench_rate(n: NetnsPair, count: int, repeats: int, frame: bytes | None = None,
+               flows: int = 1, argv: list[str] | None = None,
+               label: str = "netmon, filtering all out") -> list[dict]:
+    """Packets/s the veth keeps, frames offered unpaced: the empty XDP_PASS program
+    attached, then netmon (by default filtering everything out; or ``argv``)."""
+    frame = frame or udp_frame(n)
     pass_obj = BUILD / "xdp_pass.bpf.o"
-    nothing = [sys.executable, "-m", "netmon", "-i", n.b_if, "--protocol", "udp",
-               "--dst-port", str(DPORT + 1)]
-    results: dict[str, list[float]] = {"empty XDP_PASS": [], "netmon, filtering all out": []}
+    argv = argv or ["--protocol", "udp", "--dst-port", str(DPORT + 1)]
+    netmon = [sys.executable, "-m", "netmon", "-i", n.b_if, *argv]
+    results: dict[str, list[float]] = {"empty XDP_PASS": [], label: []}
     for _ in range(repeats):
         for name in results:
             tool = None
@@ -373,9 +378,9 @@ def bench_rate(n: NetnsPair, count: int, repeats: int) -> list[dict]:
                 n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj", str(pass_obj),
                       "sec", "xdp")
             else:
-                tool = Tool(n, "netmon", nothing, "Press Ctrl-C to stop", Path(os.devnull))
+                tool = Tool(n, "netmon", netmon, "Press Ctrl-C to stop", Path(os.devnull))
             before = rx_packets(n)
-            gen = offer(n, frame, count, 0)
+            gen = offer(n, frame, count, 0, flows)
             results[name].append((rx_packets(n) - before) / gen["seconds"])
             if tool is None:
                 n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")

@@ -658,6 +658,39 @@ static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, _
 }
 
 /*
+ * Capture: copy the packet's bytes in and send its record. At XDP,
+ * bpf_xdp_load_bytes() reads every buffer of the frame (>= 5.18; netmon
+ * captures with tc where it is missing); at tc, bpf_skb_load_bytes() reads the
+ * linear part and the fragments. ``xdp`` is a constant at each call: the
+ * other hook's helper is compiled out.
+ */
+static __always_inline void capture(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
+				    __u32 slot, bool xdp)
+{
+	__u32 caplen = cap_len(ev);
+	struct nm_scratch *s;
+	long err = -1;
+
+	if (xdp && !bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_load_bytes))
+		goto failed;
+	s = cap_begin(caplen);
+	if (!s)
+		goto failed;
+	if (xdp)
+		err = bpf_xdp_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
+					 cap_copy_len(caplen));
+	else
+		err = bpf_skb_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
+					 cap_copy_len(caplen));
+	if (err == 0) {
+		send_capture(ctx, ev, cnt, s, slot);
+		return;
+	}
+failed:
+	count(cnt, NM_CNT_COPY_FAILED);
+}
+
+/*
  * Everything a hook does, once: parse, filter, count, fill the event. Returns
  * true when the packet matched and the event waits for its length and send.
  */
@@ -726,19 +759,7 @@ int xdp_monitor(struct xdp_md *ctx)
 		send_event(ctx, &ev, cnt);
 		return XDP_PASS;
 	}
-	/* Capture: bpf_xdp_load_bytes() reads every buffer of the frame (>= 5.18;
-	 * netmon captures with tc where it is missing). */
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_load_bytes)) {
-		__u32 caplen = cap_len(&ev);
-		struct nm_scratch *s = cap_begin(caplen);
-
-		if (s && bpf_xdp_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
-					    cap_copy_len(caplen)) == 0) {
-			send_capture(ctx, &ev, cnt, s, slot);
-			return XDP_PASS;
-		}
-	}
-	count(cnt, NM_CNT_COPY_FAILED);
+	capture(ctx, &ev, cnt, slot, true);
 	return XDP_PASS;
 }
 
@@ -777,18 +798,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 		send_event(skb, &ev, cnt);
 		return NM_TC_NEXT;
 	}
-	/* Capture: bpf_skb_load_bytes() reads the linear part and the fragments. */
-	{
-		__u32 caplen = cap_len(&ev);
-		struct nm_scratch *s = cap_begin(caplen);
-
-		if (s && bpf_skb_load_bytes(skb, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
-					    cap_copy_len(caplen)) == 0) {
-			send_capture(skb, &ev, cnt, s, slot);
-			return NM_TC_NEXT;
-		}
-	}
-	count(cnt, NM_CNT_COPY_FAILED);
+	capture(skb, &ev, cnt, slot, false);
 	return NM_TC_NEXT;
 }
 
