@@ -85,18 +85,20 @@ def test_reading_the_tables_loses_no_count(hook):
     """Packets keep coming (test runs on another thread) while the tables are flipped
     and read a hundred times over: every packet is in exactly one read."""
     frames = flow_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "10.9.0.1", "10.9.0.2")
-    loops, repeat = 20, 20000  # few calls: an XDP test run costs ~16 ms a call here
+    repeat = 20000  # runs per call: few calls, as an XDP test run costs ~16 ms a call here
     with MonitorProgram(flows.kernel_config(FilterSpec()), hooks=(hook,),
                         flow_entries=64) as prog:
         table = FlowTable(prog, 64)
+        enough = threading.Event()  # set once the reads have overlapped the packets enough
         done = threading.Event()
-        errors = []
+        loops, errors = [0], []
 
         def packets() -> None:
             try:
-                for _ in range(loops):
+                while not enough.is_set() or loops[0] < 20:
                     for frame in frames:
                         prog_test_run(prog.prog_fds[hook], frame, repeat=repeat)
+                    loops[0] += 1
             except Exception as exc:  # reported below
                 errors.append(exc)
             finally:
@@ -105,10 +107,13 @@ def test_reading_the_tables_loses_no_count(hook):
         worker = threading.Thread(target=packets)
         worker.start()
         rows, reads = [], 0
+        deadline = time.monotonic() + 120
         while not done.is_set():
             got = table.take()
             reads += bool(got)
             rows += got
+            if reads >= 10 or time.monotonic() > deadline:
+                enough.set()
         worker.join()
         rows += table.take()
         assert not errors
@@ -120,7 +125,7 @@ def test_reading_the_tables_loses_no_count(hook):
         got.setdefault(raw, [0, 0])
         got[raw][0] += packets_
         got[raw][1] += nbytes
-    sent = loops * repeat
+    sent = loops[0] * repeat
     assert sorted(got.values()) == sorted([sent, sent * len(f)] for f in frames)
     assert counters["flow_overflow"] == 0 and counters["matched"] == sent * len(frames)
 
