@@ -68,7 +68,7 @@ def bench_flow_update(repeat: int) -> list[dict]:
     with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
         ns, kns = best_run(empty.program_fd("xdp_pass"), frame, repeat)
     rows.append({"program": "empty XDP_PASS", "ns": ns, "kernel_ns": kns})
-    for name, path in (("netmon flows, shared entry + spin lock (default)", None),
+    for name, path in (("netmon flows, one entry for all CPUs, atomic adds (default)", None),
                        ("netmon flows, per-CPU entries", BUILD / "xdp_monitor_percpu.bpf.o")):
         with MonitorProgram(flows.kernel_config(FilterSpec()), path=path, hooks=["xdp"],
                             flow_entries=1024) as prog:
