@@ -11,8 +11,9 @@ The slice holds while no loss report sits among the records. Each record's
 tail says how many records its CPU has sent (seq) and failed to send (failed);
 the kernel writes a loss report just before the first record after a failure,
 so a ring whose last record shows the same failed count as the one before it
-holds none. Otherwise, and when lines are printed as well, the records are
-walked one by one.
+holds none. Otherwise the records' headers are walked to find the reports,
+and the stretches between them are written as slices; when lines are printed
+as well, each record is taken apart for its event.
 
 Each ring is in time order; rings are written in the order of their first
 packets, so packets of different CPUs within one poll may interleave out of
@@ -36,6 +37,10 @@ MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN
 # often: a quiet link's packets reach the file within it, as tcpdump -U's do within
 # its one-second buffer timeout, and an idle capture wakes up twice a second.
 FLUSH_MS = 500
+# A ring wakes the reader once it holds this much (or a quarter of it, if less): a few
+# times a second at tens of thousands of small packets a second, and with the rest of a
+# large ring as room for a write that stalls at hundreds of thousands of large ones.
+WAKEUP_BYTES = 2 << 20
 CAP_BLOCK = 0x8E4D0001  # NM_CAP_BLOCK: the local-use block type between EPBs
 CAP_TAIL = 16  # NM_CAP_TAIL: block type, gap length, seq, failed
 _TAIL = struct.Struct("=II")  # seq, failed: a record's last 8 bytes
@@ -104,8 +109,38 @@ class Records:
                 self._last[ring] = (seq, failed)
                 return Run(_epb_time(span.read(self.lead, 20)),
                            span.views(self.lead, end - CAP_TAIL), (seq - last_seq) & 0xFFFFFFFF)
-        epbs = [epb for _, epb in self.walk(ring, span.tobytes())]
-        return Run(_epb_time(epbs[0]) if epbs else 0, epbs, len(epbs))
+        return self._stretches(ring, span.tobytes())
+
+    def _stretches(self, ring: int, chunk: bytes) -> Run:
+        """A span a loss report may sit in: each stretch of samples between reports is
+        one slice (gap blocks and all), found with one look at each record's header."""
+        parts, packets = [], 0
+        pos, end, lead = 0, len(chunk), self.lead
+        start = last = -1  # the current stretch's first sample; the end of the last one
+        unpack = HEADER.unpack_from
+        while pos + HEADER.size <= end:
+            rtype, _, size = unpack(chunk, pos)
+            if size < HEADER.size:
+                break  # cannot happen with a sane kernel; do not spin
+            if rtype == PERF_RECORD_SAMPLE and size >= lead + CAP_TAIL:
+                if start < 0:
+                    start = pos
+                last = pos + size
+                packets += 1
+            else:
+                if start >= 0:
+                    parts.append(chunk[start + lead:last - CAP_TAIL])
+                    start = -1
+                if rtype == PERF_RECORD_LOST:
+                    self.lost += LOST.unpack_from(chunk, pos)[4]
+                else:
+                    self.foreign += 1
+            pos += size
+        if start >= 0:
+            parts.append(chunk[start + lead:last - CAP_TAIL])
+        if last >= 0:
+            self._last[ring] = _TAIL.unpack_from(chunk, last - 8)
+        return Run(_epb_time(parts[0]) if parts else 0, parts, packets)
 
     def walk(self, ring: int, chunk: bytes) -> list[tuple[int, bytes]]:
         """(offset, EPB) of each record in the chunk; loss reports counted."""

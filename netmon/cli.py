@@ -203,7 +203,7 @@ def monitor(
     buffer_pages: Optional[int] = typer.Option(
         None, "--buffer-pages", metavar="N", min=1,
         help=f"Perf buffer size per CPU, in pages (a power of two) [default: "
-             f"{DEFAULT_PAGES}; with -w 1024, less on hosts with over 16 CPUs]",
+             f"{DEFAULT_PAGES}; with -w 8192, less on hosts with over 2 CPUs]",
         show_default=False),
     attach: Method = typer.Option(
         Method.AUTO, "--attach", case_sensitive=False, hidden=True,

@@ -495,8 +495,9 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             config, hooks=_programs_needed(settings, targets), capture=capture is not None,
             flow_entries=settings.flows.entries if settings.flows else 0))
         # Flows send no events: the one-page rings are there to wait on with the rest.
-        reader = stack.enter_context(PerfReader(prog.events_fd,
-                                                1 if settings.flows else settings.pages))
+        reader = stack.enter_context(PerfReader(
+            prog.events_fd, 1 if settings.flows else settings.pages,
+            wakeup=captures.WAKEUP_BYTES if capture else None))
         writer = stack.enter_context(capture.writer()) if capture else None
         reader.watch(links.fileno())
         watch = stack.enter_context(closing(_Watch(prog, settings, summary)))
