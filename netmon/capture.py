@@ -71,6 +71,7 @@ class Run(NamedTuple):
     ts_ns: int  # the first packet's: runs of one poll are written in this order
     parts: list  # the blocks, back to back: views into the ring, or bytes
     packets: int
+    walked: bool = False  # a loss report may have been among them: found record by record
 
 
 def _epb_time(epb: bytes, at: int = 0) -> int:
@@ -109,9 +110,9 @@ class Records:
                 self._last[ring] = (seq, failed)
                 return Run(_epb_time(span.read(self.lead, 20)),
                            span.views(self.lead, end - CAP_TAIL), (seq - last_seq) & 0xFFFFFFFF)
-        return self._stretches(ring, span.tobytes())
+        return self.stretches(ring, span.tobytes())
 
-    def _stretches(self, ring: int, chunk: bytes) -> Run:
+    def stretches(self, ring: int, chunk: bytes) -> Run:
         """A span a loss report may sit in: each stretch of samples between reports is
         one slice (gap blocks and all), found with one look at each record's header."""
         parts, packets = [], 0
@@ -140,7 +141,7 @@ class Records:
             parts.append(chunk[start + lead:last - CAP_TAIL])
         if last >= 0:
             self._last[ring] = _TAIL.unpack_from(chunk, last - 8)
-        return Run(_epb_time(parts[0]) if parts else 0, parts, packets)
+        return Run(_epb_time(parts[0]) if parts else 0, parts, packets, walked=True)
 
     def walk(self, ring: int, chunk: bytes) -> list[tuple[int, bytes]]:
         """(offset, EPB) of each record in the chunk; loss reports counted."""

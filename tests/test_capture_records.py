@@ -55,7 +55,7 @@ class Capturing:
         self.writer = pcapng.PcapngWriter(str(path), snaplen)
         self.writer.describe(0, "lo")  # test runs: frames of no registered interface
         self.rows: list = []
-        self.runs: list[tuple[int, int]] = []  # each run's packets and gap blocks
+        self.runs: list[tuple[int, int, bool]] = []  # each run's packets, gap blocks, walked
 
     def send(self, frame: bytes) -> None:
         prog_test_run(self.fd, frame)
@@ -69,7 +69,7 @@ class Capturing:
                 self.writer.write(blocks)
             else:
                 run = self.records.run(ring, span)
-                self.runs.append((run.packets, gap_blocks(run)))
+                self.runs.append((run.packets, gap_blocks(run), run.walked))
                 self.writer.write_run(run.parts, run.packets)
             span.release()
 
@@ -110,7 +110,7 @@ def test_records_make_the_file_tshark_reads(tmp_path, hook, events, one_cpu):
         if events:
             assert [row[2] for row in cap.rows] == [len(f) for f in want]
         else:  # one ring (one CPU) and no loss: written as a slice, gap blocks and all
-            assert cap.runs == [(len(want), len(want) - 1)]
+            assert cap.runs == [(len(want), len(want) - 1, False)]
     got = list(savefile.frames(path))
     assert [f.data for f in got] == want
     assert [f.origlen for f in got] == [len(f) for f in want]
@@ -156,9 +156,33 @@ def test_a_loss_report_among_records_is_walked_and_counted(tmp_path, one_cpu):
         counters = cap.prog.counters()
     assert first[0] + 4 == counters["sent"] < 20 + 4
     assert cap.records.lost == counters["send_failed"] == 20 + 4 - counters["sent"]
-    assert first == (first[0], first[0] - 1)  # the failures came after it: a slice
-    assert walked == (2, 0)  # a loss report in it: walked
-    assert sliced == (2, 1)  # the failure count unchanged since: a slice again
+    assert first == (first[0], first[0] - 1, False)  # the failures came after it: a slice
+    assert walked == (2, 1, True)  # a loss report before the two: walked, their stretch kept
+    assert sliced == (2, 1, False)  # the failure count unchanged since: a slice again
     got = list(savefile.frames(path))
     assert len(got) == counters["sent"] and all(f.data == frame for f in got)
     assert len(tshark_fields(path, "frame.number")) == counters["sent"]
+
+
+def test_stretches_around_a_loss_report_in_the_middle(tmp_path, one_cpu):
+    """The kernel's records with a loss report between them (as when the reader took the
+    ring while it was full): both stretches are kept whole, the report counted."""
+    want = matching(frames("tc_in"))[:6]
+    with Capturing("tc_in", tmp_path / "x.pcapng", events=False) as cap:
+        for frame in want:
+            cap.send(frame)
+        ((ring, span),) = cap.reader.drain_spans()
+        chunk = span.tobytes()
+        span.release()
+        offsets = [pos for pos, _ in capture.Records(False).walk(ring, chunk)]
+        lost = struct.pack("=IHHQQ", 2, 0, 24, 0, 5)  # PERF_RECORD_LOST: 5 records
+        spliced = chunk[:offsets[3]] + lost + chunk[offsets[3]:]
+        records = capture.Records(False)
+        run = records.stretches(ring, spliced)
+    assert (run.packets, run.walked, len(run.parts), records.lost) == (6, True, 2, 5)
+    path = tmp_path / "y.pcapng"
+    with pcapng.PcapngWriter(str(path), capture.MAX_SNAPLEN) as w:
+        w.describe(0, "lo")
+        w.write_run(run.parts, run.packets)
+    assert [f.data for f in savefile.frames(path)] == want
+    assert len(tshark_fields(path, "frame.number")) == 6
