@@ -557,25 +557,13 @@ static __noinline int send_capture(void *ctx, struct nm_event *ev, struct nm_cou
 	return 0;
 }
 
-/*
- * Flows: the OR of a flow's TCP flags. Most packets bring no new flag and
- * write nothing. BPF's atomic OR came with 5.12 (netmon sets cfg.atomic_or
- * there; clang emits it only for -mcpu=v3, hence the assembly); before, a new
- * flag is a plain write, which can lose one only when two CPUs add different
- * new flags to one flow at the same instant.
- */
-static __always_inline void or_flags(__u64 *to, __u64 flags)
+/* Flows: the packet's TCP flags into the flow's (see struct nm_flow). */
+static __always_inline void or_flags(__u8 *seen, __u8 flags)
 {
-	if ((*to & flags) == flags)
-		return;
-#ifdef NM_FLOWS_PERCPU
-	*to |= flags;
-#else
-	if (cfg.atomic_or)
-		asm volatile("lock *(u64 *)(%0 + 0) |= %1" : : "r"(to), "r"(flags) : "memory");
-	else
-		*to |= flags;
-#endif
+#pragma unroll
+	for (int i = 0; i < 8; i++)
+		if ((flags & (1 << i)) && !seen[i])
+			seen[i] = 1;
 }
 
 /* Flows: the packet's flow in the table netmon is not reading. */
@@ -588,10 +576,11 @@ static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
 	if (!f) {
 		struct nm_flow init = {
 			.packets = packets, .bytes = bytes, .first_ns = now, .last_ns = now,
-			.tcp_flags = flags,
 		};
-		long err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
+		long err;
 
+		or_flags(init.tcp_flags, flags);
+		err = bpf_map_update_elem(table, key, &init, BPF_NOEXIST);
 		if (err == 0)
 			return;
 		/* Another CPU made the entry first: add to it. Else the table is full. */
@@ -613,7 +602,7 @@ static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
 	__sync_fetch_and_add(&f->bytes, bytes);
 #endif
 	f->last_ns = now;
-	or_flags(&f->tcp_flags, flags);
+	or_flags(f->tcp_flags, flags);
 }
 
 /*

@@ -80,8 +80,7 @@ struct nm_config {
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
-	__u8  atomic_or;           /* flows: the kernel has BPF's atomic OR (>= 5.12) */
-	__u8  _pad2;
+	__u8  _pad2[2];
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 };
 
@@ -207,7 +206,12 @@ struct nm_flow {
 	__u64 bytes;               /* on the wire: a merged packet's headers once per segment */
 	__u64 first_ns;            /* CLOCK_MONOTONIC, coarse (a tick) where the kernel has it */
 	__u64 last_ns;
-	__u64 tcp_flags;           /* the OR of the packets' flags */
+	/*
+	 * The OR of the packets' TCP flags, a byte per flag (bit i of the flags byte):
+	 * 1 once a packet had it. A store of 1 is the same whichever CPU makes it, so no
+	 * flag is lost without an atomic OR (which 5.10's verifier refuses to even see).
+	 */
+	__u8  tcp_flags[8];
 };
 
 #endif /* __XDP_MONITOR_H */

@@ -19,10 +19,9 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
 # Mirror of struct nm_config (bpf/xdp_monitor.h), native byte order: three
 # struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto,
-# capture's snaplen (0: no capture) and cap_events, the flows switch and atomic_or, and
-# epoch_ns.
+# capture's snaplen (0: no capture) and cap_events, the flows switch, and epoch_ns.
 _PREFIX = "16s16sB3x"
-CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxIBBBxQ")
+CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxIBB2xQ")
 CONFIG_SIZE = CONFIG_FORMAT.size
 
 # nm_config.match
@@ -93,14 +92,13 @@ class FilterSpec:
     # -- the kernel side -------------------------------------------------
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
-                      epoch_ns: int = 0, flows: bool = False, atomic_or: bool = False) -> bytes:
+                      epoch_ns: int = 0, flows: bool = False) -> bytes:
         """The bytes of struct nm_config that make the program apply this spec.
 
         Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
         packet its record keeps (0: no capture); ``cap_events``, records carry the
         event too; ``epoch_ns``, added to the kernel's monotonic stamps for pcapng's.
-        ``flows`` (netmon/flows.py): packets are counted in the flow table instead;
-        ``atomic_or``: the kernel has BPF's atomic OR for their TCP flags (>= 5.12).
+        ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
         """
         match = 0
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
@@ -111,7 +109,7 @@ class FilterSpec:
         return CONFIG_FORMAT.pack(
             *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
             self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0, snaplen, cap_events, flows, atomic_or, epoch_ns,
+            match, self.protocol or 0, snaplen, cap_events, flows, epoch_ns,
         )
 
     # -- the Python side -------------------------------------------------

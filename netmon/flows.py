@@ -17,7 +17,7 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from netmon import libbpf, system
+from netmon import libbpf
 from netmon.events import DIR_NAMES
 from netmon.filters import FilterSpec
 from netmon.libbpf import ffi
@@ -25,7 +25,7 @@ from netmon.program import FLOW_TABLES, MonitorProgram
 
 # struct nm_flow_key and struct nm_flow, bpf/xdp_monitor.h
 FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
-FLOW_VALUE = struct.Struct("=QQQQQ")  # packets, bytes, first_ns, last_ns, tcp_flags
+FLOW_VALUE = struct.Struct("=QQQQ8s")  # packets, bytes, first_ns, last_ns, a byte per flag
 BPF_MAP_TYPE_PERCPU_HASH = 5
 ENOENT = 2
 
@@ -43,13 +43,9 @@ _AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 ICMP_PROTOS = (1, 58)
 
 
-ATOMIC_OR_KERNEL = (5, 12)  # BPF_ATOMIC | BPF_OR
-
-
 def kernel_config(spec: FilterSpec) -> bytes:
     """The program's config for counting ``spec``'s packets as flows."""
-    return spec.kernel_config(flows=True,
-                              atomic_or=system.kernel_version() >= ATOMIC_OR_KERNEL)
+    return spec.kernel_config(flows=True)
 
 
 @dataclass(frozen=True)
@@ -187,13 +183,15 @@ class FlowTable:
         for i in range(n):
             key = keys[i * FLOW_KEY.size:(i + 1) * FLOW_KEY.size]
             if self._cpus == 1:
-                packets, nbytes, first, last, flags = FLOW_VALUE.unpack_from(values, i * stride)
+                packets, nbytes, first, last, seen = FLOW_VALUE.unpack_from(values, i * stride)
+                flags = _flags(seen)
             else:  # per-CPU copies: the sum, the union, the earliest and the latest
                 flags = packets = nbytes = last = 0
                 first = None
                 for cpu in range(self._cpus):
-                    p, b, t0, t1, f = FLOW_VALUE.unpack_from(
+                    p, b, t0, t1, seen = FLOW_VALUE.unpack_from(
                         values, i * stride + cpu * FLOW_VALUE.size)
+                    f = _flags(seen)
                     if p:
                         flags |= f
                         packets += p
@@ -203,6 +201,11 @@ class FlowTable:
                 first = first or 0
             rows.append((key, flags, packets, nbytes, first, last))
         return rows
+
+
+def _flags(seen: bytes) -> int:
+    """The TCP flags byte from struct nm_flow's byte per flag."""
+    return sum(1 << i for i, b in enumerate(seen) if b)
 
 
 @dataclass
