@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from netmon.events import EVENT_SIZE, Decoder, Row
 from netmon.pcapng import PcapngWriter
-from netmon.reader import HEADER, LOST, PERF_RECORD_LOST, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span
+from netmon.reader import HEADER, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span, samples
 
 # bpf/xdp_monitor.h
 MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN
@@ -116,27 +116,18 @@ class Records:
         """A span a loss report may sit in: each stretch of samples between reports is
         one slice (gap blocks and all), found with one look at each record's header."""
         parts, packets = [], 0
-        pos, end, lead = 0, len(chunk), self.lead
+        lead = self.lead
         start = last = -1  # the current stretch's first sample; the end of the last one
-        unpack = HEADER.unpack_from
-        while pos + HEADER.size <= end:
-            rtype, _, size = unpack(chunk, pos)
-            if size < HEADER.size:
-                break  # cannot happen with a sane kernel; do not spin
-            if rtype == PERF_RECORD_SAMPLE and size >= lead + CAP_TAIL:
-                if start < 0:
-                    start = pos
-                last = pos + size
-                packets += 1
-            else:
+        for pos, size in samples(chunk, self):
+            if size < lead + CAP_TAIL:
+                self.foreign += 1
+                continue
+            if pos != last:  # the first sample, or one after a report: a new stretch
                 if start >= 0:
                     parts.append(chunk[start + lead:last - CAP_TAIL])
-                    start = -1
-                if rtype == PERF_RECORD_LOST:
-                    self.lost += LOST.unpack_from(chunk, pos)[4]
-                else:
-                    self.foreign += 1
-            pos += size
+                start = pos
+            last = pos + size
+            packets += 1
         if start >= 0:
             parts.append(chunk[start + lead:last - CAP_TAIL])
         if last >= 0:
@@ -146,20 +137,14 @@ class Records:
     def walk(self, ring: int, chunk: bytes) -> list[tuple[int, bytes]]:
         """(offset, EPB) of each record in the chunk; loss reports counted."""
         out = []
-        pos, end, lead = 0, len(chunk), self.lead
-        while pos + HEADER.size <= end:
-            rtype, _, size = HEADER.unpack_from(chunk, pos)
-            if size < HEADER.size:
-                break  # cannot happen with a sane kernel; do not spin
-            if rtype == PERF_RECORD_SAMPLE and size >= lead + CAP_TAIL:
-                length = _U32.unpack_from(chunk, pos + lead + 4)[0]
-                out.append((pos, chunk[pos + lead:pos + lead + length]))
-                self._last[ring] = _TAIL.unpack_from(chunk, pos + size - 8)
-            elif rtype == PERF_RECORD_LOST:
-                self.lost += LOST.unpack_from(chunk, pos)[4]
-            else:
+        lead = self.lead
+        for pos, size in samples(chunk, self):
+            if size < lead + CAP_TAIL:
                 self.foreign += 1
-            pos += size
+                continue
+            length = _U32.unpack_from(chunk, pos + lead + 4)[0]
+            out.append((pos, chunk[pos + lead:pos + lead + length]))
+            self._last[ring] = _TAIL.unpack_from(chunk, pos + size - 8)
         return out
 
     def rows(self, ring: int, span: Span) -> tuple[list[Row], list[bytes]]:

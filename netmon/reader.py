@@ -14,6 +14,7 @@ from __future__ import annotations
 import mmap
 import select
 import struct
+from typing import Iterator
 
 from netmon import libbpf
 from netmon.events import EVENT_SIZE
@@ -47,15 +48,32 @@ PERF_RECORD_SAMPLE = 9
 # struct perf_event_mmap_page: where the ring's bookkeeping sits in its first page.
 _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 
-# A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes;
-# when capturing, the packet's bytes follow the event, before the padding.
-_HEADER = struct.Struct("=IHH")
-SAMPLE_HEAD = _HEADER.size + 4
+# A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes
+# (capture records are laid out otherwise: netmon/capture.py).
+HEADER = struct.Struct("=IHH")  # type, misc, size
+SAMPLE_HEAD = HEADER.size + 4
 SAMPLE_SIZE = (SAMPLE_HEAD + EVENT_SIZE + 7) & ~7
 SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
-_LOST = struct.Struct("=IHHQQ")
-HEADER = _HEADER
-LOST = _LOST
+LOST = struct.Struct("=IHHQQ")  # the header, id, records lost
+
+
+def samples(chunk: bytes, tally) -> Iterator[tuple[int, int]]:
+    """(offset, size) of each sample record in ``chunk``, back-to-back perf records.
+
+    Loss reports add to ``tally.lost``, other records to ``tally.foreign``.
+    """
+    pos, end = 0, len(chunk)
+    while pos + HEADER.size <= end:
+        rtype, _, size = HEADER.unpack_from(chunk, pos)
+        if size < HEADER.size:
+            return  # cannot happen with a sane kernel; do not spin
+        if rtype == PERF_RECORD_SAMPLE:
+            yield pos, size
+        elif rtype == PERF_RECORD_LOST:
+            tally.lost += LOST.unpack_from(chunk, pos)[4]
+        else:
+            tally.foreign += 1
+        pos += size
 
 
 @ffi.callback("int(void *, int, struct perf_event_header *)")
@@ -229,18 +247,11 @@ class PerfReader:
                     and set(view.cast("H")[3::SAMPLE_SIZE // 2]) == {SAMPLE_SIZE}):
                 return chunk
         keep = []
-        pos = 0
-        while pos + _HEADER.size <= len(chunk):
-            rtype, _, rsize = _HEADER.unpack_from(chunk, pos)
-            if rsize < _HEADER.size:
-                break  # cannot happen with a sane kernel; do not spin
-            if rtype == PERF_RECORD_SAMPLE and rsize == SAMPLE_SIZE:
-                keep.append(chunk[pos:pos + rsize])
-            elif rtype == PERF_RECORD_LOST:
-                self.lost += _LOST.unpack_from(chunk, pos)[4]
+        for pos, size in samples(chunk, self):
+            if size == SAMPLE_SIZE:
+                keep.append(chunk[pos:pos + size])
             else:
                 self.foreign += 1
-            pos += rsize
         return b"".join(keep)
 
     def close(self) -> None:
