@@ -90,6 +90,6 @@ test-kernels: venv
 # Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
 BENCH_DEPS := tcpdump tshark iftop softflowd nfdump
 bench: install $(BUILD)/xdp_tx.bpf.o $(BUILD)/xdp_pass.bpf.o $(BUILD)/tc_pass.bpf.o \
-		$(BUILD)/xdp_monitor_percpu.bpf.o
+		$(BUILD)/xdp_monitor_percpu.bpf.o $(BUILD)/xdp_flow_floor.bpf.o
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_DEPS)
 	$(VENV)/bin/python -m bench.run

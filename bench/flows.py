@@ -68,6 +68,12 @@ def bench_flow_update(repeat: int) -> list[dict]:
     with BpfObject(BUILD / "xdp_pass.bpf.o") as empty:
         ns, kns = best_run(empty.program_fd("xdp_pass"), frame, repeat)
     rows.append({"program": "empty XDP_PASS", "ns": ns, "kernel_ns": kns})
+    # The floor: what any flow table in a hash map pays, before netmon's own work.
+    with BpfObject(BUILD / "xdp_flow_floor.bpf.o") as floor:
+        for name, prog in (("floor: one hash lookup of a 48-byte key", "floor_lookup"),
+                           ("floor: that lookup and two atomic adds", "floor_count")):
+            ns, kns = best_run(floor.program_fd(prog), frame, repeat)
+            rows.append({"program": name, "ns": ns, "kernel_ns": kns})
     for name, path in (("netmon flows, one entry for all CPUs, atomic adds (default)", None),
                        ("netmon flows, per-CPU entries", BUILD / "xdp_monitor_percpu.bpf.o")):
         with MonitorProgram(flows.kernel_config(FilterSpec()), path=path, hooks=["xdp"],

@@ -471,7 +471,7 @@ def main() -> None:
     def want(section: str) -> bool:
         return section in args.only
 
-    for obj in ("xdp_tx", "xdp_pass", "tc_pass", "xdp_monitor_percpu"):
+    for obj in ("xdp_tx", "xdp_pass", "tc_pass", "xdp_monitor_percpu", "xdp_flow_floor"):
         subprocess.run(["make", "-s", "-C", str(ROOT), f"build/{obj}.bpf.o"], check=True)
 
     print(f"Machine: {machine()}\n")
