@@ -605,17 +605,36 @@ static __always_inline void flow_add(void *table, const struct nm_flow_key *key,
 	or_flags(f->tcp_flags, flags);
 }
 
+/* A matched packet's count and bytes by protocol (what --metrics serves). */
+static __always_inline void count_proto(struct nm_counters *cnt, __u64 segs, __u64 bytes,
+					__u8 ipproto)
+{
+	__u32 i;
+
+	switch (ipproto) {
+	case IPPROTO_TCP: i = NM_PROTO_TCP; break;
+	case IPPROTO_UDP: i = NM_PROTO_UDP; break;
+	case IPPROTO_SCTP: i = NM_PROTO_SCTP; break;
+	case IPPROTO_ICMP: i = NM_PROTO_ICMP; break;
+	case IPPROTO_ICMPV6: i = NM_PROTO_ICMPV6; break;
+	default: i = NM_PROTO_OTHER;
+	}
+	if (cnt) {
+		cnt->n[NM_CNT_PROTO_PACKETS + i] += segs;
+		cnt->n[NM_CNT_PROTO_BYTES + i] += bytes;
+	}
+}
+
 /*
- * Flows: count the packet (ev has no time stamp: the flow takes its own). ``segs`` packets of ``hdrlen`` header bytes each
- * were merged into this one (GRO/GSO, at tc): on the wire each segment
- * carried the headers, so they count once per segment.
+ * Flows: count the packet, ``bytes`` of IP (IPFIX's octetDeltaCount: IP headers
+ * and payload, a merged packet's once per segment). ev has no time stamp: the
+ * flow takes its own.
  */
-static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, __u32 hdrlen)
+static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, __u64 bytes)
 {
 	struct nm_flow_key key = {};
 	__u32 zero = 0, *side;
 	__u64 segs = ev->segs > 1 ? ev->segs : 1;
-	__u64 bytes = ev->len + (segs - 1) * hdrlen;
 	__u64 now;
 
 	key.ifindex = ev->ifindex;
@@ -684,13 +703,15 @@ failed:
  * true when the packet matched and the event waits for its length and send.
  */
 static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
-				    struct nm_counters *cnt)
+				    struct nm_counters *cnt, __u32 *l2len)
 {
+	void *start = c->pos;
 	int proto;
 
 	count(cnt, NM_CNT_SEEN);
 
 	proto = parse_ethhdr(c, &ev->vlan);
+	*l2len = c->pos - start;
 	if (proto == bpf_htons(ETH_P_IP)) {
 		proto = parse_iphdr(c, ev);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -733,14 +754,16 @@ int xdp_monitor(struct xdp_md *ctx)
 	__u32 slot = slot_of(ctx->ingress_ifindex);
 	struct nm_counters *cnt = counters_at(slot, NM_DIR_IN);
 	struct nm_event ev = {};
+	__u32 l2len;
 
-	if (!inspect(&c, &ev, cnt))
+	if (!inspect(&c, &ev, cnt, &l2len))
 		return XDP_PASS;
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
+	count_proto(cnt, 1, ev.len, ev.ipproto);
 	if (cfg.flows) {
-		count_flow(&ev, cnt, 0);
+		count_flow(&ev, cnt, ev.len - l2len);
 		return XDP_PASS;
 	}
 	ev.ts_ns = bpf_ktime_get_ns();
@@ -763,6 +786,8 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	struct nm_counters *cnt = counters_at(slot, dir);
 	struct nm_event ev = {};
 	struct cursor c;
+	__u64 wire;
+	__u32 l2len;
 	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
 
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end &&
@@ -772,14 +797,20 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 
-	if (!inspect(&c, &ev, cnt))
+	if (!inspect(&c, &ev, cnt, &l2len))
 		return NM_TC_NEXT;
 	ev.ifindex = skb->ifindex;
 	ev.dir = dir;
 	ev.len = skb->len;
 	ev.segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
+	/*
+	 * ``segs`` packets were merged into this one (GRO/GSO): on the wire each
+	 * segment carried the headers, so they count once per segment.
+	 */
+	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data);
+	count_proto(cnt, ev.segs, wire, ev.ipproto);
 	if (cfg.flows) {
-		count_flow(&ev, cnt, c.pos - (void *)(long)skb->data);
+		count_flow(&ev, cnt, wire - (__u64)ev.segs * l2len);
 		return NM_TC_NEXT;
 	}
 	ev.ts_ns = bpf_ktime_get_ns();

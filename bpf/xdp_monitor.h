@@ -153,6 +153,16 @@ struct nm_ifslot {
 	__u32 slot;
 };
 
+/* The protocols the per-protocol counters tell apart. */
+enum nm_proto {
+	NM_PROTO_TCP = 0,
+	NM_PROTO_UDP,
+	NM_PROTO_SCTP,
+	NM_PROTO_ICMP,
+	NM_PROTO_ICMPV6,
+	NM_PROTO_OTHER,      /* any other IP protocol */
+};
+
 /* Indexes into struct nm_counters. */
 enum nm_counter {
 	NM_CNT_SEEN = 0,     /* every frame the hook saw */
@@ -165,7 +175,13 @@ enum nm_counter {
 	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied; not sent */
 	NM_CNT_FLOW_OVERFLOW,       /* flows: packets not counted, the flow table full */
 	NM_CNT_FLOW_OVERFLOW_BYTES, /* flows: their bytes */
-	NM_CNT_MAX,
+	/*
+	 * Matched packets and their bytes on the wire (GSO/GRO: each segment with its
+	 * headers) by protocol, NM_PROTO_* after each base: --metrics serves them.
+	 */
+	NM_CNT_PROTO_PACKETS,
+	NM_CNT_PROTO_BYTES = NM_CNT_PROTO_PACKETS + 6,
+	NM_CNT_MAX = NM_CNT_PROTO_BYTES + 6,
 };
 
 struct nm_counters {
@@ -203,7 +219,7 @@ struct nm_flow_key {
  */
 struct nm_flow {
 	__u64 packets;             /* GSO/GRO-merged packets count their segments */
-	__u64 bytes;               /* on the wire: a merged packet's headers once per segment */
+	__u64 bytes;               /* of IP (octetDeltaCount): a merged packet's headers once per segment */
 	__u64 first_ns;            /* CLOCK_MONOTONIC, coarse (a tick) where the kernel has it */
 	__u64 last_ns;
 	/*

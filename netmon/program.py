@@ -43,8 +43,11 @@ PROGRAMS = {"xdp": PROGRAM_NAME, "tc_in": "tc_ingress", "tc_out": "tc_egress"}
 FRAGS_KERNEL = (5, 18)  # BPF_F_XDP_HAS_FRAGS, bpf_xdp_get_buff_len(), bpf_xdp_load_bytes()
 OBJECT_NAME = "xdp_monitor.bpf.o"
 # Counter order of enum nm_counter in bpf/xdp_monitor.h.
+# enum nm_proto: the protocols matched packets are counted by (--metrics' label values).
+PROTO_NAMES = ("tcp", "udp", "sctp", "icmp", "icmpv6", "other")
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
-                 "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes")
+                 "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes",
+                 *(f"packets_{p}" for p in PROTO_NAMES), *(f"bytes_{p}" for p in PROTO_NAMES))
 FLOW_TABLES = ("flows0", "flows1")  # bpf/xdp_monitor.h: counted into by turns
 NM_IF_SLOTS = 512  # bpf/xdp_monitor.h: interface slots (0: interfaces not registered)
 NM_IF_CACHE = 1024

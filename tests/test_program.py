@@ -41,6 +41,20 @@ def test_counters_account_for_every_frame(unfiltered):
     assert c["malformed"] == 1  # the IPv4 header cut short
 
 
+def test_matched_packets_are_counted_by_protocol(unfiltered):
+    """The per-protocol counters (--metrics) hold every matched packet and its bytes."""
+    evs, _, c = unfiltered
+    names = {6: "tcp", 17: "udp", 132: "sctp", 1: "icmp", 58: "icmpv6"}
+    want = {f"{kind}_{name}": 0 for kind in ("packets", "bytes")
+            for name in (*names.values(), "other")}
+    for ev in evs:
+        name = names.get(ev.ipproto, "other")
+        want[f"packets_{name}"] += 1
+        want[f"bytes_{name}"] += ev.length
+    assert {k: c[k] for k in want} == want
+    assert sum(c[f"packets_{name}"] for name in (*names.values(), "other")) == c["matched"]
+
+
 def test_every_sample_frame_matches_the_reference():
     with Runner() as runner:
         for frame in FRAMES:
