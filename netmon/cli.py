@@ -13,11 +13,12 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, errors, protocols, system
+from netmon import __version__, endpoint, errors, protocols, system
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE, FlowSettings
 from netmon.interfaces import Selection
+from netmon.ipfix import DEFAULT_DOMAIN
 from netmon.capture import MAX_SNAPLEN, Capture
 from netmon.monitor import Settings, run
 from netmon.pcapng import CaptureWriteError
@@ -28,6 +29,8 @@ from netmon.savefile import CaptureDamaged, CaptureUnreadable
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
 # find the class through typer's public API so either layout works.
+DEFAULT_METRICS_HOST = "127.0.0.1"  # an endpoint others can reach is asked for by address
+
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
@@ -194,6 +197,18 @@ def monitor(
     flow_active: float = typer.Option(
         DEFAULT_ACTIVE, "--flow-active", metavar="SECONDS", min=1,
         help="A record covers at most SECONDS; longer flows are split."),
+    metrics: Optional[str] = typer.Option(
+        None, "--metrics", metavar="[ADDR:]PORT",
+        callback=_parsed(lambda v: endpoint.parse(v, DEFAULT_METRICS_HOST)),
+        help="Serve Prometheus metrics (packets and bytes by interface, direction and "
+             "protocol; losses) at http://ADDR:PORT/metrics [ADDR: 127.0.0.1]."),
+    ipfix: Optional[str] = typer.Option(
+        None, "--ipfix", metavar="HOST:PORT", callback=_parsed(endpoint.parse),
+        help="Count flows in the kernel and send their records to an IPFIX collector "
+             "over UDP (with --flows or top, they are shown too)."),
+    ipfix_domain: int = typer.Option(
+        DEFAULT_DOMAIN, "--ipfix-domain", metavar="N", min=0, max=(1 << 32) - 1,
+        help="The IPFIX observation domain id the messages carry."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     count: Optional[int] = typer.Option(
         None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
@@ -228,7 +243,7 @@ def monitor(
     if write == "-" and (file_mb or rotate_seconds):
         raise errors.UsageError("-C and -G rotate files; -w - writes to standard output")
     flows = None
-    if flow_records or top:
+    if flow_records or top or ipfix:
         if flow_records and top:
             raise errors.UsageError("top shows flows live, --flows prints their records: "
                                     "one at a time")
@@ -237,11 +252,13 @@ def monitor(
         if sort not in ("rate", "bytes", "packets"):
             raise errors.UsageError(f"--sort takes rate, bytes or packets, not {sort!r}")
         flows = FlowSettings(top=top, entries=flow_entries, idle=flow_idle, active=flow_active,
-                             sort=sort)
+                             sort=sort, print_records=flow_records)
     capture = None
     if write is not None:
         capture = Capture(write, snaplen, file_mb, file_count, rotate_seconds, print_lines)
     if read is not None:
+        if metrics:
+            raise errors.UsageError("--metrics serves live counters; -r reads a file")
         if interface or guest or direction or follow:
             raise errors.UsageError("-r reads a capture file: -i, --guest, --direction and "
                                     "--follow are for live interfaces")
@@ -266,7 +283,8 @@ def monitor(
     settings = Settings(
         selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
-        stats_every=stats, capture=capture, flows=flows,
+        stats_every=stats, capture=capture, flows=flows, metrics=metrics,
+        ipfix=(*ipfix, ipfix_domain) if ipfix else None,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)
     sys.stderr.write("\n" + "".join(f"netmon: {line}\n" for line in summary.lines()))

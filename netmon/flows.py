@@ -57,6 +57,7 @@ class FlowSettings:
     idle: float = DEFAULT_IDLE
     active: float = DEFAULT_ACTIVE
     sort: str = "rate"  # top: rate, bytes or packets
+    print_records: bool = True  # --flows prints them; --ipfix alone only sends them
 
 
 @dataclass(frozen=True)

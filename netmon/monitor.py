@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from netmon import capture as captures
-from netmon import events, interfaces, libbpf, output, program, proxmox, system
+from netmon import endpoint, events, interfaces, libbpf, output, program, proxmox, system
 from netmon.capture import Capture
 from netmon.flows import INTERVAL, FlowBook, FlowSettings, FlowTable
 from netmon.flows import kernel_config as flows_config
@@ -25,12 +25,14 @@ from netmon.errors import AttachFailed, NetmonError, UsageError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.interfaces import Selection
+from netmon.ipfix import ExportCounts, Exporter
 from netmon.netlink import LinkChange, LinkWatcher
 from netmon.program import Hook, Method, Mode, MonitorProgram
 from netmon.pcapng import PcapngWriter
 from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
 
 RULE = "═" * 39
+METRICS_EVERY = 1.0  # seconds between two snapshots of the counters for --metrics
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class Settings:
     stats_every: float | None = None  # seconds between --stats lines
     follow: bool = False  # a named interface that goes away is waited for
     capture: Capture | None = None  # -w: matching packets into pcapng files
-    flows: FlowSettings | None = None  # top, --flows: packets counted as flows
+    flows: FlowSettings | None = None  # top, --flows, --ipfix: packets counted as flows
+    metrics: tuple[str, int] | None = None  # --metrics: serve counters on this address
+    ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
 
     @property
     def labelled(self) -> bool:
@@ -74,6 +78,7 @@ class Summary:
     gone: str | None = None  # the named interface whose going away ended the run
     written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
     flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
+    exported: tuple[str, ExportCounts] | None = None  # --ipfix: the collector, what was sent
 
     @property
     def lost(self) -> int:
@@ -107,6 +112,10 @@ class Summary:
                         f"{c.get('matched', 0) - overflow} packets counted in flows, "
                         f"{overflow} ({c.get('flow_overflow_bytes', 0)} bytes) not: "
                         f"the flow table was full")
+        if self.exported:
+            where, n = self.exported
+            rows.append(f"{n.records} flow records sent to {where} as IPFIX, {n.errors} "
+                        f"messages ({n.unsent} records) not sent")
         if self.written:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path
@@ -310,8 +319,10 @@ class _Flows:
     """top and --flows: the kernel's tables read every INTERVAL, then records or the view."""
 
     def __init__(self, fs: FlowSettings, prog: MonitorProgram, settings: Settings,
-                 known: Interfaces, summary: Summary, out: TextIO, clock: output.Clock):
+                 known: Interfaces, summary: Summary, out: TextIO, clock: output.Clock,
+                 exporter: Exporter | None = None):
         self._table = FlowTable(prog, fs.entries)
+        self._exporter = exporter
         self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
         self._prog = prog
         self._known = known
@@ -332,6 +343,8 @@ class _Flows:
                                      "WHERE" if many else "DIR", fs.sort)
             if out.isatty():
                 self.screen = top.Screen(self._view, out)
+        elif not fs.print_records:
+            pass  # --ipfix alone: the records go to the collector only
         elif settings.json:
             self._fmt = output.FlowRecordJson(known.info, clock)
         else:
@@ -367,19 +380,24 @@ class _Flows:
         if now < self._next:
             return
         self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
-        self._show(self.book.add(self._table.take(), time.monotonic_ns()))
+        records = self.book.add(self._table.take(), time.monotonic_ns())
+        if self._exporter is not None:
+            self._exporter.send(records)  # also the templates, when they are due
+        self._show(records)
 
     def finish(self) -> None:
         """The hooks are gone: the last counts, then every flow ends."""
         records = self.book.add(self._table.take(), time.monotonic_ns()) + self.book.flush()
+        if self._exporter is not None:
+            self._exporter.send(records)
         if self._fmt is not None:
             self._show(records)
         self._summary.flows = (self.book.seen, self.book.active, self.book.ended)
 
     def _show(self, records: list) -> None:
         self._summary.flows = (self.book.seen, self.book.active, self.book.ended)
-        if self._fmt is not None:
-            if records:
+        if self._view is None:
+            if self._fmt is not None and records:
                 self._out.write(self._fmt.render(records))
                 self._out.flush()
                 self._summary.shown += len(records)
@@ -414,6 +432,12 @@ def banner(settings: Settings, spec: FilterSpec, watch: _Watch, notes: list[str]
             f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
     lines.append("Architecture: eBPF (XDP/tc in the kernel, filters applied there) "
                  "→ perf buffer → Python")
+    if settings.metrics:
+        lines.append(f"Metrics: http://{endpoint.display(*settings.metrics)}/metrics")
+    if settings.ipfix:
+        host, port, domain = settings.ipfix
+        lines.append(f"IPFIX: flow records to {endpoint.display(host, port)} over UDP, "
+                     f"observation domain {domain}")
     lines += [f"Note: {note}" for note in notes]
     lines.append("")
     rows = spec.describe()
@@ -482,6 +506,11 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
     clock = output.Clock()
     with ExitStack() as stack:
         stack.enter_context(_signals_stop(stop))
+        metrics = None
+        if settings.metrics:  # first: a port in use stops the run before anything is attached
+            from netmon.metrics import Metrics
+
+            metrics = stack.enter_context(Metrics(*settings.metrics, libbpf.version()))
         # Listen before listing, so that no interface slips between the two.
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
@@ -524,9 +553,15 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         err.flush()
 
         deliver = Delivery(settings, known, summary, out, err, writer, clock)
-        flows = None
+        flows = exporter = None
+        if settings.ipfix:
+            host, port, domain = settings.ipfix
+            exporter = stack.enter_context(closing(Exporter(
+                host, port, lambda ns: int(clock.epoch(ns) * 1000), domain)))
+            summary.exported = (endpoint.display(host, port), exporter.counts)
         if settings.flows:
-            flows = _Flows(settings.flows, prog, settings, known, summary, out, clock)
+            flows = _Flows(settings.flows, prog, settings, known, summary, out, clock,
+                           exporter)
             if flows.screen is not None:
                 stack.enter_context(flows.screen)
                 if flows.screen.keys_fd is not None:
@@ -630,6 +665,15 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
                 summary.written = (writer.packets, writer.files, capture.path)
             return summary
 
+        def serve_metrics() -> None:
+            from netmon.metrics import Snapshot
+
+            tally()
+            metrics.update(Snapshot(
+                dict(summary.per_interface), summary.lost, summary.counters.get("flow_overflow", 0),
+                {"records": exporter.counts.records, "errors": exporter.counts.errors}
+                if exporter else {}))
+
         def stats() -> None:
             tally()
             for line in summary.lines():
@@ -640,11 +684,15 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         # again and again while the loop allocates rows by the thousand.
         gc.freeze()
         next_stats = time.monotonic() + (settings.stats_every or 0)
+        next_metrics = time.monotonic()
         try:
             while not (stop.requested or deliver.count_reached()):
                 poll()
                 deliver.tick()
                 link_changes()
+                if metrics is not None and time.monotonic() >= next_metrics:
+                    next_metrics = time.monotonic() + METRICS_EVERY
+                    serve_metrics()
                 if settings.stats_every and time.monotonic() >= next_stats:
                     next_stats += settings.stats_every
                     stats()

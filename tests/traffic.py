@@ -6,6 +6,7 @@ flows SRC SPORT DST DPORT PAYLOAD FLOWS COUNT  COUNT datagrams to each of FLOWS
 tcp SRC SPORT DST DPORT PAYLOAD           connect, send PAYLOAD bytes, close
 syn SRC SPORT DST DPORT                   one SYN to a closed port (b answers RST)
 raw IFNAME HEX                            one Ethernet frame, as given, out of IFNAME
+frames IFNAME COUNT HEX...                each frame COUNT times, in turn, out of IFNAME
 listen ADDR PORT                          accept one connection, read it all, exit
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 
 
 def _family(addr: str) -> int:
@@ -62,6 +64,18 @@ def raw(ifname: str, frame_hex: str) -> None:
         s.send(bytes.fromhex(frame_hex))
 
 
+def frames(ifname: str, count: int, *frames_hex: str) -> None:
+    """Each frame ``count`` times, in turn, paced so that nothing waits in a queue long."""
+    frames_ = [bytes.fromhex(h) for h in frames_hex]
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((ifname, 0))
+        for i in range(int(count)):
+            for f in frames_:
+                s.send(f)
+            if i % 50 == 49:
+                time.sleep(0.001)
+
+
 def listen(addr: str, port: int) -> None:
     with socket.socket(_family(addr), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -77,5 +91,6 @@ def listen(addr: str, port: int) -> None:
 
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
-    fn = {"udp": udp, "flows": flows, "tcp": tcp, "syn": syn, "raw": raw, "listen": listen}[kind]
-    fn(*[int(a) if a.isdigit() and kind != "raw" else a for a in args])
+    fn = {"udp": udp, "flows": flows, "tcp": tcp, "syn": syn, "raw": raw, "frames": frames,
+          "listen": listen}[kind]
+    fn(*[int(a) if a.isdigit() and kind not in ("raw", "frames") else a for a in args])

@@ -1,0 +1,109 @@
+"""--metrics: a Prometheus endpoint (prometheus_client) serving the kernel's counters.
+
+The monitor's loop hands a snapshot of its counters to update() about once a
+second; a scrape, on prometheus_client's own thread, reads the last snapshot
+and never touches the BPF maps. Labels come from bounded sets: the watched
+interfaces, two directions, six protocols (enum nm_proto). Nothing per flow
+or per address.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+from dataclasses import dataclass, field
+
+from prometheus_client import start_http_server
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+
+from netmon import __version__, endpoint
+from netmon.errors import NetmonError
+from netmon.events import DIR_NAMES
+from netmon.program import PROTO_NAMES
+
+
+
+class MetricsUnavailable(NetmonError):
+    """The endpoint cannot be served: the port is taken, the address is not ours."""
+
+
+@dataclass
+class Snapshot:
+    """What a scrape shows: counters as of the monitor's last update()."""
+
+    # (interface, direction) -> the kernel's counters of that hook
+    per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    lost: int = 0
+    flow_overflow: int = 0
+    exporter: dict[str, int] = field(default_factory=dict)  # --ipfix: records, errors
+
+
+class Metrics:
+    """The endpoint: serves from construction until close()."""
+
+    def __init__(self, host: str, port: int, libbpf_version: str = ""):
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot()
+        self._build = {"version": __version__, "libbpf": libbpf_version,
+                       "python": platform.python_version()}
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+        try:
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise MetricsUnavailable(f"cannot serve metrics on {endpoint.display(host, port)}: "
+                                     f"{exc.strerror or exc}") from None
+        self.address = self._server.server_address[:2]
+
+    def update(self, snapshot: Snapshot) -> None:
+        with self._lock:
+            self._snapshot = snapshot
+
+    def collect(self):
+        with self._lock:
+            snap = self._snapshot
+        labels = ["interface", "direction", "protocol"]
+        packets = CounterMetricFamily(
+            "netmon_packets", "Packets that matched the filters, on the wire (GRO/GSO "
+            "segments each)", labels=labels)
+        octets = CounterMetricFamily(
+            "netmon_bytes", "Bytes on the wire of the packets that matched the filters",
+            labels=labels)
+        for (ifname, direction), c in snap.per_interface.items():
+            for proto in PROTO_NAMES:
+                where = [ifname, DIR_NAMES[direction], proto]
+                packets.add_metric(where, c.get(f"packets_{proto}", 0))
+                octets.add_metric(where, c.get(f"bytes_{proto}", 0))
+        yield packets
+        yield octets
+        yield CounterMetricFamily(
+            "netmon_events_lost", "Packets that matched but were not shown, written or "
+            "counted (a full perf buffer, unreadable bytes, a full flow table)",
+            value=snap.lost)
+        yield CounterMetricFamily(
+            "netmon_flows_overflow", "Packets not counted in flows: the kernel's flow "
+            "table was full", value=snap.flow_overflow)
+        if snap.exporter:
+            yield CounterMetricFamily("netmon_ipfix_records", "Flow records sent by --ipfix",
+                                      value=snap.exporter.get("records", 0))
+            yield CounterMetricFamily(
+                "netmon_ipfix_send_errors", "IPFIX messages the collector's address "
+                "refused or the host could not send", value=snap.exporter.get("errors", 0))
+        info = GaugeMetricFamily("netmon_build_info", "netmon's version, its libbpf and "
+                                 "Python's", labels=list(self._build))
+        info.add_metric(list(self._build.values()), 1)
+        yield info
+
+    def close(self) -> None:
+        server, self._server = getattr(self, "_server", None), None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+            self._thread.join()
+
+    def __enter__(self) -> "Metrics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

@@ -1,0 +1,129 @@
+"""The IPFIX encoder and the [HOST:]PORT values, without a network.
+
+tests/test_export.py holds the messages to a real collector (nfcapd).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from netmon import cli, endpoint, ipfix
+from netmon.cli import ExitStatus
+from netmon.flows import END_IDLE, FLOW_KEY, FlowKey, FlowRecord
+
+
+def record(family: int = 4, proto: int = 17, sport: int = 5000, dport: int = 53,
+           packets: int = 3, nbytes: int = 300, direction: int = 0, vlan: int = 0):
+    src, dst = ((bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])) if family == 4 else
+                (socket.inet_pton(socket.AF_INET6, "2001:db8::1"),
+                 socket.inet_pton(socket.AF_INET6, "2001:db8::2")))
+    key = FlowKey.decode(FLOW_KEY.pack(9, direction, family, proto, vlan, sport, dport, src, dst))
+    return FlowRecord(key, 1_000_000_000, 2_500_000_000, packets, nbytes, 0x12, END_IDLE)
+
+
+def epoch_ms(ns: int) -> int:
+    return 1_700_000_000_000 + ns // 1_000_000
+
+
+def sets(message: bytes) -> list[tuple[int, bytes]]:
+    version, length, _, _, _ = ipfix.HEADER.unpack_from(message)
+    assert version == 10 and length == len(message)
+    out, pos = [], ipfix.HEADER.size
+    while pos < length:
+        set_id, set_len = ipfix.SET_HEADER.unpack_from(message, pos)
+        assert set_len >= 4
+        out.append((set_id, message[pos + 4:pos + set_len]))
+        pos += set_len
+    assert pos == length
+    return out
+
+
+def test_templates_name_the_iana_elements():
+    (set_id, body), = sets(ipfix.Encoder().messages([], 0, templates=True)[0][0])
+    assert set_id == 2
+    templates = {}
+    pos = 0
+    while pos < len(body):
+        tid, count = struct.unpack_from("!HH", body, pos)
+        templates[tid] = list(struct.iter_unpack("!HH", body[pos + 4:pos + 4 + 4 * count]))
+        pos += 4 + 4 * count
+    assert set(templates) == {256, 257}
+    v4 = dict(templates[256])
+    assert v4[8] == v4[12] == 4 and v4[1] == v4[2] == 8 and v4[152] == v4[153] == 8
+    assert {7, 11, 4, 6, 10, 14, 61, 58}.issubset(v4)
+    assert dict(templates[257])[27] == 16
+    # A record is exactly as long as its template says.
+    for family, tid in ((4, 256), (6, 257)):
+        assert ipfix.RECORD[family].size == sum(size for _, size in templates[tid])
+
+
+def test_a_record_carries_its_flow():
+    family, data = ipfix.record_bytes(record(vlan=12, direction=1), epoch_ms)
+    fields = ipfix.RECORD[4].unpack(data)
+    assert family == 4
+    assert fields == (bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), 5000, 53, 17, 0, 300, 3,
+                      1_700_000_001_000, 1_700_000_002_500, 0, 9, 1, 12, END_IDLE, 0)
+    # ICMP: type and code in icmpTypeCode, no ports; TCP keeps its flags.
+    icmp = ipfix.RECORD[6].unpack(ipfix.record_bytes(record(6, 58, 128, 0), epoch_ms)[1])
+    assert icmp[2:4] == (0, 0) and icmp[-1] == 128 << 8
+    tcp = ipfix.RECORD[4].unpack(ipfix.record_bytes(record(proto=6), epoch_ms)[1])
+    assert tcp[5] == 0x12
+
+
+@given(st.lists(st.sampled_from([4, 6]), max_size=200), st.booleans())
+def test_messages_stay_small_and_count_every_record_once(families, templates):
+    enc = ipfix.Encoder(domain=7)
+    enc.sequence = (1 << 32) - 5  # wraps
+    pairs = [ipfix.record_bytes(record(f, sport=i), epoch_ms) for i, f in enumerate(families)]
+    messages = enc.messages(pairs, 1234, templates)
+    seq = (1 << 32) - 5
+    got = []
+    for message, count in messages:
+        assert len(message) <= ipfix.MAX_MESSAGE
+        _, _, export_time, sequence, domain = ipfix.HEADER.unpack_from(message)
+        assert (export_time, sequence, domain) == (1234, seq, 7)
+        n = 0
+        for set_id, body in sets(message):
+            if set_id == 2:
+                continue
+            family = {256: 4, 257: 6}[set_id]
+            size = ipfix.RECORD[family].size
+            assert len(body) % size == 0
+            got += [(family, body[i:i + size]) for i in range(0, len(body), size)]
+            n += len(body) // size
+        assert n == count
+        seq = (seq + count) % (1 << 32)
+    assert got == pairs
+    assert enc.sequence == seq
+    assert bool(messages) == bool(pairs or templates)
+
+
+@pytest.mark.parametrize("text, default, want", [
+    ("127.0.0.1:4739", None, ("127.0.0.1", 4739)),
+    ("[::1]:4739", None, ("::1", 4739)),
+    ("9100", "127.0.0.1", ("127.0.0.1", 9100)),
+    ("0.0.0.0:9100", "127.0.0.1", ("0.0.0.0", 9100)),
+    ("localhost:4739", None, ("127.0.0.1", 4739)),
+])
+def test_endpoints(text, default, want):
+    assert endpoint.parse(text, default) == want
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ipfix", "10.0.0.1"], "'10.0.0.1' is not HOST:PORT"),
+    (["--ipfix", "10.0.0.1:99999"], "the port must be 1-65535"),
+    (["--ipfix", "::1:4739"], "write an IPv6 address in brackets"),
+    (["--ipfix", "no-such-host.invalid:4739"], "cannot resolve 'no-such-host.invalid'"),
+    (["--metrics", "http"], "the port must be a number"),
+    (["--ipfix", "10.0.0.1:4739", "-w", "x.pcapng"], "flows are counted live, without -w or -r"),
+    (["--metrics", "9100", "-r", "x.pcap"], "--metrics serves live counters; -r reads a file"),
+])
+def test_bad_endpoints_are_usage_errors(capsys, argv, message):
+    assert cli.main(argv) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
