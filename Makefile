@@ -18,7 +18,8 @@ BUILD_DEPS := clang llvm libbpf-dev bpftool make python3 python3-venv python3-pi
 APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-linux tshark tmux \
 	nfdump softflowd prometheus
 
-.PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels bench clean
+.PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels test-userlands \
+	bench clean
 
 all: $(BPF_OBJ)
 
@@ -83,6 +84,14 @@ clean:
 # The kernel tests on Debian's 5.10, 6.1 and 6.12 kernels under qemu, and on this one.
 KERNEL_DEPS := qemu-system-x86 kmod busybox-static
 VIRTME_NG := virtme-ng==1.42
+# The wheel in Debian 11, 12 and 13 root filesystems (Proxmox VE 7, 8, 9), on this kernel.
+USERLAND_DEPS := mmdebstrap
+test-userlands: venv
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(USERLAND_DEPS)
+	rm -rf $(BUILD)/userlands/dist
+	scripts/build-wheel.sh $(BUILD)/userlands/dist
+	$(VENV)/bin/python scripts/userlands.py --wheel $(BUILD)/userlands/dist/netmon-*.whl
+
 test-kernels: venv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KERNEL_DEPS)
 	$(VENV)/bin/pip install -q '$(VIRTME_NG)'

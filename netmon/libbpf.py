@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import errno as errno_mod
 import os
+import re
 
 from netmon.errors import LibbpfError, LibbpfMissing, ObjectMismatch
 
@@ -68,16 +69,22 @@ def lib():
     """The loaded libbpf, opened on first use with its print hook installed."""
     global _lib
     if _lib is None:
+        need = ".".join(map(str, MIN_VERSION))
         try:
             loaded = ffi.dlopen(LIBBPF_SONAME)
         except OSError as exc:
+            old = _old_libbpf()
+            if old:
+                raise LibbpfMissing(
+                    f"libbpf {old} is too old, netmon needs libbpf >= {need}; install libbpf1 "
+                    "from Debian 12 / Proxmox VE 8 or newer (apt-get install libbpf1)"
+                ) from None
             raise LibbpfMissing(
                 f"{LIBBPF_SONAME} not found ({exc}); install it with: apt-get install libbpf1"
             ) from None
         version = (loaded.libbpf_major_version(), loaded.libbpf_minor_version())
         if version < MIN_VERSION:
             found = ffi.string(loaded.libbpf_version_string()).decode()
-            need = ".".join(map(str, MIN_VERSION))
             raise LibbpfMissing(
                 f"libbpf {found} is too old, netmon needs libbpf >= {need}; "
                 "install libbpf1 from Debian 12 / Proxmox VE 8 or newer (apt-get install libbpf1)"
@@ -85,6 +92,24 @@ def lib():
         loaded.libbpf_set_print(_on_print)
         _lib = loaded
     return _lib
+
+
+def _old_libbpf() -> str | None:
+    """The version of a libbpf 0.x (Debian 11, Proxmox VE 7), if one is installed.
+
+    Before 0.6 libbpf cannot tell its version: the file the loader mapped names it.
+    """
+    try:
+        handle = ffi.dlopen("libbpf.so.0")  # held: unmapped again once it is collected
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                m = re.search(r"/libbpf\.so\.(0\.[\d.]+)$", line.strip())
+                if m:
+                    return m.group(1)
+        del handle
+    except OSError:
+        return None
+    return "0.x"
 
 
 def version() -> str:
