@@ -11,7 +11,10 @@ ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/' -e 's/pp
 
 BPF_OBJ := netmon/_bpf/xdp_monitor.bpf.o
 BUILD ?= build
-BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf
+# -ffile-prefix-map: the object (its BTF line info) names no build directory, so builds
+# in two places (a checkout, a container's /src) give the same bytes.
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf \
+	-ffile-prefix-map=$(CURDIR)=.
 
 # Debian packages: what building the wheel needs, and what running and testing add.
 BUILD_DEPS := clang llvm libbpf-dev bpftool make python3 python3-venv python3-pip
@@ -19,7 +22,7 @@ APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-lin
 	nfdump softflowd prometheus
 
 .PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels test-userlands \
-	bench clean
+	wheel-container bench clean
 
 all: $(BPF_OBJ)
 
@@ -92,10 +95,18 @@ test-userlands: venv
 	scripts/build-wheel.sh $(BUILD)/userlands/dist
 	$(VENV)/bin/python scripts/userlands.py --wheel $(BUILD)/userlands/dist/netmon-*.whl
 
+# Dockerfile.build built for real with podman (a base image made with mmdebstrap), and
+# its wheel checked against scripts/build-wheel.sh's.
+CONTAINER_DEPS := podman mmdebstrap
+wheel-container:
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CONTAINER_DEPS)
+	$(PYTHON) scripts/container-wheel.py
+
 test-kernels: venv
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KERNEL_DEPS)
 	$(VENV)/bin/pip install -q '$(VIRTME_NG)'
-	$(VENV)/bin/python scripts/kernel-matrix.py --python $(abspath $(VENV))/bin/python
+	$(VENV)/bin/python scripts/kernel-matrix.py --python $(abspath $(VENV))/bin/python \
+		$(KERNEL_MATRIX_ARGS)
 
 # Speed, side by side with tcpdump and an empty XDP_PASS program; never part of `test`.
 BENCH_DEPS := tcpdump tshark iftop softflowd nfdump
