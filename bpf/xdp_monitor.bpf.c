@@ -766,6 +766,8 @@ int xdp_monitor(struct xdp_md *ctx)
 		count_flow(&ev, cnt, ev.len - l2len);
 		return XDP_PASS;
 	}
+	if (cfg.quiet)
+		return XDP_PASS;
 	ev.ts_ns = bpf_ktime_get_ns();
 	if (!cfg.snaplen) {
 		send_event(ctx, &ev, cnt);
@@ -813,6 +815,8 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 		count_flow(&ev, cnt, wire - (__u64)ev.segs * l2len);
 		return NM_TC_NEXT;
 	}
+	if (cfg.quiet)
+		return NM_TC_NEXT;
 	ev.ts_ns = bpf_ktime_get_ns();
 	if (!cfg.snaplen) {
 		send_event(skb, &ev, cnt);

@@ -80,7 +80,8 @@ struct nm_config {
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
-	__u8  _pad2[2];
+	__u8  quiet;               /* --quiet: count only (the counters, --metrics), send nothing */
+	__u8  _pad2;
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 };
 

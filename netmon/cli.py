@@ -209,6 +209,9 @@ def monitor(
     ipfix_domain: int = typer.Option(
         DEFAULT_DOMAIN, "--ipfix-domain", metavar="N", min=0, max=(1 << 32) - 1,
         help="The IPFIX observation domain id the messages carry."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q",
+        help="Print no packet lines: the kernel only counts (for --metrics and --stats)."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
     count: Optional[int] = typer.Option(
         None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
@@ -242,6 +245,9 @@ def monitor(
         raise errors.UsageError("-W N needs -C or -G: it limits the files they rotate through")
     if write == "-" and (file_mb or rotate_seconds):
         raise errors.UsageError("-C and -G rotate files; -w - writes to standard output")
+    if quiet and (write is not None or read is not None or flow_records or top or count):
+        raise errors.UsageError("--quiet prints nothing and only counts: it goes without -w, "
+                                "-r, --flows, top and --count")
     flows = None
     if flow_records or top or ipfix:
         if flow_records and top:
@@ -283,7 +289,7 @@ def monitor(
     settings = Settings(
         selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
         mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
-        stats_every=stats, capture=capture, flows=flows, metrics=metrics,
+        stats_every=stats, capture=capture, flows=flows, metrics=metrics, quiet=quiet,
         ipfix=(*ipfix, ipfix_domain) if ipfix else None,
     )
     summary = run(settings, spec, sys.stdout, sys.stderr)

@@ -21,7 +21,7 @@ Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 # struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto,
 # capture's snaplen (0: no capture) and cap_events, the flows switch, and epoch_ns.
 _PREFIX = "16s16sB3x"
-CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxIBB2xQ")
+CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxIBBBxQ")
 CONFIG_SIZE = CONFIG_FORMAT.size
 
 # nm_config.match
@@ -92,13 +92,14 @@ class FilterSpec:
     # -- the kernel side -------------------------------------------------
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
-                      epoch_ns: int = 0, flows: bool = False) -> bytes:
+                      epoch_ns: int = 0, flows: bool = False, quiet: bool = False) -> bytes:
         """The bytes of struct nm_config that make the program apply this spec.
 
         Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
         packet its record keeps (0: no capture); ``cap_events``, records carry the
         event too; ``epoch_ns``, added to the kernel's monotonic stamps for pcapng's.
         ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
+        ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
         """
         match = 0
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
@@ -109,7 +110,7 @@ class FilterSpec:
         return CONFIG_FORMAT.pack(
             *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
             self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0, snaplen, cap_events, flows, epoch_ns,
+            match, self.protocol or 0, snaplen, cap_events, flows, quiet, epoch_ns,
         )
 
     # -- the Python side -------------------------------------------------

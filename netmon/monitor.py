@@ -52,6 +52,7 @@ class Settings:
     flows: FlowSettings | None = None  # top, --flows, --ipfix: packets counted as flows
     metrics: tuple[str, int] | None = None  # --metrics: serve counters on this address
     ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
+    quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
 
     @property
     def labelled(self) -> bool:
@@ -432,6 +433,8 @@ def banner(settings: Settings, spec: FilterSpec, watch: _Watch, notes: list[str]
             f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
     lines.append("Architecture: eBPF (XDP/tc in the kernel, filters applied there) "
                  "→ perf buffer → Python")
+    if settings.quiet:
+        lines.append("Output: none (--quiet): the kernel counts, nothing more")
     if settings.metrics:
         lines.append(f"Metrics: http://{endpoint.display(*settings.metrics)}/metrics")
     if settings.ipfix:
@@ -515,7 +518,8 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)
         records = None
-        config = flows_config(spec) if settings.flows else spec.kernel_config()
+        config = flows_config(spec) if settings.flows else \
+            spec.kernel_config(quiet=settings.quiet)
         if capture:
             # Records carry events only when lines are printed or counted as well.
             records = captures.Records(events=capture.print_lines or settings.count is not None)

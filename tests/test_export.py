@@ -207,7 +207,7 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
         "global:\n  scrape_interval: 1s\n"
         "scrape_configs:\n  - job_name: netmon\n"
         f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
-    with Netmon(n, "--metrics", str(port)) as nm, \
+    with Netmon(n, "--quiet", "--metrics", str(port)) as nm, \
             running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
                                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                                 f"--web.listen-address=127.0.0.1:{prom_port}"),
@@ -240,6 +240,10 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
         assert value == str(udp), f"prometheus answered {value} for {query}"
         assert nm.stop() == 0
     assert prom.poll() is not None
+    # --quiet: counted in the kernel, nothing sent to user space, nothing printed.
+    assert nm.out == []
+    total = sum(count for _, count in frames)
+    assert f"{total} matched, 0 sent, 0 shown, 0 lost" in "\n".join(nm.err)
 
 
 def test_a_metrics_port_in_use_is_one_line(netns):

@@ -122,6 +122,9 @@ def test_endpoints(text, default, want):
     (["--metrics", "http"], "the port must be a number"),
     (["--ipfix", "10.0.0.1:4739", "-w", "x.pcapng"], "flows are counted live, without -w or -r"),
     (["--metrics", "9100", "-r", "x.pcap"], "--metrics serves live counters; -r reads a file"),
+    (["--quiet", "--flows"], "--quiet prints nothing and only counts"),
+    (["-q", "-w", "x.pcapng"], "--quiet prints nothing and only counts"),
+    (["-q", "-c", "3"], "--quiet prints nothing and only counts"),
 ])
 def test_bad_endpoints_are_usage_errors(capsys, argv, message):
     assert cli.main(argv) == ExitStatus.USAGE
