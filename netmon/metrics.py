@@ -39,21 +39,24 @@ class Snapshot:
 
 
 class Metrics:
-    """The endpoint: serves from construction until close()."""
+    """The metrics, and with serve() the endpoint, until close()."""
 
-    def __init__(self, host: str, port: int, libbpf_version: str = ""):
+    def __init__(self, libbpf_version: str = ""):
         self._lock = threading.Lock()
         self._snapshot = Snapshot()
         self._build = {"version": __version__, "libbpf": libbpf_version,
                        "python": platform.python_version()}
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
+        self._server = None
+
+    def serve(self, host: str, port: int) -> "Metrics":
         try:
             self._server, self._thread = start_http_server(port, host, registry=self.registry)
         except OSError as exc:
             raise MetricsUnavailable(f"cannot serve metrics on {endpoint.display(host, port)}: "
                                      f"{exc.strerror or exc}") from None
-        self.address = self._server.server_address[:2]
+        return self
 
     def update(self, snapshot: Snapshot) -> None:
         with self._lock:
@@ -95,7 +98,7 @@ class Metrics:
         yield info
 
     def close(self) -> None:
-        server, self._server = getattr(self, "_server", None), None
+        server, self._server = self._server, None
         if server is not None:
             server.shutdown()
             server.server_close()

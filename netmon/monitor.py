@@ -513,7 +513,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         if settings.metrics:  # first: a port in use stops the run before anything is attached
             from netmon.metrics import Metrics
 
-            metrics = stack.enter_context(Metrics(*settings.metrics, libbpf.version()))
+            metrics = stack.enter_context(Metrics(libbpf.version()).serve(*settings.metrics))
         # Listen before listing, so that no interface slips between the two.
         links = stack.enter_context(closing(LinkWatcher()))
         targets = _targets(sel)

@@ -130,3 +130,25 @@ def test_bad_endpoints_are_usage_errors(capsys, argv, message):
     assert cli.main(argv) == ExitStatus.USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+def test_metrics_show_the_last_snapshot_with_bounded_labels():
+    from prometheus_client import generate_latest
+
+    from netmon.metrics import Metrics, Snapshot
+
+    m = Metrics("v1.1")
+    counts = {"packets_udp": 5, "bytes_udp": 500, "packets_icmpv6": 2, "bytes_icmpv6": 140}
+    m.update(Snapshot({("veth1", 0): counts, ("veth1", 1): {}}, lost=3, flow_overflow=1,
+                      exporter={"records": 4, "errors": 1}))
+    text = generate_latest(m.registry).decode()
+    assert 'netmon_packets_total{direction="in",interface="veth1",protocol="udp"} 5.0' in text
+    assert 'netmon_bytes_total{direction="in",interface="veth1",protocol="icmpv6"} 140.0' in text
+    assert 'netmon_packets_total{direction="out",interface="veth1",protocol="tcp"} 0.0' in text
+    for line in ("netmon_events_lost_total 3.0", "netmon_flows_overflow_total 1.0",
+                 "netmon_ipfix_records_total 4.0", "netmon_ipfix_send_errors_total 1.0"):
+        assert line in text
+    assert 'netmon_build_info{libbpf="v1.1"' in text
+    # Two interface-directions, six protocols: 12 series of each; nothing else varies.
+    assert text.count("netmon_packets_total{") == 2 * 6
+    m.close()  # never served: nothing to stop
