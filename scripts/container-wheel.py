@@ -17,10 +17,10 @@ wheels must have the same sha256. Prints both; exits non-zero if they differ.
 
 from __future__ import annotations
 
+import argparse
 import configparser
 import glob
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -28,18 +28,12 @@ import sys
 import time
 from pathlib import Path
 
+from debian_archive import debian_mirror
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "container"
 IMAGE = "docker.io/library/debian:bookworm"  # what FROM debian:bookworm resolves to
 HOST_CA = "/etc/pip-host-ca.crt"  # where the build sees the host's CA bundle
-
-
-def debian_mirror() -> str:
-    spec = importlib.util.spec_from_file_location("kernel_matrix",
-                                                  ROOT / "scripts" / "kernel-matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.debian_mirror()
 
 
 def base_image() -> None:
@@ -81,6 +75,8 @@ def sha256(path: str) -> str:
 
 
 def main() -> int:
+    argparse.ArgumentParser(description="Dockerfile.build with podman, checked against "
+                            "make wheel").parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     out, host_out = WORK / "dist", WORK / "host-dist"
     for d in (out, host_out):

@@ -19,7 +19,6 @@ any failed.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import platform
 import re
@@ -28,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from debian_archive import debian_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "kernels"
@@ -77,23 +78,6 @@ GUEST_TESTS = [
 ]
 # Kernel-independent and slow under emulation: hypothesis loading a program per example.
 GUEST_SKIP = ["tests/test_program.py::test_random_specs_agree"]
-
-
-def debian_mirror() -> str:
-    """The Debian archive this machine's own apt sources use."""
-    texts = []
-    for path in ["/etc/apt/sources.list", *glob.glob("/etc/apt/sources.list.d/*")]:
-        try:
-            texts.append(Path(path).read_text())
-        except OSError:
-            continue
-    for text in texts:
-        # deb822 stanzas (URIs: / Suites:) and one-line "deb URI suite ..." entries
-        for uri in re.findall(r"^URIs:\s*(\S+)", text, re.M) + re.findall(
-                r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", text, re.M):
-            if uri.rstrip("/").endswith("/debian"):
-                return uri.rstrip("/")
-    sys.exit("kernel-matrix: no Debian archive in this machine's apt sources")
 
 
 def apt_options() -> list[str]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import importlib.util
 import os
 import shlex
 import shutil
@@ -28,6 +27,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from debian_archive import debian_mirror
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "userlands"
@@ -68,14 +69,6 @@ TESTS = [
 ]
 SKIP = ["tests/test_program.py::test_random_specs_agree"]  # slow, and the same everywhere
 PIP_PACKAGES = ["pytest", "hypothesis", "scapy"]
-
-
-def debian_mirror() -> str:
-    spec = importlib.util.spec_from_file_location("kernel_matrix",
-                                                  ROOT / "scripts" / "kernel-matrix.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.debian_mirror()
 
 
 def rootfs(u: Userland, mirror: str) -> Path:

@@ -8,11 +8,9 @@ traffic into a second nfcapd as the reference.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +24,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from tests.netns import ROOT, Netmon, scaled, send
+from tests.netns import Netmon, scaled, send
 
 pytestmark = pytest.mark.kernel
 
