@@ -152,3 +152,39 @@ def test_metrics_show_the_last_snapshot_with_bounded_labels():
     # Two interface-directions, six protocols: 12 series of each; nothing else varies.
     assert text.count("netmon_packets_total{") == 2 * 6
     m.close()  # never served: nothing to stop
+
+
+def test_the_exporter_resends_templates_and_counts_what_it_could_not_send(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(ipfix.time, "monotonic", lambda: now[0])
+    exporter = ipfix.Exporter("127.0.0.1", 4739, epoch_ms, domain=3, template_every=60)
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    exporter._sock.close()
+    exporter._sock = mine  # a datagram socket we can read the messages from
+
+    def received() -> list[list[int]]:
+        out = []
+        theirs.setblocking(False)
+        while True:
+            try:
+                out.append([set_id for set_id, _ in sets(theirs.recv(65536))])
+            except BlockingIOError:
+                return out
+
+    exporter.send([record(), record(6)])
+    assert received() == [[2, 256, 257]]  # templates first, then a set per family
+    now[0] += 30
+    exporter.send([record()])
+    exporter.send([])  # nothing to send, templates not due: no message
+    assert received() == [[256]]
+    now[0] += 31
+    exporter.send([])  # due: templates alone
+    assert received() == [[2]]
+    assert (exporter.counts.records, exporter.counts.messages) == (3, 3)
+
+    mine.close()  # the collector's side gone: sends fail, counted, monitoring goes on
+    exporter._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    exporter.send([record(), record()])
+    assert (exporter.counts.errors, exporter.counts.unsent) == (1, 2)
+    exporter.close()
+    theirs.close()
