@@ -19,7 +19,7 @@ from pathlib import Path
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 OBJECT = "netmon/_bpf/xdp_monitor.bpf.o"
-FFI_MODULE = "netmon/_libbpf_ffi.py"
+FFI_MODULE = "netmon/kernel/_libbpf_ffi.py"
 
 
 class BpfObjectHook(BuildHookInterface):

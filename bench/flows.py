@@ -23,7 +23,7 @@ from pathlib import Path
 
 from netmon import flows
 from netmon.filters import FilterSpec
-from netmon.program import BpfObject, MonitorProgram
+from netmon.kernel.loader import BpfObject, MonitorProgram
 from tests.netns import NetnsPair
 
 from bench.run import BUILD, ROOT, TOOL_CPU, bench_rate, best_run, offer, udp_frame

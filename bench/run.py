@@ -42,8 +42,8 @@ from pathlib import Path
 
 from netmon.events import EVENT_SIZE
 from netmon.filters import FilterSpec, parse_network
-from netmon.program import BpfObject, MonitorProgram, prog_test_run
-from netmon.reader import PerfReader
+from netmon.kernel.loader import BpfObject, MonitorProgram, prog_test_run
+from netmon.sources.reader import PerfReader
 from tests.netns import NetnsPair
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from netmon import libbpf
-from netmon.libbpf import ffi
-from netmon.program import BpfObject
+from netmon.kernel import libbpf
+from netmon.kernel.libbpf import ffi
+from netmon.kernel.loader import BpfObject
 
 # One live-frames run costs ~25 ms of setup and teardown on current kernels
 # whatever its size, so pacing works in bursts: each run sends what is due by

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from netmon.events import EVENT_SIZE, Decoder, Row
 from netmon.pcapng import PcapngWriter
-from netmon.reader import HEADER, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span, samples
+from netmon.sources.reader import HEADER, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span, samples
 
 # bpf/xdp_monitor.h
 MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN

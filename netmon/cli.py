@@ -17,14 +17,14 @@ from netmon import __version__, endpoint, errors, protocols, system
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE, FlowSettings
-from netmon.interfaces import Selection
-from netmon.ipfix import DEFAULT_DOMAIN
+from netmon.sources.interfaces import Selection
+from netmon.sinks.ipfix import DEFAULT_DOMAIN
 from netmon.capture import MAX_SNAPLEN, Capture
 from netmon.monitor import Settings, run
 from netmon.pcapng import CaptureWriteError
-from netmon.program import Hook, Method, Mode
-from netmon.reader import DEFAULT_PAGES, capture_pages
-from netmon.savefile import CaptureDamaged, CaptureUnreadable
+from netmon.kernel.loader import Hook, Method, Mode
+from netmon.sources.reader import DEFAULT_PAGES, capture_pages
+from netmon.sources.savefile import CaptureDamaged, CaptureUnreadable
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
@@ -268,7 +268,7 @@ def monitor(
         if interface or guest or direction or follow:
             raise errors.UsageError("-r reads a capture file: -i, --guest, --direction and "
                                     "--follow are for live interfaces")
-        from netmon.replay import read_capture
+        from netmon.sources.replay import read_capture
 
         settings = Settings(selection=Selection(("-",)), json=json_out, count=count,
                             pages=buffer_pages, capture=capture)

@@ -17,11 +17,11 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
-from netmon import libbpf
+from netmon.kernel import libbpf
 from netmon.events import DIR_NAMES
 from netmon.filters import FilterSpec
-from netmon.libbpf import ffi
-from netmon.program import FLOW_TABLES, MonitorProgram
+from netmon.kernel.libbpf import ffi
+from netmon.kernel.loader import FLOW_TABLES, MonitorProgram
 
 # struct nm_flow_key and struct nm_flow, bpf/xdp_monitor.h
 FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")

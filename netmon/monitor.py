@@ -17,19 +17,22 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from netmon import capture as captures
-from netmon import endpoint, events, interfaces, libbpf, output, program, proxmox, system
+from netmon import endpoint, events, output, system
+from netmon.kernel import libbpf
+from netmon.kernel import loader as program
+from netmon.sources import interfaces, proxmox
 from netmon.capture import Capture
 from netmon.flows import INTERVAL, FlowBook, FlowSettings, FlowTable
 from netmon.flows import kernel_config as flows_config
 from netmon.errors import AttachFailed, NetmonError, UsageError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 from netmon.filters import FilterSpec
-from netmon.interfaces import Selection
-from netmon.ipfix import ExportCounts, Exporter
-from netmon.netlink import LinkChange, LinkWatcher
-from netmon.program import Hook, Method, Mode, MonitorProgram
+from netmon.sources.interfaces import Selection
+from netmon.sinks.ipfix import ExportCounts, Exporter
+from netmon.sources.netlink import LinkChange, LinkWatcher
+from netmon.kernel.loader import Hook, Method, Mode, MonitorProgram
 from netmon.pcapng import PcapngWriter
-from netmon.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
+from netmon.sources.reader import DEFAULT_PAGES, SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
 
 RULE = "═" * 39
 METRICS_EVERY = 1.0  # seconds between two snapshots of the counters for --metrics
@@ -335,7 +338,7 @@ class _Flows:
         self._view = None
         self._fmt = None
         if fs.top:
-            from netmon import top
+            from netmon.sinks import top
 
             many = not settings.selection.single
             both = len(settings.directions) > 1
@@ -511,7 +514,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
         stack.enter_context(_signals_stop(stop))
         metrics = None
         if settings.metrics:  # first: a port in use stops the run before anything is attached
-            from netmon.metrics import Metrics
+            from netmon.sinks.metrics import Metrics
 
             metrics = stack.enter_context(Metrics(libbpf.version()).serve(*settings.metrics))
         # Listen before listing, so that no interface slips between the two.
@@ -670,7 +673,7 @@ def run(settings: Settings, spec: FilterSpec, out: TextIO, err: TextIO) -> Summa
             return summary
 
         def serve_metrics() -> None:
-            from netmon.metrics import Snapshot
+            from netmon.sinks.metrics import Snapshot
 
             tally()
             metrics.update(Snapshot(

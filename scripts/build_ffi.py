@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write netmon/_libbpf_ffi.py: cffi's out-of-line ABI module for netmon/libbpf.h.
+"""Write netmon/kernel/_libbpf_ffi.py: cffi's out-of-line ABI module for netmon/kernel/libbpf.h.
 
 cffi parses the C declarations here, at build time, and writes them out as a
 Python module; at run time netmon imports that module and nothing parses C
@@ -19,17 +19,17 @@ from pathlib import Path
 
 from cffi import FFI
 
-MODULE = "netmon._libbpf_ffi"
+MODULE = "netmon.kernel._libbpf_ffi"
 # libbpf prints through this; declared beside libbpf's own API.
 EXTRA = "int vsnprintf(char *str, size_t size, const char *format, void *ap);"
 
 
 def build(root: Path) -> Path:
     ffibuilder = FFI()
-    ffibuilder.cdef((root / "netmon" / "libbpf.h").read_text())
+    ffibuilder.cdef((root / "netmon" / "kernel" / "libbpf.h").read_text())
     ffibuilder.cdef(EXTRA)
     ffibuilder.set_source(MODULE, None)
-    target = root / "netmon" / "_libbpf_ffi.py"
+    target = root / "netmon" / "kernel" / "_libbpf_ffi.py"
     ffibuilder.emit_python_code(str(target))
     return target
 

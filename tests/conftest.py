@@ -28,7 +28,7 @@ def kernel_unavailable() -> str | None:
         if shutil.which(tool) is None:
             return f"needs {tool} (apt-get install iproute2 iputils-ping)"
     try:
-        from netmon import libbpf, program
+        from netmon.kernel import libbpf, loader as program
 
         libbpf.lib()
         program.object_path()

@@ -17,9 +17,9 @@ from scapy.layers.sctp import SCTP
 
 from netmon import events
 from netmon.filters import FilterSpec
-from netmon.libbpf import XDP_PASS
-from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
+from netmon.kernel.libbpf import XDP_PASS
+from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 MIN_FRAME = 14  # BPF_PROG_TEST_RUN refuses frames shorter than Ethernet's header

@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from netmon import capture, pcapng, savefile
+from netmon import capture, pcapng
+from netmon.sources import savefile
 from netmon.filters import FilterSpec
-from netmon.program import MonitorProgram, prog_test_run, xdp_can_capture
-from netmon.reader import PerfReader
+from netmon.kernel.loader import MonitorProgram, prog_test_run, xdp_can_capture
+from netmon.sources.reader import PerfReader
 from tests.frames import MIN_FRAME, Runner, sample_frames
 from tests.test_savefiles import tshark_fields
 

@@ -80,7 +80,7 @@ def test_not_root(capsys, monkeypatch):
 
 
 def test_missing_libbpf(capsys, monkeypatch):
-    from netmon import libbpf
+    from netmon.kernel import libbpf
 
     monkeypatch.setattr(libbpf, "_lib", None)
     monkeypatch.setattr(libbpf, "LIBBPF_SONAME", "libbpf-nmt-missing.so.1")
@@ -97,7 +97,7 @@ def test_old_kernel(capsys, monkeypatch):
 
 
 def test_too_old_libbpf(capsys, monkeypatch):
-    from netmon import libbpf
+    from netmon.kernel import libbpf
 
     monkeypatch.setattr(libbpf, "_lib", None)
     monkeypatch.setattr(libbpf, "MIN_VERSION", (99, 0))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon import pcapng, savefile
+from netmon import pcapng
+from netmon.sources import savefile
 from tests.conftest import CORPUS, ROOT
 from tests.reference import Expected, reference
 

@@ -28,8 +28,8 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
-from netmon import libbpf
-from netmon.libbpf import XDP_PASS, ffi
+from netmon.kernel import libbpf
+from netmon.kernel.libbpf import XDP_PASS, ffi
 from tests.frames import MAC, MIN_FRAME, Runner
 from tests.reference import of_event, reference
 

@@ -25,7 +25,7 @@ from netmon import system
 from netmon import flows
 from netmon.filters import FilterSpec
 from netmon.flows import FlowTable
-from netmon.program import FRAGS_KERNEL, MonitorProgram, prog_test_run
+from netmon.kernel.loader import FRAGS_KERNEL, MonitorProgram, prog_test_run
 from tests.netns import ROOT, Netmon, scaled, send
 
 pytestmark = pytest.mark.kernel

@@ -14,7 +14,7 @@ from netmon import cli, output
 from netmon.cli import ExitStatus
 from netmon.flows import (END_ACTIVE, END_FORCED, END_IDLE, FLOW_KEY, FlowBook, FlowKey,
                           FlowRecord)
-from netmon.top import TopView, human
+from netmon.sinks.top import TopView, human
 
 S = 1_000_000_000  # ns
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from netmon import cli, endpoint, ipfix
+from netmon import cli, endpoint
+from netmon.sinks import ipfix
 from netmon.cli import ExitStatus
 from netmon.flows import END_IDLE, FLOW_KEY, FlowKey, FlowRecord
 
@@ -135,7 +136,7 @@ def test_bad_endpoints_are_usage_errors(capsys, argv, message):
 def test_metrics_show_the_last_snapshot_with_bounded_labels():
     from prometheus_client import generate_latest
 
-    from netmon.metrics import Metrics, Snapshot
+    from netmon.sinks.metrics import Metrics, Snapshot
 
     m = Metrics("v1.1")
     counts = {"packets_udp": 5, "bytes_udp": 500, "packets_icmpv6": 2, "bytes_icmpv6": 140}

@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from netmon import system
-from netmon.program import FRAGS_KERNEL
+from netmon.kernel.loader import FRAGS_KERNEL
 from tests.netns import Listener, Netmon, ping, send
 
 pytestmark = pytest.mark.kernel

@@ -2,7 +2,7 @@
 
 import struct
 
-from netmon import netlink
+from netmon.sources import netlink
 
 
 def nlmsg(mtype: int, payload: bytes) -> bytes:

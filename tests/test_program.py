@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netmon import libbpf
+from netmon.kernel import libbpf
 from netmon.filters import FilterSpec, parse_network
-from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import SAMPLE_SIZE, PerfReader
+from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.sources.reader import SAMPLE_SIZE, PerfReader
 from tests.frames import XDP_PASS, Runner, run_frames, sample_frames, without_time
 from tests.reference import of_event, reference
 

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from netmon import capture, pcapng, savefile
+from netmon import capture, pcapng
+from netmon.sources import savefile
 
 FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(range(46))  # 60 bytes
 epb = pcapng.enhanced_packet

@@ -70,7 +70,7 @@ def test_compilers_really_are_hidden(installed):
 def test_installed_copy_monitors_real_traffic(installed):
     _, venv, hide = installed
     where = subprocess.run([*hide, str(venv / "bin" / "python"), "-c",
-                            "import netmon.program as p; print(p.object_path())"],
+                            "import netmon.kernel.loader as p; print(p.object_path())"],
                            capture_output=True, text=True, cwd="/", check=True).stdout.strip()
     assert where.startswith(str(venv)), where
     with NetnsPair() as n:

@@ -21,13 +21,15 @@ import errno
 import time
 from typing import TextIO
 
-from netmon import events, libbpf, output, pcapng, savefile, system
+from netmon import events, output, pcapng, system
+from netmon.kernel import libbpf
+from netmon.sources import savefile
 from netmon.errors import LibbpfError
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.monitor import Delivery, Interfaces, Settings, Summary
-from netmon.program import MonitorProgram, prog_test_run
-from netmon.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
+from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 ETH_HLEN = 14  # BPF_PROG_TEST_RUN refuses anything shorter
 RUN_LIMITS = (65536, 3072)  # the most of a frame a test run is given, by kernel

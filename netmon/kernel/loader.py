@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from netmon import libbpf, netlink, system
+from netmon import system
+from netmon.kernel import libbpf
+from netmon.sources import netlink
 from netmon.errors import (
     AttachFailed,
     KernelTooOld,
@@ -35,7 +37,7 @@ from netmon.errors import (
 )
 from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT, EVENT_SIZE
 from netmon.filters import CONFIG_SIZE
-from netmon.libbpf import ffi
+from netmon.kernel.libbpf import ffi
 
 PROGRAM_NAME = "xdp_monitor"
 # The object's programs, by hook.

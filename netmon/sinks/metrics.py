@@ -19,7 +19,7 @@ from prometheus_client.core import CollectorRegistry, CounterMetricFamily, Gauge
 from netmon import __version__, endpoint
 from netmon.errors import NetmonError
 from netmon.events import DIR_NAMES
-from netmon.program import PROTO_NAMES
+from netmon.kernel.loader import PROTO_NAMES
 
 
 

@@ -11,7 +11,7 @@ import fnmatch
 import socket
 from dataclasses import dataclass
 
-from netmon import proxmox
+from netmon.sources import proxmox
 
 ANY = "any"
 

@@ -16,9 +16,9 @@ import select
 import struct
 from typing import Iterator
 
-from netmon import libbpf
+from netmon.kernel import libbpf
 from netmon.events import EVENT_SIZE
-from netmon.libbpf import ffi
+from netmon.kernel.libbpf import ffi
 
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.

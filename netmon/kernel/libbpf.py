@@ -21,9 +21,9 @@ import re
 from netmon.errors import LibbpfError, LibbpfMissing, ObjectMismatch
 
 try:
-    from netmon._libbpf_ffi import ffi
+    from netmon.kernel._libbpf_ffi import ffi
 except ImportError:  # a source tree nobody built
-    raise ObjectMismatch("netmon/_libbpf_ffi.py is missing: build netmon with `make install` "
+    raise ObjectMismatch("netmon/kernel/_libbpf_ffi.py is missing: build netmon with `make install` "
                          "or reinstall the wheel") from None
 
 LIBBPF_SONAME = "libbpf.so.1"
