@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-from netmon import flows
 from netmon.filters import FilterSpec
 from netmon.kernel.loader import BpfObject, MonitorProgram
 from tests.netns import NetnsPair
@@ -76,7 +75,7 @@ def bench_flow_update(repeat: int) -> list[dict]:
             rows.append({"program": name, "ns": ns, "kernel_ns": kns})
     for name, path in (("netmon flows, one entry for all CPUs, atomic adds (default)", None),
                        ("netmon flows, per-CPU entries", BUILD / "xdp_monitor_percpu.bpf.o")):
-        with MonitorProgram(flows.kernel_config(FilterSpec()), path=path, hooks=["xdp"],
+        with MonitorProgram(FilterSpec().kernel_config(flows=True), path=path, hooks=["xdp"],
                             flow_entries=1024) as prog:
             prog.register(socket.if_nametoindex("lo"))
             ns, kns = best_run(prog.prog_fds["xdp"], frame, repeat)

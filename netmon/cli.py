@@ -13,18 +13,12 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, endpoint, errors, protocols, system
-from netmon.events import DIR_IN, DIR_OUT
+from netmon import __version__, endpoint, errors, protocols
+from netmon.app import run
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
-from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE, FlowSettings
-from netmon.sources.interfaces import Selection
-from netmon.sinks.ipfix import DEFAULT_DOMAIN
-from netmon.capture import MAX_SNAPLEN, Capture
-from netmon.monitor import Settings, run
-from netmon.pcapng import CaptureWriteError
-from netmon.kernel.loader import Hook, Method, Mode
-from netmon.sources.reader import DEFAULT_PAGES, capture_pages
-from netmon.sources.savefile import CaptureDamaged, CaptureUnreadable
+from netmon.kernel.abi import MAX_SNAPLEN
+from netmon.settings import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
+                             DEFAULT_PAGES, Direction, Hook, Method, Mode, Options, build)
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
@@ -49,16 +43,6 @@ class ExitStatus(enum.IntEnum):
     CAPTURE_WRITE = 11  # -w: the file could not be written (a full disk)
 
 
-class Direction(str, enum.Enum):
-    IN = "in"
-    OUT = "out"
-    BOTH = "both"
-
-
-_DIRECTIONS = {Direction.IN: (DIR_IN,), Direction.OUT: (DIR_OUT,),
-               Direction.BOTH: (DIR_IN, DIR_OUT)}
-
-
 _STATUS = {
     errors.UsageError: ExitStatus.USAGE,
     errors.PermissionProblem: ExitStatus.PERMISSION,
@@ -69,9 +53,9 @@ _STATUS = {
     errors.ProgramRejected: ExitStatus.REJECTED,
     errors.XdpBusy: ExitStatus.XDP_BUSY,
     errors.AttachFailed: ExitStatus.ATTACH,
-    CaptureDamaged: ExitStatus.CAPTURE_READ,
-    CaptureUnreadable: ExitStatus.CAPTURE_READ,
-    CaptureWriteError: ExitStatus.CAPTURE_WRITE,
+    errors.CaptureDamaged: ExitStatus.CAPTURE_READ,
+    errors.CaptureUnreadable: ExitStatus.CAPTURE_READ,
+    errors.CaptureWriteError: ExitStatus.CAPTURE_WRITE,
 }
 
 
@@ -235,65 +219,18 @@ def monitor(
                           dport=dst_port, host=host, port=port, vlan=vlan)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
-    if buffer_pages is None:
-        buffer_pages = capture_pages(os.cpu_count() or 1) if write else DEFAULT_PAGES
-    if buffer_pages & (buffer_pages - 1):
-        raise errors.UsageError(f"--buffer-pages must be a power of two, not {buffer_pages}")
-    if write is None and (print_lines or file_mb or file_count or rotate_seconds):
-        raise errors.UsageError("--print, -C, -W and -G go with -w FILE")
-    if file_count and not (file_mb or rotate_seconds):
-        raise errors.UsageError("-W N needs -C or -G: it limits the files they rotate through")
-    if write == "-" and (file_mb or rotate_seconds):
-        raise errors.UsageError("-C and -G rotate files; -w - writes to standard output")
-    if quiet and (write is not None or read is not None or flow_records or top or count):
-        raise errors.UsageError("--quiet prints nothing and only counts: it goes without -w, "
-                                "-r, --flows, top and --count")
-    flows = None
-    if flow_records or top or ipfix:
-        if flow_records and top:
-            raise errors.UsageError("top shows flows live, --flows prints their records: "
-                                    "one at a time")
-        if write is not None or read is not None:
-            raise errors.UsageError("flows are counted live, without -w or -r")
-        if sort not in ("rate", "bytes", "packets"):
-            raise errors.UsageError(f"--sort takes rate, bytes or packets, not {sort!r}")
-        flows = FlowSettings(top=top, entries=flow_entries, idle=flow_idle, active=flow_active,
-                             sort=sort, print_records=flow_records)
-    capture = None
-    if write is not None:
-        capture = Capture(write, snaplen, file_mb, file_count, rotate_seconds, print_lines)
-    if read is not None:
-        if metrics:
-            raise errors.UsageError("--metrics serves live counters; -r reads a file")
-        if interface or guest or direction or follow:
-            raise errors.UsageError("-r reads a capture file: -i, --guest, --direction and "
-                                    "--follow are for live interfaces")
-        from netmon.sources.replay import read_capture
-
-        settings = Settings(selection=Selection(("-",)), json=json_out, count=count,
-                            pages=buffer_pages, capture=capture)
-        summary = read_capture(settings, spec, read, sys.stdout, sys.stderr)
-        sys.stderr.write("".join(f"netmon: {line}\n" for line in summary.lines()))
-        return ExitStatus.SUCCESS
-    names = list(interface or [])
-    if not names and not guest:
-        names = [system.default_interface()]
-    try:
-        selection = Selection.parse(names, guest or [])
-    except ValueError as exc:
-        raise errors.UsageError(str(exc)) from None
-    if direction is None:
-        direction = Direction.BOTH if guest else Direction.IN
-    if hook is Hook.XDP and direction is Direction.OUT:
-        raise errors.UsageError("--hook xdp watches ingress only; egress is always tc")
-    settings = Settings(
-        selection=selection, directions=_DIRECTIONS[direction], hook=hook, follow=follow,
-        mode=mode, method=attach, json=json_out, count=count, pages=buffer_pages,
-        stats_every=stats, capture=capture, flows=flows, metrics=metrics, quiet=quiet,
-        ipfix=(*ipfix, ipfix_domain) if ipfix else None,
-    )
-    summary = run(settings, spec, sys.stdout, sys.stderr)
-    sys.stderr.write("\n" + "".join(f"netmon: {line}\n" for line in summary.lines()))
+    settings = build(Options(
+        interface=tuple(interface or ()), guest=tuple(guest or ()), direction=direction,
+        hook=hook, mode=mode, attach=attach, follow=follow, spec=spec, write=write,
+        print_lines=print_lines, snaplen=snaplen, file_mb=file_mb, file_count=file_count,
+        rotate_seconds=rotate_seconds, read=read, flow_records=flow_records, top=top, sort=sort,
+        flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
+        metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
+        count=count, stats=stats, buffer_pages=buffer_pages), cpus=os.cpu_count() or 1)
+    summary = run(settings, sys.stdout, sys.stderr)
+    # Live runs end with a blank line after the events; -r's summary follows them directly.
+    gap = "" if settings.read is not None else "\n"
+    sys.stderr.write(gap + "".join(f"netmon: {line}\n" for line in summary.lines()))
     return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
 
 

@@ -56,3 +56,23 @@ class LibbpfError(NetmonError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class CaptureDamaged(NetmonError):
+    """The file stops making sense at ``offset``; the frames before it were read."""
+
+    def __init__(self, path: str, offset: int, what: str):
+        super().__init__(f"{path}: damaged at byte {offset}: {what}")
+        self.offset = offset
+
+
+class CaptureUnreadable(NetmonError):
+    """Not a capture netmon can read: another format, or a link type other than Ethernet."""
+
+
+class CaptureWriteError(NetmonError):
+    """The capture file could not be written (a full disk, an I/O error)."""
+
+
+class MetricsUnavailable(NetmonError):
+    """The endpoint cannot be served: the port is taken, the address is not ours."""

@@ -1,4 +1,4 @@
-"""The one Python mirror of ``struct nm_event`` (bpf/xdp_monitor.h), and its decoding.
+"""``struct nm_event`` records (layout: kernel/abi.py) decoded into Events.
 
 Plain Python: no libbpf, no cffi. The reader hands over raw records in batches;
 this module turns them into typed, immutable Events.
@@ -17,27 +17,18 @@ import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-# struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then the
-# direction, a pad byte and the segment count.
-_TIME_FIELDS = "QII"
-_FLOW_FIELDS = "16s16sHHHBBBBBB"
-_TAIL_FIELDS = "BxH"
-EVENT_FORMAT = struct.Struct("=" + _TIME_FIELDS + _FLOW_FIELDS + _TAIL_FIELDS)
-EVENT_SIZE = EVENT_FORMAT.size
+from netmon.kernel.abi import (DIR_IN, DIR_NAMES, DIR_OUT, EV_FRAG, EV_ICMP, EV_PORTS,  # noqa: F401
+                               EV_TCPFLAGS, EVENT, EVENT_FLOW_FIELDS, EVENT_TAIL_FIELDS,
+                               EVENT_TIME_FIELDS)
+
+_TIME_FIELDS = EVENT_TIME_FIELDS
+_FLOW_FIELDS = EVENT_FLOW_FIELDS
+_TAIL_FIELDS = EVENT_TAIL_FIELDS
+EVENT_SIZE = EVENT.size
 _FLOW_FORMAT = struct.Struct("=" + _FLOW_FIELDS)
 _FLOW_OFFSET = struct.calcsize("=" + _TIME_FIELDS)
 _FLOW_SIZE = _FLOW_FORMAT.size
 _FAMILY_OFFSET = struct.calcsize("=16s16sHHH")  # of the family byte, in the flow part
-
-# nm_event.flags
-EV_PORTS = 0x01
-EV_ICMP = 0x02
-EV_FRAG = 0x04
-EV_TCPFLAGS = 0x08
-
-# nm_event.dir
-DIR_IN, DIR_OUT = 0, 1
-DIR_NAMES = ("in", "out")
 
 _FAMILIES = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 _KNOWN_FAMILIES = frozenset(_FAMILIES)

@@ -8,31 +8,17 @@ them against each other on real packets.
 from __future__ import annotations
 
 import ipaddress
-import struct
 from dataclasses import dataclass
 from typing import Union
 
 from netmon import protocols
 from netmon.events import Event
+from netmon.kernel.abi import (CONFIG, M_DADDR, M_DPORT, M_HOST, M_PORT, M_PROTO, M_SADDR,
+                               M_SPORT, M_VLAN)
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-
-# Mirror of struct nm_config (bpf/xdp_monitor.h), native byte order: three
-# struct nm_prefix (net, mask, family, padding), then the ports, vlan, match, proto,
-# capture's snaplen (0: no capture) and cap_events, the flows switch, and epoch_ns.
-_PREFIX = "16s16sB3x"
-CONFIG_FORMAT = struct.Struct("=" + _PREFIX * 3 + "HHHHHBxIBBBxQ")
-CONFIG_SIZE = CONFIG_FORMAT.size
-
-# nm_config.match
-M_PROTO = 0x0001
-M_SADDR = 0x0002
-M_DADDR = 0x0004
-M_SPORT = 0x0008
-M_DPORT = 0x0010
-M_HOST = 0x0020
-M_PORT = 0x0040
-M_VLAN = 0x0080
+CONFIG_FORMAT = CONFIG  # struct nm_config (kernel/abi.py), which kernel_config() alone writes
+CONFIG_SIZE = CONFIG.size
 
 
 def parse_network(text: str) -> Network:

@@ -1,11 +1,11 @@
 """Flows: the kernel counts them, netmon reads its tables once a second and keeps the flows.
 
 The programs add each matching packet to its flow in one of two tables (see
-bpf/xdp_monitor.h). FlowTable flips them and reads the one no program writes
-any more; user space does work per flow and per second, none per packet.
-FlowBook keeps each flow's totals and rates, and ends flows as records: after
-an idle timeout, after an active timeout (a long flow is split), or when the
-run ends. A record's counts are the ones since the flow's last record, as
+bpf/xdp_monitor.h). kernel/flowtable.py flips them and reads the one no program
+writes any more; user space does work per flow and per second, none per packet.
+Plain Python from here on: FlowBook keeps each flow's totals and rates, and ends
+flows as records: after an idle timeout, after an active timeout (a long flow is
+split), or when the run ends. A record's counts are the ones since the flow's last record, as
 IPFIX's octetDeltaCount and packetDeltaCount are.
 """
 
@@ -14,20 +14,9 @@ from __future__ import annotations
 import collections
 import operator
 import socket
-import struct
 from dataclasses import dataclass, field
 
-from netmon.kernel import libbpf
-from netmon.events import DIR_NAMES
-from netmon.filters import FilterSpec
-from netmon.kernel.libbpf import ffi
-from netmon.kernel.loader import FLOW_TABLES, MonitorProgram
-
-# struct nm_flow_key and struct nm_flow, bpf/xdp_monitor.h
-FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
-FLOW_VALUE = struct.Struct("=QQQQ8s")  # packets, bytes, first_ns, last_ns, a byte per flag
-BPF_MAP_TYPE_PERCPU_HASH = 5
-ENOENT = 2
+from netmon.kernel.abi import DIR_NAMES, FLOW_KEY
 
 DEFAULT_ENTRIES = 65536
 DEFAULT_IDLE = 15.0  # seconds without a packet: the flow ends
@@ -41,11 +30,6 @@ END_NAMES = {END_IDLE: "idle", END_ACTIVE: "active", END_FORCED: "end"}
 
 _AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 ICMP_PROTOS = (1, 58)
-
-
-def kernel_config(spec: FilterSpec) -> bytes:
-    """The program's config for counting ``spec``'s packets as flows."""
-    return spec.kernel_config(flows=True)
 
 
 @dataclass(frozen=True)
@@ -89,124 +73,6 @@ class FlowKey:
     @property
     def direction(self) -> str:
         return DIR_NAMES[self.dir]
-
-
-class FlowTable:
-    """The kernel's two flow tables: take() gives the last interval's flows."""
-
-    def __init__(self, prog: MonitorProgram, entries: int):
-        obj = prog.obj
-        lib = libbpf.lib()
-        self._fds = [obj.map_fd(name) for name in FLOW_TABLES]
-        self._side_fd = obj.map_fd("flowside")
-        self._sync_fd = obj.map_fd("flowsync")
-        self._sync_value = ffi.new("__u32 *", obj.map_fd("flowsync_inner"))
-        self._zero = ffi.new("__u32 *", 0)
-        self._side = 0
-        percpu = lib.bpf_map__type(obj.map(FLOW_TABLES[0])) == BPF_MAP_TYPE_PERCPU_HASH
-        self._cpus = libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs") \
-            if percpu else 1
-        self._entries = entries
-        self._keys = ffi.new("char[]", entries * FLOW_KEY.size)
-        self._values = ffi.new("char[]", entries * FLOW_VALUE.size * self._cpus)
-        self._batch = ffi.new("char[]", 8)  # the kernel's position in a hash map: a bucket
-        self._batch_ops = True
-
-    def take(self) -> list[tuple[bytes, int, int, int, int, int]]:
-        """Flip the tables, wait until no program counts into the old one, read and empty it.
-
-        Returns (raw key, tcp_flags, packets, bytes, first_ns, last_ns) per flow.
-        """
-        lib = libbpf.lib()
-        idle = self._side
-        self._side ^= 1
-        libbpf.ensure(lib.bpf_map_update_elem(self._side_fd, self._zero,
-                                              ffi.new("__u32 *", self._side), 0),
-                      "switching flow tables")
-        # Returns once every program running now has finished (see flowsync).
-        libbpf.ensure(lib.bpf_map_update_elem(self._sync_fd, self._zero, self._sync_value, 0),
-                      "waiting for the flow table's writers")
-        return self._read(self._fds[idle])
-
-    def _read(self, fd: int) -> list:
-        if self._batch_ops:
-            try:
-                return self._read_batches(fd)
-            except libbpf.LibbpfError as exc:
-                if exc.errno not in (22, 95, 524):  # EINVAL, EOPNOTSUPP, ENOTSUPP: < 5.6
-                    raise
-                self._batch_ops = False
-        return self._read_one_by_one(fd)
-
-    def _read_batches(self, fd: int) -> list:
-        """BPF_MAP_LOOKUP_AND_DELETE_BATCH: all of it in a call or a few."""
-        lib = libbpf.lib()
-        opts = libbpf.new_opts("bpf_map_batch_opts")
-        count = ffi.new("__u32 *")
-        rows = []
-        first = True
-        while True:
-            count[0] = self._entries
-            rc = lib.bpf_map_lookup_and_delete_batch(
-                fd, ffi.NULL if first else self._batch, self._batch, self._keys,
-                self._values, count, opts)
-            if rc < 0 and rc != -ENOENT:
-                libbpf.ensure(rc, "reading the flow table")
-            rows += self._rows(count[0])
-            if rc == -ENOENT or count[0] == 0:
-                return rows
-            first = False
-
-    def _read_one_by_one(self, fd: int) -> list:
-        """Kernels without batch operations: nothing writes this table now, so a walk
-        and a delete per flow lose nothing either."""
-        lib = libbpf.lib()
-        n = 0
-        key = ffi.NULL
-        while n < self._entries:
-            nxt = self._keys + n * FLOW_KEY.size
-            if lib.bpf_map_get_next_key(fd, key, nxt) < 0:
-                break
-            key = nxt
-            n += 1
-        for i in range(n):
-            k = self._keys + i * FLOW_KEY.size
-            libbpf.ensure(lib.bpf_map_lookup_elem(
-                fd, k, self._values + i * FLOW_VALUE.size * self._cpus), "reading a flow")
-            lib.bpf_map_delete_elem(fd, k)
-        return self._rows(n)
-
-    def _rows(self, n: int) -> list:
-        keys = ffi.buffer(self._keys, n * FLOW_KEY.size)[:]
-        values = ffi.buffer(self._values, n * FLOW_VALUE.size * self._cpus)[:]
-        stride = FLOW_VALUE.size * self._cpus
-        rows = []
-        for i in range(n):
-            key = keys[i * FLOW_KEY.size:(i + 1) * FLOW_KEY.size]
-            if self._cpus == 1:
-                packets, nbytes, first, last, seen = FLOW_VALUE.unpack_from(values, i * stride)
-                flags = _flags(seen)
-            else:  # per-CPU copies: the sum, the union, the earliest and the latest
-                flags = packets = nbytes = last = 0
-                first = None
-                for cpu in range(self._cpus):
-                    p, b, t0, t1, seen = FLOW_VALUE.unpack_from(
-                        values, i * stride + cpu * FLOW_VALUE.size)
-                    f = _flags(seen)
-                    if p:
-                        flags |= f
-                        packets += p
-                        nbytes += b
-                        first = t0 if first is None else min(first, t0)
-                        last = max(last, t1)
-                first = first or 0
-            rows.append((key, flags, packets, nbytes, first, last))
-        return rows
-
-
-def _flags(seen: bytes) -> int:
-    """The TCP flags byte from struct nm_flow's byte per flag."""
-    return sum(1 << i for i, b in enumerate(seen) if b)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import time
 from typing import Iterable
 
 from netmon import __version__
-from netmon.errors import NetmonError
+from netmon.errors import CaptureWriteError
 
 LINKTYPE_ETHERNET = 1
 BT_SHB, BT_IDB, BT_EPB = 0x0A0D0D0A, 1, 6
@@ -43,8 +43,6 @@ _PADS = (b"", b"\0\0\0", b"\0\0", b"\0")
 _IOV_MAX = 1024  # buffers one writev() takes (Linux's UIO_MAXIOV)
 
 
-class CaptureWriteError(NetmonError):
-    """The capture file could not be written (a full disk, an I/O error)."""
 
 
 def _option(code: int, value: bytes) -> bytes:

@@ -12,10 +12,13 @@ import time
 
 import pytest
 
-from netmon import capture, pcapng
+from netmon import pcapng
+from netmon.kernel import abi
+from netmon.sources import records as capture
 from netmon.sources import savefile
 from netmon.filters import FilterSpec
-from netmon.kernel.loader import MonitorProgram, prog_test_run, xdp_can_capture
+from netmon.kernel.hooks import xdp_can_capture
+from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.sources.reader import PerfReader
 from tests.frames import MIN_FRAME, Runner, sample_frames
 from tests.test_savefiles import tshark_fields
@@ -46,7 +49,7 @@ def matching(frames_: list[bytes]) -> list[bytes]:
 class Capturing:
     """The program loaded for capture, its rings, and a file the records go to."""
 
-    def __init__(self, hook: str, path, events: bool, snaplen: int = capture.MAX_SNAPLEN,
+    def __init__(self, hook: str, path, events: bool, snaplen: int = abi.MAX_SNAPLEN,
                  pages: int = 64):
         config = FilterSpec().kernel_config(snaplen, events, EPOCH)
         self.prog = MonitorProgram(config, hooks=(hook,), capture=True)
@@ -182,7 +185,7 @@ def test_stretches_around_a_loss_report_in_the_middle(tmp_path, one_cpu):
         run = records.stretches(ring, spliced)
     assert (run.packets, run.walked, len(run.parts), records.lost) == (6, True, 2, 5)
     path = tmp_path / "y.pcapng"
-    with pcapng.PcapngWriter(str(path), capture.MAX_SNAPLEN) as w:
+    with pcapng.PcapngWriter(str(path), abi.MAX_SNAPLEN) as w:
         w.describe(0, "lo")
         w.write_run(run.parts, run.packets)
     assert [f.data for f in savefile.frames(path)] == want

@@ -22,9 +22,8 @@ from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
 from netmon import system
-from netmon import flows
 from netmon.filters import FilterSpec
-from netmon.flows import FlowTable
+from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import FRAGS_KERNEL, MonitorProgram, prog_test_run
 from tests.netns import ROOT, Netmon, scaled, send
 
@@ -91,7 +90,7 @@ def test_reading_the_tables_loses_no_count(hook):
     and read a hundred times over: every packet is in exactly one read."""
     frames = flow_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "10.9.0.1", "10.9.0.2")
     repeat = 20000  # runs per call: few calls, as an XDP test run costs ~16 ms a call here
-    with MonitorProgram(flows.kernel_config(FilterSpec()), hooks=(hook,),
+    with MonitorProgram(FilterSpec().kernel_config(flows=True), hooks=(hook,),
                         flow_entries=64) as prog:
         table = FlowTable(prog, 64)
         enough = threading.Event()  # set once the reads have overlapped the packets enough

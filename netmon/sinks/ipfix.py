@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
+from netmon import endpoint
+from netmon.pipeline import Context, Delivery, Sink
+
 VERSION = 10
 SET_TEMPLATE = 2
 TEMPLATE_V4, TEMPLATE_V6 = 256, 257
@@ -173,3 +176,29 @@ class Exporter:
 
     def close(self) -> None:
         self._sock.close()
+
+
+class IpfixSink(Sink):
+    """--ipfix: every flow record to the collector (the templates when they are due)."""
+
+    wants = Delivery.FLOWS
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.ipfix is not None
+
+    def __init__(self, ctx: Context):
+        host, port, domain = ctx.settings.ipfix
+        clock = ctx.clock
+        self._exporter = Exporter(host, port, lambda ns: int(clock.epoch(ns) * 1000), domain)
+        self._where = endpoint.display(host, port)
+
+    def flows(self, records, final=False) -> int:
+        self._exporter.send(records)
+        return 0
+
+    def close(self) -> None:
+        self._exporter.close()
+
+    def report(self, summary) -> None:
+        summary.exported = (self._where, self._exporter.counts)

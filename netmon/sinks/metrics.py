@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import platform
 import threading
+import time
 from dataclasses import dataclass, field
 
-from prometheus_client import start_http_server
-from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
-
 from netmon import __version__, endpoint
-from netmon.errors import NetmonError
+from netmon.errors import MetricsUnavailable
 from netmon.events import DIR_NAMES
-from netmon.kernel.loader import PROTO_NAMES
+from netmon.kernel.abi import PROTO_NAMES
+from netmon.pipeline import Context, Sink, Start
+
+EVERY = 1.0  # seconds between two snapshots of the counters
 
 
-
-class MetricsUnavailable(NetmonError):
-    """The endpoint cannot be served: the port is taken, the address is not ours."""
 
 
 @dataclass
@@ -46,11 +44,16 @@ class Metrics:
         self._snapshot = Snapshot()
         self._build = {"version": __version__, "libbpf": libbpf_version,
                        "python": platform.python_version()}
+        # Imported here: every run loads this module, few serve metrics.
+        from prometheus_client.core import CollectorRegistry
+
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self._server = None
 
     def serve(self, host: str, port: int) -> "Metrics":
+        from prometheus_client import start_http_server
+
         try:
             self._server, self._thread = start_http_server(port, host, registry=self.registry)
         except OSError as exc:
@@ -63,6 +66,8 @@ class Metrics:
             self._snapshot = snapshot
 
     def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         with self._lock:
             snap = self._snapshot
         labels = ["interface", "direction", "protocol"]
@@ -110,3 +115,31 @@ class Metrics:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+
+class MetricsSink(Sink):
+    """--metrics: the summary's counters, snapshotted once a second for the scrapes."""
+
+    start = Start.FIRST  # a port in use stops the run before anything is attached
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.metrics is not None
+
+    def __init__(self, ctx: Context):
+        self._metrics = Metrics(ctx.libbpf_version).serve(*ctx.settings.metrics)
+        self._tally = ctx.tally
+        self._next = time.monotonic()
+
+    def tick(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + EVERY
+        s = self._tally()
+        exported = s.exported[1] if s.exported else None
+        self._metrics.update(Snapshot(
+            dict(s.per_interface), s.lost, s.counters.get("flow_overflow", 0),
+            {"records": exported.records, "errors": exported.errors} if exported else {}))
+
+    def close(self) -> None:
+        self._metrics.close()

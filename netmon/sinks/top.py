@@ -11,6 +11,7 @@ terminal, a plain table is printed per interval instead.
 from __future__ import annotations
 
 import os
+import select
 import sys
 import termios
 import time
@@ -21,6 +22,7 @@ from typing import Callable, TextIO
 from netmon import protocols
 from netmon.flows import WINDOWS, Flow, FlowBook
 from netmon.output import flow_endpoints
+from netmon.pipeline import Context, Delivery, Sink
 
 SORTS = ("rate", "bytes", "packets")
 ROWS_DEFAULT = 20
@@ -181,3 +183,76 @@ class Screen:
         for line in lines:  # one row each, whatever the width
             line.no_wrap, line.overflow = True, "ellipsis"
         self._live.update(Group(*lines, table), refresh=True)
+
+
+class TopSink(Sink):
+    """netmon top: the view redrawn once a second, on a terminal (rich) or as plain text."""
+
+    wants = Delivery.FLOWS
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.flows is not None and settings.flows.top
+
+    def __init__(self, ctx: Context):
+        s = ctx.settings
+        self._counters = ctx.counters
+        self._out = ctx.out
+        self._interfaces = ctx.interfaces
+        self._title = f"netmon top: {s.selection.describe()}"
+        self._many = not s.selection.single
+        self._both = len(s.directions) > 1
+        self._view = TopView(ctx.book, self._where if self._many or self._both else None,
+                             "WHERE" if self._many else "DIR", s.flows.sort)
+        self._screen = Screen(self._view, ctx.out) if ctx.out.isatty() else None
+        self._quit = False
+        if self._screen is not None:
+            self._screen.__enter__()
+
+    def _where(self, flow: Flow) -> str:
+        """The interface (a guest's name for a guest's) and the direction, as needed."""
+        if not self._many:
+            return flow.key.direction
+        info = self._interfaces.info(flow.key.ifindex)
+        name = info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
+                                          else info["ifname"])
+        return f"{name} {flow.key.direction}" if self._both else name
+
+    def watch_fds(self) -> list[int]:
+        fd = self._screen.keys_fd if self._screen is not None else None
+        return [] if fd is None else [fd]
+
+    def tick(self) -> None:
+        """A key pressed in the view: q quits, s changes the sort."""
+        fds = self.watch_fds()
+        if not fds or not select.select(fds, [], [], 0)[0]:
+            return
+        key = self._screen.key()
+        if key == "q":
+            self._quit = True
+        elif key == "s":
+            self._view.next_sort()
+            self._draw()
+
+    @property
+    def stop(self) -> bool:
+        return self._quit
+
+    def flows(self, records, final=False) -> int:
+        if not final:
+            self._draw()
+        return 0
+
+    def _draw(self) -> None:
+        c = self._counters()
+        lost, overflow = c.get("send_failed", 0), c.get("flow_overflow", 0)
+        if self._screen is not None:
+            self._screen.draw(self._title, lost, overflow)
+        else:
+            self._out.write(self._view.plain(self._title, lost, overflow))
+            self._out.flush()
+
+    def close(self) -> None:
+        screen, self._screen = self._screen, None
+        if screen is not None:
+            screen.__exit__(None, None, None)

@@ -11,6 +11,7 @@ import fnmatch
 import socket
 from dataclasses import dataclass
 
+from netmon import system
 from netmon.sources import proxmox
 
 ANY = "any"
@@ -69,3 +70,47 @@ class Selection:
 def existing() -> dict[int, str]:
     """Every interface of this network namespace, by index."""
     return {idx: name for idx, name in socket.if_nameindex()}
+
+
+def targets(selection: Selection) -> dict[int, str]:
+    """The interfaces to watch now: the named ones (which must exist), then the matches."""
+    present = existing()
+    by_name = {name: idx for idx, name in present.items()}
+    targets = {}
+    for name in selection.names:
+        idx = by_name.get(name)
+        targets[idx if idx is not None else system.ifindex(name)] = name
+    for idx, name in sorted(present.items(), key=lambda item: item[1]):
+        if idx not in targets and selection.matches(name):
+            targets[idx] = name
+    return targets
+
+
+class Interfaces:
+    """What is known of each interface an event may name: its name, its guest."""
+
+    def __init__(self):
+        self.names: dict[int, str | None] = {}
+        self._info: dict[int, dict] = {}
+
+    def name(self, ifindex: int) -> str | None:
+        """The interface's name (None: a capture file's interface that has none)."""
+        if ifindex not in self.names:
+            self.names[ifindex] = existing().get(ifindex, str(ifindex))
+        return self.names[ifindex]
+
+    def info(self, ifindex: int) -> dict:
+        info = self._info.get(ifindex)
+        if info is None:
+            name = self.name(ifindex)
+            info = {"ifname": name}
+            guest = proxmox.guest_of(name) if name else None
+            if guest is not None:
+                info.update(guest=guest, guest_name=proxmox.guest_name(guest))
+            self._info[ifindex] = info
+        return info
+
+    def learn(self, ifindex: int, name: str | None) -> None:
+        if self.names.get(ifindex) != name:
+            self.names[ifindex] = name
+            self._info.pop(ifindex, None)

@@ -19,23 +19,7 @@ from typing import Iterator
 from netmon.kernel import libbpf
 from netmon.events import EVENT_SIZE
 from netmon.kernel.libbpf import ffi
-
-# Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
-# the reader to be late, as on a busy host it will be.
-DEFAULT_PAGES = 128
-# Capturing, records carry whole packets: 32 MiB per CPU (a ring wakes the reader at
-# 2 MiB, capture.WAKEUP_BYTES), ~50 ms of 1500-byte frames at 400,000/s: with 8 MiB a
-# reader that stalled lost up to 7% of such bursts here, with 32 MiB none.
-CAPTURE_PAGES = 8192
-CAPTURE_BUDGET_PAGES = 16384  # 64 MiB for all CPUs' rings together
-
-
-def capture_pages(cpus: int) -> int:
-    """Pages per CPU for a capture: CAPTURE_PAGES, less on hosts with many CPUs."""
-    pages = CAPTURE_PAGES
-    while pages > 128 and pages * cpus > CAPTURE_BUDGET_PAGES:
-        pages //= 2
-    return pages
+from netmon.settings import DEFAULT_PAGES
 
 # Kernel UAPI: linux/perf_event.h
 PERF_TYPE_SOFTWARE = 1

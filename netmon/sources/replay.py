@@ -19,16 +19,19 @@ from __future__ import annotations
 import bisect
 import errno
 import time
-from typing import TextIO
+from contextlib import ExitStack
+from typing import Callable, TextIO
 
-from netmon import events, output, pcapng, system
-from netmon.kernel import libbpf
-from netmon.sources import savefile
+from netmon import events, output, pcapng, system, sinks
 from netmon.errors import LibbpfError
 from netmon.events import DIR_IN, DIR_OUT
-from netmon.filters import FilterSpec
-from netmon.monitor import Delivery, Interfaces, Settings, Summary
+from netmon.kernel import libbpf
 from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.pipeline import Context, Pipeline, Start
+from netmon.report import Summary
+from netmon.settings import Settings
+from netmon.sources import savefile
+from netmon.sources.interfaces import Interfaces
 from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 ETH_HLEN = 14  # BPF_PROG_TEST_RUN refuses anything shorter
@@ -38,89 +41,116 @@ BATCH = 256  # frames run between two drains of the perf buffer
 _FIRST_INDEX = 1 << 30
 
 
-def read_capture(settings: Settings, spec: FilterSpec, path: str, out: TextIO,
-                 err: TextIO) -> Summary:
-    """Every frame of ``path`` through the program; stops at --count or the file's end.
+def replay(settings: Settings, out: TextIO, err: TextIO,
+           make: Callable[[list, Start, Context, Pipeline], None]) -> Summary:
+    """Every frame of -r's file through the program; stops at --count or the file's end.
 
     A damaged file: what came before the damage is delivered, then CaptureDamaged.
+    ``make`` builds the sinks of one start (app._make).
     """
     libbpf.lib()
     system.check_privileges()
-    frames = savefile.frames(path)
-    summary = Summary()
-    known = Interfaces()
-    indexes: dict[str | None, int] = {}
-    capture = settings.capture
-    decoder = events.Decoder()
-    short = 0  # frames too short to run: malformed
-    limits = list(RUN_LIMITS)
-    writer = capture.writer() if capture else None
-    try:
-        with MonitorProgram(spec.kernel_config(), hooks=("xdp",)) as prog, \
-                PerfReader(prog.events_fd, settings.pages) as reader:
-            deliver = Delivery(settings, known, summary, out, err, writer, output.Clock(0))
-            batch: list[tuple[int, savefile.Frame]] = []
+    frames = savefile.frames(settings.read)
+    kinds = sinks.for_run(settings)
+    pipeline = Pipeline(settings.count)
+    ctx = Context(settings, out, err, output.Clock(0), Interfaces(), tally=pipeline.tally)
+    with ExitStack() as stack:
+        stack.callback(pipeline.close)
+        make(kinds, Start.FIRST, ctx, pipeline)
+        make(kinds, Start.ATTACHING, ctx, pipeline)
+        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(), hooks=("xdp",)))
+        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
+        make(kinds, Start.RUNNING, ctx, pipeline)
+        source = _Replay(prog, reader, pipeline, ctx.interfaces, settings)
+        try:
+            source.run(frames)
+        finally:
+            pipeline.close()
+        return pipeline.tally()
 
-            def flush() -> None:
-                starts = [start for start, _ in batch]
-                rows = []
-                for chunk in reader.drain():
-                    rows += decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
-                rows.sort(key=events.BY_TIME)
-                fixed, numbers, blocks = [], [], []
-                for ts, _, _, key, _, segs in rows:
-                    frame = batch[bisect.bisect_right(starts, ts) - 1][1]
-                    ifindex = indexes.get(frame.ifname)
-                    if ifindex is None:
-                        ifindex = indexes[frame.ifname] = _FIRST_INDEX + len(indexes)
-                        known.learn(ifindex, frame.ifname)  # None: the file names none
-                        if writer is not None:
-                            writer.describe(ifindex - _FIRST_INDEX, frame.ifname)
-                    fixed.append((frame.ts_ns, ifindex, frame.origlen, key,
-                                  DIR_OUT if frame.outbound else DIR_IN, segs))
-                    numbers.append(frame.number)
-                    if writer is not None:
-                        blocks.append(pcapng.enhanced_packet(
-                            ifindex - _FIRST_INDEX, frame.ts_ns, frame.data[:capture.snaplen],
-                            frame.origlen, frame.outbound))
-                deliver(fixed, blocks, numbers)
-                deliver.tick()
-                batch.clear()
 
-            def run(data: bytes) -> None:
-                while True:
-                    try:
-                        prog_test_run(prog.prog_fd, data[:limits[0]])
-                        return
-                    except LibbpfError as exc:
-                        # Too long for this kernel's test runs: the smaller limit.
-                        too_long = exc.errno in (errno.EINVAL, errno.ENOMEM, errno.E2BIG,
-                                                 errno.EMSGSIZE)  # the last: 5.10
-                        if not too_long or len(limits) == 1 or len(data) <= limits[1]:
-                            raise
-                        limits.pop(0)
+class _Replay:
+    """The frames through BPF_PROG_TEST_RUN, a batch at a time, and their events back."""
 
+    def __init__(self, prog: MonitorProgram, reader: PerfReader, pipeline: Pipeline,
+                 interfaces: Interfaces, settings: Settings):
+        self._prog = prog
+        self._reader = reader
+        self._pipeline = pipeline
+        self._interfaces = interfaces
+        self._snaplen = settings.capture.snaplen if settings.capture else None
+        self._decoder = events.Decoder()
+        self._indexes: dict[str | None, int] = {}
+        self._batch: list[tuple[int, savefile.Frame]] = []
+        self._limits = list(RUN_LIMITS)
+        self._short = 0  # frames too short to run: malformed
+        pipeline.reports(self._fill)
+
+    def run(self, frames) -> None:
+        try:
+            for frame in frames:
+                if self._pipeline.count_reached:
+                    break
+                if len(frame.data) < ETH_HLEN:
+                    self._short += 1
+                    continue
+                start = time.monotonic_ns()
+                self._test_run(frame.data)
+                self._batch.append((start, frame))
+                if len(self._batch) >= BATCH:
+                    self._flush()
+        finally:
+            self._flush()  # what came before an error is shown before it
+
+    def _test_run(self, data: bytes) -> None:
+        limits = self._limits
+        while True:
             try:
-                for frame in frames:
-                    if deliver.count_reached():
-                        break
-                    if len(frame.data) < ETH_HLEN:
-                        short += 1
-                        continue
-                    start = time.monotonic_ns()
-                    run(frame.data)
-                    batch.append((start, frame))
-                    if len(batch) >= BATCH:
-                        flush()
-            finally:
-                flush()  # what came before an error is shown before it
-            summary.counters = prog.counters()
-            summary.perf_lost = reader.lost
-            summary.undecodable = decoder.undecodable + reader.foreign
-    finally:
-        if writer is not None:
-            writer.close()
-            summary.written = (writer.packets, writer.files, capture.path)
-    for name in ("seen", "malformed"):
-        summary.counters[name] = summary.counters.get(name, 0) + short
-    return summary
+                prog_test_run(self._prog.prog_fd, data[:limits[0]])
+                return
+            except LibbpfError as exc:
+                # Too long for this kernel's test runs: the smaller limit.
+                too_long = exc.errno in (errno.EINVAL, errno.ENOMEM, errno.E2BIG,
+                                         errno.EMSGSIZE)  # the last: 5.10
+                if not too_long or len(limits) == 1 or len(data) <= limits[1]:
+                    raise
+                limits.pop(0)
+
+    def _index(self, ifname: str | None) -> int:
+        """The file's interface as an index of its own (learnt, and told to the sinks)."""
+        ifindex = self._indexes.get(ifname)
+        if ifindex is None:
+            ifindex = self._indexes[ifname] = _FIRST_INDEX + len(self._indexes)
+            self._interfaces.learn(ifindex, ifname)  # None: the file names none
+            self._pipeline.interface(ifindex - _FIRST_INDEX, ifname)
+        return ifindex
+
+    def _flush(self) -> None:
+        """The batch's events, each given back what the file knows of its frame."""
+        batch = self._batch
+        starts = [start for start, _ in batch]
+        rows = []
+        for chunk in self._reader.drain():
+            rows += self._decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+        rows.sort(key=events.BY_TIME)
+        fixed, numbers, blocks = [], [], []
+        for ts, _, _, key, _, segs in rows:
+            frame = batch[bisect.bisect_right(starts, ts) - 1][1]
+            ifindex = self._index(frame.ifname)
+            fixed.append((frame.ts_ns, ifindex, frame.origlen, key,
+                          DIR_OUT if frame.outbound else DIR_IN, segs))
+            numbers.append(frame.number)
+            if self._snaplen is not None:
+                blocks.append(pcapng.enhanced_packet(
+                    ifindex - _FIRST_INDEX, frame.ts_ns, frame.data[:self._snaplen],
+                    frame.origlen, frame.outbound))
+        self._pipeline.rows(fixed, blocks, numbers)
+        self._pipeline.tick()
+        batch.clear()
+
+    def _fill(self, summary: Summary) -> None:
+        summary.counters = self._prog.counters()
+        summary.perf_lost = self._reader.lost
+        summary.undecodable = self._decoder.undecodable + self._reader.foreign
+        for name in ("seen", "malformed"):
+            summary.counters[name] = summary.counters.get(name, 0) + self._short

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from netmon.errors import NetmonError
+from netmon.errors import CaptureDamaged, CaptureUnreadable
 
 LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2 = 1, 113, 276
 LINKTYPE_NAMES = {0: "BSD loopback", 1: "Ethernet", 101: "raw IP", 105: "802.11",
@@ -40,16 +40,8 @@ _BOM = 0x1A2B3C4D
 _BT_IDB, _BT_PB, _BT_SPB, _BT_EPB = 1, 2, 3, 6
 
 
-class CaptureDamaged(NetmonError):
-    """The file stops making sense at ``offset``; the frames before it were read."""
-
-    def __init__(self, path: str, offset: int, what: str):
-        super().__init__(f"{path}: damaged at byte {offset}: {what}")
-        self.offset = offset
 
 
-class CaptureUnreadable(NetmonError):
-    """Not a capture netmon can read: another format, or a link type other than Ethernet."""
 
 
 @dataclass(frozen=True)

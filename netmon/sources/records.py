@@ -24,15 +24,12 @@ too, which sorts them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from netmon.events import EVENT_SIZE, Decoder, Row
-from netmon.pcapng import PcapngWriter
+from netmon.kernel.abi import CAP_BLOCK, CAP_TAIL
 from netmon.sources.reader import HEADER, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span, samples
 
-# bpf/xdp_monitor.h
-MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN
 # With no lines to show, the rings are drained (and the file flushed) at least this
 # often: a quiet link's packets reach the file within it, as tcpdump -U's do within
 # its one-second buffer timeout, and an idle capture wakes up twice a second.
@@ -41,28 +38,10 @@ FLUSH_MS = 500
 # times a second at tens of thousands of small packets a second, and with the rest of a
 # large ring as room for a write that stalls at hundreds of thousands of large ones.
 WAKEUP_BYTES = 2 << 20
-CAP_BLOCK = 0x8E4D0001  # NM_CAP_BLOCK: the local-use block type between EPBs
-CAP_TAIL = 16  # NM_CAP_TAIL: block type, gap length, seq, failed
 _TAIL = struct.Struct("=II")  # seq, failed: a record's last 8 bytes
 _FULL_TAIL = struct.Struct("=IIII")  # block type, gap length, seq, failed
 _U32 = struct.Struct("=I")
 _EPB_TIME = struct.Struct("=II")  # an EPB's time, high and low words, 12 bytes in
-
-
-@dataclass(frozen=True)
-class Capture:
-    """-w and its companions: where packets go, how much of each, how files rotate."""
-
-    path: str  # "-": standard output
-    snaplen: int = MAX_SNAPLEN
-    file_mb: float | None = None  # -C
-    file_count: int | None = None  # -W
-    rotate_seconds: float | None = None  # -G
-    print_lines: bool = False  # --print: event lines on stderr as well
-
-    def writer(self) -> PcapngWriter:
-        return PcapngWriter(self.path, self.snaplen, self.file_mb, self.file_count,
-                            self.rotate_seconds)
 
 
 class Run(NamedTuple):

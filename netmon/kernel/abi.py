@@ -1,0 +1,84 @@
+"""The one Python mirror of bpf/xdp_monitor.h: every shared struct, constant and enum.
+
+Plain Python (the struct module only): events.py, filters.py, flows.py and the
+capture records read their layouts from here, and the loader checks every
+struct's size against the object's BTF before anything is read or written
+(STRUCTS). A change to the header is a change here, in one place.
+"""
+
+from __future__ import annotations
+
+import struct
+
+ADDR_LEN = 16  # NM_ADDR_LEN
+
+# struct nm_event: ts_ns, ifindex, len, then the flow part (saddr .. flags), then the
+# direction, a pad byte and the segment count.
+EVENT_TIME_FIELDS = "QII"
+EVENT_FLOW_FIELDS = "16s16sHHHBBBBBB"
+EVENT_TAIL_FIELDS = "BxH"
+EVENT = struct.Struct("=" + EVENT_TIME_FIELDS + EVENT_FLOW_FIELDS + EVENT_TAIL_FIELDS)
+
+# nm_event.flags
+EV_PORTS = 0x01
+EV_ICMP = 0x02
+EV_FRAG = 0x04
+EV_TCPFLAGS = 0x08
+
+# nm_event.dir
+DIR_IN, DIR_OUT = 0, 1
+DIR_NAMES = ("in", "out")
+
+# struct nm_config, native byte order: three struct nm_prefix (net, mask, family,
+# padding), then the ports, vlan, match, proto, capture's snaplen (0: no capture) and
+# cap_events, the flows and quiet switches, and epoch_ns.
+PREFIX = struct.Struct("=16s16sB3x")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBxQ")
+
+# nm_config.match
+M_PROTO = 0x0001
+M_SADDR = 0x0002
+M_DADDR = 0x0004
+M_SPORT = 0x0008
+M_DPORT = 0x0010
+M_HOST = 0x0020
+M_PORT = 0x0040
+M_VLAN = 0x0080
+
+# enum nm_proto: the protocols matched packets are counted by (--metrics' label values).
+PROTO_NAMES = ("tcp", "udp", "sctp", "icmp", "icmpv6", "other")
+# enum nm_counter: the order of struct nm_counters' fields.
+COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
+                 "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes",
+                 *(f"packets_{p}" for p in PROTO_NAMES), *(f"bytes_{p}" for p in PROTO_NAMES))
+COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}Q")
+
+# Interface slots: counters per watched interface (0: interfaces not registered).
+IF_SLOTS = 512  # NM_IF_SLOTS
+IF_CACHE = 1024  # NM_IF_CACHE
+IFSLOT = struct.Struct("=II")  # struct nm_ifslot: ifindex, slot
+
+# Flows: struct nm_flow_key and struct nm_flow, counted into two tables by turns.
+FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
+FLOW_VALUE = struct.Struct("=QQQQ8s")  # packets, bytes, first_ns, last_ns, a byte per flag
+FLOW_TABLES = ("flows0", "flows1")
+
+# Capture records (the layout is drawn in the header).
+MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN
+CAP_RAW_MAX = 65536  # NM_CAP_RAW_MAX
+CAP_BLOCK = 0x8E4D0001  # NM_CAP_BLOCK: the local-use block type between EPBs
+CAP_TAIL = 16  # NM_CAP_TAIL: block type, gap length, seq, failed
+SCRATCH = struct.Struct(f"=II{CAP_RAW_MAX + 128}s")  # struct nm_scratch: seq, failed, raw
+
+# Every struct the object and netmon share, by name: its size here. The loader holds
+# each against the object's BTF (a struct the object's BTF lacks is a build mismatch).
+STRUCTS = {
+    "nm_event": EVENT.size,
+    "nm_prefix": PREFIX.size,
+    "nm_config": CONFIG.size,
+    "nm_counters": COUNTERS.size,
+    "nm_ifslot": IFSLOT.size,
+    "nm_flow_key": FLOW_KEY.size,
+    "nm_flow": FLOW_VALUE.size,
+    "nm_scratch": SCRATCH.size,
+}

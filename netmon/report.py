@@ -1,0 +1,123 @@
+"""What a run tells the user: the banner at its start and the summary at its end.
+
+Plain Python: the banner is made from the settings and what was attached (its
+describe() strings), the summary from the counts the source and the sinks
+report into it. Neither knows how they were gathered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netmon import endpoint
+from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
+
+RULE = "═" * 39
+
+
+def _counts_line(c: dict[str, int]) -> str:
+    return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
+            f"{c.get('malformed', 0)} malformed), {c.get('matched', 0)} matched, "
+            f"{c.get('sent', 0)} sent")
+
+
+@dataclass
+class Summary:
+    """Where every packet went: the kernel's counters and user space's."""
+
+    shown: int = 0
+    perf_lost: int = 0  # records the perf buffer reported lost (ring full)
+    undecodable: int = 0  # records that were not events of a known family
+    counters: dict[str, int] = field(default_factory=dict)
+    # Per interface and direction, in the order they were first watched.
+    per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
+    gone: str | None = None  # the named interface whose going away ended the run
+    written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
+    flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
+    exported: tuple[str, object] | None = None  # --ipfix: the collector, its ExportCounts
+
+    @property
+    def lost(self) -> int:
+        # A full ring fails the kernel's send and is reported in the ring once there
+        # is room: the same loss seen twice, the first count being the sooner.
+        return (max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
+                + self.counters.get("copy_failed", 0) + self.counters.get("flow_overflow", 0))
+
+    def line(self) -> str:
+        c = self.counters
+        pulls = c.get("pull_failed", 0)
+        copies = c.get("copy_failed", 0)
+        return (f"{_counts_line(c)}, {self.shown} shown, {self.lost} lost "
+                f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
+                f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
+                + (f", {copies} not captured (bytes unreadable)" if copies else ""))
+
+    def lines(self) -> list[str]:
+        """Per interface and direction when there is more than one, then the total."""
+        rows = []
+        if len(self.per_interface) > 1:
+            for (name, direction), c in self.per_interface.items():
+                failed = c.get("send_failed", 0)
+                rows.append(f"{name} {DIR_NAMES[direction]}: {_counts_line(c)}"
+                            + (f", {failed} send failures" if failed else ""))
+        if self.flows:
+            seen, active, ended = self.flows
+            c = self.counters
+            overflow = c.get("flow_overflow", 0)
+            rows.append(f"{seen} flows seen, {active} active, {ended} ended; "
+                        f"{c.get('matched', 0) - overflow} packets counted in flows, "
+                        f"{overflow} ({c.get('flow_overflow_bytes', 0)} bytes) not: "
+                        f"the flow table was full")
+        if self.exported:
+            where, n = self.exported
+            rows.append(f"{n.records} flow records sent to {where} as IPFIX, {n.errors} "
+                        f"messages ({n.unsent} records) not sent")
+        if self.written:
+            packets, files, path = self.written
+            where = "standard output" if path == "-" else path
+            rows.append(f"{packets} packets written to {where}"
+                        + (f" and the {files - 1} files after it" if files > 1 else ""))
+        return rows + [self.line()]
+
+
+def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
+    """``attached``: each watched interface's name and its hooks (each has a direction and
+    describe()), in the order they were watched."""
+    sel = settings.selection
+    lines = [RULE, "     netmon: eBPF/XDP network traffic monitor", RULE]
+    if sel.single:
+        lines.append(f"Interface: {sel.names[0]}")
+    else:
+        now = ", ".join(name for name, _ in attached) or "none yet"
+        later = "; more are watched as they appear" if sel.dynamic else ""
+        lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
+    directions = {(DIR_IN,): "in", (DIR_OUT,): "out"}.get(settings.directions, "both")
+    hint = " (what it receives; --direction both adds what it sends)" if directions == "in" \
+        else ""
+    lines.append(f"Direction: {directions}{hint}")
+    hooks = [(name, h) for name, hs in attached for h in hs]
+    if len(hooks) == 1:
+        lines.append(f"Attach mode: {hooks[0][1].describe()}")
+    elif hooks:
+        lines.append("Attach mode: " + "; ".join(
+            f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
+    lines.append("Architecture: eBPF (XDP/tc in the kernel, filters applied there) "
+                 "→ perf buffer → Python")
+    if settings.quiet:
+        lines.append("Output: none (--quiet): the kernel counts, nothing more")
+    if settings.metrics:
+        lines.append(f"Metrics: http://{endpoint.display(*settings.metrics)}/metrics")
+    if settings.ipfix:
+        host, port, domain = settings.ipfix
+        lines.append(f"IPFIX: flow records to {endpoint.display(host, port)} over UDP, "
+                     f"observation domain {domain}")
+    lines += [f"Note: {note}" for note in notes]
+    lines.append("")
+    rows = settings.spec.describe()
+    if rows:
+        lines.append("Filters:")
+        lines += [f"  {label}: {value}" for label, value in rows]
+    else:
+        lines.append("Filters: none (all IP traffic)")
+    lines += [RULE, "", "Monitoring...", "Press Ctrl-C to stop", ""]
+    return "\n".join(lines)

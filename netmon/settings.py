@@ -1,0 +1,266 @@
+"""Options in, one validated ``Settings`` out; option conflicts as a table.
+
+The CLI (typer) fills ``Options`` with what was typed and calls ``build()``;
+everything after that reads ``Settings`` only. Plain Python: no terminal, no
+kernel, so every rule here is unit-tested without either.
+
+A new option that cannot go with another is a row in ``RULES``, not an if in
+the CLI: each row names options by how the user types them (``GIVEN``).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Callable
+
+from netmon import system
+from netmon.errors import UsageError
+from netmon.events import DIR_IN, DIR_OUT
+from netmon.filters import FilterSpec
+from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
+from netmon.kernel.abi import MAX_SNAPLEN
+from netmon.sinks.ipfix import DEFAULT_DOMAIN
+from netmon.sinks.top import SORTS
+from netmon.sources.interfaces import Selection
+
+# Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
+# the reader to be late, as on a busy host it will be.
+DEFAULT_PAGES = 128
+# Capturing, records carry whole packets: 32 MiB per CPU (a ring wakes the reader at
+# 2 MiB, sources/records.py), ~50 ms of 1500-byte frames at 400,000/s: with 8 MiB a
+# reader that stalled lost up to 7% of such bursts here, with 32 MiB none.
+CAPTURE_PAGES = 8192
+CAPTURE_BUDGET_PAGES = 16384  # 64 MiB for all CPUs' rings together
+
+
+def capture_pages(cpus: int) -> int:
+    """Pages per CPU for a capture: CAPTURE_PAGES, less on hosts with many CPUs."""
+    pages = CAPTURE_PAGES
+    while pages > 128 and pages * cpus > CAPTURE_BUDGET_PAGES:
+        pages //= 2
+    return pages
+
+
+class Mode(str, enum.Enum):
+    """How the XDP program hooks the interface."""
+
+    AUTO = "auto"
+    NATIVE = "native"  # in the driver (XDP_FLAGS_DRV_MODE)
+    GENERIC = "generic"  # in the stack after the skb is built (XDP_FLAGS_SKB_MODE)
+
+
+class Method(str, enum.Enum):
+    """Which kernel interface attaches it."""
+
+    AUTO = "auto"
+    # bpf_link (XDP, tcx): detached by the kernel when netmon dies, even on kill -9
+    LINK = "link"
+    # XDP by netlink (< 5.9), tc by a cls_bpf filter (< 6.6): netmon detaches it
+    NETLINK = "netlink"
+
+
+class Hook(str, enum.Enum):
+    """Which hook watches ingress."""
+
+    AUTO = "auto"  # XDP, or tc where XDP is taken or many interfaces are watched
+    XDP = "xdp"
+    TC = "tc"
+
+
+class Direction(str, enum.Enum):
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+DIRECTIONS = {Direction.IN: (DIR_IN,), Direction.OUT: (DIR_OUT,),
+              Direction.BOTH: (DIR_IN, DIR_OUT)}
+
+
+@dataclass(frozen=True)
+class Capture:
+    """-w and its companions: where packets go, how much of each, how files rotate."""
+
+    path: str  # "-": standard output
+    snaplen: int = MAX_SNAPLEN
+    file_mb: float | None = None  # -C
+    file_count: int | None = None  # -W
+    rotate_seconds: float | None = None  # -G
+    print_lines: bool = False  # --print: event lines on stderr as well
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """netmon top, --flows and --ipfix: what to show and how the kernel's tables are sized."""
+
+    top: bool = False  # the live view; else a record per flow as it ends
+    entries: int = DEFAULT_ENTRIES  # per table: the flows one interval can hold
+    idle: float = DEFAULT_IDLE
+    active: float = DEFAULT_ACTIVE
+    sort: str = "rate"  # top: rate, bytes or packets
+    print_records: bool = True  # --flows prints them; --ipfix alone only sends them
+
+
+@dataclass(frozen=True)
+class Settings:
+    selection: Selection
+    spec: FilterSpec = field(default_factory=FilterSpec)
+    directions: tuple[int, ...] = (DIR_IN,)
+    hook: Hook = Hook.AUTO  # for ingress; egress is always tc
+    mode: Mode = Mode.AUTO
+    method: Method = Method.AUTO
+    json: bool = False
+    count: int | None = None  # stop after this many shown events
+    pages: int = DEFAULT_PAGES
+    poll_ms: int = 100  # also the longest an event waits before it is shown
+    stats_every: float | None = None  # seconds between --stats lines
+    follow: bool = False  # a named interface that goes away is waited for
+    capture: Capture | None = None  # -w: matching packets into pcapng files
+    flows: FlowSettings | None = None  # top, --flows, --ipfix: packets counted as flows
+    metrics: tuple[str, int] | None = None  # --metrics: serve counters on this address
+    ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
+    quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
+    read: str | None = None  # -r: frames from this file instead of interfaces
+
+    @property
+    def labelled(self) -> bool:
+        """Lines name the interface and direction (more than one of either is watched)."""
+        return not self.selection.single or len(self.directions) > 1
+
+
+@dataclass(frozen=True)
+class Options:
+    """What was typed, as typed (None: not given). The CLI's only product."""
+
+    interface: tuple[str, ...] = ()
+    guest: tuple[int, ...] = ()
+    direction: Direction | None = None
+    hook: Hook = Hook.AUTO
+    mode: Mode = Mode.AUTO
+    attach: Method = Method.AUTO
+    follow: bool = False
+    spec: FilterSpec = field(default_factory=FilterSpec)
+    write: str | None = None
+    print_lines: bool = False
+    snaplen: int = MAX_SNAPLEN
+    file_mb: float | None = None
+    file_count: int | None = None
+    rotate_seconds: float | None = None
+    read: str | None = None
+    flow_records: bool = False
+    top: bool = False
+    sort: str = "rate"
+    flow_entries: int = DEFAULT_ENTRIES
+    flow_idle: float = DEFAULT_IDLE
+    flow_active: float = DEFAULT_ACTIVE
+    metrics: tuple[str, int] | None = None
+    ipfix: tuple[str, int] | None = None
+    ipfix_domain: int = DEFAULT_DOMAIN
+    quiet: bool = False
+    json: bool = False
+    count: int | None = None
+    stats: float | None = None
+    buffer_pages: int | None = None
+
+
+# Each option a rule can name, as the user types it: is it given?
+GIVEN: dict[str, Callable[[Options], bool]] = {
+    "-w": lambda o: o.write is not None,
+    "-w -": lambda o: o.write == "-",
+    "--print": lambda o: o.print_lines,
+    "-C": lambda o: bool(o.file_mb),
+    "-W": lambda o: bool(o.file_count),
+    "-G": lambda o: bool(o.rotate_seconds),
+    "-r": lambda o: o.read is not None,
+    "--quiet": lambda o: o.quiet,
+    "--flows": lambda o: o.flow_records,
+    "top": lambda o: o.top,
+    "--ipfix": lambda o: o.ipfix is not None,
+    "--count": lambda o: bool(o.count),
+    "--metrics": lambda o: o.metrics is not None,
+    "-i": lambda o: bool(o.interface),
+    "--guest": lambda o: bool(o.guest),
+    "--direction": lambda o: o.direction is not None,
+    "--follow": lambda o: o.follow,
+    "--hook xdp": lambda o: o.hook is Hook.XDP,
+    "-Q out": lambda o: o.direction is Direction.OUT,
+    "--sort other": lambda o: o.sort not in SORTS,
+}
+
+
+class Rule(enum.Enum):
+    NEEDS = "needs"  # any of the first options needs one of the second
+    EXCLUDES = "excludes"  # any of the first cannot go with any of the second
+
+
+# Checked in order; the first that fails is the one line the user sees.
+RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
+    (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
+     "--print, -C, -W and -G go with -w FILE"),
+    (Rule.NEEDS, ("-W",), ("-C", "-G"), "-W N needs -C or -G: it limits the files they rotate "
+                                        "through"),
+    (Rule.EXCLUDES, ("-w -",), ("-C", "-G"),
+     "-C and -G rotate files; -w - writes to standard output"),
+    (Rule.EXCLUDES, ("--quiet",), ("-w", "-r", "--flows", "top", "--count"),
+     "--quiet prints nothing and only counts: it goes without -w, -r, --flows, top and "
+     "--count"),
+    (Rule.EXCLUDES, ("--flows",), ("top",),
+     "top shows flows live, --flows prints their records: one at a time"),
+    (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("-w", "-r"),
+     "flows are counted live, without -w or -r"),
+    (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("--sort other",),
+     "--sort takes rate, bytes or packets, not {o.sort!r}"),
+    (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
+    (Rule.EXCLUDES, ("-r",), ("-i", "--guest", "--direction", "--follow"),
+     "-r reads a capture file: -i, --guest, --direction and --follow are for live interfaces"),
+    (Rule.EXCLUDES, ("--hook xdp",), ("-Q out",),
+     "--hook xdp watches ingress only; egress is always tc"),
+)
+
+
+def conflict(options: Options) -> str | None:
+    """The first rule the options break, as the line to show; None if they break none."""
+    for kind, these, those, message in RULES:
+        if not any(GIVEN[name](options) for name in these):
+            continue
+        others = any(GIVEN[name](options) for name in those)
+        if others if kind is Rule.EXCLUDES else not others:
+            return message.format(o=options)
+    return None
+
+
+def build(o: Options, cpus: int = 1,
+          default_interface: Callable[[], str] = system.default_interface) -> Settings:
+    """Options to Settings, or UsageError with the one line to show."""
+    pages = o.buffer_pages
+    if pages is None:
+        pages = capture_pages(cpus) if o.write else DEFAULT_PAGES
+    if pages & (pages - 1):
+        raise UsageError(f"--buffer-pages must be a power of two, not {pages}")
+    message = conflict(o)
+    if message:
+        raise UsageError(message)
+    flows = None
+    if o.flow_records or o.top or o.ipfix:
+        flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,
+                             active=o.flow_active, sort=o.sort, print_records=o.flow_records)
+    capture = None
+    if o.write is not None:
+        capture = Capture(o.write, o.snaplen, o.file_mb, o.file_count, o.rotate_seconds,
+                          o.print_lines)
+    if o.read is not None:
+        return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
+                        pages=pages, capture=capture, read=o.read)
+    names = list(o.interface) or ([] if o.guest else [default_interface()])
+    try:
+        selection = Selection.parse(names, list(o.guest))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)
+    return Settings(
+        selection=selection, spec=o.spec, directions=DIRECTIONS[direction], hook=o.hook,
+        follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
+        pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
+        quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
+    )

@@ -1,0 +1,29 @@
+"""--flows: one line per flow as it ends (text, or JSON with IPFIX's field names)."""
+
+from __future__ import annotations
+
+from netmon import output
+from netmon.pipeline import Context, Delivery, Sink
+
+
+class FlowRecordsSink(Sink):
+    wants = Delivery.FLOWS
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.flows is not None and settings.flows.print_records \
+            and not settings.flows.top
+
+    def __init__(self, ctx: Context):
+        self._out = ctx.out
+        if ctx.settings.json:
+            self._fmt = output.FlowRecordJson(ctx.interfaces.info, ctx.clock)
+        else:
+            self._fmt = output.FlowRecordText(ctx.interfaces.name, ctx.clock)
+
+    def flows(self, records, final=False) -> int:
+        if not records:
+            return 0
+        self._out.write(self._fmt.render(records))
+        self._out.flush()
+        return len(records)

@@ -1,0 +1,37 @@
+"""Event lines: text or JSON, one line per packet, one write per batch.
+
+On stdout; on stderr when -w writes the packets and --print asks for lines too
+(stdout may be the capture itself, -w -).
+"""
+
+from __future__ import annotations
+
+from netmon import output
+from netmon.pipeline import Context, Delivery, Sink
+
+
+class LinesSink(Sink):
+    wants = Delivery.EVENTS
+    shows_events = True
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        if settings.flows is not None or settings.quiet:
+            return False
+        return settings.capture is None or settings.capture.print_lines
+
+    def __init__(self, ctx: Context):
+        s = ctx.settings
+        self._out = ctx.err if s.capture is not None else ctx.out
+        if s.json:
+            self._fmt = output.JsonFormat(ctx.interfaces.info, ctx.clock)
+        else:
+            self._fmt = output.TextFormat(ctx.interfaces.name if s.labelled else None)
+
+    def rows(self, rows, blocks=None, frames=None) -> None:
+        self._out.write(self._fmt.render(rows, frames))
+        self._out.flush()
+
+    def forget(self, ifindex: int) -> None:
+        if isinstance(self._fmt, output.TextFormat):
+            self._fmt.forget(ifindex)

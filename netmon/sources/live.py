@@ -1,0 +1,296 @@
+"""The live source: the program on interfaces, its rings and flow tables, and link changes.
+
+One loaded object serves every watched interface and direction. ``poll()``
+waits on the perf rings and on a netlink socket at once (and on whatever a
+sink asks to be woken by: a view's keys), then hands what arrived to the
+pipeline: rows of events, runs or rows of capture records, or, once a second,
+the flow records the kernel's tables yield. Interfaces that appear are
+attached to, interfaces that vanish are noted (and, for a plainly named one,
+end the run unless ``follow`` is set).
+
+Every kernel resource here (the object, the rings, the hooks, the netlink
+socket) is entered into the caller's ExitStack: one close path for normal exit,
+signals and errors.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import ExitStack, closing
+from typing import Callable
+
+from netmon import events
+from netmon.errors import AttachFailed, NetmonError, XdpBusy
+from netmon.events import DIR_IN, DIR_NAMES
+from netmon.flows import INTERVAL, FlowBook
+from netmon.kernel import attach as hooking
+from netmon.kernel import hooks
+from netmon.kernel.flowtable import FlowTable
+from netmon.kernel.loader import MonitorProgram
+from netmon.pipeline import Delivery, Pipeline
+from netmon.report import Summary
+from netmon.settings import Hook, Settings
+from netmon.sources.interfaces import Interfaces, existing, targets
+from netmon.sources.netlink import LinkChange, LinkWatcher
+from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
+from netmon.sources.records import FLUSH_MS, WAKEUP_BYTES, Records
+
+
+class Watch:
+    """The interfaces being watched and their hooks; closes them all once."""
+
+    def __init__(self, prog: MonitorProgram, settings: Settings, summary: Summary):
+        self._prog = prog
+        self._settings = settings
+        self._summary = summary
+        self._xdp_captures = hooks.xdp_can_capture()
+        self.attached: dict[int, tuple[str, list[hooking.Attachment]]] = {}
+
+    def _hooks(self, ifindex: int, ifname: str) -> tuple[list[str], list[str]]:
+        """The hooks for one interface (hooks.for_interface), and a note on the choice."""
+        s = self._settings
+        taken = 0
+        if s.hook is Hook.AUTO and not hooks.tc_ingress_only(s, self._xdp_captures) \
+                and DIR_IN in s.directions:
+            taken = hooking.query(ifindex).prog_id
+        notes = [f"{ifname} already has an XDP program (id {taken}), left as it is: "
+                 f"watching its ingress with tc instead"] if taken else []
+        return hooks.for_interface(s, bool(taken), self._xdp_captures), notes
+
+    def add(self, ifindex: int, ifname: str) -> list[str]:
+        """Register and hook one interface in every direction; returns notes for the user."""
+        self._prog.register(ifindex)
+        attached: list[hooking.Attachment] = []
+        try:
+            kinds, notes = self._hooks(ifindex, ifname)
+            for kind in kinds:
+                attached.append(self._prog.attach(kind, ifindex, ifname, self._settings))
+        except BaseException:
+            for a in attached:
+                a.close()
+            self._prog.unregister(ifindex)
+            raise
+        for a in attached:
+            notes += a.notes
+            self._summary.per_interface.setdefault((ifname, a.direction), {})
+        self.attached[ifindex] = (ifname, attached)
+        return notes
+
+    def remove(self, ifindex: int) -> str:
+        """Unhook an interface (gone or going); keep its last counts. Returns its name."""
+        ifname, attached = self.attached.pop(ifindex)
+        for a in attached:
+            try:
+                a.close()
+            except NetmonError:
+                pass  # the interface is gone, and its hooks with it
+        for direction, counts in self._prog.unregister(ifindex).items():
+            if (ifname, direction) in self._summary.per_interface:
+                self._summary.per_interface[(ifname, direction)] = counts
+        return ifname
+
+    def describe(self, ifindex: int) -> str:
+        _, attached = self.attached[ifindex]
+        return ", ".join(f"{DIR_NAMES[a.direction]}: {a.describe()}" for a in attached)
+
+    def tally(self) -> None:
+        for ifindex, (ifname, attached) in self.attached.items():
+            for a in attached:
+                self._summary.per_interface[(ifname, a.direction)] = \
+                    self._prog.counters(ifindex, a.direction)
+
+    def close(self) -> None:
+        for ifindex in list(self.attached):
+            _, attached = self.attached[ifindex]
+            for a in attached:
+                a.close()
+        self.tally()
+
+
+class LiveSource:
+    """Loads the program for one delivery, attaches it, and feeds the pipeline."""
+
+    def __init__(self, stack: ExitStack, settings: Settings, delivery: Delivery,
+                 pipeline: Pipeline, interfaces: Interfaces, say: Callable[[str], None],
+                 cap_events: bool = False, epoch_offset_ns: int = 0):
+        """Listens for links, loads and opens the rings; attaches nothing yet (start())."""
+        self._settings = s = settings
+        self._delivery = delivery
+        self._pipeline = pipeline
+        self._interfaces = interfaces
+        self._say = say
+        self._decoder = events.Decoder()
+        # Listen before listing, so that no interface slips between the two.
+        self._links = stack.enter_context(closing(LinkWatcher()))
+        self._targets = targets(s.selection)
+        xdp_captures = hooks.xdp_can_capture()
+        busy = [bool(hooking.query(idx).prog_id) for idx in self._targets] \
+            if s.hook is Hook.AUTO and DIR_IN in s.directions \
+            and not hooks.tc_ingress_only(s, xdp_captures) else []
+        self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
+        flows = delivery is Delivery.FLOWS
+        config = s.spec.kernel_config(
+            flows=flows, quiet=delivery is Delivery.COUNTS,
+            **(dict(snaplen=s.capture.snaplen, cap_events=cap_events, epoch_ns=epoch_offset_ns)
+               if self._records else {}))
+        self.prog = stack.enter_context(MonitorProgram(
+            config, hooks=hooks.to_load(s, busy, xdp_captures), capture=self._records is not None,
+            flow_entries=s.flows.entries if flows else 0))
+        # Flows send no events: the one-page rings are there to wait on with the rest.
+        self._reader = stack.enter_context(PerfReader(
+            self.prog.events_fd, 1 if flows else s.pages,
+            wakeup=WAKEUP_BYTES if self._records else None))
+        self._reader.watch(self._links.fileno())
+        self.watch = stack.enter_context(closing(Watch(self.prog, s, pipeline.summary)))
+        self._table = FlowTable(self.prog, s.flows.entries) if flows else None
+        self.book: FlowBook | None = None  # made once attached: its first interval starts
+        self._next = 0.0
+        self.poll_ms = s.poll_ms
+        pipeline.reports(self._fill)
+
+    def start(self, shows_lines: bool) -> list[str]:
+        """Attach to every interface there is now; returns notes for the banner."""
+        sel = self._settings.selection
+        self._pipeline.interface(0, None)  # capture interface 0: frames of unregistered ones
+        notes = []
+        for idx, name in self._targets.items():
+            self._interfaces.learn(idx, name)
+            try:
+                notes += self._watched(idx, name)
+            except (AttachFailed, XdpBusy) as exc:
+                if name in sel.names:
+                    raise
+                notes.append(f"not watching {name}: {exc}")  # a glob's; the others can be
+        if self._records is not None and not shows_lines:
+            self.poll_ms = FLUSH_MS
+        if self._table is not None:
+            fs = self._settings.flows
+            self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
+            self._next = time.monotonic() + INTERVAL
+        return notes
+
+    def wake_on(self, fds: list[int]) -> None:
+        """Input on these (a view's keys) wakes the loop too."""
+        for fd in fds:
+            self._reader.watch(fd)
+
+    def _watched(self, ifindex: int, name: str) -> list[str]:
+        notes = self.watch.add(ifindex, name)
+        self._pipeline.interface(self.prog.slot(ifindex), name)
+        return notes
+
+    # -- the loop's steps -----------------------------------------------------
+
+    def poll(self) -> None:
+        """Wait for what comes (at most a poll's time), hand it on, then follow links."""
+        if self._delivery is Delivery.FLOWS:
+            self._reader.poll(max(0, int((self._next - time.monotonic()) * 1000)))
+            self._flows_due()
+        elif self._records is None:
+            self._rows(self._reader.poll(self.poll_ms))
+        else:
+            self._captured(self._reader.poll_spans(self.poll_ms))
+
+    def finish(self) -> None:
+        """Unhook first, so what is left in the rings is all there will be; then hand it on."""
+        self.watch.close()
+        if self._pipeline.count_reached:
+            return
+        if self._table is not None:
+            records = self.book.add(self._table.take(), time.monotonic_ns()) + self.book.flush()
+            self._pipeline.flows(records, final=True)
+        elif self._records is None:
+            self._rows(self._reader.drain())
+        else:
+            self._captured(self._reader.drain_spans())
+
+    def _rows(self, chunks: list[bytes]) -> None:
+        rows = []
+        for chunk in chunks:
+            rows += self._decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+        if len(chunks) > 1:
+            rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
+        self._pipeline.rows(rows)
+
+    def _captured(self, spans: list[tuple[int, Span]]) -> None:
+        records = self._records
+        try:
+            if not records.events:
+                self._pipeline.runs(sorted((records.run(ring, span) for ring, span in spans),
+                                           key=events.BY_TIME))
+                return
+            rows, blocks = [], []
+            for ring, span in spans:
+                r, b = records.rows(ring, span)
+                rows += r
+                blocks += b
+            if len(spans) > 1:
+                order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+                rows, blocks = [rows[i] for i in order], [blocks[i] for i in order]
+            self._pipeline.rows(rows, blocks)
+        finally:
+            for _, span in spans:
+                span.release()
+
+    def _flows_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
+        self._pipeline.flows(self.book.add(self._table.take(), time.monotonic_ns()))
+
+    def link_changes(self) -> None:
+        """Interfaces that came and went since the last poll."""
+        links = self._links
+        changes = links.changes()
+        if links.overrun:  # notifications were dropped: compare with what exists
+            links.overrun = False
+            present = existing()
+            changes = [LinkChange(idx, name, True) for idx, (name, _) in
+                       self.watch.attached.items() if present.get(idx) != name]
+            changes += [LinkChange(idx, name, False) for idx, name in present.items()]
+        for change in changes:
+            if change.gone:
+                self._gone(change)
+            else:
+                self._came(change)
+
+    def _gone(self, change: LinkChange) -> None:
+        if change.ifindex not in self.watch.attached:
+            return
+        sel, follow = self._settings.selection, self._settings.follow
+        name = self.watch.remove(change.ifindex)
+        self._pipeline.forget(change.ifindex)
+        if name in sel.names and not follow:
+            self._say(f"interface {name} went away")
+            self._pipeline.summary.gone = name
+        elif name in sel.names:
+            self._say(f"interface {name} went away; waiting for it to come back")
+        else:
+            self._say(f"interface {name} went away")
+
+    def _came(self, change: LinkChange) -> None:
+        sel = self._settings.selection
+        if change.ifindex in self.watch.attached or not sel.matches(change.ifname):
+            return
+        if change.ifname in sel.names and not self._settings.follow:
+            return
+        self._interfaces.learn(change.ifindex, change.ifname)
+        try:
+            for note in self._watched(change.ifindex, change.ifname):
+                self._say(note)
+        except NetmonError as exc:
+            self._say(f"cannot watch {change.ifname}: {exc}")
+            return
+        back = " again" if change.ifname in sel.names else ""
+        self._say(f"watching {change.ifname}{back} ({self.watch.describe(change.ifindex)})")
+
+    def _fill(self, summary: Summary) -> None:
+        summary.counters = self.prog.counters()
+        self.watch.tally()
+        records = self._records
+        summary.perf_lost = self._reader.lost + (records.lost if records else 0)
+        summary.undecodable = (self._decoder.undecodable + self._reader.foreign
+                               + (records.undecodable if records else 0))
+        if self.book is not None:
+            summary.flows = (self.book.seen, self.book.active, self.book.ended)
