@@ -74,7 +74,12 @@ struct {
 	__type(value, __u32);
 } ifslots SEC(".maps");
 
-/* Capture: one record builder per CPU (netmon sizes it to the possible CPUs). */
+/*
+ * Capture: one record builder per CPU (netmon sizes it to the possible CPUs),
+ * indexed by bpf_get_smp_processor_id(). An ARRAY and not a PERCPU_ARRAY:
+ * the kernel refuses per-CPU values over 32 KiB (PCPU_MIN_UNIT_SIZE), and a
+ * builder holds a record of up to 64 KiB.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -164,6 +169,11 @@ struct sctp_head {
 	__be32 vtag;
 	__be32 checksum;
 };
+
+_Static_assert((NM_IF_CACHE & (NM_IF_CACHE - 1)) == 0,
+	       "slot_of() indexes ifcache by ifindex & (NM_IF_CACHE - 1)");
+_Static_assert((NM_CAP_RAW_MAX & (NM_CAP_RAW_MAX - 1)) == 0,
+	       "put32() keeps offsets inside the builder with & (NM_CAP_RAW_MAX - 1)");
 
 /* The slot netmon gave the interface (0: one it did not register). */
 static __always_inline __u32 slot_of(__u32 ifindex)
@@ -344,8 +354,12 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 	/* The flags byte follows the 4-bit data offset and reserved bits. */
 	ev->tcp_flags = ((__u8 *)th)[13];
 	ev->flags |= NM_EV_PORTS | NM_EV_TCPFLAGS;
-	/* Past the options too: the cursor then gives the headers' length (flows). */
-	c->pos = (void *)th + th->doff * 4;
+	/*
+	 * Past the options too: the cursor then gives the headers' length (a merged
+	 * packet's wire bytes). A data offset under 5 words is bogus: the cursor
+	 * then stops at the fixed header, never before it.
+	 */
+	c->pos = (void *)th + (th->doff > 5 ? th->doff * 4 : sizeof(*th));
 }
 
 static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
@@ -436,8 +450,11 @@ static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 }
 
 /*
- * Kept out of line so the object's BTF describes struct nm_event: netmon
- * checks its Python mirror against that size before it reads any event.
+ * Kept out of line (a BPF-to-BPF call) so that the object's BTF describes
+ * struct nm_event, through this function's prototype: netmon checks its
+ * Python mirror against that size before it reads any event. Inlined, the
+ * struct would appear only as stack bytes, and the check would have nothing
+ * to hold it to.
  */
 static __noinline int send_event(void *ctx, struct nm_event *ev, struct nm_counters *cnt)
 {
@@ -747,6 +764,34 @@ static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
 	return true;
 }
 
+/*
+ * What every hook does with a matched packet, written once: count it by
+ * protocol, then count it into its flow, or send its event, or its capture
+ * record, or nothing more (--quiet). ``wire``: its bytes on the wire (a merged
+ * packet's headers once per segment); ``l2len``: its link-layer header's, so
+ * that flows count IP bytes; ``xdp``: a constant at each call, which picks the
+ * capture's copy helper.
+ */
+static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
+				    __u32 slot, __u64 wire, __u32 l2len, bool xdp)
+{
+	count_proto(cnt, ev->segs, wire, ev->ipproto);
+	if (cfg.flows) {
+		count_flow(ev, cnt, wire - (__u64)ev->segs * l2len);
+		return;
+	}
+	if (cfg.quiet)
+		return;
+	ev->ts_ns = bpf_ktime_get_ns();
+	if (!cfg.snaplen) {
+		send_event(ctx, ev, cnt);
+		return;
+	}
+	capture(ctx, ev, cnt, slot, xdp);
+}
+
+/* The hooks: each a thin wrapper, context -> cursor -> inspect() -> deliver(). */
+
 SEC("xdp")
 int xdp_monitor(struct xdp_md *ctx)
 {
@@ -761,19 +806,7 @@ int xdp_monitor(struct xdp_md *ctx)
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
-	count_proto(cnt, 1, ev.len, ev.ipproto);
-	if (cfg.flows) {
-		count_flow(&ev, cnt, ev.len - l2len);
-		return XDP_PASS;
-	}
-	if (cfg.quiet)
-		return XDP_PASS;
-	ev.ts_ns = bpf_ktime_get_ns();
-	if (!cfg.snaplen) {
-		send_event(ctx, &ev, cnt);
-		return XDP_PASS;
-	}
-	capture(ctx, &ev, cnt, slot, true);
+	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true);
 	return XDP_PASS;
 }
 
@@ -810,19 +843,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	 * segment carried the headers, so they count once per segment.
 	 */
 	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data);
-	count_proto(cnt, ev.segs, wire, ev.ipproto);
-	if (cfg.flows) {
-		count_flow(&ev, cnt, wire - (__u64)ev.segs * l2len);
-		return NM_TC_NEXT;
-	}
-	if (cfg.quiet)
-		return NM_TC_NEXT;
-	ev.ts_ns = bpf_ktime_get_ns();
-	if (!cfg.snaplen) {
-		send_event(skb, &ev, cnt);
-		return NM_TC_NEXT;
-	}
-	capture(skb, &ev, cnt, slot, false);
+	deliver(skb, &ev, cnt, slot, wire, l2len, false);
 	return NM_TC_NEXT;
 }
 

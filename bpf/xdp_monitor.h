@@ -2,10 +2,10 @@
 /*
  * The contract between netmon's BPF programs (XDP and tc hooks) and its Python side.
  *
- * Every struct here has fixed-width fields and explicit padding so that the
- * one Python mirror (netmon/events.py for nm_event, netmon/filters.py for
- * nm_config) can describe it with the struct module. netmon checks at load
- * time that the sizes it packs equal the sizes in the object's BTF.
+ * Every struct here has fixed-width fields and explicit padding so that its
+ * one Python mirror (netmon/kernel/abi.py, all of them) can describe it with
+ * the struct module. netmon checks at load time that every size it packs
+ * equals the size in the object's BTF.
  */
 #ifndef __XDP_MONITOR_H
 #define __XDP_MONITOR_H
@@ -162,6 +162,7 @@ enum nm_proto {
 	NM_PROTO_ICMP,
 	NM_PROTO_ICMPV6,
 	NM_PROTO_OTHER,      /* any other IP protocol */
+	NM_PROTO_MAX,
 };
 
 /* Indexes into struct nm_counters. */
@@ -181,8 +182,8 @@ enum nm_counter {
 	 * headers) by protocol, NM_PROTO_* after each base: --metrics serves them.
 	 */
 	NM_CNT_PROTO_PACKETS,
-	NM_CNT_PROTO_BYTES = NM_CNT_PROTO_PACKETS + 6,
-	NM_CNT_MAX = NM_CNT_PROTO_BYTES + 6,
+	NM_CNT_PROTO_BYTES = NM_CNT_PROTO_PACKETS + NM_PROTO_MAX,
+	NM_CNT_MAX = NM_CNT_PROTO_BYTES + NM_PROTO_MAX,
 };
 
 struct nm_counters {

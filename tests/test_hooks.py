@@ -1,0 +1,54 @@
+"""The one hook policy: what a run loads and what each interface gets agree. No kernel needed."""
+
+import pytest
+
+from netmon.events import DIR_IN, DIR_OUT
+from netmon.kernel.hooks import HOOKS, PROGRAM_NAMES, for_interface, ingress, to_load
+from netmon.settings import Capture, Hook, Settings
+from netmon.sources.interfaces import Selection
+
+ONE = Selection(("eth0",))
+GLOB = Selection(patterns=("tap*",))
+
+
+def s(**kw):
+    return Settings(selection=kw.pop("selection", ONE), **kw)
+
+
+def test_the_registry_names_the_objects_programs():
+    assert PROGRAM_NAMES == ("xdp_monitor", "tc_ingress", "tc_egress")
+    assert {h.direction for h in HOOKS.values()} == {DIR_IN, DIR_OUT}
+
+
+@pytest.mark.parametrize("settings,busy,captures,want", [
+    (s(), False, True, "xdp"),
+    (s(), True, True, "tc_in"),  # someone else's XDP program: left alone
+    (s(hook=Hook.XDP), True, True, "xdp"),  # asked for: attach refuses, exit 7
+    (s(hook=Hook.TC), False, True, "tc_in"),
+    (s(selection=GLOB), False, True, "tc_in"),  # globs: tc for every ingress
+    (s(capture=Capture("x")), False, False, "tc_in"),  # XDP cannot copy before 5.18
+    (s(capture=Capture("x")), False, True, "xdp"),
+])
+def test_ingress_choice(settings, busy, captures, want):
+    assert ingress(settings, busy, captures) == want
+
+
+def test_one_hook_per_direction():
+    assert for_interface(s(directions=(DIR_IN, DIR_OUT)), False, True) == ["xdp", "tc_out"]
+    assert for_interface(s(directions=(DIR_OUT,)), True, True) == ["tc_out"]
+
+
+@pytest.mark.parametrize("settings,busy,want", [
+    (s(), [False], {"xdp"}),
+    (s(), [True], {"tc_in"}),
+    (s(), [False, True], {"xdp", "tc_in"}),
+    (s(follow=True), [False], {"xdp", "tc_in"}),  # it may come back with a foreign program
+    (s(hook=Hook.XDP, follow=True), [False], {"xdp"}),
+    (s(selection=GLOB, directions=(DIR_IN, DIR_OUT)), [], {"tc_in", "tc_out"}),
+    (s(directions=(DIR_OUT,)), [], {"tc_out"}),
+])
+def test_what_is_loaded_is_what_can_be_attached(settings, busy, want):
+    loaded = to_load(settings, busy, True)
+    assert loaded == want
+    for b in busy or [False]:
+        assert set(for_interface(settings, b, True)) <= loaded

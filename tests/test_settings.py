@@ -1,0 +1,78 @@
+"""The option table (settings.RULES) and the Settings it lets through: no terminal, no kernel."""
+
+import pytest
+
+from netmon.errors import UsageError
+from netmon.events import DIR_IN, DIR_OUT
+from netmon.settings import (GIVEN, RULES, DEFAULT_PAGES, Direction, Hook, Options, build,
+                             capture_pages, conflict)
+
+
+def settings(**kw):
+    return build(Options(**kw), cpus=2, default_interface=lambda: "eth9")
+
+
+def test_every_rule_names_options_the_table_knows():
+    for _, these, those, message in RULES:
+        assert set(these) | set(those) <= set(GIVEN), message
+
+
+@pytest.mark.parametrize("kw,fragment", [
+    (dict(print_lines=True), "--print, -C, -W and -G go with -w FILE"),
+    (dict(rotate_seconds=5), "--print, -C, -W and -G go with -w FILE"),
+    (dict(write="x", file_count=3), "-W N needs -C or -G"),
+    (dict(write="-", file_mb=1.0), "-w - writes to standard output"),
+    (dict(quiet=True, count=3), "--quiet prints nothing"),
+    (dict(quiet=True, read="x"), "--quiet prints nothing"),
+    (dict(flow_records=True, top=True), "one at a time"),
+    (dict(ipfix=("127.0.0.1", 4739), write="x"), "flows are counted live, without -w or -r"),
+    (dict(top=True, read="x"), "flows are counted live, without -w or -r"),
+    (dict(top=True, sort="name"), "--sort takes rate, bytes or packets, not 'name'"),
+    (dict(read="x", metrics=("127.0.0.1", 9)), "--metrics serves live counters"),
+    (dict(read="x", follow=True), "-r reads a capture file"),
+    (dict(read="x", guest=(100,)), "-r reads a capture file"),
+    (dict(hook=Hook.XDP, direction=Direction.OUT), "--hook xdp watches ingress only"),
+])
+def test_conflicts_are_one_line(kw, fragment):
+    assert fragment in conflict(Options(**kw))
+    with pytest.raises(UsageError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        settings(**kw)
+
+
+def test_the_first_broken_rule_is_the_one_shown():
+    # --print without -w is row 1, --quiet with --count row 4.
+    assert conflict(Options(print_lines=True, quiet=True, count=1)).startswith("--print")
+
+
+@pytest.mark.parametrize("kw", [
+    dict(), dict(write="x", file_mb=1.0, file_count=2), dict(write="-", print_lines=True),
+    dict(top=True, sort="bytes"), dict(flow_records=True, ipfix=("127.0.0.1", 4739)),
+    dict(quiet=True, metrics=("127.0.0.1", 9)), dict(read="x", write="y", count=3),
+    dict(hook=Hook.XDP, direction=Direction.IN), dict(sort="name"),
+])
+def test_what_goes_together_passes(kw):
+    assert conflict(Options(**kw)) is None
+    settings(**kw)
+
+
+def test_defaults():
+    s = settings()
+    assert s.selection.names == ("eth9",) and s.directions == (DIR_IN,)
+    assert s.pages == DEFAULT_PAGES and s.capture is None and s.flows is None
+    assert settings(guest=(100,)).directions == (DIR_IN, DIR_OUT)
+    assert settings(write="x").pages == capture_pages(2)
+
+
+def test_modes_become_their_settings():
+    s = settings(ipfix=("127.0.0.1", 4739), ipfix_domain=7)
+    assert s.ipfix == ("127.0.0.1", 4739, 7) and s.flows and not s.flows.print_records
+    assert settings(top=True).flows.top
+    r = settings(read="f.pcap", json=True)
+    assert r.read == "f.pcap" and r.selection.names == ("-",) and r.json
+
+
+def test_bad_values():
+    with pytest.raises(UsageError, match="power of two, not 3"):
+        settings(buffer_pages=3)
+    with pytest.raises(UsageError, match="empty interface name"):
+        settings(interface=("a,",))
