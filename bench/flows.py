@@ -25,7 +25,7 @@ from netmon.filters import FilterSpec
 from netmon.kernel.loader import BpfObject, MonitorProgram
 from tests.netns import NetnsPair
 
-from bench.run import BUILD, ROOT, TOOL_CPU, bench_rate, best_run, offer, udp_frame
+from bench.common import BUILD, ROOT, TOOL_CPU, bench_rate, best_run, offer, udp_frame
 
 FLOWS = 50  # the generator sends the frame from this many source ports in turn
 COLLECTOR_PORT = 9995  # nfcapd, on b's loopback

@@ -355,11 +355,17 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 	ev->tcp_flags = ((__u8 *)th)[13];
 	ev->flags |= NM_EV_PORTS | NM_EV_TCPFLAGS;
 	/*
-	 * Past the options too: the cursor then gives the headers' length (a merged
-	 * packet's wire bytes). A data offset under 5 words is bogus: the cursor
-	 * then stops at the fixed header, never before it.
+	 * Past the options too: the cursor then gives the headers' length, which
+	 * counts a merged packet's wire bytes (tc: once per extra segment). A data
+	 * offset under 5 words is bogus and leaves the cursor short of the fixed
+	 * header, but only a packet of one segment can carry it (GRO and the TCP
+	 * stack build merged packets from valid headers, and segmentation drops a
+	 * merged packet whose header is bogus), and for that one the length counts
+	 * zero times. So it is left unchecked: a check here, even a branchless
+	 * clamp, pushed the tc program with every filter on past the verifier's
+	 * million-instruction limit (it verifies ~730,000 as it is).
 	 */
-	c->pos = (void *)th + (th->doff > 5 ? th->doff * 4 : sizeof(*th));
+	c->pos = (void *)th + th->doff * 4;
 }
 
 static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)

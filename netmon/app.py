@@ -28,7 +28,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     if settings.read is not None:
         from netmon.sources.replay import replay
 
-        return replay(settings, out, err, _make)
+        return replay(settings, out, err)
     return live(settings, out, err)
 
 
@@ -53,12 +53,6 @@ def _signals_stop(stop: _Stop):
             signal.signal(s, handler)
 
 
-def _make(kinds: list[type], start: Start, ctx: Context, pipeline: Pipeline) -> None:
-    for kind in kinds:
-        if kind.start is start:
-            pipeline.add(kind(ctx))
-
-
 def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     system.check_kernel()
     libbpf.lib()  # a missing libbpf is reported before anything else is tried
@@ -81,15 +75,15 @@ def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     with ExitStack() as stack:
         stack.enter_context(_signals_stop(stop))
         stack.callback(pipeline.close)
-        _make(kinds, Start.FIRST, ctx, pipeline)
+        pipeline.make(kinds, Start.FIRST, ctx)
         source = LiveSource(stack, settings, delivery(kinds), pipeline, ctx.interfaces, say,
                             shows_lines or settings.count is not None, clock.offset_ns)
-        _make(kinds, Start.ATTACHING, ctx, pipeline)
+        pipeline.make(kinds, Start.ATTACHING, ctx)
         notes = source.start(shows_lines)
         err.write(banner(settings, list(source.watch.attached.values()), notes))
         err.flush()
         ctx.counters, ctx.book = source.prog.counters, source.book
-        _make(kinds, Start.RUNNING, ctx, pipeline)
+        pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])
         # Everything made so far lives until exit; keep the collector from walking it
         # again and again while the loop allocates rows by the thousand.

@@ -82,137 +82,177 @@ def _version(value: bool) -> None:
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 
+# The options, one constant each (typer reads them from the signature's defaults).
+_INTERFACE = typer.Option(
+    None, "-i", "--interface", metavar="IFACE",
+    help="Interface to watch; repeat it or separate names with commas. A shell-style "
+         "glob ('tap*') or 'any' also watches matching interfaces that appear later "
+         "[default: that of the default route, else eth0].")
+_DIRECTION = typer.Option(
+    None, "--direction", "-Q", case_sensitive=False,
+    help="What to show: what the interface receives (in), sends (out), or both "
+         "[default: in; both with --guest].")
+_HOOK = typer.Option(
+    Hook.AUTO, "--hook", case_sensitive=False,
+    help="Ingress hook: xdp, tc, or auto: XDP, but tc where XDP is taken or for "
+         "globs and 'any'. Egress is always tc.")
+_FOLLOW = typer.Option(
+    False, "--follow",
+    help="When a named interface goes away, wait for it to come back and watch it "
+         "again (Proxmox recreates a VM's tap when it restarts).")
+_GUEST = typer.Option(
+    None, "--guest", metavar="VMID", min=1,
+    help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default).")
+_PROTOCOL = typer.Option(
+    "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
+    help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number.")
+_SRC_IP = typer.Option(
+    None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    help="Source address or prefix.")
+_DST_IP = typer.Option(
+    None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    help="Destination address or prefix.")
+_SRC_PORT = typer.Option(
+    None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
+    help="Source port (TCP/UDP/SCTP).")
+_DST_PORT = typer.Option(
+    None, "--dst-port", metavar="PORT", callback=_parsed(parse_port),
+    help="Destination port (TCP/UDP/SCTP).")
+_HOST = typer.Option(
+    None, "--host", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    help="Source or destination address or prefix (like tcpdump's host).")
+_PORT = typer.Option(
+    None, "--port", metavar="PORT", callback=_parsed(parse_port),
+    help="Source or destination port (like tcpdump's port).")
+_VLAN = typer.Option(
+    None, "--vlan", metavar="ID", callback=_parsed(parse_vlan),
+    help="Outer VLAN id (802.1Q or 802.1ad).")
+_MODE = typer.Option(
+    Mode.AUTO, "--mode", case_sensitive=False,
+    help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
+         "falling back to generic.")
+_WRITE = typer.Option(
+    None, "-w", "--write", metavar="FILE",
+    help="Write the matching packets to FILE as pcapng ('-': standard output), for "
+         "Wireshark; no event lines unless --print.")
+_PRINT_LINES = typer.Option(
+    False, "--print", help="With -w, print the event lines too, on stderr.")
+_SNAPLEN = typer.Option(
+    MAX_SNAPLEN, "-s", "--snaplen", metavar="N", min=1, max=MAX_SNAPLEN,
+    help=f"With -w, keep at most N bytes of each packet [default: the whole frame, "
+         f"up to {MAX_SNAPLEN}]", show_default=False)
+_FILE_MB = typer.Option(
+    None, "-C", metavar="MB", min=0.001,
+    help="With -w, start a new file (FILE.1, FILE.2, ...) once one holds MB million "
+         "bytes.")
+_FILE_COUNT = typer.Option(
+    None, "-W", metavar="N", min=1,
+    help="With -C or -G, keep at most N files, reusing them in turn (a ring).")
+_ROTATE_SECONDS = typer.Option(
+    None, "-G", metavar="SECONDS", min=0.1,
+    help="With -w, start a new file every SECONDS.")
+_READ = typer.Option(
+    None, "-r", "--read", metavar="FILE",
+    help="Read packets from a pcap or pcapng file instead of an interface, through the "
+         "same kernel program and filters.")
+_FLOW_RECORDS = typer.Option(
+    False, "--flows",
+    help="Count packets as flows in the kernel and print one record per flow when it "
+         "ends (idle or active timeout, or the end of the run); --json: IPFIX field "
+         "names.")
+_TOP = typer.Option(
+    False, "--top",
+    help="The flows with the highest rates, redrawn every second ('netmon top' is the "
+         "same).")
+_SORT = typer.Option(
+    "rate", "--sort", metavar="KEY", help="top: sort by rate, bytes or packets.")
+_FLOW_ENTRIES = typer.Option(
+    DEFAULT_ENTRIES, "--flow-entries", metavar="N", min=1, max=1 << 24,
+    help="Flows the kernel's table holds per second; beyond, packets are counted as "
+         "overflow.")
+_FLOW_IDLE = typer.Option(
+    DEFAULT_IDLE, "--flow-idle", metavar="SECONDS", min=1,
+    help="A flow without packets for SECONDS ends.")
+_FLOW_ACTIVE = typer.Option(
+    DEFAULT_ACTIVE, "--flow-active", metavar="SECONDS", min=1,
+    help="A record covers at most SECONDS; longer flows are split.")
+_METRICS = typer.Option(
+    None, "--metrics", metavar="[ADDR:]PORT",
+    callback=_parsed(lambda v: endpoint.parse(v, DEFAULT_METRICS_HOST)),
+    help="Serve Prometheus metrics (packets and bytes by interface, direction and "
+         "protocol; losses) at http://ADDR:PORT/metrics [ADDR: 127.0.0.1].")
+_IPFIX = typer.Option(
+    None, "--ipfix", metavar="HOST:PORT", callback=_parsed(endpoint.parse),
+    help="Count flows in the kernel and send their records to an IPFIX collector "
+         "over UDP (with --flows or top, they are shown too).")
+_IPFIX_DOMAIN = typer.Option(
+    DEFAULT_DOMAIN, "--ipfix-domain", metavar="N", min=0, max=(1 << 32) - 1,
+    help="The IPFIX observation domain id the messages carry.")
+_QUIET = typer.Option(
+    False, "--quiet", "-q",
+    help="Print no packet lines: the kernel only counts (for --metrics and --stats).")
+_JSON_OUT = typer.Option(False, "--json", help="One JSON object per line.")
+_COUNT = typer.Option(
+    None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events.")
+_STATS = typer.Option(
+    None, "--stats", metavar="SECONDS", min=0.1,
+    help="Every SECONDS, print the counters on stderr.")
+_BUFFER_PAGES = typer.Option(
+    None, "--buffer-pages", metavar="N", min=1,
+    help=f"Perf buffer size per CPU, in pages (a power of two) [default: "
+         f"{DEFAULT_PAGES}; with -w 8192, less on hosts with over 2 CPUs]",
+    show_default=False)
+_ATTACH = typer.Option(
+    Method.AUTO, "--attach", case_sensitive=False, hidden=True,
+    help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
+         "links where the kernel has them.")
+_VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                        help="Show the version and exit.")
+
+
 @app.command(
     context_settings={"help_option_names": ["-h", "--help"]},
     help="Show every IP packet an interface receives (or sends), one line each, filtered in "
          "the kernel.",
 )
 def monitor(
-    interface: Optional[List[str]] = typer.Option(
-        None, "-i", "--interface", metavar="IFACE",
-        help="Interface to watch; repeat it or separate names with commas. A shell-style "
-             "glob ('tap*') or 'any' also watches matching interfaces that appear later "
-             "[default: that of the default route, else eth0]."),
-    direction: Optional[Direction] = typer.Option(
-        None, "--direction", "-Q", case_sensitive=False,
-        help="What to show: what the interface receives (in), sends (out), or both "
-             "[default: in; both with --guest]."),
-    hook: Hook = typer.Option(
-        Hook.AUTO, "--hook", case_sensitive=False,
-        help="Ingress hook: xdp, tc, or auto: XDP, but tc where XDP is taken or for "
-             "globs and 'any'. Egress is always tc."),
-    follow: bool = typer.Option(
-        False, "--follow",
-        help="When a named interface goes away, wait for it to come back and watch it "
-             "again (Proxmox recreates a VM's tap when it restarts)."),
-    guest: Optional[List[int]] = typer.Option(
-        None, "--guest", metavar="VMID", min=1,
-        help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default)."),
-    protocol: str = typer.Option(
-        "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
-        help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number."),
-    src_ip: Optional[str] = typer.Option(
-        None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
-        help="Source address or prefix."),
-    dst_ip: Optional[str] = typer.Option(
-        None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
-        help="Destination address or prefix."),
-    src_port: Optional[str] = typer.Option(
-        None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
-        help="Source port (TCP/UDP/SCTP)."),
-    dst_port: Optional[str] = typer.Option(
-        None, "--dst-port", metavar="PORT", callback=_parsed(parse_port),
-        help="Destination port (TCP/UDP/SCTP)."),
-    host: Optional[str] = typer.Option(
-        None, "--host", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
-        help="Source or destination address or prefix (like tcpdump's host)."),
-    port: Optional[str] = typer.Option(
-        None, "--port", metavar="PORT", callback=_parsed(parse_port),
-        help="Source or destination port (like tcpdump's port)."),
-    vlan: Optional[str] = typer.Option(
-        None, "--vlan", metavar="ID", callback=_parsed(parse_vlan),
-        help="Outer VLAN id (802.1Q or 802.1ad)."),
-    mode: Mode = typer.Option(
-        Mode.AUTO, "--mode", case_sensitive=False,
-        help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
-             "falling back to generic."),
-    write: Optional[str] = typer.Option(
-        None, "-w", "--write", metavar="FILE",
-        help="Write the matching packets to FILE as pcapng ('-': standard output), for "
-             "Wireshark; no event lines unless --print."),
-    print_lines: bool = typer.Option(
-        False, "--print", help="With -w, print the event lines too, on stderr."),
-    snaplen: int = typer.Option(
-        MAX_SNAPLEN, "-s", "--snaplen", metavar="N", min=1, max=MAX_SNAPLEN,
-        help=f"With -w, keep at most N bytes of each packet [default: the whole frame, "
-             f"up to {MAX_SNAPLEN}]", show_default=False),
-    file_mb: Optional[float] = typer.Option(
-        None, "-C", metavar="MB", min=0.001,
-        help="With -w, start a new file (FILE.1, FILE.2, ...) once one holds MB million "
-             "bytes."),
-    file_count: Optional[int] = typer.Option(
-        None, "-W", metavar="N", min=1,
-        help="With -C or -G, keep at most N files, reusing them in turn (a ring)."),
-    rotate_seconds: Optional[float] = typer.Option(
-        None, "-G", metavar="SECONDS", min=0.1,
-        help="With -w, start a new file every SECONDS."),
-    read: Optional[str] = typer.Option(
-        None, "-r", "--read", metavar="FILE",
-        help="Read packets from a pcap or pcapng file instead of an interface, through the "
-             "same kernel program and filters."),
-    flow_records: bool = typer.Option(
-        False, "--flows",
-        help="Count packets as flows in the kernel and print one record per flow when it "
-             "ends (idle or active timeout, or the end of the run); --json: IPFIX field "
-             "names."),
-    top: bool = typer.Option(
-        False, "--top",
-        help="The flows with the highest rates, redrawn every second ('netmon top' is the "
-             "same)."),
-    sort: str = typer.Option(
-        "rate", "--sort", metavar="KEY", help="top: sort by rate, bytes or packets."),
-    flow_entries: int = typer.Option(
-        DEFAULT_ENTRIES, "--flow-entries", metavar="N", min=1, max=1 << 24,
-        help="Flows the kernel's table holds per second; beyond, packets are counted as "
-             "overflow."),
-    flow_idle: float = typer.Option(
-        DEFAULT_IDLE, "--flow-idle", metavar="SECONDS", min=1,
-        help="A flow without packets for SECONDS ends."),
-    flow_active: float = typer.Option(
-        DEFAULT_ACTIVE, "--flow-active", metavar="SECONDS", min=1,
-        help="A record covers at most SECONDS; longer flows are split."),
-    metrics: Optional[str] = typer.Option(
-        None, "--metrics", metavar="[ADDR:]PORT",
-        callback=_parsed(lambda v: endpoint.parse(v, DEFAULT_METRICS_HOST)),
-        help="Serve Prometheus metrics (packets and bytes by interface, direction and "
-             "protocol; losses) at http://ADDR:PORT/metrics [ADDR: 127.0.0.1]."),
-    ipfix: Optional[str] = typer.Option(
-        None, "--ipfix", metavar="HOST:PORT", callback=_parsed(endpoint.parse),
-        help="Count flows in the kernel and send their records to an IPFIX collector "
-             "over UDP (with --flows or top, they are shown too)."),
-    ipfix_domain: int = typer.Option(
-        DEFAULT_DOMAIN, "--ipfix-domain", metavar="N", min=0, max=(1 << 32) - 1,
-        help="The IPFIX observation domain id the messages carry."),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q",
-        help="Print no packet lines: the kernel only counts (for --metrics and --stats)."),
-    json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
-    count: Optional[int] = typer.Option(
-        None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events."),
-    stats: Optional[float] = typer.Option(
-        None, "--stats", metavar="SECONDS", min=0.1,
-        help="Every SECONDS, print the counters on stderr."),
-    buffer_pages: Optional[int] = typer.Option(
-        None, "--buffer-pages", metavar="N", min=1,
-        help=f"Perf buffer size per CPU, in pages (a power of two) [default: "
-             f"{DEFAULT_PAGES}; with -w 8192, less on hosts with over 2 CPUs]",
-        show_default=False),
-    attach: Method = typer.Option(
-        Method.AUTO, "--attach", case_sensitive=False, hidden=True,
-        help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
-             "links where the kernel has them."),
-    version: bool = typer.Option(False, "--version", "-V", callback=_version,
-                                 is_eager=True, help="Show the version and exit."),
+    interface: Optional[List[str]] = _INTERFACE,
+    direction: Optional[Direction] = _DIRECTION,
+    hook: Hook = _HOOK,
+    follow: bool = _FOLLOW,
+    guest: Optional[List[int]] = _GUEST,
+    protocol: str = _PROTOCOL,
+    src_ip: Optional[str] = _SRC_IP,
+    dst_ip: Optional[str] = _DST_IP,
+    src_port: Optional[str] = _SRC_PORT,
+    dst_port: Optional[str] = _DST_PORT,
+    host: Optional[str] = _HOST,
+    port: Optional[str] = _PORT,
+    vlan: Optional[str] = _VLAN,
+    mode: Mode = _MODE,
+    write: Optional[str] = _WRITE,
+    print_lines: bool = _PRINT_LINES,
+    snaplen: int = _SNAPLEN,
+    file_mb: Optional[float] = _FILE_MB,
+    file_count: Optional[int] = _FILE_COUNT,
+    rotate_seconds: Optional[float] = _ROTATE_SECONDS,
+    read: Optional[str] = _READ,
+    flow_records: bool = _FLOW_RECORDS,
+    top: bool = _TOP,
+    sort: str = _SORT,
+    flow_entries: int = _FLOW_ENTRIES,
+    flow_idle: float = _FLOW_IDLE,
+    flow_active: float = _FLOW_ACTIVE,
+    metrics: Optional[str] = _METRICS,
+    ipfix: Optional[str] = _IPFIX,
+    ipfix_domain: int = _IPFIX_DOMAIN,
+    quiet: bool = _QUIET,
+    json_out: bool = _JSON_OUT,
+    count: Optional[int] = _COUNT,
+    stats: Optional[float] = _STATS,
+    buffer_pages: Optional[int] = _BUFFER_PAGES,
+    attach: Method = _ATTACH,
+    version: bool = _VERSION,
 ) -> int:
     try:
         spec = FilterSpec(protocol=protocol, src=src_ip, dst=dst_ip, sport=src_port,

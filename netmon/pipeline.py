@@ -132,6 +132,12 @@ class Pipeline:
         self.sinks.append(sink)
         return sink
 
+    def make(self, kinds: Iterable[type[Sink]], start: Start, ctx: Context) -> None:
+        """Make and add the sinks of ``kinds`` that start at ``start``, in their order."""
+        for kind in kinds:
+            if kind.start is start:
+                self.add(kind(ctx))
+
     def reports(self, fill: Callable[[Summary], None]) -> None:
         """A source's part of the summary (its counters, its losses), filled on tally()."""
         self._sources.append(fill)

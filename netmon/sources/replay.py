@@ -20,7 +20,7 @@ import bisect
 import errno
 import time
 from contextlib import ExitStack
-from typing import Callable, TextIO
+from typing import TextIO
 
 from netmon import events, output, pcapng, system, sinks
 from netmon.errors import LibbpfError
@@ -41,12 +41,10 @@ BATCH = 256  # frames run between two drains of the perf buffer
 _FIRST_INDEX = 1 << 30
 
 
-def replay(settings: Settings, out: TextIO, err: TextIO,
-           make: Callable[[list, Start, Context, Pipeline], None]) -> Summary:
+def replay(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     """Every frame of -r's file through the program; stops at --count or the file's end.
 
     A damaged file: what came before the damage is delivered, then CaptureDamaged.
-    ``make`` builds the sinks of one start (app._make).
     """
     libbpf.lib()
     system.check_privileges()
@@ -56,11 +54,11 @@ def replay(settings: Settings, out: TextIO, err: TextIO,
     ctx = Context(settings, out, err, output.Clock(0), Interfaces(), tally=pipeline.tally)
     with ExitStack() as stack:
         stack.callback(pipeline.close)
-        make(kinds, Start.FIRST, ctx, pipeline)
-        make(kinds, Start.ATTACHING, ctx, pipeline)
+        pipeline.make(kinds, Start.FIRST, ctx)
+        pipeline.make(kinds, Start.ATTACHING, ctx)
         prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(), hooks=("xdp",)))
         reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
-        make(kinds, Start.RUNNING, ctx, pipeline)
+        pipeline.make(kinds, Start.RUNNING, ctx)
         source = _Replay(prog, reader, pipeline, ctx.interfaces, settings)
         try:
             source.run(frames)

@@ -214,52 +214,63 @@ def _pcapng(inp: _Input) -> Iterator[tuple]:
         if trailer != length:
             raise CaptureDamaged(inp.path, offset, "block lengths at its start and end differ")
         if block_type == _BT_IDB:
-            if len(body) < 8:
-                raise CaptureDamaged(inp.path, offset, "interface description too short")
-            linktype, _, snaplen = struct.unpack_from(order + "HHI", body)
-            opts = _options(body[8:], order)
-            ns, units = _resolution(opts.get(9))
-            tsoffset = struct.unpack(order + "q", opts[14])[0] if len(opts.get(14, b"")) == 8 else 0
-            name = opts.get(2, b"").rstrip(b"\0").decode("utf-8", "replace") or None
-            interfaces.append(_Interface(linktype, snaplen if 0 < snaplen <= MAX_SNAPLEN
-                                         else MAX_SNAPLEN, name, ns, units, tsoffset))
+            interfaces.append(_idb(body, order, inp.path, offset))
             continue
         if block_type not in (_BT_EPB, _BT_PB, _BT_SPB):
             continue  # name resolution, statistics, custom blocks: nothing to show
-        if block_type == _BT_SPB:
-            if len(body) < 4:
-                raise CaptureDamaged(inp.path, offset, "simple packet block too short")
-            iface_id, ts, origlen, data_at = 0, 0, struct.unpack_from(order + "I", body)[0], 4
-            caplen = min(origlen, len(body) - 4)
-        else:
-            if len(body) < 20:
-                raise CaptureDamaged(inp.path, offset, "packet block too short")
-            if block_type == _BT_EPB:
-                iface_id, hi, lo, caplen, origlen = struct.unpack_from(order + "IIIII", body)
-            else:
-                iface_id, _, hi, lo, caplen, origlen = struct.unpack_from(order + "HHIIII", body)
-            ts, data_at = (hi << 32) | lo, 20
-            if data_at + caplen > len(body):
-                raise CaptureDamaged(inp.path, offset, f"packet of {caplen} bytes in a block "
-                                                       f"of {length}")
-        if iface_id >= len(interfaces):
-            raise CaptureDamaged(inp.path, offset, f"packet on undescribed interface {iface_id}")
-        iface = interfaces[iface_id]
-        if iface.linktype not in READABLE:
-            raise _refuse(inp.path, iface.linktype)
-        data = body[data_at:data_at + min(caplen, iface.snaplen)]
-        outbound = None
+        yield _packet(block_type, body, length, order, interfaces, inp.path, offset)
+
+
+def _idb(body: bytes, order: str, path: str, offset: int) -> _Interface:
+    """An Interface Description Block's link type, snaplen, name and time resolution."""
+    if len(body) < 8:
+        raise CaptureDamaged(path, offset, "interface description too short")
+    linktype, _, snaplen = struct.unpack_from(order + "HHI", body)
+    opts = _options(body[8:], order)
+    ns, units = _resolution(opts.get(9))
+    tsoffset = struct.unpack(order + "q", opts[14])[0] if len(opts.get(14, b"")) == 8 else 0
+    name = opts.get(2, b"").rstrip(b"\0").decode("utf-8", "replace") or None
+    return _Interface(linktype, snaplen if 0 < snaplen <= MAX_SNAPLEN else MAX_SNAPLEN, name,
+                      ns, units, tsoffset)
+
+
+def _packet(block_type: int, body: bytes, length: int, order: str,
+            interfaces: list[_Interface], path: str, offset: int) -> tuple:
+    """An EPB's, PB's or SPB's frame, as _pcapng() yields it."""
+    if block_type == _BT_SPB:
+        if len(body) < 4:
+            raise CaptureDamaged(path, offset, "simple packet block too short")
+        iface_id, ts, origlen, data_at = 0, 0, struct.unpack_from(order + "I", body)[0], 4
+        caplen = min(origlen, len(body) - 4)
+    else:
+        if len(body) < 20:
+            raise CaptureDamaged(path, offset, "packet block too short")
         if block_type == _BT_EPB:
-            flags = _options(body[data_at + ((caplen + 3) & ~3):], order).get(2)
-            if flags and len(flags) == 4:
-                direction = struct.unpack(order + "I", flags)[0] & 3
-                outbound = {1: False, 2: True}.get(direction)
-        data, sll_outbound, added = _to_ethernet(iface.linktype, data)
-        if outbound is None:
-            outbound = sll_outbound
-        if iface.ns_per_unit:
-            ts_ns = ts * iface.ns_per_unit
+            iface_id, hi, lo, caplen, origlen = struct.unpack_from(order + "IIIII", body)
         else:
-            ts_ns = ts * 1_000_000_000 // iface.units_per_s
-        yield (ts_ns + iface.offset_s * 1_000_000_000, data, origlen + added, iface.name,
-               outbound, offset)
+            iface_id, _, hi, lo, caplen, origlen = struct.unpack_from(order + "HHIIII", body)
+        ts, data_at = (hi << 32) | lo, 20
+        if data_at + caplen > len(body):
+            raise CaptureDamaged(path, offset, f"packet of {caplen} bytes in a block "
+                                               f"of {length}")
+    if iface_id >= len(interfaces):
+        raise CaptureDamaged(path, offset, f"packet on undescribed interface {iface_id}")
+    iface = interfaces[iface_id]
+    if iface.linktype not in READABLE:
+        raise _refuse(path, iface.linktype)
+    data = body[data_at:data_at + min(caplen, iface.snaplen)]
+    outbound = None
+    if block_type == _BT_EPB:
+        flags = _options(body[data_at + ((caplen + 3) & ~3):], order).get(2)
+        if flags and len(flags) == 4:
+            direction = struct.unpack(order + "I", flags)[0] & 3
+            outbound = {1: False, 2: True}.get(direction)
+    data, sll_outbound, added = _to_ethernet(iface.linktype, data)
+    if outbound is None:
+        outbound = sll_outbound
+    if iface.ns_per_unit:
+        ts_ns = ts * iface.ns_per_unit
+    else:
+        ts_ns = ts * 1_000_000_000 // iface.units_per_s
+    return (ts_ns + iface.offset_s * 1_000_000_000, data, origlen + added, iface.name,
+           outbound, offset)
