@@ -103,7 +103,7 @@ def corpus(where: Path, tmp: Path) -> None:
         if path.name in WRITTEN:
             out = tmp / f"{path.name}.pcapng"
             save(where, f"r-w-{path.name}", netmon("-r", str(path), "-w", str(out), "-c", "5"),
-                 out)
+                 out, tmp=tmp)
 
     files = sorted(p for p in CORPUS.iterdir() if p.suffix in (".pcap", ".pcapng"))
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 2) as pool:

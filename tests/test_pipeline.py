@@ -147,3 +147,17 @@ def test_lines_sink_writes_one_line_per_row():
     p.add(sink)
     p.rows(rows(2))
     assert out.getvalue() == "TCP 10.0.0.1:1 -> 10.0.0.2:2 (60b)\n" * 2
+
+
+def test_the_plain_rooms_load_no_kernel_binding():
+    """Sinks, settings, the pipeline, flows and formats stay plain Python (DESIGN's wall)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, netmon.sinks, netmon.settings, netmon.pipeline, netmon.report, "
+            "netmon.flows, netmon.output, netmon.filters, netmon.events; "
+            "print(sorted(m for m in sys.modules if m == 'cffi' or m.startswith('_cffi') "
+            "or m.endswith('libbpf') or m.endswith('_libbpf_ffi')))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
