@@ -33,18 +33,6 @@ ICMP_PROTOS = (1, 58)
 
 
 @dataclass(frozen=True)
-class FlowSettings:
-    """netmon top and --flows: what to show and how the kernel's tables are sized."""
-
-    top: bool = False  # the live view; else a record per flow as it ends
-    entries: int = DEFAULT_ENTRIES  # per table: the flows one interval can hold
-    idle: float = DEFAULT_IDLE
-    active: float = DEFAULT_ACTIVE
-    sort: str = "rate"  # top: rate, bytes or packets
-    print_records: bool = True  # --flows prints them; --ipfix alone only sends them
-
-
-@dataclass(frozen=True)
 class FlowKey:
     """What makes packets one flow; for ICMP, type and code are in the ports' place."""
 
