@@ -53,6 +53,7 @@ _STATUS = {
     errors.ProgramRejected: ExitStatus.REJECTED,
     errors.XdpBusy: ExitStatus.XDP_BUSY,
     errors.AttachFailed: ExitStatus.ATTACH,
+    errors.InterfaceGone: ExitStatus.INTERFACE_GONE,
     errors.CaptureDamaged: ExitStatus.CAPTURE_READ,
     errors.CaptureUnreadable: ExitStatus.CAPTURE_READ,
     errors.CaptureWriteError: ExitStatus.CAPTURE_WRITE,
@@ -138,7 +139,7 @@ _WRITE = typer.Option(
 _PRINT_LINES = typer.Option(
     False, "--print", help="With -w, print the event lines too, on stderr.")
 _SNAPLEN = typer.Option(
-    MAX_SNAPLEN, "-s", "--snaplen", metavar="N", min=1, max=MAX_SNAPLEN,
+    None, "-s", "--snaplen", metavar="N", min=1, max=MAX_SNAPLEN,
     help=f"With -w, keep at most N bytes of each packet [default: the whole frame, "
          f"up to {MAX_SNAPLEN}]", show_default=False)
 _FILE_MB = typer.Option(
@@ -232,7 +233,7 @@ def monitor(
     mode: Mode = _MODE,
     write: Optional[str] = _WRITE,
     print_lines: bool = _PRINT_LINES,
-    snaplen: int = _SNAPLEN,
+    snaplen: Optional[int] = _SNAPLEN,
     file_mb: Optional[float] = _FILE_MB,
     file_count: Optional[int] = _FILE_COUNT,
     rotate_seconds: Optional[float] = _ROTATE_SECONDS,
@@ -267,6 +268,9 @@ def monitor(
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages), cpus=os.cpu_count() or 1)
+    if 1 in _closed_fds and _writes_stdout(settings):
+        raise errors.UsageError("standard output is closed, and this run writes to it: "
+                                "redirect it (>/dev/null), or use --quiet or -w FILE")
     summary = run(settings, sys.stdout, sys.stderr)
     # Live runs end with a blank line after the events; -r's summary follows them directly.
     gap = "" if settings.read is not None else "\n"
@@ -274,8 +278,44 @@ def monitor(
     return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
 
 
+_closed_fds: frozenset[int] = frozenset()  # of 0-2, those closed when netmon started
+
+
+def _writes_stdout(settings) -> bool:
+    if settings.capture is not None:
+        return settings.capture.path == "-"
+    if settings.flows is not None:
+        return settings.flows.top or settings.flows.print_records
+    return not settings.quiet
+
+
+def _reopen_standard_fds() -> frozenset[int]:
+    """/dev/null in place of a closed stdin, stdout or stderr, as daemons do: else the
+    first socket or file netmon opens takes the number, and output meant for stdout goes
+    into it. Returns the ones that were closed."""
+    closed = set()
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.add(fd)
+    for fd in sorted(closed):
+        opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+        if opened != fd:
+            os.dup2(opened, fd)
+            os.close(opened)
+    # Python leaves the streams of closed fds None.
+    if 1 in closed:
+        sys.stdout = open(1, "w", closefd=False)
+    if 2 in closed:
+        sys.stderr = open(2, "w", closefd=False)
+    return frozenset(closed)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into one line on stderr."""
+    global _closed_fds
+    _closed_fds = _reopen_standard_fds()
     command = typer.main.get_command(app)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["top"]:  # netmon top ...: the live flow view

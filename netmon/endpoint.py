@@ -28,10 +28,18 @@ def parse(text: str, default_host: str | None = None) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"{text!r}: the port must be 1-65535")
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        address = sockaddr(host, port)
     except (socket.gaierror, UnicodeError) as exc:
         raise ValueError(f"{text!r}: cannot resolve {host!r} ({exc})") from None
-    return info[0][4][0], port
+    if len(address) == 4 and address[3]:  # a link-local address's zone: kept, as typed
+        return f"{address[0]}%{host.partition('%')[2] or address[3]}", port
+    return address[0], port
+
+
+def sockaddr(host: str, port: int) -> tuple:
+    """The socket address of ``host`` (a zone, ``fe80::1%eth0``, becomes its scope id:
+    Python's connect() would drop the zone of the text)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4]
 
 
 def display(host: str, port: int) -> str:

@@ -38,6 +38,10 @@ class XdpBusy(NetmonError):
     """The interface already has an XDP program that netmon did not attach."""
 
 
+class InterfaceGone(NetmonError):
+    """A named interface went away (while netmon started, or ran, without --follow)."""
+
+
 class AttachFailed(NetmonError):
     """The kernel refused to attach the program in any allowed mode."""
 

@@ -75,6 +75,18 @@ class FilterSpec:
                 f"not {protocols.name(self.protocol).lower()}"
             )
 
+    def impossible(self) -> str | None:
+        """Why no packet can match, where the options say so (the CLI refuses such a
+        spec); None if some packet can. A packet is of one family, so prefixes of two
+        can never all hold."""
+        nets = [(name, n) for name, n in (("--src-ip", self.src), ("--dst-ip", self.dst),
+                                          ("--host", self.host)) if n is not None]
+        for (a, na), (b, nb) in zip(nets, nets[1:]):
+            if na.version != nb.version:
+                return (f"{a} {na} and {b} {nb} are IPv{na.version} and IPv{nb.version}: "
+                        f"no packet matches both")
+        return None
+
     # -- the kernel side -------------------------------------------------
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import struct
 import time
 from typing import Iterable
@@ -240,7 +241,10 @@ class PcapngWriter:
         """Cut the file back to whole blocks, fit in what fits, then report."""
         blocks = [block for run in runs for block in split_blocks(run)]
         kept = 0
-        if self._fd != 1:
+        # Only a regular file can be cut back; a pipe or a device (/dev/full) keeps what
+        # it took, and what failed is only counted.
+        regular = self._fd != 1 and stat.S_ISREG(os.fstat(self._fd).st_mode)
+        if regular:
             try:
                 os.ftruncate(self._fd, self._size)
                 os.lseek(self._fd, self._size, os.SEEK_SET)
@@ -256,7 +260,7 @@ class PcapngWriter:
         reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
         raise CaptureWriteError(
             f"writing {where}: {reason}; {lost} packets could not be written, the file "
-            f"keeps the {self.packets} before them" if self._fd != 1 else
+            f"keeps the {self.packets} before them" if regular else
             f"writing {where}: {reason}") from None
 
     def close(self) -> None:

@@ -40,17 +40,26 @@ class Summary:
     def lost(self) -> int:
         # A full ring fails the kernel's send and is reported in the ring once there
         # is room: the same loss seen twice, the first count being the sooner.
+        # Packets a full flow table could not count are not among them: they were
+        # counted, as overflow, and the summary says so apart (not_in_flows).
         return (max(self.perf_lost, self.counters.get("send_failed", 0)) + self.undecodable
-                + self.counters.get("copy_failed", 0) + self.counters.get("flow_overflow", 0))
+                + self.counters.get("copy_failed", 0))
+
+    @property
+    def not_in_flows(self) -> int:
+        return self.counters.get("flow_overflow", 0)
 
     def line(self) -> str:
         c = self.counters
         pulls = c.get("pull_failed", 0)
         copies = c.get("copy_failed", 0)
+        overflow = self.not_in_flows
         return (f"{_counts_line(c)}, {self.shown} shown, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
                 f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
-                + (f", {copies} not captured (bytes unreadable)" if copies else ""))
+                + (f", {copies} not captured (bytes unreadable)" if copies else "")
+                + (f", {overflow} not counted in flows: the table was full (--flow-entries)"
+                   if overflow else ""))
 
     def lines(self) -> list[str]:
         """Per interface and direction when there is more than one, then the total."""

@@ -11,6 +11,7 @@ the CLI: each row names options by how the user types them (``GIVEN``).
 from __future__ import annotations
 
 import enum
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -143,7 +144,7 @@ class Options:
     spec: FilterSpec = field(default_factory=FilterSpec)
     write: str | None = None
     print_lines: bool = False
-    snaplen: int = MAX_SNAPLEN
+    snaplen: int | None = None  # -s (default: MAX_SNAPLEN)
     file_mb: float | None = None
     file_count: int | None = None
     rotate_seconds: float | None = None
@@ -169,6 +170,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "-w": lambda o: o.write is not None,
     "-w -": lambda o: o.write == "-",
     "--print": lambda o: o.print_lines,
+    "-s": lambda o: o.snaplen is not None,
     "-C": lambda o: bool(o.file_mb),
     "-W": lambda o: bool(o.file_count),
     "-G": lambda o: bool(o.rotate_seconds),
@@ -186,6 +188,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--hook xdp": lambda o: o.hook is Hook.XDP,
     "-Q out": lambda o: o.direction is Direction.OUT,
     "--sort other": lambda o: o.sort not in SORTS,
+    "--json": lambda o: o.json,
 }
 
 
@@ -198,6 +201,7 @@ class Rule(enum.Enum):
 RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
      "--print, -C, -W and -G go with -w FILE"),
+    (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
     (Rule.NEEDS, ("-W",), ("-C", "-G"), "-W N needs -C or -G: it limits the files they rotate "
                                         "through"),
     (Rule.EXCLUDES, ("-w -",), ("-C", "-G"),
@@ -207,6 +211,8 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
      "--count"),
     (Rule.EXCLUDES, ("--flows",), ("top",),
      "top shows flows live, --flows prints their records: one at a time"),
+    (Rule.EXCLUDES, ("top",), ("--json",),
+     "top draws a view for people; --json goes with lines and --flows records"),
     (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("-w", "-r"),
      "flows are counted live, without -w or -r"),
     (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("--sort other",),
@@ -238,7 +244,7 @@ def build(o: Options, cpus: int = 1,
         pages = capture_pages(cpus) if o.write else DEFAULT_PAGES
     if pages & (pages - 1):
         raise UsageError(f"--buffer-pages must be a power of two, not {pages}")
-    message = conflict(o)
+    message = conflict(o) or o.spec.impossible() or _same_file(o.read, o.write)
     if message:
         raise UsageError(message)
     flows = None
@@ -247,8 +253,8 @@ def build(o: Options, cpus: int = 1,
                              active=o.flow_active, sort=o.sort, print_records=o.flow_records)
     capture = None
     if o.write is not None:
-        capture = Capture(o.write, o.snaplen, o.file_mb, o.file_count, o.rotate_seconds,
-                          o.print_lines)
+        capture = Capture(o.write, o.snaplen or MAX_SNAPLEN, o.file_mb, o.file_count,
+                          o.rotate_seconds, o.print_lines)
     if o.read is not None:
         return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
                         pages=pages, capture=capture, read=o.read)
@@ -264,3 +270,16 @@ def build(o: Options, cpus: int = 1,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
     )
+
+
+def _same_file(read: str | None, write: str | None) -> str | None:
+    """-r and -w naming one file (through a link, too): -w would empty it before -r reads."""
+    if read is None or write is None or "-" in (read, write):
+        return None
+    try:
+        same = os.path.samefile(read, write)  # device and inode
+    except OSError:
+        return None  # one of them does not exist (yet): -w makes a new file
+    if same:
+        return f"-r and -w name the same file ({write}): writing it would destroy what is read"
+    return None

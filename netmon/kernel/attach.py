@@ -15,7 +15,7 @@ import os
 import typing
 from dataclasses import dataclass
 
-from netmon.errors import AttachFailed, LibbpfError, PermissionProblem, XdpBusy
+from netmon.errors import AttachFailed, InterfaceGone, LibbpfError, PermissionProblem, XdpBusy
 from netmon.kernel import libbpf
 from netmon.kernel.abi import DIR_IN, DIR_NAMES
 from netmon.kernel.libbpf import ffi
@@ -47,8 +47,12 @@ class XdpState:
 
 
 def query(ifindex: int) -> XdpState:
+    """What is hooked there; nothing, for an interface that is gone (attaching says so)."""
     opts = libbpf.new_opts("bpf_xdp_query_opts")
-    libbpf.ensure(libbpf.lib().bpf_xdp_query(ifindex, 0, opts), "bpf_xdp_query")
+    rc = libbpf.lib().bpf_xdp_query(ifindex, 0, opts)
+    if rc == -errno.ENODEV:
+        return XdpState(0, 0, 0, 0, None)
+    libbpf.ensure(rc, "bpf_xdp_query")
     ids = (opts.drv_prog_id, opts.skb_prog_id, opts.hw_prog_id)
     return XdpState(
         prog_id=opts.prog_id or next((i for i in ids if i), 0),
@@ -212,6 +216,8 @@ def _attach_in_mode(prog_fd: int, ifindex: int, ifname: str, flags: int,
 
 
 def _attach_error(exc: LibbpfError, ifname: str, mode: Mode) -> Exception:
+    if exc.errno == errno.ENODEV:  # deleted between listing and attaching: not the driver
+        return InterfaceGone(f"interface {ifname} went away")
     if exc.errno in (errno.EPERM, errno.EACCES):
         return PermissionProblem(f"permission denied attaching XDP to {ifname}: run netmon as root")
     if exc.errno in (errno.EBUSY, errno.EEXIST):
@@ -279,8 +285,8 @@ def _tc_error(rc: int, where: str) -> Exception:
     err = -rc
     if err in (errno.EPERM, errno.EACCES):
         return PermissionProblem(f"permission denied attaching tc to {where}: run netmon as root")
-    if err == errno.ENODEV:
-        return AttachFailed(f"cannot attach tc to {where}: the interface is gone")
+    if err == errno.ENODEV:  # where is "IFNAME DIRECTION"
+        return InterfaceGone(f"interface {where.split()[0]} went away")
     return AttachFailed(f"cannot attach tc to {where}: {libbpf.strerror(err)}")
 
 

@@ -17,8 +17,8 @@ from importlib import resources
 from pathlib import Path
 
 from netmon import system
-from netmon.errors import (AttachFailed, KernelTooOld, ObjectMismatch, PermissionProblem,
-                           ProgramRejected)
+from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, ObjectMismatch,
+                           PermissionProblem, ProgramRejected)
 from netmon.kernel import libbpf
 from netmon.kernel.abi import (CONFIG, COUNTER_NAMES, DIR_IN, DIR_OUT, FLOW_TABLES, IF_CACHE,
                                IF_SLOTS, STRUCTS)
@@ -53,9 +53,13 @@ class BpfObject:
     def __init__(self, path: Path, prepare=None):
         self.path = path
         self._closed = False
-        self._obj = libbpf.ensure(
-            libbpf.lib().bpf_object__open_file(str(path).encode(), ffi.NULL), f"opening {path}"
-        )
+        try:
+            self._obj = libbpf.ensure(
+                libbpf.lib().bpf_object__open_file(str(path).encode(), ffi.NULL),
+                f"opening {path}")
+        except LibbpfError as exc:  # not an object, a truncated one, another machine's
+            raise ObjectMismatch(f"{exc}: rebuild it with `make` or reinstall the netmon "
+                                 f"wheel") from None
         try:
             if prepare is not None:
                 prepare(self)

@@ -148,10 +148,23 @@ class Exporter:
         self._epoch_ms = epoch_ms
         self._template_every = template_every
         self._templates_due = 0.0  # monotonic time the templates are next sent
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._address = endpoint.sockaddr(host, port)
+        family = socket.AF_INET6 if len(self._address) == 4 else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
         self._sock.setblocking(False)
-        self._sock.connect((host, port))
+        self._connected = False
+        self._connect()
+
+    def _connect(self) -> bool:
+        """Connected (once): a collector's ICMP refusals then come back as send errors.
+        No route yet (or ever) is no reason to stop monitoring: sends count it."""
+        if not self._connected:
+            try:
+                self._sock.connect(self._address)
+                self._connected = True
+            except OSError:
+                pass
+        return self._connected
 
     def send(self, records: list) -> None:
         now = time.monotonic()
@@ -162,8 +175,11 @@ class Exporter:
             self._templates_due = now + self._template_every
         pairs = sorted((record_bytes(r, self._epoch_ms) for r in records),
                        key=lambda p: p[0])
+        connected = self._connect()
         for message, count in self._encoder.messages(pairs, int(time.time()), templates):
             try:
+                if not connected:
+                    raise OSError("not connected")
                 self._sock.send(message)
             except OSError:  # refused (ICMP unreachable came back), no route, no buffer
                 self.counts.errors += 1

@@ -138,7 +138,7 @@ class MetricsSink(Sink):
         s = self._tally()
         exported = s.exported[1] if s.exported else None
         self._metrics.update(Snapshot(
-            dict(s.per_interface), s.lost, s.counters.get("flow_overflow", 0),
+            dict(s.per_interface), s.lost + s.not_in_flows, s.not_in_flows,
             {"records": exported.records, "errors": exported.errors} if exported else {}))
 
     def close(self) -> None:

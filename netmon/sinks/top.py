@@ -10,8 +10,10 @@ terminal, a plain table is printed per interval instead.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
+import signal
 import sys
 import termios
 import time
@@ -118,6 +120,23 @@ class TopView:
         return "\n".join(lines) + "\n\n"
 
 
+def _in_foreground(fd: int) -> bool:
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _retry(call, *args):
+    """A terminal call, again when a signal (SIGCONT, SIGWINCH) interrupted it."""
+    while True:
+        try:
+            return call(*args)
+        except termios.error as exc:
+            if exc.args[0] != errno.EINTR:
+                raise
+
+
 class Screen:
     """The view on a terminal: rich redraws it in place; keys are read unbuffered."""
 
@@ -131,18 +150,40 @@ class Screen:
                           transient=True)
         self._stdin = sys.stdin.fileno() if sys.stdin.isatty() else None
         self._saved = None
+        self._continued = False  # SIGCONT came: after Ctrl-Z and fg, the keys need re-arming
+        self._previous_cont = None
+
+    def _arm(self) -> None:
+        """Keys one at a time, unechoed, if the terminal is ours (the foreground's): a
+        background process that touched its modes would be stopped (SIGTTOU)."""
+        if self._stdin is None or not _in_foreground(self._stdin):
+            return
+        if self._saved is None:
+            self._saved = _retry(termios.tcgetattr, self._stdin)
+        _retry(tty.setcbreak, self._stdin)
+
+    def _on_cont(self, signum, frame) -> None:
+        self._continued = True
 
     def __enter__(self) -> "Screen":
-        if self._stdin is not None:
-            self._saved = termios.tcgetattr(self._stdin)
-            tty.setcbreak(self._stdin)
+        self._arm()
+        self._previous_cont = signal.signal(signal.SIGCONT, self._on_cont)
         self._live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._live.__exit__(*exc)
-        if self._saved is not None:
-            termios.tcsetattr(self._stdin, termios.TCSADRAIN, self._saved)
+        signal.signal(signal.SIGCONT, self._previous_cont or signal.SIG_DFL)
+        if self._saved is not None and _in_foreground(self._stdin):
+            _retry(termios.tcsetattr, self._stdin, termios.TCSADRAIN, self._saved)
+
+    def resumed(self) -> bool:
+        """Back from a stop (Ctrl-Z, then fg): keys re-armed; True once, to redraw."""
+        if not self._continued:
+            return False
+        self._continued = False
+        self._arm()
+        return True
 
     @property
     def keys_fd(self) -> int | None:
@@ -224,6 +265,8 @@ class TopSink(Sink):
 
     def tick(self) -> None:
         """A key pressed in the view: q quits, s changes the sort."""
+        if self._screen is not None and self._screen.resumed():
+            self._draw()
         fds = self.watch_fds()
         if not fds or not select.select(fds, [], [], 0)[0]:
             return

@@ -20,7 +20,7 @@ from contextlib import ExitStack, closing
 from typing import Callable
 
 from netmon import events
-from netmon.errors import AttachFailed, NetmonError, XdpBusy
+from netmon.errors import AttachFailed, InterfaceGone, NetmonError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES
 from netmon.flows import INTERVAL, FlowBook
 from netmon.kernel import attach as hooking
@@ -157,6 +157,11 @@ class LiveSource:
             self._interfaces.learn(idx, name)
             try:
                 notes += self._watched(idx, name)
+            except InterfaceGone:
+                if name in sel.names and not self._settings.follow:
+                    raise  # exit 9, as when it goes away later
+                if name in sel.names:  # --follow: it is watched again when it comes back
+                    notes.append(f"interface {name} went away; waiting for it to come back")
             except (AttachFailed, XdpBusy) as exc:
                 if name in sel.names:
                     raise

@@ -113,16 +113,19 @@ class _Input:
 
 
 def frames(path: str | Path) -> Iterator[Frame]:
-    """Every frame of a pcap or pcapng file, in file order.
+    """Every frame of a pcap or pcapng file ("-": standard input), in file order.
 
     Raises CaptureUnreadable before the first frame for a file netmon cannot
     read, and CaptureDamaged where a damaged file stops making sense.
     """
     path = str(path)
     try:
-        f = open(path, "rb")
+        # "-": standard input, as tcpdump -r - reads it (a pipe reads as a file does).
+        f = open(0, "rb", closefd=False) if path == "-" else open(path, "rb")
     except OSError as exc:
         raise CaptureUnreadable(f"cannot read {path}: {exc.strerror}") from None
+    if path == "-":
+        path = "standard input"
     with f:
         inp = _Input(f, path)
         head = inp.read(4, "file header", eof_ok=True)
