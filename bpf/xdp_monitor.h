@@ -83,6 +83,13 @@ struct nm_config {
 	__u8  quiet;               /* --quiet: count only (the counters, --metrics), send nothing */
 	__u8  _pad2;
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
+	/*
+	 * The pid of the netmon that loaded the program; never read by the program. A
+	 * program attached through netlink outlives a netmon killed with kill -9: a later
+	 * netmon reads this from the program's .rodata, finds the owner gone, and removes it.
+	 */
+	__u32 owner;
+	__u32 _pad3;
 };
 
 /*

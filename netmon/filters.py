@@ -90,7 +90,8 @@ class FilterSpec:
     # -- the kernel side -------------------------------------------------
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
-                      epoch_ns: int = 0, flows: bool = False, quiet: bool = False) -> bytes:
+                      epoch_ns: int = 0, flows: bool = False, quiet: bool = False,
+                      owner: int = 0) -> bytes:
         """The bytes of struct nm_config that make the program apply this spec.
 
         Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
@@ -98,6 +99,7 @@ class FilterSpec:
         event too; ``epoch_ns``, added to the kernel's monotonic stamps for pcapng's.
         ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
         ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
+        ``owner``: the pid of the netmon that attaches it (a leftover is told by it).
         """
         match = 0
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
@@ -108,7 +110,7 @@ class FilterSpec:
         return CONFIG_FORMAT.pack(
             *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
             self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0, snaplen, cap_events, flows, quiet, epoch_ns,
+            match, self.protocol or 0, snaplen, cap_events, flows, quiet, epoch_ns, owner,
         )
 
     # -- the Python side -------------------------------------------------

@@ -20,7 +20,7 @@ from netmon import cli, endpoint
 from netmon.cli import ExitStatus
 from netmon.report import Summary
 from tests.conftest import CORPUS, ROOT
-from tests.netns import Netmon, scaled
+from tests.netns import Netmon, ping, scaled
 
 CAPTURE = CORPUS / "dns_tcp_8053.pcap"  # 11 TCP frames
 # An interface that does not exist: should a refusal below ever regress, the run stops at
@@ -248,3 +248,40 @@ def test_top_keys_work_after_ctrl_z_and_fg(netns, tmux):
     # (after q, never after a crash) says netmon ended as it should.
     screen = wait_pane(tmux, "packets seen", 30)
     assert "packets seen" in screen and "Traceback" not in screen, screen
+
+
+# -- 5. kill -9 with an XDP program attached through netlink ----------------------------
+
+@pytest.mark.kernel
+def test_the_xdp_program_a_killed_netmon_left_is_removed_by_the_next(netns):
+    n = netns
+    nm = Netmon(n, "--attach", "netlink").wait_ready()  # netlink: it outlives netmon
+    left = n.xdp_prog_id()
+    assert left != 0
+    nm.proc.kill()
+    nm.proc.wait()
+    assert n.xdp_prog_id() == left  # nothing detaches a netlink attachment but netmon
+    with Netmon(n, "--protocol", "icmp", "--count", "1") as again:
+        again.wait_ready()
+        assert (f"Note: removed the XDP program (id {left}) a netmon that is no longer running "
+                f"(pid {nm.proc.pid}) left on {n.b_if}") in again.err
+        assert n.xdp_prog_id() not in (0, left)  # its own, in XDP: the interface was freed
+        ping(n, n.b_ip)
+        assert again.wait_exit() == 0
+    assert n.xdp_prog_id() == 0
+
+
+@pytest.mark.kernel
+def test_a_running_netmons_xdp_program_is_left_alone(netns):
+    n = netns
+    with Netmon(n, "--attach", "netlink") as first:
+        first.wait_ready()
+        theirs = n.xdp_prog_id()
+        with Netmon(n, "--count", "1") as second:
+            second.wait_ready()
+            assert not [line for line in second.err if "removed the XDP program" in line]
+            assert f"already has an XDP program (id {theirs})" in "\n".join(second.err)
+            second.stop()
+        assert n.xdp_prog_id() == theirs
+        first.stop()
+    assert n.xdp_prog_id() == 0

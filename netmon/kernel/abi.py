@@ -31,9 +31,10 @@ DIR_NAMES = ("in", "out")
 
 # struct nm_config, native byte order: three struct nm_prefix (net, mask, family,
 # padding), then the ports, vlan, match, proto, capture's snaplen (0: no capture) and
-# cap_events, the flows and quiet switches, and epoch_ns.
+# cap_events, the flows and quiet switches, epoch_ns, and the owner's pid.
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBxQ")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBxQI4x")
+CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # nm_config.match
 M_PROTO = 0x0001
@@ -62,6 +63,7 @@ IFSLOT = struct.Struct("=II")  # struct nm_ifslot: ifindex, slot
 FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
 FLOW_VALUE = struct.Struct("=QQQQ8s")  # packets, bytes, first_ns, last_ns, a byte per flag
 FLOW_TABLES = ("flows0", "flows1")
+XDP_PROGRAM = "xdp_monitor"  # the XDP program's name: how a leftover one is known
 
 # Capture records (the layout is drawn in the header).
 MAX_SNAPLEN = 65376  # NM_MAX_SNAPLEN

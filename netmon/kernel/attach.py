@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import errno
 import os
+import struct
 import typing
 from dataclasses import dataclass
 
 from netmon.errors import AttachFailed, InterfaceGone, LibbpfError, PermissionProblem, XdpBusy
 from netmon.kernel import libbpf
-from netmon.kernel.abi import DIR_IN, DIR_NAMES
+from netmon.kernel.abi import CONFIG, CONFIG_OWNER_OFFSET, DIR_IN, DIR_NAMES, XDP_PROGRAM
 from netmon.kernel.libbpf import ffi
 from netmon.settings import Method, Mode
 from netmon.sources import netlink
@@ -61,6 +62,92 @@ def query(ifindex: int) -> XdpState:
         hw_prog_id=opts.hw_prog_id,
         mode=_ATTACHED_MODE.get(opts.attach_mode),
     )
+
+
+# struct bpf_prog_info and struct bpf_map_info (linux/bpf.h, append-only UAPI): the fields
+# read here, by offset.
+_PROG_INFO = 232
+_PROG_NR_MAP_IDS, _PROG_MAP_IDS, _PROG_NAME = 52, 56, 64
+_MAP_INFO = 88
+_MAP_VALUE_SIZE, _MAP_NAME = 12, 24
+
+
+def _info(fd: int, size: int) -> bytes:
+    buf = ffi.new("char[]", size)
+    length = ffi.new("__u32 *", size)
+    libbpf.ensure(libbpf.lib().bpf_obj_get_info_by_fd(fd, buf, length), "reading BPF info")
+    return ffi.buffer(buf, size)[:]
+
+
+def _name(info: bytes, at: int) -> str:
+    return info[at:at + 16].split(b"\0", 1)[0].decode(errors="replace")
+
+
+def netmon_owner(prog_id: int) -> int | None:
+    """The pid of the netmon that loaded XDP program ``prog_id``, from its .rodata
+    (nm_config.owner); None for a program that is not netmon's."""
+    lib = libbpf.lib()
+    prog_fd = lib.bpf_prog_get_fd_by_id(prog_id)
+    if prog_fd < 0:
+        return None  # gone meanwhile
+    try:
+        info = _info(prog_fd, _PROG_INFO)
+        if _name(info, _PROG_NAME) != XDP_PROGRAM:
+            return None
+        count = struct.unpack_from("=I", info, _PROG_NR_MAP_IDS)[0]
+        ids = ffi.new("__u32[]", max(count, 1))
+        # Asked again with room for them: the kernel fills in the map ids.
+        buf = ffi.new("char[]", _PROG_INFO)
+        ask = struct.pack("=IQ", count, int(ffi.cast("uintptr_t", ids)))
+        ffi.memmove(buf + _PROG_NR_MAP_IDS, ask, len(ask))
+        length = ffi.new("__u32 *", _PROG_INFO)
+        libbpf.ensure(lib.bpf_obj_get_info_by_fd(prog_fd, buf, length), "reading BPF info")
+        return next((o for o in map(_rodata_owner, ids[0:count]) if o is not None), None)
+    finally:
+        os.close(prog_fd)
+
+
+def _rodata_owner(map_id: int) -> int | None:
+    lib = libbpf.lib()
+    fd = lib.bpf_map_get_fd_by_id(map_id)
+    if fd < 0:
+        return None
+    try:
+        info = _info(fd, _MAP_INFO)
+        value_size = struct.unpack_from("=I", info, _MAP_VALUE_SIZE)[0]
+        if not _name(info, _MAP_NAME).endswith(".rodata") or value_size != CONFIG.size:
+            return None
+        value = ffi.new("char[]", value_size)
+        if lib.bpf_map_lookup_elem(fd, ffi.new("__u32 *", 0), value) < 0:
+            return None
+        return struct.unpack_from("=I", ffi.buffer(value, value_size), CONFIG_OWNER_OFFSET)[0]
+    finally:
+        os.close(fd)
+
+
+def remove_stale_xdp(ifindex: int, ifname: str) -> list[str]:
+    """Detach the XDP program a netmon that is no longer running left (attached through
+    netlink, it outlives a kill -9); say so. Any other program is left as it is."""
+    state = query(ifindex)
+    if not state.prog_id:
+        return []
+    owner = netmon_owner(state.prog_id)
+    if not owner or _netmon_alive(owner):
+        return []
+    prog_fd = libbpf.lib().bpf_prog_get_fd_by_id(state.prog_id)
+    if prog_fd < 0:
+        return []
+    try:
+        flags = libbpf.XDP_FLAGS_REPLACE | (libbpf.XDP_FLAGS_SKB_MODE if state.skb_prog_id
+                                            else libbpf.XDP_FLAGS_DRV_MODE)
+        opts = libbpf.new_opts("bpf_xdp_attach_opts", old_prog_fd=prog_fd)
+        rc = libbpf.lib().bpf_xdp_detach(ifindex, flags, opts)
+        if rc < 0 and -rc not in (errno.ENODEV, errno.EEXIST, errno.ENOENT):
+            libbpf.ensure(rc, f"removing a stale XDP program from {ifname}")
+    finally:
+        os.close(prog_fd)
+    return [f"removed the XDP program (id {state.prog_id}) a netmon that is no longer running "
+            f"(pid {owner}) left on {ifname}"]
 
 
 class _Hooked:

@@ -15,6 +15,7 @@ signals and errors.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import ExitStack, closing
 from typing import Callable
@@ -62,7 +63,10 @@ class Watch:
         self._prog.register(ifindex)
         attached: list[hooking.Attachment] = []
         try:
+            stale = hooking.remove_stale_xdp(ifindex, ifname) \
+                if DIR_IN in self._settings.directions else []
             kinds, notes = self._hooks(ifindex, ifname)
+            notes = stale + notes
             for kind in kinds:
                 attached.append(self._prog.attach(kind, ifindex, ifname, self._settings))
         except BaseException:
@@ -123,6 +127,9 @@ class LiveSource:
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection)
+        # What a killed netmon left first: then its interfaces are free for XDP again.
+        self._notes = [note for idx, name in self._targets.items() if DIR_IN in s.directions
+                       for note in hooking.remove_stale_xdp(idx, name)]
         xdp_captures = hooks.xdp_can_capture()
         busy = [bool(hooking.query(idx).prog_id) for idx in self._targets] \
             if s.hook is Hook.AUTO and DIR_IN in s.directions \
@@ -130,7 +137,7 @@ class LiveSource:
         self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
         flows = delivery is Delivery.FLOWS
         config = s.spec.kernel_config(
-            flows=flows, quiet=delivery is Delivery.COUNTS,
+            flows=flows, quiet=delivery is Delivery.COUNTS, owner=os.getpid(),
             **(dict(snaplen=s.capture.snaplen, cap_events=cap_events, epoch_ns=epoch_offset_ns)
                if self._records else {}))
         self.prog = stack.enter_context(MonitorProgram(
@@ -152,7 +159,7 @@ class LiveSource:
         """Attach to every interface there is now; returns notes for the banner."""
         sel = self._settings.selection
         self._pipeline.interface(0, None)  # capture interface 0: frames of unregistered ones
-        notes = []
+        notes = self._notes
         for idx, name in self._targets.items():
             self._interfaces.learn(idx, name)
             try:
