@@ -11,6 +11,8 @@ terminal, a plain table is printed per interval instead.
 from __future__ import annotations
 
 import errno
+import heapq
+import operator
 import os
 import select
 import signal
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 from netmon import protocols
+from netmon.events import DIR_NAMES
 from netmon.flows import WINDOWS, Flow, FlowBook
 from netmon.output import flow_endpoints
 from netmon.pipeline import Context, Delivery, Sink
@@ -67,27 +70,58 @@ class TopView:
 
     def top(self) -> list[Row]:
         book = self.book
-        rated = []
-        for flow in book.flows.values():
-            rates = [book.rate(flow, w) for w in WINDOWS]
-            rated.append((flow, rates))
-        keys = {
-            "rate": lambda fr: (fr[1][0][0], fr[1][1][0], fr[1][2][0], fr[0].total_bytes),
-            "bytes": lambda fr: fr[0].total_bytes,
-            "packets": lambda fr: fr[0].total_packets,
-        }
-        rated.sort(key=keys[self.sort], reverse=True)
+        flows = self._chosen()
         where = self._where or (lambda flow: "")
-        return [Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
-                    rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes)
-                for f, rates in rated[:self.rows]]
+        rows = []
+        for f in flows:
+            rates = [book.rate(f, w) for w in WINDOWS]
+            rows.append(Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
+                            rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes))
+        return rows
+
+    def _chosen(self) -> list[Flow]:
+        """The flows the view shows, in its order: as sorting every flow by its key would
+        give them (ties to the older flow), without rating flows that cannot be among them."""
+        book, n = self.book, self.rows
+        if self.sort != "rate":
+            total = operator.attrgetter("total_bytes" if self.sort == "bytes" else "total_packets")
+            return heapq.nlargest(n, book.flows.values(), key=lambda f: (total(f), -f.serial))
+
+        bits = book.bits
+
+        def key(f: Flow) -> tuple:
+            return (*bits(f), f.total_bytes, -f.serial)
+
+        # A flow with packets in a shorter window outranks every flow without: take the
+        # flows of the 2 s window first, then of the 10 s and 40 s ones, then the idle.
+        chosen: list[Flow] = []
+        taken: set = set()
+        for tier in (*book.window, book.flows.values()):
+            if len(chosen) >= n:
+                break
+            rest = [f for f in tier if f not in taken]
+            best = heapq.nlargest(n - len(chosen), rest, key=key)
+            chosen += best
+            taken.update(rest)
+        return chosen
 
     def totals(self) -> dict[tuple[str, str], float]:
         """bits/s over the shortest window, per (direction, protocol)."""
-        out: dict[tuple[str, str], float] = {}
+        # Every kind of flow there is, in the order of its oldest flow (a stable sort
+        # keeps that order among equal rates); usually found in the first few flows.
+        kinds: dict[tuple[int, int], None] = {}
         for flow in self.book.flows.values():
+            kinds.setdefault((flow.key.dir, flow.key.ipproto))
+            if len(kinds) == len(self.book.kinds):
+                break
+        out: dict[tuple[str, str], float] = {
+            (DIR_NAMES[d], protocols.name(p)): 0.0 for d, p in kinds}
+        rate = self.book.rate
+        shortest = WINDOWS[0]
+        # Added in the flows' order: float sums then come out the same to the last bit.
+        for flow in sorted(self.book.window[0], key=operator.attrgetter("serial")):
             k = (flow.key.direction, protocols.name(flow.key.ipproto))
-            out[k] = out.get(k, 0.0) + self.book.rate(flow, WINDOWS[0])[0]
+            out[k] = out.get(k, 0.0) + rate(flow, shortest)[0]
         return out
 
     def header(self, title: str, lost: int, overflow: int) -> list[str]:
