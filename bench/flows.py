@@ -1,23 +1,27 @@
-"""The flows bench (make bench, sections h to j), beside its baselines in the same run.
+"""The flows bench (make bench, sections h to k), beside its baselines in the same run.
 
   (h) the flow update's cost per packet under BPF_PROG_TEST_RUN, against the empty
       XDP program, for the shared table netmon uses and for the per-CPU variant
       (the same source built with NM_FLOWS_PERCPU);
   (i) the packet rate the receiving veth keeps with netmon counting flows;
   (j) user-space CPU per second of netmon --flows, iftop -t and softflowd (exporting
-      to nfcapd) at 40,000 packets/s and unpaced, and what each did not count.
+      to nfcapd) at 40,000 packets/s and unpaced, and what each did not count;
+  (k) netmon top's CPU at 2,500 packets/s spread over 20,000 flows (each packet to one
+      of them), in an 80x24 tmux pane, beside top at 50 flows and --flows at 20,000.
 """
 
 from __future__ import annotations
 
 import glob
 import json
+import os
 import re
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,3 +215,48 @@ def bench_flow_tools(n: NetnsPair, rates: list[float], counts: list[int], repeat
             })
     return rows
 
+
+
+def _pane_pid(session: str, argv: list[str], root: Path) -> int:
+    """``argv`` in a new 80x24 tmux pane (a real terminal: top draws with rich); its pid."""
+    res = subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                          "-P", "-F", "#{pane_pid}", f"cd {root} && exec {' '.join(argv)}"],
+                         capture_output=True, text=True, check=True)
+    return int(res.stdout.strip())
+
+
+def top_cost(n: NetnsPair, flows: int, argv: list[str], rate: float, seconds: float,
+             root: Path = ROOT) -> dict:
+    """netmon's CPU (% of a core) over the second half of ``seconds`` of traffic at ``rate``
+    packets/s spread over ``flows`` flows, netmon running ``argv`` in a tmux pane."""
+    session = f"nmt-bench-top-{os.getpid()}"
+    cmd = n.exec_args(n.b, "taskset", "-c", TOOL_CPU, sys.executable, "-m", "netmon", *argv,
+                      "-i", n.b_if, "--protocol", "udp")
+    pid = _pane_pid(session, cmd, root)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session],
+                                    capture_output=True, text=True).stdout
+            if "Ctrl-C" in screen or "netmon top" in screen:  # --flows' banner, or top's view
+                break
+            time.sleep(0.2)
+        gen = threading.Thread(target=offer, args=(n, flow_frame(n), int(rate * seconds), rate,
+                                                  flows))
+        gen.start()
+        time.sleep(seconds / 2)  # every flow seen: the tables and the book are full
+        cpu0, t0 = task_cpu_ns(pid), time.monotonic()
+        gen.join()
+        cpu, elapsed = task_cpu_ns(pid) - cpu0, time.monotonic() - t0
+    finally:
+        subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], capture_output=True)
+        time.sleep(1)
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    return {"argv": " ".join(argv), "flows": flows, "cpu_pct": cpu / 1e7 / elapsed}
+
+
+def bench_top_cost(n: NetnsPair, rate: float = 2500, seconds: float = 24) -> list[dict]:
+    """Issue 17's case: top at 20,000 live flows (each packet to one of them), beside
+    top at 50 flows and --flows at 20,000, on the same traffic."""
+    return [top_cost(n, flows, argv, rate, seconds)
+            for argv, flows in ((["top"], 50), (["top"], 20_000), (["--flows"], 20_000))]

@@ -16,7 +16,7 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (g) capture: CPU per captured packet of `netmon -w` and `tcpdump -w` (and xdpdump,
       where it runs), 64- and 1500-byte frames, at 40,000/s and unpaced, and what each
       lost; packets counted in the files with capinfos;
-  (h), (i), (j) flows: see bench/flows.py.
+  (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
 
 The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -323,7 +323,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghij",
+    ap.add_argument("--only", default="abcdefghijk",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -403,6 +403,13 @@ def main() -> None:
                         [[r["tool"], f"{r['offered']:,} ({rate_label(r['rate'])})",
                           f"{r['counted']:,}", f"{r['missed']:,}",
                           f"{r['cpu_ms_per_s']:.1f}"] for r in flow_rows])
+        if want("k"):
+            from bench.flows import bench_top_cost
+
+            print_table("(k) netmon's CPU at 2,500 packets/s over many flows, in an 80x24 "
+                        "tmux pane", ["netmon", "flows", "% of a core"],
+                        [[r["argv"], f"{r['flows']:,}", f"{r['cpu_pct']:.1f}"]
+                         for r in bench_top_cost(n)])
         shutil.rmtree(tmp, ignore_errors=True)
 
 
