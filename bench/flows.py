@@ -219,10 +219,15 @@ def bench_flow_tools(n: NetnsPair, rates: list[float], counts: list[int], repeat
 
 def _pane_pid(session: str, argv: list[str], root: Path) -> int:
     """``argv`` in a new 80x24 tmux pane (a real terminal: top draws with rich); its pid."""
-    res = subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
-                          "-P", "-F", "#{pane_pid}", f"cd {root} && exec {' '.join(argv)}"],
-                         capture_output=True, text=True, check=True)
-    return int(res.stdout.strip())
+    for _ in range(3):  # a tmux server that is just starting may refuse the first
+        res = subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y",
+                              "24", "-P", "-F", "#{pane_pid}",
+                              f"cd {root} && exec {' '.join(argv)}"],
+                             capture_output=True, text=True)
+        if res.returncode == 0:
+            return int(res.stdout.strip())
+        time.sleep(0.5)
+    raise RuntimeError(f"tmux: {res.stderr.strip()}")
 
 
 def top_cost(n: NetnsPair, flows: int, argv: list[str], rate: float, seconds: float,

@@ -218,17 +218,24 @@ class FlowBook:
         return FlowRecord(flow.key, flow.first_ns, flow.last_ns, flow.packets, flow.bytes,
                           flow.tcp_flags, reason)
 
-    def bits(self, flow: Flow) -> tuple[float, ...]:
-        """bits/s over each of WINDOWS: rate()'s first figures, for many flows at once."""
-        age = self._ticks - flow.born + 1
+    @property
+    def ticks(self) -> int:
+        """Intervals so far: what was worked out for one still holds until the next."""
+        return self._ticks
+
+    def bits(self, flows) -> dict[Flow, tuple[float, ...]]:
+        """Each flow's bits/s over each of WINDOWS (rate()'s first figures, to the bit),
+        for many flows in one pass."""
+        born_now = self._ticks + 1
         have = len(self.intervals)
         spans = self._spans
-        out = []
-        for window, w in zip(self.window, WINDOWS):
-            sums = window.get(flow)
-            n = min(w, age, have)
-            out.append(sums[0] * 8 / spans[n] if sums and n > 0 else 0.0)
-        return tuple(out)
+        windows = [(window.get, min(w, have)) for window, w in zip(self.window, WINDOWS)]
+        out = {}
+        for flow in flows:
+            age = born_now - flow.born
+            out[flow] = tuple(sums[0] * 8 / spans[n if n <= age else age]
+                              if (sums := get(flow)) else 0.0 for get, n in windows)
+        return out
 
     def rate(self, flow: Flow, seconds: int) -> tuple[float, float]:
         """(bits/s, packets/s) over the last ``seconds`` intervals, one of WINDOWS (fewer

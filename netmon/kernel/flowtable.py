@@ -130,6 +130,15 @@ class FlowTable:
         return rows
 
 
+_FLAGS: dict[bytes, int] = {}  # a byte per flag, each 0 or 1: at most 256 of them
+
+
 def _flags(seen: bytes) -> int:
-    """The TCP flags byte from struct nm_flow's byte per flag."""
-    return sum(1 << i for i, b in enumerate(seen) if b)
+    """The TCP flags byte from struct nm_flow's byte per flag (looked up: most flows of a
+    read share a handful of patterns, all zeros for UDP)."""
+    flags = _FLAGS.get(seen)
+    if flags is None:
+        flags = sum(1 << i for i, b in enumerate(seen) if b)
+        if len(_FLAGS) < 1024:
+            _FLAGS[seen] = flags
+    return flags

@@ -64,6 +64,7 @@ class TopView:
         self.where_title = where_title if where else None
         self.sort = sort
         self.rows = rows
+        self._cached_at, self._cache = -1, {}
 
     def next_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
@@ -86,12 +87,6 @@ class TopView:
         if self.sort != "rate":
             total = operator.attrgetter("total_bytes" if self.sort == "bytes" else "total_packets")
             return heapq.nlargest(n, book.flows.values(), key=lambda f: (total(f), -f.serial))
-
-        bits = book.bits
-
-        def key(f: Flow) -> tuple:
-            return (*bits(f), f.total_bytes, -f.serial)
-
         # A flow with packets in a shorter window outranks every flow without: take the
         # flows of the 2 s window first, then of the 10 s and 40 s ones, then the idle.
         chosen: list[Flow] = []
@@ -100,8 +95,9 @@ class TopView:
             if len(chosen) >= n:
                 break
             rest = [f for f in tier if f not in taken]
-            best = heapq.nlargest(n - len(chosen), rest, key=key)
-            chosen += best
+            bits = self._bits(rest)
+            chosen += heapq.nlargest(n - len(chosen), rest,
+                                     key=lambda f: (*bits[f], f.total_bytes, -f.serial))
             taken.update(rest)
         return chosen
 
@@ -116,13 +112,22 @@ class TopView:
                 break
         out: dict[tuple[str, str], float] = {
             (DIR_NAMES[d], protocols.name(p)): 0.0 for d, p in kinds}
-        rate = self.book.rate
-        shortest = WINDOWS[0]
+        busy = self.book.window[0]
+        bits = self._bits(busy)
         # Added in the flows' order: float sums then come out the same to the last bit.
-        for flow in sorted(self.book.window[0], key=operator.attrgetter("serial")):
+        for flow in sorted(busy, key=operator.attrgetter("serial")):
             k = (flow.key.direction, protocols.name(flow.key.ipproto))
-            out[k] = out.get(k, 0.0) + rate(flow, shortest)[0]
+            out[k] = out.get(k, 0.0) + bits[flow][0]
         return out
+
+    def _bits(self, flows) -> dict[Flow, tuple[float, ...]]:
+        """book.bits(), worked out once per interval: the rows and the header share it."""
+        if self._cached_at != self.book.ticks:
+            self._cached_at, self._cache = self.book.ticks, {}
+        missing = [f for f in flows if f not in self._cache]
+        if missing:
+            self._cache.update(self.book.bits(missing))
+        return self._cache
 
     def header(self, title: str, lost: int, overflow: int) -> list[str]:
         totals = self.totals()
