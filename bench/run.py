@@ -17,6 +17,7 @@ Everything runs in one go on the same rig, side by side with its baseline:
       where it runs), 64- and 1500-byte frames, at 40,000/s and unpaced, and what each
       lost; packets counted in the files with capinfos;
   (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
+  (l) each program's verification at load: instructions and time (what start-up waits on).
 
 The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -228,6 +229,30 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
     return rows
 
 
+def bench_verifier() -> list[dict]:
+    """Each program's load: the instructions the verifier went through (what start-up
+    waits for, growing with the program's paths) and the load's wall time, with the
+    filters off and all on, for each thing the kernel can deliver."""
+    from netmon.kernel.loader import verified_insns
+
+    every = FilterSpec(protocol=6, src=parse_network("10.0.0.0/8"), dport=443,
+                       host=parse_network("10.1.0.0/16"), port=22, vlan=7)
+    configs = [("events, no filter", FilterSpec().kernel_config(), False, 0),
+               ("events, every filter", every.kernel_config(), False, 0),
+               ("capture (-w)", FilterSpec().kernel_config(snaplen=1500), True, 0),
+               ("flows", FilterSpec().kernel_config(flows=True), False, 64)]
+    rows = []
+    for hook in ("xdp", "tc_in", "tc_out"):
+        for label, config, capture, flows in configs:
+            start = time.perf_counter()
+            with MonitorProgram(config, hooks=(hook,), capture=capture,
+                                flow_entries=flows) as prog:
+                seconds = time.perf_counter() - start
+                rows.append({"hook": hook, "config": label, "seconds": seconds,
+                             "insns": verified_insns(prog.prog_fds[hook])})
+    return rows
+
+
 def bench_latency(n: NetnsPair, frames: int) -> dict:
     """Delay from the XDP hook (the event's kernel timestamp) to the line on stdout."""
     frame = udp_frame(n)
@@ -323,7 +348,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijk",
+    ap.add_argument("--only", default="abcdefghijkl",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -340,6 +365,11 @@ def main() -> None:
     if want("e"):
         print_prog_rows("(e) tc program cost per packet, BPF_PROG_TEST_RUN",
                         bench_prog_run(repeat=2_000_000, hook="tc_in"))
+    if want("l"):
+        print_table("(l) verifying each program at load: instructions and wall time",
+                    ["program", "config", "verified instructions", "load s"],
+                    [[r["hook"], r["config"], f"{r['insns']:,}" if r["insns"] else "n/a",
+                      f"{r['seconds']:.3f}"] for r in bench_verifier()])
     if want("h"):
         from bench.flows import bench_flow_update
 

@@ -285,3 +285,19 @@ def test_a_running_netmons_xdp_program_is_left_alone(netns):
         assert n.xdp_prog_id() == theirs
         first.stop()
     assert n.xdp_prog_id() == 0
+
+
+# -- 12. what start-up waits on ------------------------------------------------------------
+
+@pytest.mark.kernel
+def test_the_verifiers_instruction_count_is_read_back():
+    from netmon import system
+    from netmon.filters import FilterSpec
+    from netmon.kernel.loader import MonitorProgram, verified_insns
+
+    with MonitorProgram(FilterSpec().kernel_config(), hooks=("xdp",)) as prog:
+        insns = verified_insns(prog.prog_fd)
+    if system.kernel_version() < (5, 16):
+        assert insns is None
+    else:
+        assert insns > 1000  # the parser's paths: tens of thousands at the least
