@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, endpoint, errors, protocols
+from netmon import __version__, endpoint, errors, protocols, sinks
 from netmon.app import run
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.kernel.abi import MAX_SNAPLEN
@@ -268,7 +268,7 @@ def monitor(
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages), cpus=os.cpu_count() or 1)
-    if 1 in _closed_fds and _writes_stdout(settings):
+    if 1 in _closed_fds and any(k.writes_stdout(settings) for k in sinks.for_run(settings)):
         raise errors.UsageError("standard output is closed, and this run writes to it: "
                                 "redirect it (>/dev/null), or use --quiet or -w FILE")
     summary = run(settings, sys.stdout, sys.stderr)
@@ -279,14 +279,6 @@ def monitor(
 
 
 _closed_fds: frozenset[int] = frozenset()  # of 0-2, those closed when netmon started
-
-
-def _writes_stdout(settings) -> bool:
-    if settings.capture is not None:
-        return settings.capture.path == "-"
-    if settings.flows is not None:
-        return settings.flows.top or settings.flows.print_records
-    return not settings.quiet
 
 
 def _reopen_standard_fds() -> frozenset[int]:

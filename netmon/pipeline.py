@@ -73,6 +73,11 @@ class Sink:
         """Does a run with these settings have this sink?"""
         return False
 
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        """Does it write to standard output in such a run (a closed one is then refused)?"""
+        return False
+
     def rows(self, rows: list, blocks: list | None = None, frames: list | None = None) -> None:
         """Events as rows; with -w each one's pcapng block, with -r its frame number."""
 

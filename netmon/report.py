@@ -72,7 +72,7 @@ class Summary:
         if self.flows:
             seen, active, ended = self.flows
             c = self.counters
-            overflow = c.get("flow_overflow", 0)
+            overflow = self.not_in_flows
             rows.append(f"{seen} flows seen, {active} active, {ended} ended; "
                         f"{c.get('matched', 0) - overflow} packets counted in flows, "
                         f"{overflow} ({c.get('flow_overflow_bytes', 0)} bytes) not: "

@@ -64,21 +64,6 @@ def query(ifindex: int) -> XdpState:
     )
 
 
-# struct bpf_prog_info and struct bpf_map_info (linux/bpf.h, append-only UAPI): the fields
-# read here, by offset.
-_PROG_INFO = 232
-_PROG_NR_MAP_IDS, _PROG_MAP_IDS, _PROG_NAME = 52, 56, 64
-_MAP_INFO = 88
-_MAP_VALUE_SIZE, _MAP_NAME = 12, 24
-
-
-def _info(fd: int, size: int) -> bytes:
-    buf = ffi.new("char[]", size)
-    length = ffi.new("__u32 *", size)
-    libbpf.ensure(libbpf.lib().bpf_obj_get_info_by_fd(fd, buf, length), "reading BPF info")
-    return ffi.buffer(buf, size)[:]
-
-
 def _name(info: bytes, at: int) -> str:
     return info[at:at + 16].split(b"\0", 1)[0].decode(errors="replace")
 
@@ -91,17 +76,14 @@ def netmon_owner(prog_id: int) -> int | None:
     if prog_fd < 0:
         return None  # gone meanwhile
     try:
-        info = _info(prog_fd, _PROG_INFO)
-        if _name(info, _PROG_NAME) != XDP_PROGRAM:
+        info, _ = libbpf.obj_info(prog_fd, libbpf.PROG_INFO_SIZE)
+        if _name(info, libbpf.PROG_NAME) != XDP_PROGRAM:
             return None
-        count = struct.unpack_from("=I", info, _PROG_NR_MAP_IDS)[0]
+        count = struct.unpack_from("=I", info, libbpf.PROG_NR_MAP_IDS)[0]
         ids = ffi.new("__u32[]", max(count, 1))
         # Asked again with room for them: the kernel fills in the map ids.
-        buf = ffi.new("char[]", _PROG_INFO)
-        ask = struct.pack("=IQ", count, int(ffi.cast("uintptr_t", ids)))
-        ffi.memmove(buf + _PROG_NR_MAP_IDS, ask, len(ask))
-        length = ffi.new("__u32 *", _PROG_INFO)
-        libbpf.ensure(lib.bpf_obj_get_info_by_fd(prog_fd, buf, length), "reading BPF info")
+        libbpf.obj_info(prog_fd, libbpf.PROG_INFO_SIZE, (
+            libbpf.PROG_NR_MAP_IDS, struct.pack("=IQ", count, int(ffi.cast("uintptr_t", ids)))))
         return next((o for o in map(_rodata_owner, ids[0:count]) if o is not None), None)
     finally:
         os.close(prog_fd)
@@ -113,9 +95,9 @@ def _rodata_owner(map_id: int) -> int | None:
     if fd < 0:
         return None
     try:
-        info = _info(fd, _MAP_INFO)
-        value_size = struct.unpack_from("=I", info, _MAP_VALUE_SIZE)[0]
-        if not _name(info, _MAP_NAME).endswith(".rodata") or value_size != CONFIG.size:
+        info, _ = libbpf.obj_info(fd, libbpf.MAP_INFO_SIZE)
+        value_size = struct.unpack_from("=I", info, libbpf.MAP_VALUE_SIZE)[0]
+        if not _name(info, libbpf.MAP_NAME).endswith(".rodata") or value_size != CONFIG.size:
             return None
         value = ffi.new("char[]", value_size)
         if lib.bpf_map_lookup_elem(fd, ffi.new("__u32 *", 0), value) < 0:

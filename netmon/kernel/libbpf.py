@@ -43,6 +43,12 @@ BTF_KIND_STRUCT = 4
 XDP_PASS = 2
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_F_XDP_HAS_FRAGS = 1 << 5
+# struct bpf_prog_info and struct bpf_map_info (append-only UAPI): the fields netmon reads,
+# by offset; older kernels fill less of them.
+PROG_INFO_SIZE = 232
+PROG_NR_MAP_IDS, PROG_NAME, PROG_VERIFIED_INSNS = 52, 64, 216  # map_ids follows nr_map_ids
+MAP_INFO_SIZE = 88
+MAP_VALUE_SIZE, MAP_NAME = 12, 24
 
 _LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = range(3)
 
@@ -145,6 +151,18 @@ def new_opts(ctype: str, **fields):
     for name, value in fields.items():
         setattr(opts, name, value)
     return opts
+
+
+def obj_info(fd: int, size: int, preset: tuple[int, bytes] | None = None) -> tuple[bytes, int]:
+    """BPF_OBJ_GET_INFO_BY_FD into ``size`` zeroed bytes: (the info, how much of it the kernel
+    filled). ``preset``: bytes written at an offset first (an array's length and address,
+    for the kernel to fill the array)."""
+    buf = ffi.new("char[]", size)
+    if preset is not None:
+        ffi.memmove(buf + preset[0], preset[1], len(preset[1]))
+    length = ffi.new("__u32 *", size)
+    ensure(lib().bpf_obj_get_info_by_fd(fd, buf, length), "reading BPF object info")
+    return ffi.buffer(buf, size)[:], length[0]
 
 
 def close_fd(fd: int) -> None:

@@ -305,19 +305,12 @@ class MonitorProgram:
         self.close()
 
 
-_PROG_INFO_SIZE = 232  # struct bpf_prog_info as of 6.x; older kernels fill less of it
-_VERIFIED_INSNS = 216  # bpf_prog_info.verified_insns (5.16 and later)
-
-
 def verified_insns(prog_fd: int) -> int | None:
     """How many instructions the verifier went through to load the program (the cost
     of start-up that grows with its paths); None where the kernel does not say (< 5.16)."""
-    buf = ffi.new("char[]", _PROG_INFO_SIZE)
-    length = ffi.new("__u32 *", _PROG_INFO_SIZE)
-    libbpf.ensure(libbpf.lib().bpf_obj_get_info_by_fd(prog_fd, buf, length), "program info")
-    if length[0] < _VERIFIED_INSNS + 4:
-        return None
-    return struct.unpack_from("=I", ffi.buffer(buf, _PROG_INFO_SIZE), _VERIFIED_INSNS)[0]
+    info, filled = libbpf.obj_info(prog_fd, libbpf.PROG_INFO_SIZE)
+    at = libbpf.PROG_VERIFIED_INSNS
+    return struct.unpack_from("=I", info, at)[0] if filled >= at + 4 else None
 
 
 def prog_test_run(prog_fd: int, frame: bytes, repeat: int = 1) -> tuple[int, int]:

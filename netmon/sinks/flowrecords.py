@@ -14,6 +14,10 @@ class FlowRecordsSink(Sink):
         return settings.flows is not None and settings.flows.print_records \
             and not settings.flows.top
 
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        return True
+
     def __init__(self, ctx: Context):
         self._out = ctx.out
         if ctx.settings.json:

@@ -20,6 +20,10 @@ class LinesSink(Sink):
             return False
         return settings.capture is None or settings.capture.print_lines
 
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        return settings.capture is None  # with -w, lines (--print) go to stderr
+
     def __init__(self, ctx: Context):
         s = ctx.settings
         self._out = ctx.err if s.capture is not None else ctx.out

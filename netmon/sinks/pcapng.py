@@ -15,6 +15,10 @@ class PcapngSink(Sink):
     def wanted(cls, settings) -> bool:
         return settings.capture is not None
 
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        return settings.capture.path == "-"
+
     def __init__(self, ctx: Context):
         c = self._capture = ctx.settings.capture
         self.writer = PcapngWriter(c.path, c.snaplen, c.file_mb, c.file_count,

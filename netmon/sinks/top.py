@@ -274,6 +274,10 @@ class TopSink(Sink):
     def wanted(cls, settings) -> bool:
         return settings.flows is not None and settings.flows.top
 
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        return True
+
     def __init__(self, ctx: Context):
         s = ctx.settings
         self._counters = ctx.counters

@@ -37,23 +37,30 @@ from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
 from netmon.sources.records import FLUSH_MS, WAKEUP_BYTES, Records
 
 
+def _foreign_xdp(settings: Settings, xdp_captures: bool, ifindex: int) -> int:
+    """The id of someone else's XDP program on the interface where it decides the ingress
+    hook (hooks.ingress: --hook auto, ingress watched, XDP possible); else 0."""
+    if settings.hook is Hook.AUTO and DIR_IN in settings.directions \
+            and not hooks.tc_ingress_only(settings, xdp_captures):
+        return hooking.query(ifindex).prog_id
+    return 0
+
+
 class Watch:
     """The interfaces being watched and their hooks; closes them all once."""
 
-    def __init__(self, prog: MonitorProgram, settings: Settings, summary: Summary):
+    def __init__(self, prog: MonitorProgram, settings: Settings, summary: Summary,
+                 xdp_captures: bool):
         self._prog = prog
         self._settings = settings
         self._summary = summary
-        self._xdp_captures = hooks.xdp_can_capture()
+        self._xdp_captures = xdp_captures
         self.attached: dict[int, tuple[str, list[hooking.Attachment]]] = {}
 
     def _hooks(self, ifindex: int, ifname: str) -> tuple[list[str], list[str]]:
         """The hooks for one interface (hooks.for_interface), and a note on the choice."""
         s = self._settings
-        taken = 0
-        if s.hook is Hook.AUTO and not hooks.tc_ingress_only(s, self._xdp_captures) \
-                and DIR_IN in s.directions:
-            taken = hooking.query(ifindex).prog_id
+        taken = _foreign_xdp(s, self._xdp_captures, ifindex)
         notes = [f"{ifname} already has an XDP program (id {taken}), left as it is: "
                  f"watching its ingress with tc instead"] if taken else []
         return hooks.for_interface(s, bool(taken), self._xdp_captures), notes
@@ -63,10 +70,7 @@ class Watch:
         self._prog.register(ifindex)
         attached: list[hooking.Attachment] = []
         try:
-            stale = hooking.remove_stale_xdp(ifindex, ifname) \
-                if DIR_IN in self._settings.directions else []
             kinds, notes = self._hooks(ifindex, ifname)
-            notes = stale + notes
             for kind in kinds:
                 attached.append(self._prog.attach(kind, ifindex, ifname, self._settings))
         except BaseException:
@@ -128,12 +132,10 @@ class LiveSource:
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection)
         # What a killed netmon left first: then its interfaces are free for XDP again.
-        self._notes = [note for idx, name in self._targets.items() if DIR_IN in s.directions
-                       for note in hooking.remove_stale_xdp(idx, name)]
+        self._notes = [note for idx, name in self._targets.items()
+                       for note in self._stale(idx, name)]
         xdp_captures = hooks.xdp_can_capture()
-        busy = [bool(hooking.query(idx).prog_id) for idx in self._targets] \
-            if s.hook is Hook.AUTO and DIR_IN in s.directions \
-            and not hooks.tc_ingress_only(s, xdp_captures) else []
+        busy = [bool(_foreign_xdp(s, xdp_captures, idx)) for idx in self._targets]
         self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
         flows = delivery is Delivery.FLOWS
         config = s.spec.kernel_config(
@@ -148,7 +150,8 @@ class LiveSource:
             self.prog.events_fd, 1 if flows else s.pages,
             wakeup=WAKEUP_BYTES if self._records else None))
         self._reader.watch(self._links.fileno())
-        self.watch = stack.enter_context(closing(Watch(self.prog, s, pipeline.summary)))
+        self.watch = stack.enter_context(closing(Watch(self.prog, s, pipeline.summary,
+                                                       xdp_captures)))
         self._table = FlowTable(self.prog, s.flows.entries) if flows else None
         self.book: FlowBook | None = None  # made once attached: its first interval starts
         self._next = 0.0
@@ -185,6 +188,13 @@ class LiveSource:
         """Input on these (a view's keys) wakes the loop too."""
         for fd in fds:
             self._reader.watch(fd)
+
+    def _stale(self, ifindex: int, name: str) -> list[str]:
+        """The XDP program a killed netmon left on an interface whose ingress is watched,
+        removed (attach.remove_stale_xdp); notes for the user."""
+        if DIR_IN not in self._settings.directions:
+            return []
+        return hooking.remove_stale_xdp(ifindex, name)
 
     def _watched(self, ifindex: int, name: str) -> list[str]:
         notes = self.watch.add(ifindex, name)
@@ -289,7 +299,8 @@ class LiveSource:
             return
         self._interfaces.learn(change.ifindex, change.ifname)
         try:
-            for note in self._watched(change.ifindex, change.ifname):
+            for note in self._stale(change.ifindex, change.ifname) + self._watched(
+                    change.ifindex, change.ifname):
                 self._say(note)
         except NetmonError as exc:
             self._say(f"cannot watch {change.ifname}: {exc}")
