@@ -6,6 +6,7 @@ All traffic the tests send stays between these two namespaces. Names start with
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import signal
 import threading
@@ -64,8 +65,10 @@ class NetnsPair:
         self.b_ip2 = f"{self.prefix}.4"  # a second destination address in b
         self.a_if, self.b_if = "veth0", b_if
         self.ipv6 = ipv6
-        self.a_ip6 = f"fd00:199:{third:x}::1"  # unique local addresses, this pair's own
-        self.b_ip6 = f"fd00:199:{third:x}::2"
+        # Unique local addresses, this pair's own, written as netmon prints them (RFC 5952:
+        # the third group 0 folds into "::", fd00:199::1, not fd00:199:0::1).
+        self.a_ip6 = str(ipaddress.ip_address(f"fd00:199:{third:x}::1"))
+        self.b_ip6 = str(ipaddress.ip_address(f"fd00:199:{third:x}::2"))
 
     def __enter__(self) -> "NetnsPair":
         try:
