@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import math
 import signal
 import threading
 import json
@@ -230,7 +231,7 @@ class Netmon:
 
     def _join(self) -> None:
         for t in self._threads:
-            t.join(10)
+            t.join(scaled(10))
 
     def __enter__(self) -> "Netmon":
         return self
@@ -248,7 +249,7 @@ def send(pair: NetnsPair, *args) -> None:
 def ping(pair: NetnsPair, dst: str, count: int = 1, src: str | None = None) -> None:
     extra = ["-I", src] if src else []
     pair.run(pair.a, "taskset", "-c", "0", "ping", "-n", "-q", "-c", str(count),
-             "-i", "0.01", "-W", "2", *extra, dst)
+             "-i", "0.01", "-W", str(math.ceil(scaled(2))), *extra, dst)
 
 
 class Listener:
@@ -266,7 +267,7 @@ class Listener:
 
     def __exit__(self, *exc) -> None:
         try:
-            self.proc.wait(10)
+            self.proc.wait(scaled(10))
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

@@ -41,7 +41,7 @@ def run_cli(capsys, *argv):
     (["-r", "x.pcap", "--direction", "both"], "-r reads a capture file"),
 ])
 def test_bad_values_are_one_line_and_usage_status(capsys, argv, fragment):
-    status, out, err = run_cli(capsys, "-i", "lo", *argv)
+    status, out, err = run_cli(capsys, "-i", "nmt-none0", *argv)
     assert status == ExitStatus.USAGE
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("netmon: error: ")
@@ -74,7 +74,7 @@ def test_missing_interface(capsys, monkeypatch):
 
 def test_not_root(capsys, monkeypatch):
     monkeypatch.setattr("netmon.system.effective_caps", lambda status_text=None: 0)
-    status, _, err = run_cli(capsys, "-i", "lo")
+    status, _, err = run_cli(capsys, "-i", "nmt-none0")
     assert status == ExitStatus.PERMISSION
     assert "netmon needs root" in err and err.count("\n") == 1
 
@@ -84,14 +84,14 @@ def test_missing_libbpf(capsys, monkeypatch):
 
     monkeypatch.setattr(libbpf, "_lib", None)
     monkeypatch.setattr(libbpf, "LIBBPF_SONAME", "libbpf-nmt-missing.so.1")
-    status, _, err = run_cli(capsys, "-i", "lo")
+    status, _, err = run_cli(capsys, "-i", "nmt-none0")
     assert status == ExitStatus.ENVIRONMENT
     assert "apt-get install libbpf1" in err and err.count("\n") == 1
 
 
 def test_old_kernel(capsys, monkeypatch):
     monkeypatch.setattr("platform.release", lambda: "4.19.0-26-amd64")
-    status, _, err = run_cli(capsys, "-i", "lo")
+    status, _, err = run_cli(capsys, "-i", "nmt-none0")
     assert status == ExitStatus.ENVIRONMENT
     assert "kernel 4.19.0-26-amd64 is too old" in err
 
@@ -101,7 +101,7 @@ def test_too_old_libbpf(capsys, monkeypatch):
 
     monkeypatch.setattr(libbpf, "_lib", None)
     monkeypatch.setattr(libbpf, "MIN_VERSION", (99, 0))
-    status, _, err = run_cli(capsys, "-i", "lo")
+    status, _, err = run_cli(capsys, "-i", "nmt-none0")
     assert status == ExitStatus.ENVIRONMENT
     assert "is too old, netmon needs libbpf >= 99.0" in err and err.count("\n") == 1
 
@@ -109,6 +109,6 @@ def test_too_old_libbpf(capsys, monkeypatch):
 def test_capture_through_xdp_on_a_kernel_without_xdp_load_bytes(capsys, monkeypatch):
     monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
     monkeypatch.setattr("platform.release", lambda: "5.10.0-30-amd64")
-    status, _, err = run_cli(capsys, "-i", "lo", "--hook", "xdp", "-w", "x.pcapng")
+    status, _, err = run_cli(capsys, "-i", "nmt-none0", "--hook", "xdp", "-w", "x.pcapng")
     assert status == ExitStatus.USAGE and err.count("\n") == 1
     assert "capturing (-w) through XDP needs Linux 5.18 or later" in err

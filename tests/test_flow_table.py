@@ -111,7 +111,7 @@ def test_reading_the_tables_loses_no_count(hook):
         worker = threading.Thread(target=packets)
         worker.start()
         rows, reads = [], 0
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while not done.is_set():
             got = table.take()
             reads += bool(got)

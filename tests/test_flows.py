@@ -141,7 +141,7 @@ def test_human_units():
     (["--flows", "--flow-idle", "0"], "--flow-idle"),
 ])
 def test_bad_flow_options(capsys, argv, fragment):
-    status = cli.main([*argv, "-i", "lo"])
+    status = cli.main([*argv, "-i", "nmt-none0"])
     _, err = capsys.readouterr()
     assert status == ExitStatus.USAGE and err.count("\n") == 1 and fragment in err
 

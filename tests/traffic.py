@@ -16,6 +16,8 @@ import socket
 import sys
 import time
 
+from tests.netns import scaled
+
 
 def _family(addr: str) -> int:
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
@@ -82,7 +84,7 @@ def listen(addr: str, port: int) -> None:
         s.bind((addr, port))
         s.listen(1)
         print("ready", flush=True)
-        s.settimeout(30)
+        s.settimeout(scaled(30))
         conn, _ = s.accept()
         with conn:
             while conn.recv(65536):
