@@ -161,3 +161,16 @@ def test_the_plain_rooms_load_no_kernel_binding():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
+
+
+def test_parsing_the_command_line_loads_no_validation_framework():
+    """typer 0.29 checks every option through pydantic as the command starts: 0.17 s of
+    each start-up (issue 17, item 12). Parsing a command line must not load it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from netmon import cli; "
+            "cli.main(['-i', 'nmt-none0', '--protocol', 'tcp', '--dst-port', '443']); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'pydantic'))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.stdout.strip() == "[]", res.stderr
