@@ -24,6 +24,8 @@
 #define IP_OFFSET    0x1FFF
 #define VLAN_VID_MASK 0x0FFF
 #define VLAN_MAX_DEPTH 2
+#define VLAN_TAG_LEN 4
+#define ETH_ADDRS_LEN 12   /* destination and source MAC: a tag goes after them */
 #define IP6_OFFSET   0xFFF8
 #define IP6_MF       0x0001
 #define IPV6_EXT_MAX 8
@@ -202,10 +204,27 @@ static __always_inline void count(struct nm_counters *cnt, enum nm_counter idx)
 }
 
 /*
+ * tc: the TCI of the outer VLAN tag the skb carries in its metadata, or -1.
+ * Read afresh at each use (volatile): a value kept alive across the parser
+ * would keep the verifier from merging its paths with and without a tag
+ * (it doubled the instructions it went through).
+ */
+static __always_inline int meta_tag(struct __sk_buff *skb)
+{
+	if (!*(volatile __u32 *)&skb->vlan_present)
+		return -1;
+	return *(volatile __u32 *)&skb->vlan_tci & 0xFFFF;
+}
+
+/*
  * Ethernet header plus up to VLAN_MAX_DEPTH 802.1Q/802.1ad tags. Returns the
  * inner EtherType in network byte order, or -1 if the frame is too short.
+ * ``tag``: -1, or the TCI of the outer tag that the kernel took out of the
+ * frame into the skb's metadata (tc: at ingress always, at egress often),
+ * which counts as the first of the frame's tags: the frame is read as it was
+ * on the wire, as XDP reads it.
  */
-static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan)
+static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan, int tag)
 {
 	struct ethhdr *eth = c->pos;
 	__be16 proto;
@@ -214,19 +233,23 @@ static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan)
 		return -1;
 	c->pos = eth + 1;
 	proto = eth->h_proto;
+	if (tag >= 0)
+		*vlan = tag & VLAN_VID_MASK;
 
 #pragma unroll
 	for (int i = 0; i < VLAN_MAX_DEPTH; i++) {
-		struct vlan_tag *tag = c->pos;
+		struct vlan_tag *inline_tag = c->pos;
 
+		if (i == VLAN_MAX_DEPTH - 1 && tag >= 0)
+			break;  /* the metadata's tag was the first */
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
-		if ((void *)(tag + 1) > c->end)
+		if ((void *)(inline_tag + 1) > c->end)
 			return -1;
-		if (i == 0)
-			*vlan = bpf_ntohs(tag->tci) & VLAN_VID_MASK;
-		proto = tag->proto;
-		c->pos = tag + 1;
+		if (i == 0 && tag < 0)
+			*vlan = bpf_ntohs(inline_tag->tci) & VLAN_VID_MASK;
+		proto = inline_tag->proto;
+		c->pos = inline_tag + 1;
 	}
 	return proto;
 }
@@ -691,6 +714,37 @@ static __noinline int count_flow(struct nm_event *ev, struct nm_counters *cnt, _
 }
 
 /*
+ * tc, capture: the frame's first caplen bytes as they were on the wire, with
+ * the outer tag the kernel took into the skb's metadata back after the MAC
+ * addresses (as libpcap puts it back in what it hands out).
+ */
+static __always_inline long skb_load_tagged(struct __sk_buff *skb, __u8 *dst, __u32 caplen)
+{
+	__u8 tag[VLAN_TAG_LEN];
+	__u32 first, rest;
+	long err;
+
+	*(__u16 *)tag = skb->vlan_proto;  /* kept in network order */
+	*(__u16 *)(tag + 2) = bpf_htons(meta_tag(skb));
+	/* Through barrier_var() so the compiler keeps cap_copy_len()'s bounds: see it. */
+	first = caplen < ETH_ADDRS_LEN ? caplen : ETH_ADDRS_LEN;
+	barrier_var(first);
+	err = bpf_skb_load_bytes(skb, 0, dst, cap_copy_len(first));
+	if (err || caplen <= ETH_ADDRS_LEN)
+		return err;
+#pragma unroll
+	for (int i = 0; i < VLAN_TAG_LEN; i++)
+		if (ETH_ADDRS_LEN + i < caplen)  /* a snaplen may end inside the tag */
+			dst[ETH_ADDRS_LEN + i] = tag[i];
+	if (caplen <= ETH_ADDRS_LEN + VLAN_TAG_LEN)
+		return 0;
+	rest = caplen - ETH_ADDRS_LEN - VLAN_TAG_LEN;
+	barrier_var(rest);
+	return bpf_skb_load_bytes(skb, ETH_ADDRS_LEN, dst + ETH_ADDRS_LEN + VLAN_TAG_LEN,
+				  cap_copy_len(rest));
+}
+
+/*
  * Capture: copy the packet's bytes in and send its record. At XDP,
  * bpf_xdp_load_bytes() reads every buffer of the frame (>= 5.18; netmon
  * captures with tc where it is missing); at tc, bpf_skb_load_bytes() reads the
@@ -702,6 +756,7 @@ static __always_inline void capture(void *ctx, struct nm_event *ev, struct nm_co
 {
 	__u32 caplen = cap_len(ev);
 	struct nm_scratch *s;
+	__u8 *dst;
 	long err = -1;
 
 	if (xdp && !bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_load_bytes))
@@ -709,12 +764,13 @@ static __always_inline void capture(void *ctx, struct nm_event *ev, struct nm_co
 	s = cap_begin(caplen);
 	if (!s)
 		goto failed;
+	dst = s->raw + cap_epb_at() + NM_EPB_HEAD;
 	if (xdp)
-		err = bpf_xdp_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
-					 cap_copy_len(caplen));
+		err = bpf_xdp_load_bytes(ctx, 0, dst, cap_copy_len(caplen));
+	else if (meta_tag(ctx) < 0)
+		err = bpf_skb_load_bytes(ctx, 0, dst, cap_copy_len(caplen));
 	else
-		err = bpf_skb_load_bytes(ctx, 0, s->raw + cap_epb_at() + NM_EPB_HEAD,
-					 cap_copy_len(caplen));
+		err = skb_load_tagged(ctx, dst, caplen);
 	if (err == 0) {
 		send_capture(ctx, ev, cnt, s, slot);
 		return;
@@ -728,15 +784,20 @@ failed:
  * true when the packet matched and the event waits for its length and send.
  */
 static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
-				    struct nm_counters *cnt, __u32 *l2len)
+				    struct nm_counters *cnt, __u32 *l2len, int tag)
 {
 	void *start = c->pos;
+	__u32 l2;
 	int proto;
 
 	count(cnt, NM_CNT_SEEN);
 
-	proto = parse_ethhdr(c, &ev->vlan);
-	*l2len = c->pos - start;
+	proto = parse_ethhdr(c, &ev->vlan, tag);
+	l2 = c->pos - start;
+	/* A number from here on: else the compiler's algebra with it subtracts a packet
+	 * pointer from a number, which the verifier refuses. */
+	barrier_var(l2);
+	*l2len = l2 + (tag >= 0 ? VLAN_TAG_LEN : 0);
 	if (proto == bpf_htons(ETH_P_IP)) {
 		proto = parse_iphdr(c, ev);
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -809,7 +870,7 @@ int xdp_monitor(struct xdp_md *ctx)
 	struct nm_event ev = {};
 	__u32 l2len;
 
-	if (!inspect(&c, &ev, cnt, &l2len))
+	if (!inspect(&c, &ev, cnt, &l2len, -1))
 		return XDP_PASS;
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
@@ -822,6 +883,13 @@ int xdp_monitor(struct xdp_md *ctx)
  * tc sees an skb: headers may sit outside its linear part (the only part
  * direct access reaches), so pull up to NM_PULL_LEN bytes in when they do.
  * The pull copies, it changes no byte of the packet.
+ *
+ * The skb may also carry the frame's outer VLAN tag in its metadata rather
+ * than in its bytes (at ingress the kernel always takes it out before tc; at
+ * egress a bridge or VLAN device often leaves it there for the driver). The
+ * frame is then read as it was on the wire, as XDP and -r read it: the tag
+ * counts as the first, the length and the headers' length grow by 4, and a
+ * capture puts the tag back in its bytes.
  */
 static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 {
@@ -832,6 +900,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	__u64 wire;
 	__u32 l2len;
 	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
+	__u32 taglen;
 
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end &&
 	    bpf_skb_pull_data(skb, want) < 0)
@@ -840,17 +909,18 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 
-	if (!inspect(&c, &ev, cnt, &l2len))
+	if (!inspect(&c, &ev, cnt, &l2len, meta_tag(skb)))
 		return NM_TC_NEXT;
+	taglen = meta_tag(skb) >= 0 ? VLAN_TAG_LEN : 0;
 	ev.ifindex = skb->ifindex;
 	ev.dir = dir;
-	ev.len = skb->len;
+	ev.len = skb->len + taglen;
 	ev.segs = skb->gso_segs > 1 ? skb->gso_segs : 1;
 	/*
 	 * ``segs`` packets were merged into this one (GRO/GSO): on the wire each
 	 * segment carried the headers, so they count once per segment.
 	 */
-	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data);
+	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data + taglen);
 	deliver(skb, &ev, cnt, slot, wire, l2len, false);
 	return NM_TC_NEXT;
 }

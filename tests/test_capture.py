@@ -252,3 +252,14 @@ def test_a_full_disk_ends_the_run_with_a_readable_file(netns, tmp_path):
         assert n.xdp_prog_id() == 0  # unhooked on the way out
     finally:
         subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_pcap_names_no_interface():
+    """A pcap file has no interface names: ``ifname`` is null (it was netmon's own number
+    for the file's interface, "1073741824"); pcapng keeps its names (the test above)."""
+    path = f"{ROOT}/tests/data/tcpdump/08-sunrise-sunset-esp2.pcap"
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", path, "--json"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    assert events and {ev["ifname"] for ev in events} == {None}

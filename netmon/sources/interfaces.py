@@ -111,6 +111,7 @@ class Interfaces:
         return info
 
     def learn(self, ifindex: int, name: str | None) -> None:
-        if self.names.get(ifindex) != name:
+        # ``in`` first: None is a name here (a pcap names no interface), not "unknown".
+        if ifindex not in self.names or self.names[ifindex] != name:
             self.names[ifindex] = name
             self._info.pop(ifindex, None)
