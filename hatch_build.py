@@ -19,7 +19,6 @@ from pathlib import Path
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 OBJECT = "netmon/_bpf/xdp_monitor.bpf.o"
-FFI_MODULE = "netmon/kernel/_libbpf_ffi.py"
 
 
 class BpfObjectHook(BuildHookInterface):
@@ -36,4 +35,4 @@ class BpfObjectHook(BuildHookInterface):
         build_data["artifacts"].append(OBJECT)
         builder = runpy.run_path(os.path.join(root, "scripts", "build_ffi.py"))
         builder["build"](Path(root))
-        build_data["artifacts"].append(FFI_MODULE)
+        build_data["artifacts"].extend(builder["TARGETS"])

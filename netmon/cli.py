@@ -48,6 +48,8 @@ _STATUS = {
     errors.PermissionProblem: ExitStatus.PERMISSION,
     errors.InterfaceNotFound: ExitStatus.NO_INTERFACE,
     errors.LibbpfMissing: ExitStatus.ENVIRONMENT,
+    errors.LibpcapMissing: ExitStatus.ENVIRONMENT,
+    errors.ExpressionInvalid: ExitStatus.USAGE,
     errors.KernelTooOld: ExitStatus.ENVIRONMENT,
     errors.ObjectMismatch: ExitStatus.ENVIRONMENT,
     errors.ProgramRejected: ExitStatus.REJECTED,

@@ -14,6 +14,14 @@ class UsageError(NetmonError):
     """An option value that cannot be used."""
 
 
+class ExpressionInvalid(UsageError):
+    """A filter expression libpcap refused, or one netmon cannot run in the kernel."""
+
+
+class LibpcapMissing(NetmonError):
+    """An expression was given and libpcap.so.0.8, which compiles it, is absent."""
+
+
 class PermissionProblem(NetmonError):
     """Not root, or missing the capabilities XDP and perf buffers need."""
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Write netmon/kernel/_libbpf_ffi.py: cffi's out-of-line ABI module for netmon/kernel/libbpf.h.
+"""Write cffi's out-of-line ABI modules: netmon/kernel/_libbpf_ffi.py for
+netmon/kernel/libbpf.h, and netmon/expression/_pcap_ffi.py for netmon/expression/pcap.h.
 
-cffi parses the C declarations here, at build time, and writes them out as a
-Python module; at run time netmon imports that module and nothing parses C
-(pycparser cost ~60 ms of every start, minutes under emulation). No compiler is
-involved: it is still ABI mode, and the wheel stays py3-none-any.
+cffi parses the C declarations here, at build time, and writes them out as Python
+modules; at run time netmon imports them and nothing parses C (pycparser cost ~60 ms
+of every start, minutes under emulation). No compiler is involved: it is still ABI
+mode, and the wheel stays py3-none-any. libpcap's declarations get a module of their
+own: its struct bpf_insn and struct bpf_program are not libbpf's.
 
 Run by the hatchling build hook (hatch_build.py) for wheels, sdists and
 editable installs.
@@ -19,20 +21,30 @@ from pathlib import Path
 
 from cffi import FFI
 
-MODULE = "netmon.kernel._libbpf_ffi"
-# libbpf prints through this; declared beside libbpf's own API.
-EXTRA = "int vsnprintf(char *str, size_t size, const char *format, void *ap);"
+# (module, its declarations, extra declarations) relative to the root
+MODULES = [
+    # libbpf prints through vsnprintf; declared beside libbpf's own API.
+    ("netmon.kernel._libbpf_ffi", "netmon/kernel/libbpf.h",
+     "int vsnprintf(char *str, size_t size, const char *format, void *ap);"),
+    ("netmon.expression._pcap_ffi", "netmon/expression/pcap.h", ""),
+]
+TARGETS = [module.replace(".", "/") + ".py" for module, _, _ in MODULES]
 
 
-def build(root: Path) -> Path:
-    ffibuilder = FFI()
-    ffibuilder.cdef((root / "netmon" / "kernel" / "libbpf.h").read_text())
-    ffibuilder.cdef(EXTRA)
-    ffibuilder.set_source(MODULE, None)
-    target = root / "netmon" / "kernel" / "_libbpf_ffi.py"
-    ffibuilder.emit_python_code(str(target))
-    return target
+def build(root: Path) -> list[Path]:
+    targets = []
+    for (module, header, extra), target in zip(MODULES, TARGETS):
+        ffibuilder = FFI()
+        ffibuilder.cdef((root / header).read_text())
+        if extra:
+            ffibuilder.cdef(extra)
+        ffibuilder.set_source(module, None)
+        ffibuilder.emit_python_code(str(root / target))
+        targets.append(root / target)
+    return targets
 
 
 if __name__ == "__main__":
-    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)))
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent)
+    for target in build(root):
+        print(target)

@@ -161,3 +161,33 @@ struct bpf_test_run_opts {
 	__u32 batch_size;
 };
 int bpf_prog_test_run_opts(int prog_fd, struct bpf_test_run_opts *opts);
+
+/*
+ * Loading instructions netmon made itself, and changing a program's instructions as
+ * libbpf is about to load it (filter expressions: kernel/splice.py). The whole of
+ * libbpf 1.1's bpf_prog_load_opts: the prepare callback reads and writes its fields.
+ */
+struct bpf_prog_load_opts {
+	size_t sz;
+	int attempts;
+	int expected_attach_type;
+	__u32 prog_btf_fd;
+	__u32 prog_flags;
+	__u32 prog_ifindex;
+	__u32 kern_version;
+	__u32 attach_btf_id;
+	__u32 attach_prog_fd;
+	__u32 attach_btf_obj_fd;
+	const int *fd_array;
+	const void *func_info;
+	__u32 func_info_cnt;
+	__u32 func_info_rec_size;
+	const void *line_info;
+	__u32 line_info_cnt;
+	__u32 line_info_rec_size;
+	__u32 log_level;
+	__u32 log_size;
+	char *log_buf;
+};
+int bpf_prog_load(int prog_type, const char *prog_name, const char *license,
+		  const void *insns, size_t insn_cnt, const struct bpf_prog_load_opts *opts);

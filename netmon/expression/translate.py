@@ -1,0 +1,363 @@
+"""Classic BPF (libpcap's output) translated into eBPF: the body of the BPF function
+``nm_expr()`` in bpf/xdp_monitor.bpf.c, which netmon splices into its programs.
+
+The function is called as ``nm_expr(ctx, data, data_end, args)``: the hook's context,
+the frame's first byte and the end of what direct access reaches, and a
+``struct nm_expr_args`` (wire length, interface, direction, VLAN tag in metadata). It
+returns 1 when the frame matches, 0 when not. Semantics are libpcap's
+(bpf_filter.c): a load past the frame's end rejects, as does a division by zero; A
+and X are unsigned 32-bit; every compare is unsigned.
+
+Registers: A in r6, X in r9, data in r7, data_end in r8 (callee-saved, so they survive
+the helper calls that read bytes direct access cannot reach); ctx and args on the
+stack; M[] on the stack.
+
+At tc the kernel may have taken the frame's outer VLAN tag into the skb's metadata
+(args->tagged): the frame's bytes then lack the 4 bytes after the MAC addresses. The
+expression is translated twice, for the frame as it is and for that case, where each
+load maps the wire offset onto the bytes (the tag itself comes from args), so an
+expression sees the frame as it was on the wire at every hook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netmon.expression import cbpf
+from netmon.expression import ebpf as e
+from netmon.expression.ebpf import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
+from netmon.expression.libpcap import Insn
+
+# struct nm_expr_args (bpf/xdp_monitor.h): offsets of its fields.
+ARG_WIRE_LEN, ARG_IFINDEX, ARG_TAG, ARG_DIR, ARG_TAGGED = 0, 4, 8, 12, 13
+NM_DIR_OUT = 1
+# The stack frame: ctx, args, M[0..15], the helper's buffer, a value built byte by byte
+# and its offset (loads that read some of a tag kept in metadata).
+CTX_AT, ARGS_AT = -8, -16
+MEM_AT = -16 - 4 * cbpf.MEMWORDS
+SCRATCH_AT = MEM_AT - 8
+VALUE_AT = SCRATCH_AT - 8
+OFFSET_AT = VALUE_AT - 8
+MAX_DIRECT = 0xFFFF  # the verifier's MAX_PACKET_OFF: direct access reaches no further
+ETH_ADDRS = 12  # a tag sits after the MAC addresses
+TAG_LEN = 4
+
+# Helpers that copy bytes of the frame direct access cannot reach.
+BPF_FUNC_SKB_LOAD_BYTES = 26
+BPF_FUNC_XDP_LOAD_BYTES = 189
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the hook offers the expression.
+
+    ``load_bytes``: the helper for bytes past data_end (None: there are none to read,
+    a load there rejects); ``tagged``: whether the frame's outer tag can be in metadata.
+    """
+    load_bytes: int | None
+    tagged: bool
+
+
+XDP = Target(load_bytes=None, tagged=False)
+XDP_FRAGS = Target(load_bytes=BPF_FUNC_XDP_LOAD_BYTES, tagged=False)  # >= 5.18
+TC = Target(load_bytes=BPF_FUNC_SKB_LOAD_BYTES, tagged=True)
+
+
+def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
+    """The function's body, ready to splice (cbpf.check() must have passed)."""
+    asm = e.Asm()
+    reject, accept = "reject", "accept"
+    asm.stx(8, R10, CTX_AT, R1)
+    asm.stx(8, R10, ARGS_AT, R4)
+    asm.mov64_reg(R7, R2)
+    asm.mov64_reg(R8, R3)
+    asm.mov32(R6, 0)
+    asm.mov32(R9, 0)
+    for i in range(cbpf.MEMWORDS // 2):
+        asm.st(8, R10, MEM_AT + 8 * i, 0)
+    if target.tagged:
+        asm.ldx(1, R1, R4, ARG_TAGGED)
+        asm.jump_if(e.JNE, R1, 0, "tagged")
+    _Body(asm, insns, target, tagged=False, prefix="p").emit()
+    if target.tagged:
+        asm.label("tagged")
+        _Body(asm, insns, target, tagged=True, prefix="t").emit()
+    asm.label(reject)
+    asm.mov32(R0, 0)
+    asm.exit()
+    asm.label(accept)
+    asm.mov32(R0, 1)
+    asm.exit()
+    return asm.assemble()
+
+
+class _Body:
+    """One translation of the classic program."""
+
+    def __init__(self, asm: e.Asm, insns: tuple[Insn, ...], target: Target, tagged: bool,
+                 prefix: str):
+        self.asm, self.insns, self.target, self.tagged = asm, insns, target, tagged
+        self.prefix = prefix
+
+    def at(self, pc: int) -> str:
+        return f"{self.prefix}{pc}"
+
+    def emit(self) -> None:
+        for pc, insn in enumerate(self.insns):
+            self.asm.label(self.at(pc))
+            self.one(pc, insn)
+
+    def one(self, pc: int, insn: Insn) -> None:
+        asm, c, k = self.asm, insn.code, insn.k
+        kind = cbpf.cls(c)
+        if kind == cbpf.LD:
+            self.load_a(insn)
+        elif kind == cbpf.LDX:
+            m = cbpf.mode(c)
+            if m == cbpf.IMM:
+                asm.mov32(R9, k)
+            elif m == cbpf.MEM:
+                asm.ldx(4, R9, R10, MEM_AT + 4 * k)
+            elif m == cbpf.LEN:
+                self.wire_len(R9)
+            else:  # MSH: X = 4 * (P[k] & 0xf), the IP header's length
+                self.load_const(R9, 1, k)
+                asm.alu32(e.AND, R9, 0xF)
+                asm.alu32(e.LSH, R9, 2)
+        elif kind == cbpf.ST:
+            asm.stx(4, R10, MEM_AT + 4 * k, R6)
+        elif kind == cbpf.STX:
+            asm.stx(4, R10, MEM_AT + 4 * k, R9)
+        elif kind == cbpf.ALU:
+            self.alu(insn)
+        elif kind == cbpf.JMP:
+            self.jmp(pc, insn)
+        elif kind == cbpf.RET:
+            r = cbpf.rval(c)
+            if r == cbpf.RVAL_K:
+                asm.jump("accept" if k else "reject")
+            else:
+                asm.jump_if(e.JNE, R6 if r == cbpf.RVAL_A else R9, 0, "accept", wide=False)
+                asm.jump("reject")
+        else:  # MISC
+            if cbpf.op(c) == cbpf.TAX:
+                asm.mov64_reg(R9, R6)
+            else:
+                asm.mov64_reg(R6, R9)
+
+    # --- loads into A ---------------------------------------------------------------
+    def load_a(self, insn: Insn) -> None:
+        asm, c, k = self.asm, insn.code, insn.k
+        m = cbpf.mode(c)
+        if m == cbpf.IMM:
+            asm.mov32(R6, k)
+        elif m == cbpf.MEM:
+            asm.ldx(4, R6, R10, MEM_AT + 4 * k)
+        elif m == cbpf.LEN:
+            self.wire_len(R6)
+        elif m == cbpf.ABS:
+            ext = cbpf.extension(insn)
+            if ext is not None:
+                self.extension(ext)
+            else:
+                self.load_const(R6, cbpf.SIZE_BYTES[cbpf.size(c)], k)
+        else:  # IND: P[X + k]
+            asm.mov32(R1, k)
+            asm.mov64_reg(R2, R9)
+            asm.alu64_reg(e.ADD, R2, R1)
+            self.load_at_r2(R6, cbpf.SIZE_BYTES[cbpf.size(c)])
+
+    def wire_len(self, dst: int) -> None:
+        self.asm.ldx(8, R1, R10, ARGS_AT)
+        self.asm.ldx(4, dst, R1, ARG_WIRE_LEN)
+
+    def extension(self, ext: int) -> None:
+        asm = self.asm
+        asm.ldx(8, R1, R10, ARGS_AT)
+        if ext == cbpf.SKF_AD_IFINDEX:
+            asm.ldx(4, R6, R1, ARG_IFINDEX)
+        else:  # SKF_AD_PKTTYPE: PACKET_OUTGOING for what the interface sends, else HOST (0)
+            asm.ldx(1, R6, R1, ARG_DIR)
+            asm.alu32(e.MUL, R6, cbpf.PACKET_OUTGOING // NM_DIR_OUT)
+
+    def load_const(self, dst: int, size: int, k: int) -> None:
+        """dst = the frame's `size` bytes at wire offset k, big endian; reject past its end."""
+        if not self.tagged or k + size <= ETH_ADDRS:
+            self.load_bytes_const(dst, size, k)
+        elif k >= ETH_ADDRS + TAG_LEN:
+            self.load_bytes_const(dst, size, k - TAG_LEN)
+        else:  # the load reads some of the tag: byte by byte
+            asm = self.asm
+            asm.mov32(R0, 0)
+            asm.stx(4, R10, VALUE_AT, R0)
+            for i in range(k, k + size):
+                if i < ETH_ADDRS:
+                    self.load_bytes_const(R3, 1, i)
+                elif i < ETH_ADDRS + TAG_LEN:
+                    self.tag_byte(R3, i)
+                else:
+                    self.load_bytes_const(R3, 1, i - TAG_LEN)
+                asm.ldx(4, R0, R10, VALUE_AT)
+                asm.alu32(e.LSH, R0, 8)
+                asm.alu32_reg(e.OR, R0, R3)
+                asm.stx(4, R10, VALUE_AT, R0)
+            asm.ldx(4, dst, R10, VALUE_AT)
+
+    def tag_byte(self, dst: int, i: int) -> None:
+        """Byte i (12..15) of the wire frame: the metadata tag's TPID and TCI."""
+        asm = self.asm
+        asm.ldx(8, R1, R10, ARGS_AT)
+        asm.ldx(4, dst, R1, ARG_TAG)
+        asm.alu32(e.RSH, dst, 8 * (ETH_ADDRS + TAG_LEN - 1 - i))
+        asm.alu32(e.AND, dst, 0xFF)
+
+    def load_bytes_const(self, dst: int, size: int, off: int) -> None:
+        """dst = `size` bytes at offset `off` of the bytes the hook has, big endian."""
+        asm = self.asm
+        slow, done = asm.new_label("slow"), asm.new_label("done")
+        if off + size > MAX_DIRECT:
+            asm.mov32(R2, off)
+            self.slow_load(dst, size)
+            return
+        asm.mov64_reg(R1, R7)
+        asm.alu64(e.ADD, R1, off)
+        asm.mov64_reg(R2, R1)
+        asm.alu64(e.ADD, R2, size)
+        asm.jump_if_reg(e.JGT, R2, R8, slow)
+        asm.ldx(size, dst, R1, 0)
+        self.big_endian(dst, size)
+        asm.jump(done)
+        asm.label(slow)
+        asm.mov32(R2, off)
+        self.slow_load(dst, size)
+        asm.label(done)
+
+    def load_at_r2(self, dst: int, size: int) -> None:
+        """dst = the frame's `size` bytes at the wire offset in r2 (64 bits, from X + k)."""
+        if not self.tagged:
+            self.load_bytes_at_r2(dst, size)
+            return
+        asm = self.asm
+        low, high, done = asm.new_label("low"), asm.new_label("high"), asm.new_label("done")
+        asm.jump_if(e.JGE, R2, ETH_ADDRS + TAG_LEN, high)
+        asm.jump_if(e.JLE, R2, ETH_ADDRS - size, low)
+        # Some of the tag: byte by byte, each from the bytes or the tag.
+        asm.stx(8, R10, OFFSET_AT, R2)
+        asm.mov32(R0, 0)
+        asm.stx(4, R10, VALUE_AT, R0)
+        for j in range(size):
+            from_tag, from_bytes, next_ = (asm.new_label("tag"), asm.new_label("bytes"),
+                                           asm.new_label("next"))
+            asm.ldx(8, R2, R10, OFFSET_AT)
+            asm.alu64(e.ADD, R2, j)
+            asm.jump_if(e.JLT, R2, ETH_ADDRS, from_bytes)
+            asm.jump_if(e.JLT, R2, ETH_ADDRS + TAG_LEN, from_tag)
+            asm.alu64(e.SUB, R2, TAG_LEN)
+            asm.label(from_bytes)
+            self.load_bytes_at_r2(R3, 1)
+            asm.jump(next_)
+            asm.label(from_tag)  # tag byte r2 - 12: (tag >> 8 * (15 - r2)) & 0xff
+            asm.mov32(R3, ETH_ADDRS + TAG_LEN - 1)
+            asm.alu64_reg(e.SUB, R3, R2)
+            asm.alu64(e.LSH, R3, 3)
+            asm.ldx(8, R1, R10, ARGS_AT)
+            asm.ldx(4, R0, R1, ARG_TAG)
+            asm.alu64_reg(e.RSH, R0, R3)
+            asm.mov64_reg(R3, R0)
+            asm.alu32(e.AND, R3, 0xFF)
+            asm.label(next_)
+            asm.ldx(4, R0, R10, VALUE_AT)
+            asm.alu32(e.LSH, R0, 8)
+            asm.alu32_reg(e.OR, R0, R3)
+            asm.stx(4, R10, VALUE_AT, R0)
+        asm.ldx(4, dst, R10, VALUE_AT)
+        asm.jump(done)
+        asm.label(high)
+        asm.alu64(e.SUB, R2, TAG_LEN)
+        asm.label(low)
+        self.load_bytes_at_r2(dst, size)
+        asm.label(done)
+
+    def load_bytes_at_r2(self, dst: int, size: int) -> None:
+        """dst = `size` bytes at the offset in r2 of the bytes the hook has, big endian."""
+        asm = self.asm
+        slow, done = asm.new_label("slow"), asm.new_label("done")
+        # Bounds the verifier can follow: an offset direct access may reach, then the end.
+        asm.jump_if(e.JGT, R2, MAX_DIRECT - size, slow)
+        asm.mov64_reg(R1, R7)
+        asm.alu64_reg(e.ADD, R1, R2)
+        asm.mov64_reg(R3, R1)
+        asm.alu64(e.ADD, R3, size)
+        asm.jump_if_reg(e.JGT, R3, R8, slow)
+        asm.ldx(size, dst, R1, 0)
+        self.big_endian(dst, size)
+        asm.jump(done)
+        asm.label(slow)
+        self.slow_load(dst, size)
+        asm.label(done)
+
+    def slow_load(self, dst: int, size: int) -> None:
+        """Bytes past what direct access reaches (r2: their offset): copied by the hook's
+        helper, or none (reject)."""
+        asm = self.asm
+        if self.target.load_bytes is None:
+            asm.jump("reject")
+            return
+        asm.mov64_reg(R1, R2)
+        asm.alu64(e.RSH, R1, 32)
+        asm.jump_if(e.JNE, R1, 0, "reject")  # past 4 GiB: past any frame
+        asm.ldx(8, R1, R10, CTX_AT)
+        asm.mov64_reg(R3, R10)
+        asm.alu64(e.ADD, R3, SCRATCH_AT)
+        asm.mov32(R4, size)
+        asm.call(self.target.load_bytes)
+        asm.jump_if(e.JNE, R0, 0, "reject")  # past the frame's end
+        asm.ldx(size, dst, R10, SCRATCH_AT)
+        self.big_endian(dst, size)
+
+    def big_endian(self, dst: int, size: int) -> None:
+        if size > 1:
+            self.asm.to_be(dst, 8 * size)
+
+    # --- arithmetic and jumps ----------------------------------------------------------
+    def alu(self, insn: Insn) -> None:
+        asm, c, k = self.asm, insn.code, insn.k
+        o = cbpf.op(c)
+        if o == cbpf.NEG:
+            asm.alu32(e.NEG, R6, 0)
+            return
+        if cbpf.src(c) == cbpf.X:
+            if o in (cbpf.DIV, cbpf.MOD):
+                asm.jump_if(e.JEQ, R9, 0, "reject", wide=False)
+            if o in (cbpf.LSH, cbpf.RSH):  # libpcap: a shift by 32 or more gives 0
+                big, done = asm.new_label("big"), asm.new_label("done")
+                asm.jump_if(e.JGE, R9, 32, big, wide=False)
+                asm.alu32_reg(o, R6, R9)
+                asm.jump(done)
+                asm.label(big)
+                asm.mov32(R6, 0)
+                asm.label(done)
+                return
+            asm.alu32_reg(o, R6, R9)
+            return
+        if o in (cbpf.DIV, cbpf.MOD) and k == 0:
+            asm.jump("reject")
+        elif o in (cbpf.LSH, cbpf.RSH) and k >= 32:
+            asm.mov32(R6, 0)
+        else:
+            asm.alu32(o, R6, k)
+
+    def jmp(self, pc: int, insn: Insn) -> None:
+        asm, c, k = self.asm, insn.code, insn.k
+        o = cbpf.op(c)
+        if o == cbpf.JA:
+            asm.jump(self.at(pc + 1 + k))
+            return
+        yes, no = self.at(pc + 1 + insn.jt), self.at(pc + 1 + insn.jf)
+        op = {cbpf.JEQ: e.JEQ, cbpf.JGT: e.JGT, cbpf.JGE: e.JGE, cbpf.JSET: e.JSET}[o]
+        if cbpf.src(c) == cbpf.X:
+            asm.jump_if_reg(op, R6, R9, yes, wide=False)
+        else:
+            asm.jump_if(op, R6, k, yes, wide=False)
+        if insn.jf:
+            asm.jump(no)
