@@ -205,15 +205,16 @@ static __always_inline void count(struct nm_counters *cnt, enum nm_counter idx)
 
 /*
  * tc: the TCI of the outer VLAN tag the skb carries in its metadata, or -1.
- * Read afresh at each use (volatile): a value kept alive across the parser
+ * Read afresh at each use: a value kept alive across the parser
  * would keep the verifier from merging its paths with and without a tag
  * (it doubled the instructions it went through).
  */
 static __always_inline int meta_tag(struct __sk_buff *skb)
 {
-	if (!*(volatile __u32 *)&skb->vlan_present)
+	asm volatile("" : : : "memory");  /* a fresh read, not one the compiler kept */
+	if (!skb->vlan_present)
 		return -1;
-	return *(volatile __u32 *)&skb->vlan_tci & 0xFFFF;
+	return skb->vlan_tci & 0xFFFF;
 }
 
 /*
@@ -780,17 +781,52 @@ failed:
 }
 
 /*
- * Everything a hook does, once: parse, filter, count, fill the event. Returns
- * true when the packet matched and the event waits for its length and send.
+ * The filter expression's place (issue 18). netmon replaces this function's
+ * body with the expression, translated from libpcap's classic BPF
+ * (netmon/expression/translate.py), as libbpf loads the program
+ * (netmon/kernel/splice.py); it is called only when cfg.expr says so. As
+ * compiled it matches every frame. Returns 1 for a match, 0 for none.
  */
-static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
-				    struct nm_counters *cnt, __u32 *l2len, int tag)
+static __noinline int nm_expr(void *ctx, void *data, void *data_end, struct nm_expr_args *args)
+{
+	volatile int match = 1;  /* volatile: the compiler must not fold the call away */
+
+	/* Every argument kept: the compiler drops a static function's unused ones. */
+	asm volatile("" : : "r"(ctx), "r"(data), "r"(data_end), "r"(args));
+	return match;
+}
+
+/* What inspect() found: nothing to deliver, a matched IP packet, or a frame only an
+ * expression matched that carries no IP packet (-w writes it; nothing else shows it). */
+enum nm_found { NM_NONE, NM_IP, NM_OTHER };
+
+/* A frame that is not a parsable IP packet: the expression's, if it matched alone. */
+static __always_inline int not_ip(struct nm_counters *cnt, enum nm_counter why)
+{
+	count(cnt, why);
+	if (cfg.expr && !cfg.match) {
+		count(cnt, NM_CNT_EXPR_OTHER);
+		return NM_OTHER;
+	}
+	return NM_NONE;
+}
+
+/*
+ * Everything a hook does, once: the expression, parse, filter, count, fill the
+ * event. Returns NM_IP when the packet matched and the event waits for its
+ * length and send (see enum nm_found).
+ */
+static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event *ev,
+				   struct nm_counters *cnt, __u32 *l2len, int tag,
+				   struct nm_expr_args *args)
 {
 	void *start = c->pos;
 	__u32 l2;
 	int proto;
 
 	count(cnt, NM_CNT_SEEN);
+	if (cfg.expr && !nm_expr(ctx, c->pos, c->end, args))
+		return NM_NONE;
 
 	proto = parse_ethhdr(c, &ev->vlan, tag);
 	l2 = c->pos - start;
@@ -798,18 +834,14 @@ static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
 	 * pointer from a number, which the verifier refuses. */
 	barrier_var(l2);
 	*l2len = l2 + (tag >= 0 ? VLAN_TAG_LEN : 0);
-	if (proto == bpf_htons(ETH_P_IP)) {
+	if (proto == bpf_htons(ETH_P_IP))
 		proto = parse_iphdr(c, ev);
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+	else if (proto == bpf_htons(ETH_P_IPV6))
 		proto = parse_ipv6hdr(c, ev);
-	} else {
-		count(cnt, NM_CNT_NON_IP);
-		return false;
-	}
-	if (!ev->family) {
-		count(cnt, NM_CNT_MALFORMED);
-		return false;
-	}
+	else
+		return not_ip(cnt, NM_CNT_NON_IP);
+	if (!ev->family)
+		return not_ip(cnt, NM_CNT_MALFORMED);
 
 	switch (proto) {
 	case IPPROTO_TCP:
@@ -828,9 +860,9 @@ static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
 	}
 
 	if (!filter_match(ev))
-		return false;
+		return NM_NONE;
 	count(cnt, NM_CNT_MATCHED);
-	return true;
+	return NM_IP;
 }
 
 /*
@@ -839,11 +871,19 @@ static __always_inline bool inspect(struct cursor *c, struct nm_event *ev,
  * record, or nothing more (--quiet). ``wire``: its bytes on the wire (a merged
  * packet's headers once per segment); ``l2len``: its link-layer header's, so
  * that flows count IP bytes; ``xdp``: a constant at each call, which picks the
- * capture's copy helper.
+ * capture's copy helper; ``found``: inspect()'s answer.
  */
 static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
-				    __u32 slot, __u64 wire, __u32 l2len, bool xdp)
+				    __u32 slot, __u64 wire, __u32 l2len, bool xdp, int found)
 {
+	if (found == NM_OTHER) {
+		/* Not IP: no line, flow or protocol for it; a capture writes it, as tcpdump's. */
+		if (cfg.snaplen && !cfg.flows && !cfg.quiet) {
+			ev->ts_ns = bpf_ktime_get_ns();
+			capture(ctx, ev, cnt, slot, xdp);
+		}
+		return;
+	}
 	count_proto(cnt, ev->segs, wire, ev->ipproto);
 	if (cfg.flows) {
 		count_flow(ev, cnt, wire - (__u64)ev->segs * l2len);
@@ -868,14 +908,21 @@ int xdp_monitor(struct xdp_md *ctx)
 	__u32 slot = slot_of(ctx->ingress_ifindex);
 	struct nm_counters *cnt = counters_at(slot, NM_DIR_IN);
 	struct nm_event ev = {};
+	struct nm_expr_args args = {};
 	__u32 l2len;
+	int found;
 
-	if (!inspect(&c, &ev, cnt, &l2len, -1))
+	if (cfg.expr) {
+		args.wire_len = xdp_frame_len(ctx);
+		args.ifindex = ctx->ingress_ifindex;
+	}
+	found = inspect(ctx, &c, &ev, cnt, &l2len, -1, &args);
+	if (found == NM_NONE)
 		return XDP_PASS;
 	ev.ifindex = ctx->ingress_ifindex;
 	ev.len = xdp_frame_len(ctx);
 	ev.segs = 1;
-	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true);
+	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true, found);
 	return XDP_PASS;
 }
 
@@ -896,9 +943,11 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	__u32 slot = slot_of(skb->ifindex);
 	struct nm_counters *cnt = counters_at(slot, dir);
 	struct nm_event ev = {};
+	struct nm_expr_args args = {};
 	struct cursor c;
 	__u64 wire;
 	__u32 l2len;
+	int found;
 	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
 	__u32 taglen;
 
@@ -909,7 +958,17 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 
-	if (!inspect(&c, &ev, cnt, &l2len, meta_tag(skb)))
+	if (cfg.expr) {
+		args.wire_len = skb->len + (meta_tag(skb) >= 0 ? VLAN_TAG_LEN : 0);
+		args.ifindex = skb->ifindex;
+		args.dir = dir;
+		if (meta_tag(skb) >= 0) {
+			args.tagged = 1;
+			args.tag = (__u32)bpf_ntohs(skb->vlan_proto) << 16 | meta_tag(skb);
+		}
+	}
+	found = inspect(skb, &c, &ev, cnt, &l2len, meta_tag(skb), &args);
+	if (found == NM_NONE)
 		return NM_TC_NEXT;
 	taglen = meta_tag(skb) >= 0 ? VLAN_TAG_LEN : 0;
 	ev.ifindex = skb->ifindex;
@@ -921,7 +980,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	 * segment carried the headers, so they count once per segment.
 	 */
 	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data + taglen);
-	deliver(skb, &ev, cnt, slot, wire, l2len, false);
+	deliver(skb, &ev, cnt, slot, wire, l2len, false, found);
 	return NM_TC_NEXT;
 }
 

@@ -22,6 +22,19 @@
 #define NM_DIR_IN  0
 #define NM_DIR_OUT 1
 
+/*
+ * What nm_expr(), a filter expression translated from classic BPF, knows of a frame
+ * beside its bytes (netmon/expression/translate.py reads these fields by offset).
+ */
+struct nm_expr_args {
+	__u32 wire_len;            /* the frame's length on the wire (libpcap's `len`) */
+	__u32 ifindex;             /* `ifindex N` */
+	__u32 tag;                 /* tagged: the tag's TPID << 16 | TCI */
+	__u8  dir;                 /* NM_DIR_*: `inbound`, `outbound` */
+	__u8  tagged;              /* tc: the outer VLAN tag is in the skb's metadata */
+	__u8  _pad[2];
+};
+
 /* One record per matching IP packet, sent through the perf event array. */
 struct nm_event {
 	__u64 ts_ns;               /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -81,7 +94,7 @@ struct nm_config {
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
 	__u8  quiet;               /* --quiet: count only (the counters, --metrics), send nothing */
-	__u8  _pad2;
+	__u8  expr;                /* a filter expression is spliced into nm_expr() */
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 	/*
 	 * The pid of the netmon that loaded the program; never read by the program. A
@@ -184,6 +197,7 @@ enum nm_counter {
 	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied; not sent */
 	NM_CNT_FLOW_OVERFLOW,       /* flows: packets not counted, the flow table full */
 	NM_CNT_FLOW_OVERFLOW_BYTES, /* flows: their bytes */
+	NM_CNT_EXPR_OTHER,   /* frames a filter expression matched that carry no IP packet */
 	/*
 	 * Matched packets and their bytes on the wire (GSO/GRO: each segment with its
 	 * headers) by protocol, NM_PROTO_* after each base: --metrics serves them.

@@ -130,6 +130,13 @@ _PORT = typer.Option(
 _VLAN = typer.Option(
     None, "--vlan", metavar="ID", callback=_parsed(parse_vlan),
     help="Outer VLAN id (802.1Q or 802.1ad).")
+_EXPRESSION = typer.Argument(
+    None, metavar="[EXPRESSION]", show_default=False,
+    help="A filter expression in tcpdump's language (man pcap-filter), after the options; "
+         "its words are joined with spaces. It must hold as well as the options' filters, "
+         "and runs in the kernel. Compiled by libpcap (the libpcap0.8 package).")
+_EXPRESSION_FILE = typer.Option(
+    None, "-F", metavar="FILE", help="Read the filter expression from FILE, as tcpdump -F.")
 _MODE = typer.Option(
     Mode.AUTO, "--mode", case_sensitive=False,
     help="XDP attach mode: native (driver), generic (SKB), or auto: native, "
@@ -232,6 +239,8 @@ def monitor(
     host: Optional[str] = _HOST,
     port: Optional[str] = _PORT,
     vlan: Optional[str] = _VLAN,
+    expression_words: Optional[List[str]] = _EXPRESSION,
+    expression_file: Optional[str] = _EXPRESSION_FILE,
     mode: Mode = _MODE,
     write: Optional[str] = _WRITE,
     print_lines: bool = _PRINT_LINES,
@@ -257,9 +266,11 @@ def monitor(
     attach: Method = _ATTACH,
     version: bool = _VERSION,
 ) -> int:
+    expression = read_expression(expression_words, expression_file)
     try:
         spec = FilterSpec(protocol=protocol, src=src_ip, dst=dst_ip, sport=src_port,
-                          dport=dst_port, host=host, port=port, vlan=vlan)
+                          dport=dst_port, host=host, port=port, vlan=vlan,
+                          expression=expression)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
     settings = build(Options(
@@ -278,6 +289,23 @@ def monitor(
     gap = "" if settings.read is not None else "\n"
     sys.stderr.write(gap + "".join(f"netmon: {line}\n" for line in summary.lines()))
     return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
+
+
+def read_expression(words: list[str] | None, path: str | None) -> str | None:
+    """The filter expression: the words after the options, or -F's file (not both)."""
+    if path is not None:
+        if words:
+            raise errors.UsageError("a filter expression comes from -F FILE or after the "
+                                    "options, not both")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                # tcpdump's -F files may hold comments from '#' to the end of a line.
+                text = " ".join(line.split("#", 1)[0] for line in f)
+        except OSError as exc:
+            raise errors.UsageError(f"-F {path}: {exc.strerror}") from None
+    else:
+        text = " ".join(words or ())
+    return " ".join(text.split()) or None
 
 
 _closed_fds: frozenset[int] = frozenset()  # of 0-2, those closed when netmon started

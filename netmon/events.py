@@ -162,6 +162,9 @@ class Decoder:
     def __init__(self):
         self._formats: dict[tuple[int, int], struct.Struct] = {}
         self.undecodable = 0  # records of an unknown address family, dropped
+        # Capture records of frames a filter expression matched that carry no IP packet
+        # (family 0): written by -w, never a row (the kernel counts them: expr_not_ip).
+        self.not_ip = 0
 
     def _format(self, head: int, tail: int) -> struct.Struct:
         fmt = self._formats.get((head, tail))
@@ -182,15 +185,21 @@ class Decoder:
         if _KNOWN_FAMILIES.issuperset(families):
             return list(fmt.iter_unpack(buf))
         out = [rec for rec in fmt.iter_unpack(buf) if rec[3][_FAMILY_OFFSET] in _KNOWN_FAMILIES]
-        self.undecodable += len(buf) // fmt.size - len(out)
+        not_ip = families.tolist().count(0)
+        self.not_ip += not_ip
+        self.undecodable += len(buf) // fmt.size - len(out) - not_ip
         return out
 
     def row_at(self, buf: bytes, offset: int) -> Row | None:
         """One row from the nm_event at ``offset`` (None: of an unknown family, counted)."""
         row = self._format(0, 0).unpack_from(buf, offset)
-        if row[3][_FAMILY_OFFSET] in _KNOWN_FAMILIES:
+        family = row[3][_FAMILY_OFFSET]
+        if family in _KNOWN_FAMILIES:
             return row
-        self.undecodable += 1
+        if family == 0:
+            self.not_ip += 1
+        else:
+            self.undecodable += 1
         return None
 
     def decode(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Event]:

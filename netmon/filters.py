@@ -66,6 +66,7 @@ class FilterSpec:
     host: Network | None = None
     port: int | None = None
     vlan: int | None = None
+    expression: str | None = None  # tcpdump's filter language (netmon/expression/)
 
     def __post_init__(self):
         has_port = any(p is not None for p in (self.sport, self.dport, self.port))
@@ -100,6 +101,7 @@ class FilterSpec:
         ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
         ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
         ``owner``: the pid of the netmon that attaches it (a leftover is told by it).
+        A filter expression, if any, is spliced into the program (kernel/splice.py).
         """
         match = 0
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
@@ -110,7 +112,8 @@ class FilterSpec:
         return CONFIG_FORMAT.pack(
             *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
             self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0, snaplen, cap_events, flows, quiet, epoch_ns, owner,
+            match, self.protocol or 0, snaplen, cap_events, flows, quiet,
+            self.expression is not None, epoch_ns, owner,
         )
 
     # -- the Python side -------------------------------------------------
@@ -153,6 +156,8 @@ class FilterSpec:
             rows.append(("Port (either direction)", str(self.port)))
         if self.vlan is not None:
             rows.append(("VLAN", str(self.vlan)))
+        if self.expression is not None:
+            rows.append(("Expression", self.expression))
         return rows
 
 

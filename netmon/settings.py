@@ -236,6 +236,18 @@ def conflict(options: Options) -> str | None:
     return None
 
 
+def _check_expression(text: str, reading: bool) -> None:
+    """Compiled now, so that a bad expression is one line before anything else happens
+    (and host names are looked up once, as tcpdump does)."""
+    from netmon import expression
+
+    expression.compiled(text)
+    if reading and expression.reads_the_interface(text):
+        raise UsageError(f"a capture file's frames have no direction or interface index the "
+                         f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
+                         f"not with -r: {text!r}")
+
+
 def build(o: Options, cpus: int = 1,
           default_interface: Callable[[], str] = system.default_interface) -> Settings:
     """Options to Settings, or UsageError with the one line to show."""
@@ -247,6 +259,8 @@ def build(o: Options, cpus: int = 1,
     message = conflict(o) or o.spec.impossible() or _same_file(o.read, o.write)
     if message:
         raise UsageError(message)
+    if o.spec.expression is not None:
+        _check_expression(o.spec.expression, o.read is not None)
     flows = None
     if o.flow_records or o.top or o.ipfix:
         flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,

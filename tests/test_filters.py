@@ -93,12 +93,14 @@ def test_python_predicate(fs, matching):
 
 def test_kernel_config_layout():
     cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=443, host=net("2001:db8::/32"),
-               port=22, vlan=100).kernel_config(snaplen=1500, cap_events=True, epoch_ns=7 << 60,
-                                                flows=True, quiet=True, owner=4242)
+               port=22, vlan=100, expression="tcp").kernel_config(
+        snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242)
     assert len(cfg) == filters.CONFIG_SIZE == 3 * 36 + 36
     (snet, smask, sfam, dnet, dmask, dfam, hnet, hmask, hfam, sport, dport, port, vlan, match,
-     proto, snaplen, cap_events, flows, quiet, epoch_ns, owner) = filters.CONFIG_FORMAT.unpack(cfg)
-    assert (snaplen, cap_events, flows, quiet, epoch_ns, owner) == (1500, 1, 1, 1, 7 << 60, 4242)
+     proto, snaplen, cap_events, flows, quiet, expr, epoch_ns,
+     owner) = filters.CONFIG_FORMAT.unpack(cfg)
+    assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
+        1500, 1, 1, 1, 1, 7 << 60, 4242)
     assert snet[:4] == ipaddress.ip_address("192.168.0.0").packed and snet[4:] == bytes(12)
     assert smask == b"\xff\xff" + bytes(14)
     assert dnet == dmask == bytes(16) and dfam == 0

@@ -1,2 +1,41 @@
 """tcpdump's filter language: expressions compiled by libpcap into classic BPF, which
-netmon translates into eBPF and runs inside its own programs, at every hook."""
+netmon translates into eBPF and runs inside its own programs, at every hook.
+
+    compiled(text)  the classic program, checked; ExpressionInvalid in one line if not
+    body(text, hook)  its translation for a hook, as bytes to splice into nm_expr()
+"""
+
+from __future__ import annotations
+
+import functools
+
+from netmon import system
+
+
+@functools.lru_cache(maxsize=8)
+def compiled(text: str) -> tuple:
+    """libpcap's classic BPF for the expression, checked for what netmon can run."""
+    from netmon.expression import cbpf, libpcap
+
+    insns = libpcap.compile(text)
+    cbpf.check(insns, text)
+    return insns
+
+
+def reads_the_interface(text: str) -> bool:
+    """Whether it asks what only a live hook knows: `inbound`, `outbound`, `ifindex`."""
+    from netmon.expression import cbpf
+
+    return any(cbpf.extension(i) is not None for i in compiled(text))
+
+
+def body(text: str, hook: str) -> bytes:
+    """The expression translated for a hook ("xdp", "tc_in", "tc_out")."""
+    from netmon.expression import ebpf, translate
+    from netmon.kernel.hooks import FRAGS_KERNEL
+
+    if hook == "xdp":
+        target = translate.XDP_FRAGS if system.kernel_version() >= FRAGS_KERNEL else translate.XDP
+    else:
+        target = translate.TC
+    return ebpf.encode(translate.translate(compiled(text), target))

@@ -31,10 +31,13 @@ DIR_NAMES = ("in", "out")
 
 # struct nm_config, native byte order: three struct nm_prefix (net, mask, family,
 # padding), then the ports, vlan, match, proto, capture's snaplen (0: no capture) and
-# cap_events, the flows and quiet switches, epoch_ns, and the owner's pid.
+# cap_events, the flows, quiet and expression switches, epoch_ns, and the owner's pid.
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBxQI4x")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBBQI4x")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
+
+# struct nm_expr_args: wire_len, ifindex, tag, dir, tagged (translate.py's ARG_* offsets)
+EXPR_ARGS = struct.Struct("=IIIBB2x")
 
 # nm_config.match
 M_PROTO = 0x0001
@@ -51,6 +54,7 @@ PROTO_NAMES = ("tcp", "udp", "sctp", "icmp", "icmpv6", "other")
 # enum nm_counter: the order of struct nm_counters' fields.
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
                  "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes",
+                 "expr_not_ip",
                  *(f"packets_{p}" for p in PROTO_NAMES), *(f"bytes_{p}" for p in PROTO_NAMES))
 COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}Q")
 
@@ -78,6 +82,7 @@ STRUCTS = {
     "nm_event": EVENT.size,
     "nm_prefix": PREFIX.size,
     "nm_config": CONFIG.size,
+    "nm_expr_args": EXPR_ARGS.size,
     "nm_counters": COUNTERS.size,
     "nm_ifslot": IFSLOT.size,
     "nm_flow_key": FLOW_KEY.size,

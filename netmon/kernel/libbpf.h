@@ -191,3 +191,22 @@ struct bpf_prog_load_opts {
 };
 int bpf_prog_load(int prog_type, const char *prog_name, const char *license,
 		  const void *insns, size_t insn_cnt, const struct bpf_prog_load_opts *opts);
+
+const char *bpf_program__name(const struct bpf_program *prog);
+const void *bpf_program__insns(const struct bpf_program *prog);
+size_t bpf_program__insn_cnt(const struct bpf_program *prog);
+int bpf_program__set_insns(struct bpf_program *prog, void *new_insns, size_t new_insn_cnt);
+const char *btf__name_by_offset(const struct btf *btf, __u32 offset);
+
+typedef int (*libbpf_prog_prepare_load_fn_t)(struct bpf_program *prog,
+					     struct bpf_prog_load_opts *opts, long cookie);
+struct libbpf_prog_handler_opts {
+	size_t sz;
+	long cookie;
+	void *prog_setup_fn;
+	libbpf_prog_prepare_load_fn_t prog_prepare_load_fn;
+	void *prog_attach_fn;
+};
+int libbpf_register_prog_handler(const char *sec, int prog_type, int exp_attach_type,
+				 const struct libbpf_prog_handler_opts *opts);
+int libbpf_unregister_prog_handler(int handler_id);

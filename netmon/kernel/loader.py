@@ -9,6 +9,7 @@ is a context manager, so normal exit, signals and errors share one path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -18,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 
 from netmon import system
-from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, ObjectMismatch,
-                           PermissionProblem, ProgramRejected)
-from netmon.kernel import libbpf
+from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, NetmonError,
+                           ObjectMismatch, PermissionProblem, ProgramRejected)
+from netmon.kernel import libbpf, splice
 from netmon.kernel.abi import (CONFIG, COUNTER_NAMES, DIR_IN, DIR_OUT, FLOW_TABLES, IF_CACHE,
                                IF_SLOTS, STRUCTS)
 from netmon.kernel.attach import Attachment
@@ -146,17 +147,30 @@ class MonitorProgram:
 
     def __init__(self, config: bytes, path: Path | None = None,
                  hooks: typing.Iterable[str] = tuple(HOOKS), capture: bool = False,
-                 flow_entries: int = 0):
+                 flow_entries: int = 0, expression: str | None = None):
         """``capture``: the config has a snaplen; each CPU gets a record builder, and
         interface slots (the capture's interface ids) are never given out twice.
-        ``flow_entries``: the config counts flows, in tables of this many entries."""
+        ``flow_entries``: the config counts flows, in tables of this many entries.
+        ``expression``: a filter expression (the config says so too), spliced into each
+        program as it loads."""
         if len(config) != CONFIG.size:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG.size}")
         self._config = config
         self._capture = capture
         self._flow_entries = flow_entries
         self.hooks = tuple(hooks)
-        self.obj = BpfObject(path or object_path(), prepare=self._configure)
+        self._splicer = None
+        if expression is not None:
+            from netmon import expression as expr
+            self._splicer = splice.Splicer({HOOKS[h].program: expr.body(expression, h)
+                                            for h in self.hooks})
+        try:
+            with self._splicer or contextlib.nullcontext():
+                self.obj = BpfObject(path or object_path(), prepare=self._configure)
+        except NetmonError:
+            if self._splicer is not None and self._splicer.error is not None:
+                raise self._splicer.error from None  # what went wrong in the splice
+            raise
         try:
             self.prog_fds = {hook: self.obj.program_fd(HOOKS[hook].program) for hook in self.hooks}
             self.prog_fd = self.prog_fds.get("xdp", -1)
@@ -186,6 +200,8 @@ class MonitorProgram:
                 )
         rodata = obj.rodata()
         lib = libbpf.lib()
+        if self._splicer is not None:
+            self._splicer.btf = lib.bpf_object__btf(obj._obj)
         if lib.bpf_map__value_size(rodata) != CONFIG.size:
             raise ObjectMismatch(
                 f"{obj.path}: .rodata is {lib.bpf_map__value_size(rodata)} bytes, "

@@ -33,6 +33,10 @@ class LinesSink(Sink):
             self._fmt = output.TextFormat(ctx.interfaces.name if s.labelled else None)
 
     def rows(self, rows, blocks=None, frames=None) -> None:
+        if None in rows:  # frames an expression matched that carry no IP packet: no line
+            keep = [i for i, row in enumerate(rows) if row is not None]
+            rows = [rows[i] for i in keep]
+            frames = [frames[i] for i in keep] if frames is not None else None
         self._out.write(self._fmt.render(rows, frames))
         self._out.flush()
 

@@ -34,7 +34,7 @@ from netmon.settings import Hook, Settings
 from netmon.sources.interfaces import Interfaces, existing, targets
 from netmon.sources.netlink import LinkChange, LinkWatcher
 from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
-from netmon.sources.records import FLUSH_MS, WAKEUP_BYTES, Records
+from netmon.sources.records import epb_time, FLUSH_MS, WAKEUP_BYTES, Records
 
 
 def _foreign_xdp(settings: Settings, xdp_captures: bool, ifindex: int) -> int:
@@ -144,7 +144,7 @@ class LiveSource:
                if self._records else {}))
         self.prog = stack.enter_context(MonitorProgram(
             config, hooks=hooks.to_load(s, busy, xdp_captures), capture=self._records is not None,
-            flow_entries=s.flows.entries if flows else 0))
+            flow_entries=s.flows.entries if flows else 0, expression=s.spec.expression))
         # Flows send no events: the one-page rings are there to wait on with the rest.
         self._reader = stack.enter_context(PerfReader(
             self.prog.events_fd, 1 if flows else s.pages,
@@ -246,8 +246,8 @@ class LiveSource:
                 r, b = records.rows(ring, span)
                 rows += r
                 blocks += b
-            if len(spans) > 1:
-                order = sorted(range(len(rows)), key=lambda i: rows[i][0])
+            if len(spans) > 1:  # by the EPBs' stamps: a frame that is not IP has no row
+                order = sorted(range(len(rows)), key=lambda i: epb_time(blocks[i]))
                 rows, blocks = [rows[i] for i in order], [blocks[i] for i in order]
             self._pipeline.rows(rows, blocks)
         finally:

@@ -53,7 +53,7 @@ class Run(NamedTuple):
     walked: bool = False  # a loss report may have been among them: found record by record
 
 
-def _epb_time(epb: bytes, at: int = 0) -> int:
+def epb_time(epb: bytes, at: int = 0) -> int:
     high, low = _EPB_TIME.unpack_from(epb, at + 12)
     return high << 32 | low
 
@@ -87,7 +87,7 @@ class Records:
             if (block == CAP_BLOCK and failed == last_failed
                     and HEADER.unpack(span.read(0, HEADER.size))[0] == PERF_RECORD_SAMPLE):
                 self._last[ring] = (seq, failed)
-                return Run(_epb_time(span.read(self.lead, 20)),
+                return Run(epb_time(span.read(self.lead, 20)),
                            span.views(self.lead, end - CAP_TAIL), (seq - last_seq) & 0xFFFFFFFF)
         return self.stretches(ring, span.tobytes())
 
@@ -111,7 +111,7 @@ class Records:
             parts.append(chunk[start + lead:last - CAP_TAIL])
         if last >= 0:
             self._last[ring] = _TAIL.unpack_from(chunk, last - 8)
-        return Run(_epb_time(parts[0]) if parts else 0, parts, packets, walked=True)
+        return Run(epb_time(parts[0]) if parts else 0, parts, packets, walked=True)
 
     def walk(self, ring: int, chunk: bytes) -> list[tuple[int, bytes]]:
         """(offset, EPB) of each record in the chunk; loss reports counted."""
@@ -126,13 +126,15 @@ class Records:
             self._last[ring] = _TAIL.unpack_from(chunk, pos + size - 8)
         return out
 
-    def rows(self, ring: int, span: Span) -> tuple[list[Row], list[bytes]]:
-        """The events (rows) the records carry, and their EPBs alongside."""
+    def rows(self, ring: int, span: Span) -> tuple[list[Row | None], list[bytes]]:
+        """The events (rows) the records carry, and their EPBs alongside. A frame a filter
+        expression matched that carries no IP packet has no row (None), only its EPB."""
         chunk = span.tobytes()
         rows, epbs = [], []
         for pos, epb in self.walk(ring, chunk):
+            not_ip = self._decoder.not_ip
             row = self._decoder.row_at(chunk, pos + SAMPLE_HEAD)
-            if row is not None:
+            if row is not None or self._decoder.not_ip != not_ip:
                 rows.append(row)
                 epbs.append(epb)
         return rows, epbs

@@ -56,7 +56,8 @@ def replay(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         stack.callback(pipeline.close)
         pipeline.make(kinds, Start.FIRST, ctx)
         pipeline.make(kinds, Start.ATTACHING, ctx)
-        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(), hooks=("xdp",)))
+        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(), hooks=("xdp",),
+                                                  expression=settings.spec.expression))
         reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
         pipeline.make(kinds, Start.RUNNING, ctx)
         source = _Replay(prog, reader, pipeline, ctx.interfaces, settings)
