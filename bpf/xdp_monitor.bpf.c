@@ -447,28 +447,49 @@ static __always_inline bool in_prefix(const struct nm_event *ev, const __u8 *add
 	return true;
 }
 
+/*
+ * One option's values: does any hold? ``n`` comes from .rodata, so the
+ * verifier walks only the values given; the first that holds ends the walk.
+ */
+#define ANY_OF(n, cond)							\
+	({								\
+		bool _any = false;					\
+		_Pragma("unroll")					\
+		for (int i = 0; i < NM_ALT; i++) {			\
+			if (i >= (n))					\
+				break;					\
+			if (cond) {					\
+				_any = true;				\
+				break;					\
+			}						\
+		}							\
+		_any;							\
+	})
+
 static __always_inline bool filter_match(const struct nm_event *ev)
 {
 	__u16 match = cfg.match;
 
-	if ((match & NM_M_PROTO) && ev->ipproto != cfg.proto)
+	if ((match & NM_M_PROTO) && !ANY_OF(cfg.n_proto, ev->ipproto == cfg.proto[i]))
 		return false;
-	if ((match & NM_M_VLAN) && ev->vlan != cfg.vlan)
+	if ((match & NM_M_VLAN) && !ANY_OF(cfg.n_vlan, ev->vlan == cfg.vlan[i]))
 		return false;
-	if ((match & NM_M_SADDR) && !in_prefix(ev, ev->saddr, &cfg.src))
+	if ((match & NM_M_SADDR) && !ANY_OF(cfg.n_src, in_prefix(ev, ev->saddr, &cfg.src[i])))
 		return false;
-	if ((match & NM_M_DADDR) && !in_prefix(ev, ev->daddr, &cfg.dst))
+	if ((match & NM_M_DADDR) && !ANY_OF(cfg.n_dst, in_prefix(ev, ev->daddr, &cfg.dst[i])))
 		return false;
 	if ((match & NM_M_HOST) &&
-	    !in_prefix(ev, ev->saddr, &cfg.host) && !in_prefix(ev, ev->daddr, &cfg.host))
+	    !ANY_OF(cfg.n_host, in_prefix(ev, ev->saddr, &cfg.host[i]) ||
+			       in_prefix(ev, ev->daddr, &cfg.host[i])))
 		return false;
 	if ((match & (NM_M_SPORT | NM_M_DPORT | NM_M_PORT)) && !(ev->flags & NM_EV_PORTS))
 		return false;
-	if ((match & NM_M_SPORT) && ev->sport != cfg.sport)
+	if ((match & NM_M_SPORT) && !ANY_OF(cfg.n_sport, ev->sport == cfg.sport[i]))
 		return false;
-	if ((match & NM_M_DPORT) && ev->dport != cfg.dport)
+	if ((match & NM_M_DPORT) && !ANY_OF(cfg.n_dport, ev->dport == cfg.dport[i]))
 		return false;
-	if ((match & NM_M_PORT) && ev->sport != cfg.port && ev->dport != cfg.port)
+	if ((match & NM_M_PORT) &&
+	    !ANY_OF(cfg.n_port, ev->sport == cfg.port[i] || ev->dport == cfg.port[i]))
 		return false;
 	return true;
 }

@@ -74,22 +74,28 @@ struct nm_prefix {
 	__u8  _pad[3];
 };
 
+/* The values one filter option may be given (a packet must match one of them). */
+#define NM_ALT 8
+
 /*
  * Filter configuration, written into .rodata before load. Because it is
- * const, the verifier prunes the branches of every filter that is off, so an
- * unfiltered run pays nothing for the filter code.
+ * const, the verifier prunes the branches of every filter that is off, and
+ * every value past an option's count, so an unfiltered run pays nothing for
+ * the filter code. Each option holds up to NM_ALT values, n_* of them given:
+ * any of them may match ("or"); the options must all hold ("and").
  */
 struct nm_config {
-	struct nm_prefix src;
-	struct nm_prefix dst;
-	struct nm_prefix host;
-	__u16 sport;               /* host byte order */
-	__u16 dport;
-	__u16 port;
-	__u16 vlan;
-	__u16 match;               /* NM_M_* */
-	__u8  proto;               /* IANA protocol number */
-	__u8  _pad;
+	struct nm_prefix src[NM_ALT];
+	struct nm_prefix dst[NM_ALT];
+	struct nm_prefix host[NM_ALT];
+	__u16 sport[NM_ALT];       /* host byte order */
+	__u16 dport[NM_ALT];
+	__u16 port[NM_ALT];
+	__u16 vlan[NM_ALT];
+	__u16 match;               /* NM_M_*: the options given */
+	__u8  proto[NM_ALT];       /* IANA protocol numbers */
+	__u8  n_src, n_dst, n_host, n_sport, n_dport, n_port, n_vlan, n_proto;
+	__u8  _pad[6];
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */

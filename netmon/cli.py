@@ -76,6 +76,21 @@ def _parsed(parse):
     return callback
 
 
+def _parsed_each(parse):
+    """As _parsed, for an option given any number of times: a tuple of the values (an
+    option given more than once means any of them). A value that parses to None (a
+    protocol of "all") makes the option match anything."""
+
+    def callback(values):
+        try:
+            parsed = tuple(parse(v) for v in values or ())
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        return () if None in parsed else parsed
+
+    return callback
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"netmon {__version__}")
@@ -106,29 +121,31 @@ _FOLLOW = typer.Option(
 _GUEST = typer.Option(
     None, "--guest", metavar="VMID", min=1,
     help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default).")
+# The filter options: each may be repeated, for any of its values ("or").
 _PROTOCOL = typer.Option(
-    "all", "--protocol", "-p", metavar="PROTO", callback=_parsed(protocols.parse),
-    help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number.")
+    None, "--protocol", "-p", metavar="PROTO", callback=_parsed_each(protocols.parse),
+    help="tcp, udp, icmp (IPv4), icmp6, or all; also any IP protocol name or number. "
+         "Repeat any filter option for any of several values.", show_default=False)
 _SRC_IP = typer.Option(
-    None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    None, "--src-ip", metavar="ADDR[/LEN]", callback=_parsed_each(parse_network),
     help="Source address or prefix.")
 _DST_IP = typer.Option(
-    None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    None, "--dst-ip", metavar="ADDR[/LEN]", callback=_parsed_each(parse_network),
     help="Destination address or prefix.")
 _SRC_PORT = typer.Option(
-    None, "--src-port", metavar="PORT", callback=_parsed(parse_port),
+    None, "--src-port", metavar="PORT", callback=_parsed_each(parse_port),
     help="Source port (TCP/UDP/SCTP).")
 _DST_PORT = typer.Option(
-    None, "--dst-port", metavar="PORT", callback=_parsed(parse_port),
+    None, "--dst-port", metavar="PORT", callback=_parsed_each(parse_port),
     help="Destination port (TCP/UDP/SCTP).")
 _HOST = typer.Option(
-    None, "--host", metavar="ADDR[/LEN]", callback=_parsed(parse_network),
+    None, "--host", metavar="ADDR[/LEN]", callback=_parsed_each(parse_network),
     help="Source or destination address or prefix (like tcpdump's host).")
 _PORT = typer.Option(
-    None, "--port", metavar="PORT", callback=_parsed(parse_port),
+    None, "--port", metavar="PORT", callback=_parsed_each(parse_port),
     help="Source or destination port (like tcpdump's port).")
 _VLAN = typer.Option(
-    None, "--vlan", metavar="ID", callback=_parsed(parse_vlan),
+    None, "--vlan", metavar="ID", callback=_parsed_each(parse_vlan),
     help="Outer VLAN id (802.1Q or 802.1ad).")
 _EXPRESSION = typer.Argument(
     None, metavar="[EXPRESSION]", show_default=False,
@@ -231,14 +248,14 @@ def monitor(
     hook: Hook = _HOOK,
     follow: bool = _FOLLOW,
     guest: Optional[List[int]] = _GUEST,
-    protocol: str = _PROTOCOL,
-    src_ip: Optional[str] = _SRC_IP,
-    dst_ip: Optional[str] = _DST_IP,
-    src_port: Optional[str] = _SRC_PORT,
-    dst_port: Optional[str] = _DST_PORT,
-    host: Optional[str] = _HOST,
-    port: Optional[str] = _PORT,
-    vlan: Optional[str] = _VLAN,
+    protocol: Optional[List[str]] = _PROTOCOL,
+    src_ip: Optional[List[str]] = _SRC_IP,
+    dst_ip: Optional[List[str]] = _DST_IP,
+    src_port: Optional[List[str]] = _SRC_PORT,
+    dst_port: Optional[List[str]] = _DST_PORT,
+    host: Optional[List[str]] = _HOST,
+    port: Optional[List[str]] = _PORT,
+    vlan: Optional[List[str]] = _VLAN,
     expression_words: Optional[List[str]] = _EXPRESSION,
     expression_file: Optional[str] = _EXPRESSION_FILE,
     mode: Mode = _MODE,

@@ -13,8 +13,8 @@ from typing import Union
 
 from netmon import protocols
 from netmon.events import Event
-from netmon.kernel.abi import (CONFIG, M_DADDR, M_DPORT, M_HOST, M_PORT, M_PROTO, M_SADDR,
-                               M_SPORT, M_VLAN)
+from netmon.kernel.abi import (ALT, CONFIG, M_DADDR, M_DPORT, M_HOST, M_PORT, M_PROTO,
+                               M_SADDR, M_SPORT, M_VLAN)
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 CONFIG_FORMAT = CONFIG  # struct nm_config (kernel/abi.py), which kernel_config() alone writes
@@ -52,40 +52,53 @@ def parse_port(text: str | int) -> int:
 
 @dataclass(frozen=True)
 class FilterSpec:
-    """Every filter given must hold (AND). None means "any".
+    """Every option given must hold (AND); within one option, any of its values (OR),
+    as tcpdump's ``port 53 or port 80``. An empty tuple means "any".
 
     ``host`` and ``port`` match either direction, like tcpdump's ``host`` and
-    ``port``; ``vlan`` is the outer 802.1Q/802.1ad id.
+    ``port``; ``vlan`` is the outer 802.1Q/802.1ad id. A single value may be given
+    for any option; it becomes a tuple of one.
     """
 
-    protocol: int | None = None
-    src: Network | None = None
-    dst: Network | None = None
-    sport: int | None = None
-    dport: int | None = None
-    host: Network | None = None
-    port: int | None = None
-    vlan: int | None = None
+    protocol: tuple[int, ...] = ()
+    src: tuple[Network, ...] = ()
+    dst: tuple[Network, ...] = ()
+    sport: tuple[int, ...] = ()
+    dport: tuple[int, ...] = ()
+    host: tuple[Network, ...] = ()
+    port: tuple[int, ...] = ()
+    vlan: tuple[int, ...] = ()
     expression: str | None = None  # tcpdump's filter language (netmon/expression/)
 
     def __post_init__(self):
-        has_port = any(p is not None for p in (self.sport, self.dport, self.port))
-        if has_port and self.protocol is not None and self.protocol not in protocols.WITH_PORTS:
-            raise ValueError(
-                f"port filters need a protocol with ports (tcp, udp or sctp), "
-                f"not {protocols.name(self.protocol).lower()}"
-            )
+        for name in OPTIONS:
+            value = getattr(self, name)
+            values = () if value is None else tuple(value) if isinstance(value, (tuple, list)) \
+                else (value,)
+            values = tuple(dict.fromkeys(values))  # each once, in the order given
+            if len(values) > ALT:
+                raise ValueError(f"{OPTIONS[name]} takes at most {ALT} values, not {len(values)}")
+            object.__setattr__(self, name, values)
+        if self.sport or self.dport or self.port:
+            without = [p for p in self.protocol if p not in protocols.WITH_PORTS]
+            if without:
+                raise ValueError(
+                    f"port filters need a protocol with ports (tcp, udp or sctp), "
+                    f"not {protocols.name(without[0]).lower()}"
+                )
 
     def impossible(self) -> str | None:
         """Why no packet can match, where the options say so (the CLI refuses such a
-        spec); None if some packet can. A packet is of one family, so prefixes of two
-        can never all hold."""
+        spec); None if some packet can. A packet is of one family, so address options
+        that share no family can never all hold."""
         nets = [(name, n) for name, n in (("--src-ip", self.src), ("--dst-ip", self.dst),
-                                          ("--host", self.host)) if n is not None]
+                                          ("--host", self.host)) if n]
         for (a, na), (b, nb) in zip(nets, nets[1:]):
-            if na.version != nb.version:
-                return (f"{a} {na} and {b} {nb} are IPv{na.version} and IPv{nb.version}: "
-                        f"no packet matches both")
+            if not {n.version for n in na} & {n.version for n in nb}:
+                return (f"{a} {_nets_text(na)} and {b} {_nets_text(nb)} are "
+                        f"IPv{na[0].version} and IPv{nb[0].version}: no packet matches both")
+        if len(nets) == 3 and not set.intersection(*({n.version for n in x} for _, x in nets)):
+            return "--src-ip, --dst-ip and --host share no address family: no packet matches all"
         return None
 
     # -- the kernel side -------------------------------------------------
@@ -107,58 +120,69 @@ class FilterSpec:
         for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
                            (self.sport, M_SPORT), (self.dport, M_DPORT), (self.host, M_HOST),
                            (self.port, M_PORT), (self.vlan, M_VLAN)):
-            if value is not None:
+            if value:
                 match |= bit
+        prefixes = [f for nets in (self.src, self.dst, self.host)
+                    for net in _padded(nets, None) for f in _prefix_fields(net)]
+        numbers = [n for values in (self.sport, self.dport, self.port, self.vlan)
+                   for n in _padded(values, 0)]
+        counts = [len(v) for v in (self.src, self.dst, self.host, self.sport, self.dport,
+                                   self.port, self.vlan, self.protocol)]
         return CONFIG_FORMAT.pack(
-            *_prefix_fields(self.src), *_prefix_fields(self.dst), *_prefix_fields(self.host),
-            self.sport or 0, self.dport or 0, self.port or 0, self.vlan or 0,
-            match, self.protocol or 0, snaplen, cap_events, flows, quiet,
-            self.expression is not None, epoch_ns, owner,
+            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts,
+            snaplen, cap_events, flows, quiet, self.expression is not None, epoch_ns, owner,
         )
 
     # -- the Python side -------------------------------------------------
 
     def matches(self, ev: Event) -> bool:
-        if self.protocol is not None and ev.ipproto != self.protocol:
+        """The options' verdict on an event (an expression needs the frame: not here)."""
+        if self.protocol and ev.ipproto not in self.protocol:
             return False
-        if self.src is not None and not _in(ev.src, self.src):
+        if self.src and not any(_in(ev.src, n) for n in self.src):
             return False
-        if self.dst is not None and not _in(ev.dst, self.dst):
+        if self.dst and not any(_in(ev.dst, n) for n in self.dst):
             return False
-        if self.sport is not None and ev.sport != self.sport:
+        if self.sport and ev.sport not in self.sport:
             return False
-        if self.dport is not None and ev.dport != self.dport:
+        if self.dport and ev.dport not in self.dport:
             return False
-        if self.host is not None and not (_in(ev.src, self.host) or _in(ev.dst, self.host)):
+        if self.host and not any(_in(ev.src, n) or _in(ev.dst, n) for n in self.host):
             return False
-        if self.port is not None and self.port not in (ev.sport, ev.dport):
+        if self.port and ev.sport not in self.port and ev.dport not in self.port:
             return False
-        if self.vlan is not None and ev.vlan != self.vlan:
+        if self.vlan and ev.vlan not in self.vlan:
             return False
         return True
 
     def describe(self) -> list[tuple[str, str]]:
         """(label, value) pairs of the active filters, for the banner."""
         rows = []
-        if self.protocol is not None:
-            rows.append(("Protocol", protocols.name(self.protocol).lower()))
-        if self.src is not None:
-            rows.append(("Source IP", _net_text(self.src)))
-        if self.dst is not None:
-            rows.append(("Destination IP", _net_text(self.dst)))
-        if self.sport is not None:
-            rows.append(("Source port", str(self.sport)))
-        if self.dport is not None:
-            rows.append(("Destination port", str(self.dport)))
-        if self.host is not None:
-            rows.append(("Host (either direction)", _net_text(self.host)))
-        if self.port is not None:
-            rows.append(("Port (either direction)", str(self.port)))
-        if self.vlan is not None:
-            rows.append(("VLAN", str(self.vlan)))
+        for label, values, text in (
+                ("Protocol", self.protocol, lambda p: protocols.name(p).lower()),
+                ("Source IP", self.src, _net_text), ("Destination IP", self.dst, _net_text),
+                ("Source port", self.sport, str), ("Destination port", self.dport, str),
+                ("Host (either direction)", self.host, _net_text),
+                ("Port (either direction)", self.port, str), ("VLAN", self.vlan, str)):
+            if values:
+                rows.append((label, " or ".join(text(v) for v in values)))
         if self.expression is not None:
             rows.append(("Expression", self.expression))
         return rows
+
+
+# The options, by field: their names on the command line.
+OPTIONS = {"protocol": "--protocol", "src": "--src-ip", "dst": "--dst-ip",
+           "sport": "--src-port", "dport": "--dst-port", "host": "--host", "port": "--port",
+           "vlan": "--vlan"}
+
+
+def _padded(values: tuple, empty) -> list:
+    return list(values) + [empty] * (ALT - len(values))
+
+
+def _nets_text(nets: tuple) -> str:
+    return " or ".join(_net_text(n) for n in nets)
 
 
 def _prefix_fields(net: Network | None) -> tuple[bytes, bytes, int]:

@@ -332,3 +332,39 @@ def test_no_expression_needs_no_libpcap():
             "'tcp']); print([m for m in sys.modules if 'libpcap' in m or '_pcap_ffi' in m])")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "[]", res.stderr
+
+
+# --- options given more than once: any of their values ----------------------------------
+
+@pytest.mark.kernel
+def test_a_repeated_option_means_any_of_its_values(netns):
+    """--dst-port 5050 --dst-port 5052 is `dst port 5050 or dst port 5052` (it used to keep
+    the last one, silently); different options still all hold."""
+    n = netns
+    with Netmon(n, "--dst-port", "5050", "--dst-port", "5052", "-p", "udp", "-p", "tcp",
+                "--json", "--count", "2") as nm:
+        nm.wait_ready()
+        for port in (5050, 5051, 5052):
+            send(n, "udp", n.a_ip, 40090, n.b_ip, port, 10, 1)
+        assert nm.wait_exit() == 0
+    assert [json.loads(line)["dport"] for line in nm.out] == [5050, 5052]
+    assert "  Destination port: 5050 or 5052" in nm.err
+    assert "  Protocol: udp or tcp" in nm.err
+
+
+def test_repeated_options_reach_the_spec(capsys, monkeypatch):
+    from netmon import cli
+
+    seen = {}
+
+    def build(options, **kw):
+        seen["spec"] = options.spec
+        raise SystemExit(0)
+
+    monkeypatch.setattr(cli, "build", build)
+    with pytest.raises(SystemExit):
+        cli.main(["-i", "nmt-none0", "--port", "53", "--port", "80", "--host", "10.0.0.1",
+                  "--host", "fd00::1", "-p", "all", "-p", "tcp"])
+    spec = seen["spec"]
+    assert spec.port == (53, 80) and len(spec.host) == 2
+    assert spec.protocol == ()  # "all" among them: any protocol

@@ -92,23 +92,46 @@ def test_python_predicate(fs, matching):
 
 
 def test_kernel_config_layout():
-    cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=443, host=net("2001:db8::/32"),
-               port=22, vlan=100, expression="tcp").kernel_config(
+    cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=(443, 8443),
+               host=net("2001:db8::/32"), port=22, vlan=100, expression="tcp").kernel_config(
         snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242)
-    assert len(cfg) == filters.CONFIG_SIZE == 3 * 36 + 36
-    (snet, smask, sfam, dnet, dmask, dfam, hnet, hmask, hfam, sport, dport, port, vlan, match,
-     proto, snaplen, cap_events, flows, quiet, expr, epoch_ns,
-     owner) = filters.CONFIG_FORMAT.unpack(cfg)
+    alt = filters.ALT
+    assert len(cfg) == filters.CONFIG_SIZE == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 24
+    fields = filters.CONFIG_FORMAT.unpack(cfg)
+    prefixes = [fields[i:i + 3] for i in range(0, 3 * 3 * alt, 3)]
+    src, dst, host = prefixes[:alt], prefixes[alt:2 * alt], prefixes[2 * alt:]
+    rest = fields[9 * alt:]
+    sport, dport, port, vlan = (rest[i * alt:(i + 1) * alt] for i in range(4))
+    rest = rest[4 * alt:]
+    match, proto, counts = rest[0], rest[1:1 + alt], rest[1 + alt:1 + 2 * alt]
+    snaplen, cap_events, flows, quiet, expr, epoch_ns, owner = rest[1 + 2 * alt:]
     assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
         1500, 1, 1, 1, 1, 7 << 60, 4242)
+    snet, smask, sfam = src[0]
     assert snet[:4] == ipaddress.ip_address("192.168.0.0").packed and snet[4:] == bytes(12)
-    assert smask == b"\xff\xff" + bytes(14)
-    assert dnet == dmask == bytes(16) and dfam == 0
-    assert hnet == ipaddress.ip_address("2001:db8::").packed
-    assert hmask == b"\xff" * 4 + bytes(12)
-    assert (sfam, hfam, sport, dport, port, vlan, proto) == (4, 6, 0, 443, 22, 100, 6)
+    assert smask == b"\xff\xff" + bytes(14) and sfam == 4
+    assert all(p == (bytes(16), bytes(16), 0) for p in src[1:] + dst)
+    assert host[0] == (ipaddress.ip_address("2001:db8::").packed, b"\xff" * 4 + bytes(12), 6)
+    assert (sport, dport[:3], port[:2], vlan[:2], proto[:2]) == (
+        (0,) * alt, (443, 8443, 0), (22, 0), (100, 0), (6, 0))
+    # src, dst, host, sport, dport, port, vlan, protocol: how many values each
+    assert counts == (1, 0, 1, 0, 2, 1, 1, 1)
     assert match == (filters.M_PROTO | filters.M_SADDR | filters.M_DPORT | filters.M_HOST
                      | filters.M_PORT | filters.M_VLAN)
+
+
+def test_repeated_values_mean_or():
+    s = spec(port=(53, 80), protocol=(6, 17), host=(net("10.0.0.0/8"), net("fd00::/8")))
+    assert s.describe() == [("Protocol", "tcp or udp"),
+                            ("Host (either direction)", "10.0.0.0/8 or fd00::/8"),
+                            ("Port (either direction)", "53 or 80")]
+    assert s.port == (53, 80) and spec(port=(53, 53)).port == (53,)
+    with pytest.raises(ValueError, match="at most 8 values"):
+        spec(port=tuple(range(9)))
+    with pytest.raises(ValueError, match="not icmp"):
+        spec(protocol=(6, 1), port=53)
+    assert spec(src=(net("10.0.0.0/8"), net("fd00::/8")), dst=net("fd00::1")).impossible() is None
+    assert "no packet matches both" in spec(src=net("10.0.0.0/8"), dst=net("fd00::1")).impossible()
 
 
 def test_empty_spec_turns_every_filter_off():

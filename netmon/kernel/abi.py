@@ -29,11 +29,13 @@ EV_TCPFLAGS = 0x08
 DIR_IN, DIR_OUT = 0, 1
 DIR_NAMES = ("in", "out")
 
-# struct nm_config, native byte order: three struct nm_prefix (net, mask, family,
-# padding), then the ports, vlan, match, proto, capture's snaplen (0: no capture) and
+# struct nm_config, native byte order: each option up to ALT values (NM_ALT), how many
+# given apart: three arrays of struct nm_prefix (net, mask, family, padding), then the
+# ports', vlan's, match, proto's, the counts, capture's snaplen (0: no capture) and
 # cap_events, the flows, quiet and expression switches, epoch_ns, and the owner's pid.
+ALT = 8
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 + "HHHHHBxIBBBBQI4x")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8B6xIBBBBQI4x")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # struct nm_expr_args: wire_len, ifindex, tag, dir, tagged (translate.py's ARG_* offsets)
