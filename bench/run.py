@@ -5,14 +5,16 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (a) CPU time per shown event of netmon (text to a file) and of `tcpdump -n -l`
       with the equivalent filter, on the same offered UDP traffic, and what each lost;
   (b) the XDP program's cost per packet under BPF_PROG_TEST_RUN, non-matching and
-      matching, against an empty XDP_PASS program;
+      matching, and rejected by a short and by a 20-term filter expression, against an
+      empty XDP_PASS program;
   (c) the packet rate the receiving veth keeps with netmon attached and filtering
       everything out, against the empty XDP_PASS program attached;
   (d) the delay from the hook to the line on stdout;
   (e) the tc programs' cost per packet under BPF_PROG_TEST_RUN against an empty tc
       program, and CPU per shown event with --direction both on traffic the
       interface sends (tcpdump sees both directions by default);
-  (f) start-up: from exec to netmon's "Press Ctrl-C" and to tcpdump's "listening on";
+  (f) start-up: from exec to netmon's "Press Ctrl-C" and to tcpdump's "listening on",
+      each without and with a filter expression;
   (g) capture: CPU per captured packet of `netmon -w` and `tcpdump -w` (and xdpdump,
       where it runs), 64- and 1500-byte frames, at 40,000/s and unpaced, and what each
       lost; packets counted in the files with capinfos;
@@ -189,6 +191,15 @@ def xdpdump_runs(n: NetnsPair, tmp: Path) -> str | None:
         if "listening on" in res.stderr else res.stderr.strip()[-200:]
 
 
+# (label, expression): each rejects bench_prog_run's non-matching packet, a TCP SYN from
+# 10.0.0.1 to 10.0.0.2 port 443, after reading what a real filter would.
+EXPRESSIONS = [
+    ("`tcp port 443 and host 10.0.0.5`", "tcp port 443 and host 10.0.0.5"),
+    ("a 20-term expression", " or ".join(f"(udp and port {5000 + i})" for i in range(19))
+     + " or host 10.9.9.9"),
+]
+
+
 def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
     """ns per packet under BPF_PROG_TEST_RUN, of the XDP or the tc ingress program."""
     from scapy.layers.inet import IP, TCP, UDP
@@ -223,6 +234,16 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
         rows.append({"program": "netmon, matching packet (event sent)", "ns": None,
                      "kernel_ns": int(statistics.median(r[1] for r in runs))})
         assert prog.counters()["send_failed"] == 0
+    # Filter expressions (issue 18): the packet above, rejected by a short one and by one
+    # of 20 terms, each the whole filter, in the program as a run would load it.
+    for label, expression in EXPRESSIONS:
+        with MonitorProgram(FilterSpec(expression=expression).kernel_config(), hooks=[hook],
+                            expression=expression) as prog:
+            prog.register(socket.if_nametoindex("lo"))
+            ns, kns = best_run(prog.prog_fds[hook], miss, repeat)
+            assert prog.counters()["matched"] == 0
+        rows.append({"program": f"netmon, non-matching packet, {label}", "ns": ns,
+                     "kernel_ns": kns})
     for row in rows:
         row["ratio"] = row["ns"] / rows[0]["ns"] if row["ns"] else None
         row["kernel_ratio"] = row["kernel_ns"] / rows[0]["kernel_ns"]
@@ -278,9 +299,14 @@ def bench_latency(n: NetnsPair, frames: int) -> dict:
 
 def bench_startup(n: NetnsPair, runs: int) -> list[dict]:
     """Seconds from exec to ready: netmon attached with its banner out, tcpdump listening."""
+    expression = EXPRESSIONS[0][1].split()
     tools = {
         "netmon": ([sys.executable, "-m", "netmon", "-i", n.b_if], "Press Ctrl-C to stop"),
+        "netmon, with an expression": ([sys.executable, "-m", "netmon", "-i", n.b_if,
+                                        *expression], "Press Ctrl-C to stop"),
         "tcpdump": (["tcpdump", "-n", "-i", n.b_if], "listening on"),
+        "tcpdump, with the expression": (["tcpdump", "-n", "-i", n.b_if, *expression],
+                                         "listening on"),
     }
     times: dict[str, list[float]] = {name: [] for name in tools}
     for _ in range(runs):
