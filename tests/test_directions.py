@@ -228,7 +228,9 @@ def test_kill_9_leaves_no_tc_hook_behind(netns, method):
     assert _gone(ids, "tc_egress")
 
 
-def test_proxmox_guest_interfaces_and_names(netns, tmp_path):
+@pytest.mark.parametrize("icmp", [["--protocol", "icmp"], ["icmp"]],
+                         ids=["option", "expression"])
+def test_proxmox_guest_interfaces_and_names(netns, tmp_path, icmp):
     n = netns
     (tmp_path / "qemu-server").mkdir()
     (tmp_path / "qemu-server" / "100.conf").write_text(
@@ -237,7 +239,7 @@ def test_proxmox_guest_interfaces_and_names(netns, tmp_path):
     a2, b2 = n.link("nmt-g0", "tap100i0")
     n.link("nmt-g1", "tap101i0")  # another guest's: not watched
     env = {"NETMON_PVE_DIR": str(tmp_path)}
-    with Netmon(n, "--guest", "100", "--json", "--protocol", "icmp", "--count", "2",
+    with Netmon(n, "--guest", "100", "--json", "--count", "2", *icmp,
                 interface=None, env=env) as nm:
         nm.wait_ready()
         ping(n, b2)
