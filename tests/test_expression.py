@@ -368,3 +368,38 @@ def test_repeated_options_reach_the_spec(capsys, monkeypatch):
     spec = seen["spec"]
     assert spec.port == (53, 80) and len(spec.host) == 2
     assert spec.protocol == ()  # "all" among them: any protocol
+
+
+@pytest.mark.kernel
+def test_reading_with_w_writes_the_frames_the_expression_matched(tmp_path):
+    """-r FILE -w OUT EXPR: what tcpdump -r FILE -w OUT EXPR writes, ARP included; the
+    lines show IP packets only."""
+    import subprocess
+    import sys
+
+    from scapy.layers.inet import ICMP, IP, UDP
+    from scapy.layers.l2 import ARP, Ether
+
+    from netmon import pcapng
+    from tests.netns import ROOT
+
+    eth = Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
+    frames = [bytes(f) for f in (eth / ARP(pdst="10.0.0.2"), eth / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(),
+                                 eth / IP(dst="10.0.0.2") / UDP(dport=53), eth / ARP(op=2))]
+    source = tmp_path / "in.pcapng"
+    with pcapng.PcapngWriter(str(source), 65535) as w:
+        w.describe(0, "eth0")
+        w.write([pcapng.enhanced_packet(0, 1_700_000_000_000_000_000 + i, f, len(f), False)
+                 for i, f in enumerate(frames)])
+    out = tmp_path / "out.pcapng"
+    expression = "arp or icmp"
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(source), "-w", str(out),
+                          "--print", expression], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert [f.data for f in savefile.frames(out)] == [frames[0], frames[1], frames[3]]
+    assert [line for line in res.stderr.splitlines() if line.startswith("ICMP")] == [
+        "ICMP 10.0.0.1 -> 10.0.0.2 (42b)"]
+    theirs = tmp_path / "theirs.pcap"
+    subprocess.run(["tcpdump", "-r", str(source), "-w", str(theirs), expression],
+                   capture_output=True, check=True)
+    assert [f.data for f in savefile.frames(theirs)] == [f.data for f in savefile.frames(out)]

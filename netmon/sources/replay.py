@@ -29,6 +29,7 @@ from netmon.kernel import libbpf
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.pipeline import Context, Pipeline, Start
 from netmon.report import Summary
+from netmon.filters import OPTIONS
 from netmon.settings import Settings
 from netmon.sources import savefile
 from netmon.sources.interfaces import Interfaces
@@ -83,6 +84,15 @@ class _Replay:
         self._batch: list[tuple[int, savefile.Frame]] = []
         self._limits = list(RUN_LIMITS)
         self._short = 0  # frames too short to run: malformed
+        # -w with an expression and no filter option: the frames it matches that carry no
+        # IP packet are written too, as live (the kernel sends no event for them; it
+        # counts them, and libpcap, whose verdicts the kernel's equal, picks them here).
+        self._others = None
+        spec = settings.spec
+        if self._snaplen is not None and spec.expression is not None and not any(
+                getattr(spec, name) for name in OPTIONS):
+            from netmon.expression import compiled, libpcap
+            self._others = libpcap.Program(compiled(spec.expression))
         pipeline.reports(self._fill)
 
     def run(self, frames) -> None:
@@ -132,12 +142,21 @@ class _Replay:
         for chunk in self._reader.drain():
             rows += self._decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
         rows.sort(key=events.BY_TIME)
-        fixed, numbers, blocks = [], [], []
+        found = []  # (frame, its row or None: a frame the expression matched, not IP)
         for ts, _, _, key, _, segs in rows:
             frame = batch[bisect.bisect_right(starts, ts) - 1][1]
+            found.append((frame, (key, segs)))
+        if self._others is not None:
+            shown = {frame.number for frame, _ in found}
+            found += [(frame, None) for _, frame in batch if frame.number not in shown
+                      and self._others.matches(frame.data, frame.origlen)]
+            found.sort(key=lambda item: item[0].number)
+        fixed, numbers, blocks = [], [], []
+        for frame, row in found:
             ifindex = self._index(frame.ifname)
-            fixed.append((frame.ts_ns, ifindex, frame.origlen, key,
-                          DIR_OUT if frame.outbound else DIR_IN, segs))
+            fixed.append(None if row is None else (
+                frame.ts_ns, ifindex, frame.origlen, row[0],
+                DIR_OUT if frame.outbound else DIR_IN, row[1]))
             numbers.append(frame.number)
             if self._snaplen is not None:
                 blocks.append(pcapng.enhanced_packet(
