@@ -16,8 +16,12 @@ RULE = "═" * 39
 
 
 def _counts_line(c: dict[str, int]) -> str:
+    # Frames a filter expression matched that carry no IP packet: among "not IP" and
+    # "malformed", written by -w only.
+    other = c.get("expr_not_ip", 0)
+    also = f", {other} of them matched by the expression" if other else ""
     return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
-            f"{c.get('malformed', 0)} malformed), {c.get('matched', 0)} matched, "
+            f"{c.get('malformed', 0)} malformed{also}), {c.get('matched', 0)} matched, "
             f"{c.get('sent', 0)} sent")
 
 

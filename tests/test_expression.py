@@ -228,7 +228,9 @@ def test_an_expression_with_options_flows_and_capture(netns, tmp_path):
     ours_frames = tshark_fields(ours, "frame.len", "frame.protocols")
     theirs_frames = tshark_fields(theirs, "frame.len", "frame.protocols")
     assert ours_frames == theirs_frames and len(ours_frames) == 3
-    assert any("arp" in p for _, p in ours_frames)  # not IP, matched: written
+    assert any("arp" in p for _, p in ours_frames)  # not IP, matched: written, counted
+    assert any("not IP" in line and "of them matched by the expression" in line
+               for line in nm.err)
 
 
 def _udp_frame(n, payload: bytes) -> bytes:
