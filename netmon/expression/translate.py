@@ -113,14 +113,7 @@ class _Body:
         if kind == cbpf.LD:
             self.load_a(insn)
         elif kind == cbpf.LDX:
-            m = cbpf.mode(c)
-            if m == cbpf.IMM:
-                asm.mov32(R9, k)
-            elif m == cbpf.MEM:
-                asm.ldx(4, R9, R10, MEM_AT + 4 * k)
-            elif m == cbpf.LEN:
-                self.wire_len(R9)
-            else:  # MSH: X = 4 * (P[k] & 0xf), the IP header's length
+            if not self.load_plain(R9, cbpf.mode(c), k):  # MSH: X = 4 * (P[k] & 0xf)
                 self.load_const(R9, 1, k)
                 asm.alu32(e.AND, R9, 0xF)
                 asm.alu32(e.LSH, R9, 2)
@@ -146,16 +139,24 @@ class _Body:
                 asm.mov64_reg(R6, R9)
 
     # --- loads into A ---------------------------------------------------------------
+    def load_plain(self, dst: int, m: int, k: int) -> bool:
+        """A or X from a constant, memory or the wire length; False for a packet load."""
+        if m == cbpf.IMM:
+            self.asm.mov32(dst, k)
+        elif m == cbpf.MEM:
+            self.asm.ldx(4, dst, R10, MEM_AT + 4 * k)
+        elif m == cbpf.LEN:
+            self.wire_len(dst)
+        else:
+            return False
+        return True
+
     def load_a(self, insn: Insn) -> None:
         asm, c, k = self.asm, insn.code, insn.k
         m = cbpf.mode(c)
-        if m == cbpf.IMM:
-            asm.mov32(R6, k)
-        elif m == cbpf.MEM:
-            asm.ldx(4, R6, R10, MEM_AT + 4 * k)
-        elif m == cbpf.LEN:
-            self.wire_len(R6)
-        elif m == cbpf.ABS:
+        if self.load_plain(R6, m, k):
+            return
+        if m == cbpf.ABS:
             ext = cbpf.extension(insn)
             if ext is not None:
                 self.extension(ext)
@@ -224,13 +225,7 @@ class _Body:
         asm.mov64_reg(R2, R1)
         asm.alu64(e.ADD, R2, size)
         asm.jump_if_reg(e.JGT, R2, R8, slow)
-        asm.ldx(size, dst, R1, 0)
-        self.big_endian(dst, size)
-        asm.jump(done)
-        asm.label(slow)
-        asm.mov32(R2, off)
-        self.slow_load(dst, size)
-        asm.label(done)
+        self.read_r1(dst, size, slow, done, off)
 
     def load_at_r2(self, dst: int, size: int) -> None:
         """dst = the frame's `size` bytes at the wire offset in r2 (64 bits, from X + k)."""
@@ -289,10 +284,18 @@ class _Body:
         asm.mov64_reg(R3, R1)
         asm.alu64(e.ADD, R3, size)
         asm.jump_if_reg(e.JGT, R3, R8, slow)
+        self.read_r1(dst, size, slow, done)
+
+    def read_r1(self, dst: int, size: int, slow: str, done: str, off: int | None = None) -> None:
+        """The load itself, at r1 (bounds checked), then its slow path: the helper, with
+        the offset in r2 (put there now if it is a constant, ``off``)."""
+        asm = self.asm
         asm.ldx(size, dst, R1, 0)
         self.big_endian(dst, size)
         asm.jump(done)
         asm.label(slow)
+        if off is not None:
+            asm.mov32(R2, off)
         self.slow_load(dst, size)
         asm.label(done)
 
