@@ -10,7 +10,11 @@ and moves what follows it: calls across it, and the BTF function and line record
 after it. The program then loads as one whole, verified with the expression in it.
 
 libbpf 1.1 has no other point between linking and loading (bpf_object__prepare()
-came in 1.6). Registered only while netmon opens and loads its object.
+came in 1.6). The handlers are registered the first time an expression is loaded and
+stay for the process's life, doing nothing while no splice is under way: libbpf before
+1.3 frees its array of handlers when the last one is unregistered but keeps using the
+pointer (fixed upstream by "libbpf: Fix realloc API handling in zero-sized edge
+cases"); the next registration then corrupted the heap (seen here, with 1.1.2).
 """
 
 from __future__ import annotations
@@ -76,8 +80,39 @@ def moved_records(data: bytes, count: int, size: int, stub_at: int, stub_end: in
     return b"".join(out), len(out)
 
 
+_active: "Splicer | None" = None  # the splice under way, if any
+_handlers: list[int] = []  # libbpf's ids of the registered handlers (never unregistered)
+
+
+def _prepare_any(prog, opts, cookie) -> int:
+    return _active._prepare(prog, opts, cookie) if _active is not None else 0
+
+
+def _failed(exc_type, exc, tb) -> int:
+    if _active is not None:
+        _active.error = exc
+    return -errno.EINVAL
+
+
+_callback = ffi.callback("int(struct bpf_program *, struct bpf_prog_load_opts *, long)",
+                         _prepare_any, onerror=_failed)
+_handler_opts = None
+
+
+def _register() -> None:
+    global _handler_opts
+    if _handlers:
+        return
+    _handler_opts = libbpf.new_opts("libbpf_prog_handler_opts", prog_prepare_load_fn=_callback)
+    for sec, prog_type, attach_type in SECTIONS:
+        _handlers.append(libbpf.ensure(
+            libbpf.lib().libbpf_register_prog_handler(sec.encode(), prog_type, attach_type,
+                                                      _handler_opts),
+            f"registering a handler for SEC(\"{sec}\")"))
+
+
 class Splicer:
-    """Registered while an object opens and loads: puts each program's body in."""
+    """While an object opens and loads (``with``): puts each program's body in."""
 
     def __init__(self, bodies: dict[str, bytes]):
         """``bodies``: program name -> the expression's translation for its hook."""
@@ -85,32 +120,16 @@ class Splicer:
         self.btf = None  # the object's BTF, set once it is open
         self.error: BaseException | None = None
         self._keep: list = []  # buffers libbpf reads until the load
-        self._ids: list[int] = []
-        self._callback = ffi.callback(
-            "int(struct bpf_program *, struct bpf_prog_load_opts *, long)",
-            self._prepare, onerror=self._failed)
 
     def __enter__(self) -> "Splicer":
-        lib = libbpf.lib()
-        opts = libbpf.new_opts("libbpf_prog_handler_opts", prog_prepare_load_fn=self._callback)
-        self._keep.append(opts)
-        try:
-            for sec, prog_type, attach_type in SECTIONS:
-                self._ids.append(libbpf.ensure(
-                    lib.libbpf_register_prog_handler(sec.encode(), prog_type, attach_type, opts),
-                    f"registering a handler for SEC(\"{sec}\")"))
-        except BaseException:
-            self.__exit__()
-            raise
+        global _active
+        _register()
+        _active = self
         return self
 
     def __exit__(self, *exc) -> None:
-        while self._ids:
-            libbpf.lib().libbpf_unregister_prog_handler(self._ids.pop())
-
-    def _failed(self, exc_type, exc, tb) -> int:
-        self.error = exc
-        return -errno.EINVAL
+        global _active
+        _active = None
 
     def _prepare(self, prog, opts, cookie) -> int:
         lib = libbpf.lib()
