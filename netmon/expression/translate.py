@@ -73,11 +73,23 @@ def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
     asm.mov64_reg(R8, R3)
     asm.mov32(R6, 0)
     asm.mov32(R9, 0)
-    for i in range(cbpf.MEMWORDS // 2):
-        asm.st(8, R10, MEM_AT + 8 * i, 0)
+    # M[]: the slots the program reads start at 0 (cbpf.check() refused any read before a
+    # write; the verifier wants them written); most programs use none.
+    for slot in sorted({i.k for i in insns if cbpf.mode(i.code) == cbpf.MEM
+                        and cbpf.cls(i.code) in (cbpf.LD, cbpf.LDX)}):
+        asm.st(4, R10, MEM_AT + 4 * slot, 0)
     if target.tagged:
         asm.ldx(1, R1, R4, ARG_TAGGED)
         asm.jump_if(e.JNE, R1, 0, "tagged")
+    # A frame that holds every byte the constant loads read: one bounds check here, none
+    # at each of them (the verifier carries this one to them all).
+    limit = fast_limit(insns)
+    if limit:
+        asm.mov64_reg(R1, R7)
+        asm.alu64(e.ADD, R1, limit)
+        asm.jump_if_reg(e.JGT, R1, R8, "checked")
+        _Body(asm, insns, target, tagged=False, prefix="f", checked_from=limit).emit()
+        asm.label("checked")
     _Body(asm, insns, target, tagged=False, prefix="p").emit()
     if target.tagged:
         asm.label("tagged")
@@ -91,13 +103,26 @@ def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
     return asm.assemble()
 
 
+FAST_MAX = 128  # the most bytes the one up-front check may cover (a load's offset field)
+
+
+def fast_limit(insns: tuple[Insn, ...]) -> int:
+    """The end of the furthest bytes a constant-offset load reads (within FAST_MAX), or 0."""
+    ends = [i.k + cbpf.SIZE_BYTES[cbpf.size(i.code)] for i in insns
+            if (cbpf.cls(i.code), cbpf.mode(i.code)) in ((cbpf.LD, cbpf.ABS), (cbpf.LDX, cbpf.MSH))
+            and cbpf.extension(i) is None]
+    ends = [end for end in ends if end <= FAST_MAX]
+    return max(ends, default=0)
+
+
 class _Body:
-    """One translation of the classic program."""
+    """One translation of the classic program. ``checked_from``: constant loads that end
+    before it need no check of their own (one was made before this translation)."""
 
     def __init__(self, asm: e.Asm, insns: tuple[Insn, ...], target: Target, tagged: bool,
-                 prefix: str):
+                 prefix: str, checked_from: int = 0):
         self.asm, self.insns, self.target, self.tagged = asm, insns, target, tagged
-        self.prefix = prefix
+        self.prefix, self.checked_from = prefix, checked_from
 
     def at(self, pc: int) -> str:
         return f"{self.prefix}{pc}"
@@ -215,6 +240,10 @@ class _Body:
     def load_bytes_const(self, dst: int, size: int, off: int) -> None:
         """dst = `size` bytes at offset `off` of the bytes the hook has, big endian."""
         asm = self.asm
+        if off + size <= self.checked_from:
+            asm.ldx(size, dst, R7, off)
+            self.big_endian(dst, size)
+            return
         slow, done = asm.new_label("slow"), asm.new_label("done")
         if off + size > MAX_DIRECT:
             asm.mov32(R2, off)
