@@ -54,6 +54,8 @@ def test_the_wheel_is_pure_python_with_the_object_inside(installed):
     wheel, _, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
     assert "netmon/_bpf/xdp_monitor.bpf.o" in names
+    # cffi's declarations, written at build time: nothing parses C on the target.
+    assert {"netmon/kernel/_libbpf_ffi.py", "netmon/expression/_pcap_ffi.py"} <= set(names)
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
     assert "Tag: py3-none-any" in zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
@@ -81,3 +83,10 @@ def test_installed_copy_monitors_real_traffic(installed):
             assert nm.wait_exit() == 0
         assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({14 + 20 + 8 + 56}b)"]
         assert n.xdp_prog_id() == 0
+        # A filter expression: libpcap from the system, the translation spliced in.
+        with Netmon(n, "--count", "1", "icmp", "and", "src", "host", n.a_ip,
+                    command=[*hide, str(venv / "bin" / "netmon")]) as nm:
+            nm.wait_ready()
+            ping(n, n.b_ip)
+            assert nm.wait_exit() == 0
+        assert nm.out == [f"ICMP {n.a_ip} -> {n.b_ip} ({14 + 20 + 8 + 56}b)"]
