@@ -934,7 +934,10 @@ int xdp_monitor(struct xdp_md *ctx)
 	int found;
 
 	if (cfg.expr) {
-		args.wire_len = xdp_frame_len(ctx);
+		/* A helper call on kernels with multi-buffer XDP: only for an expression that
+		 * reads the length (`len`, `greater`, `less`). */
+		if (cfg.expr & NM_EXPR_LEN)
+			args.wire_len = xdp_frame_len(ctx);
 		args.ifindex = ctx->ingress_ifindex;
 	}
 	found = inspect(ctx, &c, &ev, cnt, &l2len, -1, &args);

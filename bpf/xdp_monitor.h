@@ -74,6 +74,10 @@ struct nm_prefix {
 	__u8  _pad[3];
 };
 
+/* nm_config.expr */
+#define NM_EXPR_ON  0x01           /* nm_expr() holds an expression: call it */
+#define NM_EXPR_LEN 0x02           /* it reads the wire length (XDP asks a helper for it) */
+
 /* The values one filter option may be given (a packet must match one of them). */
 #define NM_ALT 8
 
@@ -100,7 +104,7 @@ struct nm_config {
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
 	__u8  quiet;               /* --quiet: count only (the counters, --metrics), send nothing */
-	__u8  expr;                /* a filter expression is spliced into nm_expr() */
+	__u8  expr;                /* NM_EXPR_*: a filter expression is spliced into nm_expr() */
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 	/*
 	 * The pid of the netmon that loaded the program; never read by the program. A

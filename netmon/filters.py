@@ -13,8 +13,8 @@ from typing import Union
 
 from netmon import protocols
 from netmon.events import Event
-from netmon.kernel.abi import (ALT, CONFIG, M_DADDR, M_DPORT, M_HOST, M_PORT, M_PROTO,
-                               M_SADDR, M_SPORT, M_VLAN)
+from netmon.kernel.abi import (ALT, CONFIG, EXPR_LEN, EXPR_ON, M_DADDR, M_DPORT, M_HOST,
+                               M_PORT, M_PROTO, M_SADDR, M_SPORT, M_VLAN)
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 CONFIG_FORMAT = CONFIG  # struct nm_config (kernel/abi.py), which kernel_config() alone writes
@@ -130,7 +130,8 @@ class FilterSpec:
                                    self.port, self.vlan, self.protocol)]
         return CONFIG_FORMAT.pack(
             *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts,
-            snaplen, cap_events, flows, quiet, self.expression is not None, epoch_ns, owner,
+            snaplen, cap_events, flows, quiet, _expression_flags(self.expression), epoch_ns,
+            owner,
         )
 
     # -- the Python side -------------------------------------------------
@@ -175,6 +176,15 @@ class FilterSpec:
 OPTIONS = {"protocol": "--protocol", "src": "--src-ip", "dst": "--dst-ip",
            "sport": "--src-port", "dport": "--dst-port", "host": "--host", "port": "--port",
            "vlan": "--vlan"}
+
+
+def _expression_flags(text: str | None) -> int:
+    """nm_config.expr: NM_EXPR_ON, and NM_EXPR_LEN if it reads the wire length."""
+    if text is None:
+        return 0
+    from netmon import expression
+
+    return EXPR_ON | (EXPR_LEN if expression.reads_the_length(text) else 0)
 
 
 def _padded(values: tuple, empty) -> list:

@@ -120,6 +120,15 @@ def test_kernel_config_layout():
                      | filters.M_PORT | filters.M_VLAN)
 
 
+def test_an_expression_that_reads_the_length_says_so():
+    """XDP asks a helper for the length only when the expression reads it."""
+    expr_at = -3  # nm_config.expr: then epoch_ns, owner
+    assert filters.CONFIG_FORMAT.unpack(spec(expression="tcp").kernel_config())[expr_at] == 1
+    for text in ("greater 100", "len < 64", "tcp and less 1000"):
+        assert filters.CONFIG_FORMAT.unpack(spec(expression=text).kernel_config())[expr_at] == 3
+    assert filters.CONFIG_FORMAT.unpack(spec().kernel_config())[expr_at] == 0
+
+
 def test_repeated_values_mean_or():
     s = spec(port=(53, 80), protocol=(6, 17), host=(net("10.0.0.0/8"), net("fd00::/8")))
     assert s.describe() == [("Protocol", "tcp or udp"),

@@ -29,6 +29,14 @@ def reads_the_interface(text: str) -> bool:
     return any(cbpf.extension(i) is not None for i in compiled(text))
 
 
+def reads_the_length(text: str) -> bool:
+    """Whether it reads the wire length (`len`, `greater`, `less`)."""
+    from netmon.expression import cbpf
+
+    return any(cbpf.mode(i.code) == cbpf.LEN and cbpf.cls(i.code) in (cbpf.LD, cbpf.LDX)
+               for i in compiled(text))
+
+
 def body(text: str, hook: str) -> bytes:
     """The expression translated for a hook ("xdp", "tc_in", "tc_out")."""
     from netmon.expression import ebpf, translate

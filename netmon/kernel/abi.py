@@ -38,6 +38,9 @@ PREFIX = struct.Struct("=16s16sB3x")
 CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8B6xIBBBBQI4x")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
+# nm_config.expr
+EXPR_ON, EXPR_LEN = 0x01, 0x02
+
 # struct nm_expr_args: wire_len, ifindex, tag, dir, tagged (translate.py's ARG_* offsets)
 EXPR_ARGS = struct.Struct("=IIIBB2x")
 
