@@ -152,6 +152,10 @@ Row = tuple  # an Event's fields, in Event's order, as a plain tuple
 BY_TIME = operator.itemgetter(0)  # sort key: a row's (or Event's) kernel time stamp
 
 
+# Decoder.row_at()'s answer for a record of family 0: a frame with no IP packet.
+NOT_IP = object()
+
+
 class Decoder:
     """Decodes batches of records into rows: Events' fields as plain tuples.
 
@@ -191,15 +195,17 @@ class Decoder:
         return out
 
     def row_at(self, buf: bytes, offset: int) -> Row | None:
-        """One row from the nm_event at ``offset`` (None: of an unknown family, counted)."""
+        """One row from the nm_event at ``offset``: None for one of an unknown family,
+        NOT_IP for a frame a filter expression matched that carries no IP packet (both
+        counted)."""
         row = self._format(0, 0).unpack_from(buf, offset)
         family = row[3][_FAMILY_OFFSET]
         if family in _KNOWN_FAMILIES:
             return row
         if family == 0:
             self.not_ip += 1
-        else:
-            self.undecodable += 1
+            return NOT_IP
+        self.undecodable += 1
         return None
 
     def decode(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Event]:

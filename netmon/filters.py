@@ -87,6 +87,11 @@ class FilterSpec:
                     f"not {protocols.name(without[0]).lower()}"
                 )
 
+    @property
+    def has_options(self) -> bool:
+        """Whether any filter option is given (the kernel's nm_config.match is not 0)."""
+        return any(getattr(self, name) for name in OPTIONS)
+
     def impossible(self) -> str | None:
         """Why no packet can match, where the options say so (the CLI refuses such a
         spec); None if some packet can. A packet is of one family, so address options

@@ -428,3 +428,18 @@ def test_reading_with_w_writes_the_frames_the_expression_matched(tmp_path):
     subprocess.run(["tcpdump", "-r", str(source), "-w", str(theirs), expression],
                    capture_output=True, check=True)
     assert [f.data for f in savefile.frames(theirs)] == [f.data for f in savefile.frames(out)]
+
+
+def test_a_translation_past_what_a_jump_reaches_is_one_line(monkeypatch):
+    """eBPF jumps reach 32,767 instructions; a longer translation is refused, not a
+    traceback. (An expression that long takes libpcap minutes to compile: the classic
+    program stands in for it: a jump over a thousand loads.)"""
+    from netmon import expression
+    from netmon.expression.libpcap import Insn
+
+    ldh_ind, ja, ret = 0x48, 0x05, 0x06  # ldh [x + k], ja k, ret #k
+    insns = (Insn(ja, 0, 0, 1000),) + (Insn(ldh_ind, 0, 0, 14),) * 1000 + (Insn(ret, 0, 0, 1),)
+    monkeypatch.setattr(expression, "compiled", lambda text: insns)
+    with pytest.raises(ExpressionInvalid) as exc:
+        expression.body("a thousand loads", "tc_in")
+    assert "too long" in str(exc.value) and "\n" not in str(exc.value)

@@ -39,6 +39,7 @@ def reads_the_length(text: str) -> bool:
 
 def body(text: str, hook: str) -> bytes:
     """The expression translated for a hook ("xdp", "tc_in", "tc_out")."""
+    from netmon.errors import ExpressionInvalid
     from netmon.expression import ebpf, translate
     from netmon.kernel.hooks import FRAGS_KERNEL
 
@@ -46,4 +47,9 @@ def body(text: str, hook: str) -> bytes:
         target = translate.XDP_FRAGS if system.kernel_version() >= FRAGS_KERNEL else translate.XDP
     else:
         target = translate.TC
-    return ebpf.encode(translate.translate(compiled(text), target))
+    try:
+        return ebpf.encode(translate.translate(compiled(text), target))
+    except ebpf.TooFar as exc:
+        raise ExpressionInvalid(f"netmon cannot run this expression in the kernel: it is "
+                                f"too long ({exc}, past what a BPF jump reaches): "
+                                f"{text!r}") from None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from netmon.events import EVENT_SIZE, Decoder, Row
+from netmon.events import EVENT_SIZE, NOT_IP, Decoder, Row
 from netmon.kernel.abi import CAP_BLOCK, CAP_TAIL
 from netmon.sources.reader import HEADER, PERF_RECORD_SAMPLE, SAMPLE_HEAD, Span, samples
 
@@ -132,9 +132,11 @@ class Records:
         chunk = span.tobytes()
         rows, epbs = [], []
         for pos, epb in self.walk(ring, chunk):
-            not_ip = self._decoder.not_ip
             row = self._decoder.row_at(chunk, pos + SAMPLE_HEAD)
-            if row is not None or self._decoder.not_ip != not_ip:
+            if row is NOT_IP:
+                rows.append(None)
+                epbs.append(epb)
+            elif row is not None:
                 rows.append(row)
                 epbs.append(epb)
         return rows, epbs

@@ -29,7 +29,6 @@ from netmon.kernel import libbpf
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.pipeline import Context, Pipeline, Start
 from netmon.report import Summary
-from netmon.filters import OPTIONS
 from netmon.settings import Settings
 from netmon.sources import savefile
 from netmon.sources.interfaces import Interfaces
@@ -89,8 +88,8 @@ class _Replay:
         # counts them, and libpcap, whose verdicts the kernel's equal, picks them here).
         self._others = None
         spec = settings.spec
-        if self._snaplen is not None and spec.expression is not None and not any(
-                getattr(spec, name) for name in OPTIONS):
+        if self._snaplen is not None and spec.expression is not None \
+                and not spec.has_options:
             from netmon.expression import compiled, libpcap
             self._others = libpcap.Program(compiled(spec.expression))
         pipeline.reports(self._fill)
