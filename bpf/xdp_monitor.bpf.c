@@ -802,18 +802,18 @@ failed:
 }
 
 /*
- * The filter expression's place (issue 18). netmon replaces this function's
- * body with the expression, translated from libpcap's classic BPF
- * (netmon/expression/translate.py), as libbpf loads the program
- * (netmon/kernel/splice.py); it is called only when cfg.expr says so. As
+ * The filter expression's place (issue 18). As libbpf loads the program, netmon
+ * puts the expression, translated from libpcap's classic BPF
+ * (netmon/expression/translate.py), in place of the call to this function, which it
+ * then drops (netmon/kernel/splice.py); it is called only when cfg.expr says so. As
  * compiled it matches every frame. Returns 1 for a match, 0 for none.
  */
-static __noinline int nm_expr(void *ctx, void *data, void *data_end, struct nm_expr_args *args)
+static __noinline int nm_expr(void *ctx, void *data, void *data_end, struct nm_expr_frame *frame)
 {
 	volatile int match = 1;  /* volatile: the compiler must not fold the call away */
 
 	/* Every argument kept: the compiler drops a static function's unused ones. */
-	asm volatile("" : : "r"(ctx), "r"(data), "r"(data_end), "r"(args));
+	asm volatile("" : : "r"(ctx), "r"(data), "r"(data_end), "r"(frame));
 	return match;
 }
 
@@ -839,14 +839,14 @@ static __always_inline int not_ip(struct nm_counters *cnt, enum nm_counter why)
  */
 static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event *ev,
 				   struct nm_counters *cnt, __u32 *l2len, int tag,
-				   struct nm_expr_args *args)
+				   struct nm_expr_frame *frame)
 {
 	void *start = c->pos;
 	__u32 l2;
 	int proto;
 
 	count(cnt, NM_CNT_SEEN);
-	if (cfg.expr && !nm_expr(ctx, c->pos, c->end, args))
+	if (cfg.expr && !nm_expr(ctx, c->pos, c->end, frame))
 		return NM_NONE;
 
 	proto = parse_ethhdr(c, &ev->vlan, tag);
@@ -929,18 +929,20 @@ int xdp_monitor(struct xdp_md *ctx)
 	__u32 slot = slot_of(ctx->ingress_ifindex);
 	struct nm_counters *cnt = counters_at(slot, NM_DIR_IN);
 	struct nm_event ev = {};
-	struct nm_expr_args args = {};
+	struct nm_expr_frame expr;  /* its args written here; the rest is the expression's */
 	__u32 l2len;
 	int found;
 
 	if (cfg.expr) {
-		/* A helper call on kernels with multi-buffer XDP: only for an expression that
-		 * reads the length (`len`, `greater`, `less`). */
+		/* Only what the expression reads: the length is a helper call on kernels
+		 * with multi-buffer XDP (`len`, `greater`, `less`). */
+		expr.args = (struct nm_expr_args){};
 		if (cfg.expr & NM_EXPR_LEN)
-			args.wire_len = xdp_frame_len(ctx);
-		args.ifindex = ctx->ingress_ifindex;
+			expr.args.wire_len = xdp_frame_len(ctx);
+		if (cfg.expr & NM_EXPR_IF)
+			expr.args.ifindex = ctx->ingress_ifindex;
 	}
-	found = inspect(ctx, &c, &ev, cnt, &l2len, -1, &args);
+	found = inspect(ctx, &c, &ev, cnt, &l2len, -1, &expr);
 	if (found == NM_NONE)
 		return XDP_PASS;
 	ev.ifindex = ctx->ingress_ifindex;
@@ -967,7 +969,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	__u32 slot = slot_of(skb->ifindex);
 	struct nm_counters *cnt = counters_at(slot, dir);
 	struct nm_event ev = {};
-	struct nm_expr_args args = {};
+	struct nm_expr_frame expr;  /* its args written here; the rest is the expression's */
 	struct cursor c;
 	__u64 wire;
 	__u32 l2len;
@@ -983,15 +985,23 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.end = (void *)(long)skb->data_end;
 
 	if (cfg.expr) {
-		args.wire_len = skb->len + (meta_tag(skb) >= 0 ? VLAN_TAG_LEN : 0);
-		args.ifindex = skb->ifindex;
-		args.dir = dir;
-		if (meta_tag(skb) >= 0) {
-			args.tagged = 1;
-			args.tag = (__u32)bpf_ntohs(skb->vlan_proto) << 16 | meta_tag(skb);
+		/* Every expression reads the tag (its offsets move with it); the rest only
+		 * those that ask (the skb's interface is two loads away). */
+		int tag = meta_tag(skb);
+
+		expr.args = (struct nm_expr_args){};
+		if (tag >= 0) {
+			expr.args.tagged = 1;
+			expr.args.tag = (__u32)bpf_ntohs(skb->vlan_proto) << 16 | tag;
+		}
+		if (cfg.expr & NM_EXPR_LEN)
+			expr.args.wire_len = skb->len + (tag >= 0 ? VLAN_TAG_LEN : 0);
+		if (cfg.expr & NM_EXPR_IF) {
+			expr.args.ifindex = skb->ifindex;
+			expr.args.dir = dir;
 		}
 	}
-	found = inspect(skb, &c, &ev, cnt, &l2len, meta_tag(skb), &args);
+	found = inspect(skb, &c, &ev, cnt, &l2len, meta_tag(skb), &expr);
 	if (found == NM_NONE)
 		return NM_TC_NEXT;
 	taglen = meta_tag(skb) >= 0 ? VLAN_TAG_LEN : 0;

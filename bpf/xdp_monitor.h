@@ -35,6 +35,23 @@ struct nm_expr_args {
 	__u8  _pad[2];
 };
 
+/*
+ * Where the expression runs. netmon puts its translation in place of the call to
+ * nm_expr() (netmon/kernel/splice.py): a BPF-to-BPF call and return cost more than a
+ * short expression itself (a return goes through a thunk on CPUs with return
+ * mitigations). It then runs in its caller's frame, and keeps here what a function
+ * keeps in its own (translate.py's *_AT offsets). Only ``args`` is written before.
+ */
+struct nm_expr_frame {
+	struct nm_expr_args args;
+	__u64 saved[4];            /* the caller's r6-r9, given back at the end */
+	__u64 ctx;                 /* the hook's context, for the helpers that copy bytes */
+	__u32 mem[16];             /* classic BPF's scratch memory, M[] */
+	__u64 scratch;             /* the helpers' buffer */
+	__u64 value;               /* a value built byte by byte (a load across a tag) */
+	__u64 offset;              /* and the offset it is read from */
+};
+
 /* One record per matching IP packet, sent through the perf event array. */
 struct nm_event {
 	__u64 ts_ns;               /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -77,6 +94,7 @@ struct nm_prefix {
 /* nm_config.expr */
 #define NM_EXPR_ON  0x01           /* nm_expr() holds an expression: call it */
 #define NM_EXPR_LEN 0x02           /* it reads the wire length (XDP asks a helper for it) */
+#define NM_EXPR_IF  0x04           /* it reads the interface or direction (`ifindex`, `inbound`) */
 
 /* The values one filter option may be given (a packet must match one of them). */
 #define NM_ALT 8

@@ -13,7 +13,7 @@ from typing import Union
 
 from netmon import protocols
 from netmon.events import Event
-from netmon.kernel.abi import (ALT, CONFIG, EXPR_LEN, EXPR_ON, M_DADDR, M_DPORT, M_HOST,
+from netmon.kernel.abi import (ALT, CONFIG, EXPR_IF, EXPR_LEN, EXPR_ON, M_DADDR, M_DPORT, M_HOST,
                                M_PORT, M_PROTO, M_SADDR, M_SPORT, M_VLAN)
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -184,12 +184,14 @@ OPTIONS = {"protocol": "--protocol", "src": "--src-ip", "dst": "--dst-ip",
 
 
 def _expression_flags(text: str | None) -> int:
-    """nm_config.expr: NM_EXPR_ON, and NM_EXPR_LEN if it reads the wire length."""
+    """nm_config.expr: NM_EXPR_ON, NM_EXPR_LEN if it reads the wire length, NM_EXPR_IF
+    if the interface or direction: the hooks fill in only what it reads."""
     if text is None:
         return 0
     from netmon import expression
 
-    return EXPR_ON | (EXPR_LEN if expression.reads_the_length(text) else 0)
+    return (EXPR_ON | (EXPR_LEN if expression.reads_the_length(text) else 0)
+            | (EXPR_IF if expression.reads_the_interface(text) else 0))
 
 
 def _padded(values: tuple, empty) -> list:

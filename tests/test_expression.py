@@ -22,7 +22,7 @@ from netmon.expression import translate as t
 from netmon.sources import savefile
 import json
 
-from tests.exprprog import ExprProgram
+from tests.exprprog import FRAME_AT, ExprProgram
 from tests.netns import Netmon, send
 from tests.test_dissection import frames as drawn_frames
 
@@ -105,7 +105,7 @@ def verdicts(expression: str, hook: str, frames: list[bytes],
     insns = compiled(expression)
     oracle = libpcap.Program(insns)
     got, want = [], []
-    with ExprProgram(t.translate(insns, HOOKS[hook]), hook) as prog:
+    with ExprProgram(insns, HOOKS[hook], hook) as prog:
         for frame in frames:
             verdict = prog.matches(frame)
             if verdict is not None:
@@ -441,5 +441,41 @@ def test_a_translation_past_what_a_jump_reaches_is_one_line(monkeypatch):
     insns = (Insn(ja, 0, 0, 1000),) + (Insn(ldh_ind, 0, 0, 14),) * 1000 + (Insn(ret, 0, 0, 1),)
     monkeypatch.setattr(expression, "compiled", lambda text: insns)
     with pytest.raises(ExpressionInvalid) as exc:
-        expression.body("a thousand loads", "tc_in")
+        expression.body("a thousand loads", "tc_in", FRAME_AT)
+    assert "too long" in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.kernel
+def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(monkeypatch):
+    """The translation goes in place of a call: the program's own jumps across that
+    call grow by its length. One that fits in itself but takes such a jump past its
+    reach is refused in one line too, not a traceback."""
+    from netmon import expression
+    from netmon.expression.libpcap import Insn
+    from netmon.filters import FilterSpec
+    from netmon.kernel.loader import MonitorProgram
+
+    ldh_ind, ld_imm, ret = 0x48, 0x00, 0x06  # ldh [x + k], ld #k, ret #k
+    program = ()
+    monkeypatch.setattr(expression, "compiled", lambda _: program)
+
+    def fits(n: int) -> bool:
+        """Whether a load, n immediates, then ret translate within a jump's reach (the
+        load's jump to the reject at the end spans them all)."""
+        nonlocal program
+        program = (Insn(ldh_ind, 0, 0, 14),) + (Insn(ld_imm, 0, 0, 7),) * n + (Insn(ret, 0, 0, 1),)
+        try:
+            expression.body("immediates", "xdp", FRAME_AT)
+            return True
+        except ExpressionInvalid:
+            return False
+
+    low, high = 0, 40000  # fits(low), not fits(high)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    assert fits(low)  # the longest that fits in itself
+    with pytest.raises(ExpressionInvalid) as exc:
+        MonitorProgram(FilterSpec(expression="immediates").kernel_config(), hooks=("xdp",),
+                       expression="immediates")
     assert "too long" in str(exc.value) and "\n" not in str(exc.value)

@@ -2,7 +2,7 @@
 netmon translates into eBPF and runs inside its own programs, at every hook.
 
     compiled(text)  the classic program, checked; ExpressionInvalid in one line if not
-    body(text, hook)  its translation for a hook, as bytes to splice into nm_expr()
+    body(text, hook, frame)  its translation for a hook, to put where nm_expr() is called
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ def reads_the_length(text: str) -> bool:
                for i in compiled(text))
 
 
-def body(text: str, hook: str) -> bytes:
-    """The expression translated for a hook ("xdp", "tc_in", "tc_out")."""
-    from netmon.errors import ExpressionInvalid
+def body(text: str, hook: str, frame: int) -> bytes:
+    """The expression translated for a hook ("xdp", "tc_in", "tc_out"), to put in place
+    of a call whose caller keeps its struct nm_expr_frame at r10 + frame."""
     from netmon.expression import ebpf, translate
     from netmon.kernel.hooks import FRAGS_KERNEL
 
@@ -48,8 +48,15 @@ def body(text: str, hook: str) -> bytes:
     else:
         target = translate.TC
     try:
-        return ebpf.encode(translate.translate(compiled(text), target))
+        return ebpf.encode(translate.translate(compiled(text), target, frame))
     except ebpf.TooFar as exc:
-        raise ExpressionInvalid(f"netmon cannot run this expression in the kernel: it is "
-                                f"too long ({exc}, past what a BPF jump reaches): "
-                                f"{text!r}") from None
+        raise too_long(text, exc) from None
+
+
+def too_long(text: str, exc: Exception) -> Exception:
+    """The one-line error for a translation past what a BPF jump reaches, in itself or
+    in the program it goes into."""
+    from netmon.errors import ExpressionInvalid
+
+    return ExpressionInvalid(f"netmon cannot run this expression in the kernel: it is "
+                             f"too long ({exc}, past what a BPF jump reaches): {text!r}")

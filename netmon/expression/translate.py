@@ -1,19 +1,22 @@
-"""Classic BPF (libpcap's output) translated into eBPF: the body of the BPF function
-``nm_expr()`` in bpf/xdp_monitor.bpf.c, which netmon splices into its programs.
+"""Classic BPF (libpcap's output) translated into eBPF: what netmon puts in place of
+the call to ``nm_expr()`` in bpf/xdp_monitor.bpf.c (netmon/kernel/splice.py).
 
-The function is called as ``nm_expr(ctx, data, data_end, args)``: the hook's context,
-the frame's first byte and the end of what direct access reaches, and a
-``struct nm_expr_args`` (wire length, interface, direction, VLAN tag in metadata). It
-returns 1 when the frame matches, 0 when not. Semantics are libpcap's
-(bpf_filter.c): a load past the frame's end rejects, as does a division by zero; A
-and X are unsigned 32-bit; every compare is unsigned.
+It runs inline, in its caller's frame: a BPF-to-BPF call and return cost more than a
+short expression (measured, README). It starts where the call was, with the call's
+arguments in place: r1 the hook's context, r2 the frame's first byte, r3 the end of
+what direct access reaches, r4 a ``struct nm_expr_frame`` on the caller's stack, at a
+constant offset from r10 (``frame``: the splice reads it off the call site). It leaves
+r0 1 when the frame matches, 0 when not, and r6-r9 as it found them (it keeps them in
+the frame's room meanwhile); r1-r5 it clobbers, as a call would. Semantics are
+libpcap's (bpf_filter.c): a load past the frame's end rejects, as does a division by
+zero; A and X are unsigned 32-bit; every compare is unsigned.
 
 Registers: A in r6, X in r9, data in r7, data_end in r8 (callee-saved, so they survive
-the helper calls that read bytes direct access cannot reach); ctx and args on the
-stack; M[] on the stack.
+the helper calls that read bytes direct access cannot reach); ctx, M[] and the
+helper's buffer in the frame's room.
 
 At tc the kernel may have taken the frame's outer VLAN tag into the skb's metadata
-(args->tagged): the frame's bytes then lack the 4 bytes after the MAC addresses. The
+(args.tagged): the frame's bytes then lack the 4 bytes after the MAC addresses. The
 expression is translated twice, for the frame as it is and for that case, where each
 load maps the wire offset onto the bytes (the tag itself comes from args), so an
 expression sees the frame as it was on the wire at every hook.
@@ -28,16 +31,19 @@ from netmon.expression import ebpf as e
 from netmon.expression.ebpf import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 from netmon.expression.libpcap import Insn
 
-# struct nm_expr_args (bpf/xdp_monitor.h): offsets of its fields.
+# struct nm_expr_frame (bpf/xdp_monitor.h): offsets from its start. First its args
+# (the caller's), then the room: the caller's r6-r9, ctx, M[0..15], the helpers'
+# buffer, a value built byte by byte and its offset (loads across a tag in metadata).
 ARG_WIRE_LEN, ARG_IFINDEX, ARG_TAG, ARG_DIR, ARG_TAGGED = 0, 4, 8, 12, 13
 NM_DIR_OUT = 1
-# The stack frame: ctx, args, M[0..15], the helper's buffer, a value built byte by byte
-# and its offset (loads that read some of a tag kept in metadata).
-CTX_AT, ARGS_AT = -8, -16
-MEM_AT = -16 - 4 * cbpf.MEMWORDS
-SCRATCH_AT = MEM_AT - 8
-VALUE_AT = SCRATCH_AT - 8
-OFFSET_AT = VALUE_AT - 8
+SAVED_AT = 16
+CTX_AT = SAVED_AT + 8 * 4
+MEM_AT = CTX_AT + 8
+SCRATCH_AT = MEM_AT + 4 * cbpf.MEMWORDS
+VALUE_AT = SCRATCH_AT + 8
+OFFSET_AT = VALUE_AT + 8
+FRAME_SIZE = OFFSET_AT + 8
+CALLEE_SAVED = (R6, R7, R8, R9)
 MAX_DIRECT = 0xFFFF  # the verifier's MAX_PACKET_OFF: direct access reaches no further
 ETH_ADDRS = 12  # a tag sits after the MAC addresses
 TAG_LEN = 4
@@ -63,12 +69,16 @@ XDP_FRAGS = Target(load_bytes=BPF_FUNC_XDP_LOAD_BYTES, tagged=False)  # >= 5.18
 TC = Target(load_bytes=BPF_FUNC_SKB_LOAD_BYTES, tagged=True)
 
 
-def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
-    """The function's body, ready to splice (cbpf.check() must have passed)."""
+def translate(insns: tuple[Insn, ...], target: Target, frame: int) -> list[e.Insn]:
+    """The translation, to put in place of the call (cbpf.check() must have passed);
+    ``frame``: where the caller's struct nm_expr_frame is, from r10."""
+    if frame % 8 or frame > -FRAME_SIZE:
+        raise ValueError(f"no struct nm_expr_frame at r10{frame:+}: not 8-aligned, or "
+                         f"not below r10")
     asm = e.Asm()
-    reject, accept = "reject", "accept"
-    asm.stx(8, R10, CTX_AT, R1)
-    asm.stx(8, R10, ARGS_AT, R4)
+    for i, reg in enumerate(CALLEE_SAVED):
+        asm.stx(8, R10, frame + SAVED_AT + 8 * i, reg)
+    asm.stx(8, R10, frame + CTX_AT, R1)
     asm.mov64_reg(R7, R2)
     asm.mov64_reg(R8, R3)
     asm.mov32(R6, 0)
@@ -77,9 +87,9 @@ def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
     # write; the verifier wants them written); most programs use none.
     for slot in sorted({i.k for i in insns if cbpf.mode(i.code) == cbpf.MEM
                         and cbpf.cls(i.code) in (cbpf.LD, cbpf.LDX)}):
-        asm.st(4, R10, MEM_AT + 4 * slot, 0)
+        asm.st(4, R10, frame + MEM_AT + 4 * slot, 0)
     if target.tagged:
-        asm.ldx(1, R1, R4, ARG_TAGGED)
+        asm.ldx(1, R1, R10, frame + ARG_TAGGED)
         asm.jump_if(e.JNE, R1, 0, "tagged")
     # A frame that holds every byte the constant loads read: one bounds check here, none
     # at each of them (the verifier carries this one to them all).
@@ -88,18 +98,20 @@ def translate(insns: tuple[Insn, ...], target: Target) -> list[e.Insn]:
         asm.mov64_reg(R1, R7)
         asm.alu64(e.ADD, R1, limit)
         asm.jump_if_reg(e.JGT, R1, R8, "checked")
-        _Body(asm, insns, target, tagged=False, prefix="f", checked_from=limit).emit()
+        _Body(asm, insns, target, frame, tagged=False, prefix="f", checked_from=limit).emit()
         asm.label("checked")
-    _Body(asm, insns, target, tagged=False, prefix="p").emit()
+    _Body(asm, insns, target, frame, tagged=False, prefix="p").emit()
     if target.tagged:
         asm.label("tagged")
-        _Body(asm, insns, target, tagged=True, prefix="t").emit()
-    asm.label(reject)
+        _Body(asm, insns, target, frame, tagged=True, prefix="t").emit()
+    asm.label("reject")
     asm.mov32(R0, 0)
-    asm.exit()
-    asm.label(accept)
+    asm.jump("done")
+    asm.label("accept")
     asm.mov32(R0, 1)
-    asm.exit()
+    asm.label("done")  # the caller's registers back, and on with the caller
+    for i, reg in enumerate(CALLEE_SAVED):
+        asm.ldx(8, reg, R10, frame + SAVED_AT + 8 * i)
     return asm.assemble()
 
 
@@ -119,10 +131,10 @@ class _Body:
     """One translation of the classic program. ``checked_from``: constant loads that end
     before it need no check of their own (one was made before this translation)."""
 
-    def __init__(self, asm: e.Asm, insns: tuple[Insn, ...], target: Target, tagged: bool,
-                 prefix: str, checked_from: int = 0):
+    def __init__(self, asm: e.Asm, insns: tuple[Insn, ...], target: Target, frame: int,
+                 tagged: bool, prefix: str, checked_from: int = 0):
         self.asm, self.insns, self.target, self.tagged = asm, insns, target, tagged
-        self.prefix, self.checked_from = prefix, checked_from
+        self.frame, self.prefix, self.checked_from = frame, prefix, checked_from
 
     def at(self, pc: int) -> str:
         return f"{self.prefix}{pc}"
@@ -143,9 +155,9 @@ class _Body:
                 asm.alu32(e.AND, R9, 0xF)
                 asm.alu32(e.LSH, R9, 2)
         elif kind == cbpf.ST:
-            asm.stx(4, R10, MEM_AT + 4 * k, R6)
+            asm.stx(4, R10, self.frame + MEM_AT + 4 * k, R6)
         elif kind == cbpf.STX:
-            asm.stx(4, R10, MEM_AT + 4 * k, R9)
+            asm.stx(4, R10, self.frame + MEM_AT + 4 * k, R9)
         elif kind == cbpf.ALU:
             self.alu(insn)
         elif kind == cbpf.JMP:
@@ -169,7 +181,7 @@ class _Body:
         if m == cbpf.IMM:
             self.asm.mov32(dst, k)
         elif m == cbpf.MEM:
-            self.asm.ldx(4, dst, R10, MEM_AT + 4 * k)
+            self.asm.ldx(4, dst, R10, self.frame + MEM_AT + 4 * k)
         elif m == cbpf.LEN:
             self.wire_len(dst)
         else:
@@ -194,16 +206,14 @@ class _Body:
             self.load_at_r2(R6, cbpf.SIZE_BYTES[cbpf.size(c)])
 
     def wire_len(self, dst: int) -> None:
-        self.asm.ldx(8, R1, R10, ARGS_AT)
-        self.asm.ldx(4, dst, R1, ARG_WIRE_LEN)
+        self.asm.ldx(4, dst, R10, self.frame + ARG_WIRE_LEN)
 
     def extension(self, ext: int) -> None:
         asm = self.asm
-        asm.ldx(8, R1, R10, ARGS_AT)
         if ext == cbpf.SKF_AD_IFINDEX:
-            asm.ldx(4, R6, R1, ARG_IFINDEX)
+            asm.ldx(4, R6, R10, self.frame + ARG_IFINDEX)
         else:  # SKF_AD_PKTTYPE: PACKET_OUTGOING for what the interface sends, else HOST (0)
-            asm.ldx(1, R6, R1, ARG_DIR)
+            asm.ldx(1, R6, R10, self.frame + ARG_DIR)
             asm.alu32(e.MUL, R6, cbpf.PACKET_OUTGOING // NM_DIR_OUT)
 
     def load_const(self, dst: int, size: int, k: int) -> None:
@@ -215,7 +225,7 @@ class _Body:
         else:  # the load reads some of the tag: byte by byte
             asm = self.asm
             asm.mov32(R0, 0)
-            asm.stx(4, R10, VALUE_AT, R0)
+            asm.stx(4, R10, self.frame + VALUE_AT, R0)
             for i in range(k, k + size):
                 if i < ETH_ADDRS:
                     self.load_bytes_const(R3, 1, i)
@@ -223,17 +233,16 @@ class _Body:
                     self.tag_byte(R3, i)
                 else:
                     self.load_bytes_const(R3, 1, i - TAG_LEN)
-                asm.ldx(4, R0, R10, VALUE_AT)
+                asm.ldx(4, R0, R10, self.frame + VALUE_AT)
                 asm.alu32(e.LSH, R0, 8)
                 asm.alu32_reg(e.OR, R0, R3)
-                asm.stx(4, R10, VALUE_AT, R0)
-            asm.ldx(4, dst, R10, VALUE_AT)
+                asm.stx(4, R10, self.frame + VALUE_AT, R0)
+            asm.ldx(4, dst, R10, self.frame + VALUE_AT)
 
     def tag_byte(self, dst: int, i: int) -> None:
         """Byte i (12..15) of the wire frame: the metadata tag's TPID and TCI."""
         asm = self.asm
-        asm.ldx(8, R1, R10, ARGS_AT)
-        asm.ldx(4, dst, R1, ARG_TAG)
+        asm.ldx(4, dst, R10, self.frame + ARG_TAG)
         asm.alu32(e.RSH, dst, 8 * (ETH_ADDRS + TAG_LEN - 1 - i))
         asm.alu32(e.AND, dst, 0xFF)
 
@@ -266,13 +275,13 @@ class _Body:
         asm.jump_if(e.JGE, R2, ETH_ADDRS + TAG_LEN, high)
         asm.jump_if(e.JLE, R2, ETH_ADDRS - size, low)
         # Some of the tag: byte by byte, each from the bytes or the tag.
-        asm.stx(8, R10, OFFSET_AT, R2)
+        asm.stx(8, R10, self.frame + OFFSET_AT, R2)
         asm.mov32(R0, 0)
-        asm.stx(4, R10, VALUE_AT, R0)
+        asm.stx(4, R10, self.frame + VALUE_AT, R0)
         for j in range(size):
             from_tag, from_bytes, next_ = (asm.new_label("tag"), asm.new_label("bytes"),
                                            asm.new_label("next"))
-            asm.ldx(8, R2, R10, OFFSET_AT)
+            asm.ldx(8, R2, R10, self.frame + OFFSET_AT)
             asm.alu64(e.ADD, R2, j)
             asm.jump_if(e.JLT, R2, ETH_ADDRS, from_bytes)
             asm.jump_if(e.JLT, R2, ETH_ADDRS + TAG_LEN, from_tag)
@@ -284,17 +293,16 @@ class _Body:
             asm.mov32(R3, ETH_ADDRS + TAG_LEN - 1)
             asm.alu64_reg(e.SUB, R3, R2)
             asm.alu64(e.LSH, R3, 3)
-            asm.ldx(8, R1, R10, ARGS_AT)
-            asm.ldx(4, R0, R1, ARG_TAG)
+            asm.ldx(4, R0, R10, self.frame + ARG_TAG)
             asm.alu64_reg(e.RSH, R0, R3)
             asm.mov64_reg(R3, R0)
             asm.alu32(e.AND, R3, 0xFF)
             asm.label(next_)
-            asm.ldx(4, R0, R10, VALUE_AT)
+            asm.ldx(4, R0, R10, self.frame + VALUE_AT)
             asm.alu32(e.LSH, R0, 8)
             asm.alu32_reg(e.OR, R0, R3)
-            asm.stx(4, R10, VALUE_AT, R0)
-        asm.ldx(4, dst, R10, VALUE_AT)
+            asm.stx(4, R10, self.frame + VALUE_AT, R0)
+        asm.ldx(4, dst, R10, self.frame + VALUE_AT)
         asm.jump(done)
         asm.label(high)
         asm.alu64(e.SUB, R2, TAG_LEN)
@@ -338,13 +346,13 @@ class _Body:
         asm.mov64_reg(R1, R2)
         asm.alu64(e.RSH, R1, 32)
         asm.jump_if(e.JNE, R1, 0, "reject")  # past 4 GiB: past any frame
-        asm.ldx(8, R1, R10, CTX_AT)
+        asm.ldx(8, R1, R10, self.frame + CTX_AT)
         asm.mov64_reg(R3, R10)
-        asm.alu64(e.ADD, R3, SCRATCH_AT)
+        asm.alu64(e.ADD, R3, self.frame + SCRATCH_AT)
         asm.mov32(R4, size)
         asm.call(self.target.load_bytes)
         asm.jump_if(e.JNE, R0, 0, "reject")  # past the frame's end
-        asm.ldx(size, dst, R10, SCRATCH_AT)
+        asm.ldx(size, dst, R10, self.frame + SCRATCH_AT)
         self.big_endian(dst, size)
 
     def big_endian(self, dst: int, size: int) -> None:

@@ -39,10 +39,12 @@ CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8B
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # nm_config.expr
-EXPR_ON, EXPR_LEN = 0x01, 0x02
+EXPR_ON, EXPR_LEN, EXPR_IF = 0x01, 0x02, 0x04
 
 # struct nm_expr_args: wire_len, ifindex, tag, dir, tagged (translate.py's ARG_* offsets)
 EXPR_ARGS = struct.Struct("=IIIBB2x")
+# struct nm_expr_frame: the args, then the translation's room (translate.py's *_AT)
+EXPR_FRAME = struct.Struct(f"={EXPR_ARGS.size}s4QQ16IQQQ")
 
 # nm_config.match
 M_PROTO = 0x0001
@@ -88,6 +90,7 @@ STRUCTS = {
     "nm_prefix": PREFIX.size,
     "nm_config": CONFIG.size,
     "nm_expr_args": EXPR_ARGS.size,
+    "nm_expr_frame": EXPR_FRAME.size,
     "nm_counters": COUNTERS.size,
     "nm_ifslot": IFSLOT.size,
     "nm_flow_key": FLOW_KEY.size,

@@ -10,6 +10,7 @@ is a context manager, so normal exit, signals and errors share one path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import errno
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from netmon import system
 from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, NetmonError,
                            ObjectMismatch, PermissionProblem, ProgramRejected)
+from netmon.expression import ebpf
 from netmon.kernel import libbpf, splice
 from netmon.kernel.abi import (CONFIG, COUNTER_NAMES, DIR_IN, DIR_OUT, FLOW_TABLES, IF_CACHE,
                                IF_SLOTS, STRUCTS)
@@ -162,14 +164,19 @@ class MonitorProgram:
         self._splicer = None
         if expression is not None:
             from netmon import expression as expr
-            self._splicer = splice.Splicer({HOOKS[h].program: expr.body(expression, h)
-                                            for h in self.hooks})
+            expr.compiled(expression)  # its errors before anything loads
+            self._splicer = splice.Splicer({
+                HOOKS[h].program: functools.partial(expr.body, expression, h)
+                for h in self.hooks})
         try:
             with self._splicer or contextlib.nullcontext():
                 self.obj = BpfObject(path or object_path(), prepare=self._configure)
         except NetmonError:
             if self._splicer is not None and self._splicer.error is not None:
-                raise self._splicer.error from None  # what went wrong in the splice
+                error = self._splicer.error  # what went wrong in the splice
+                if isinstance(error, ebpf.TooFar):  # the program's jumps across it
+                    error = expr.too_long(expression, error)
+                raise error from None
             raise
         try:
             self.prog_fds = {hook: self.obj.program_fd(HOOKS[hook].program) for hook in self.hooks}

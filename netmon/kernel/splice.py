@@ -1,13 +1,18 @@
-"""A filter expression spliced into netmon's programs as libbpf loads them.
+"""A filter expression put into netmon's programs as libbpf loads them.
 
-bpf/xdp_monitor.bpf.c keeps a function, ``nm_expr()``, whose body stands in for the
-expression. libbpf links each program (its subprograms copied in, its calls and maps
-relocated), then, just before BPF_PROG_LOAD, calls the prepare function of the
-program's section handler. netmon registers handlers for the sections its programs
-use ("xdp", "tc": the program types libbpf itself gives them) whose prepare function
-replaces that body with the expression's translation (netmon/expression/translate.py)
-and moves what follows it: calls across it, and the BTF function and line records
-after it. The program then loads as one whole, verified with the expression in it.
+bpf/xdp_monitor.bpf.c calls a function, ``nm_expr()``, where the expression belongs.
+libbpf links each program (its subprograms copied in, its calls and maps relocated),
+then, just before BPF_PROG_LOAD, calls the prepare function of the program's section
+handler. netmon registers handlers for the sections its programs use ("xdp", "tc":
+the program types libbpf itself gives them) whose prepare function puts the
+expression's translation (netmon/expression/translate.py) in place of each call to
+``nm_expr()``, drops the function itself, and moves what the edits move: jumps and
+calls across them, the BTF function and line records after them. The program then
+loads as one whole, verified with the expression in it.
+
+Inline, not in the function: a BPF-to-BPF call and its return cost 7-9 ns here, more
+than a short expression itself (a return goes through a thunk on CPUs with return
+mitigations: AMD's Safe RET, retbleed's); see the README's bench.
 
 libbpf 1.1 has no other point between linking and loading (bpf_object__prepare()
 came in 1.6). The handlers are registered the first time an expression is loaded and
@@ -19,8 +24,10 @@ cases"); the next registration then corrupted the heap (seen here, with 1.1.2).
 
 from __future__ import annotations
 
+import bisect
 import errno
 import struct
+from typing import Callable
 
 from netmon.errors import LibbpfError
 from netmon.expression import ebpf
@@ -34,48 +41,130 @@ INSN = 8
 _CALL = ebpf.JMP | ebpf.CALL
 _LD_IMM64 = ebpf.LD | ebpf.IMM | ebpf.DW
 _PSEUDO_FUNC = 4
+_GOTOL = ebpf.JMP32 | ebpf.JA  # a jump with a 32-bit offset in imm
 
 
-def splice(insns: bytes, stub_at: int, stub_end: int, body: bytes) -> bytes:
-    """The program's instructions with [stub_at, stub_end) replaced by body, each call
-    that crosses the stub moved by the difference."""
-    old = [bytearray(insns[i:i + INSN]) for i in range(0, len(insns), INSN)]
-    delta = len(body) // INSN - (stub_end - stub_at)
+def _fields(insn: bytes) -> tuple[int, int, int, int, int]:
+    """code, dst, src, off, imm."""
+    code, regs, off, imm = struct.unpack("<BBhi", insn)
+    return code, regs & 0xF, regs >> 4, off, imm
 
-    def moved(pc: int) -> int:
-        return pc + delta if pc >= stub_end else pc
 
-    out = []
-    for pc, insn in enumerate(old):
-        if stub_at <= pc < stub_end:
-            if pc == stub_at:
-                out.append(body)
+def _split(insns: bytes) -> list[bytes]:
+    return [insns[i:i + INSN] for i in range(0, len(insns), INSN)]
+
+
+def _branches(old: list[bytes]):
+    """(pc, target, kind) of each jump and BPF-to-BPF call; kind: "off" or "imm", the
+    field that holds it. The second half of a 16-byte load is skipped."""
+    pc = 0
+    while pc < len(old):
+        code, _, src, off, imm = _fields(old[pc])
+        if code == _LD_IMM64:
+            if src == _PSEUDO_FUNC:
+                raise ValueError("a callback's address in the program: not moved by the splice")
+            pc += 2
             continue
-        code, regs = insn[0], insn[1]
-        if code == _LD_IMM64 and regs >> 4 == _PSEUDO_FUNC:
-            raise ValueError("a callback's address in the program: not moved by the splice")
-        if code == _CALL and regs >> 4 == ebpf.PSEUDO_CALL:
-            (imm,) = struct.unpack_from("<i", insn, 4)
-            target = pc + 1 + imm
-            if stub_at < target < stub_end:
-                raise ValueError("a call into the middle of the stub")
-            struct.pack_into("<i", insn, 4, moved(target) - moved(pc) - 1)
-        out.append(bytes(insn))
+        if code & 0x07 in (ebpf.JMP, ebpf.JMP32):
+            op = code & 0xF0
+            if code == _CALL:
+                if src == ebpf.PSEUDO_CALL:
+                    yield pc, pc + 1 + imm, "imm"
+            elif code == _GOTOL:
+                yield pc, pc + 1 + imm, "imm"
+            elif op != ebpf.EXIT:
+                yield pc, pc + 1 + off, "off"
+        pc += 1
+
+
+def calls_to(insns: bytes, at: int) -> list[int]:
+    """Where the program calls the function that starts at ``at``."""
+    return [pc for pc, target, kind in _branches(_split(insns))
+            if kind == "imm" and _fields(_split(insns)[pc])[0] == _CALL and target == at]
+
+
+def frame_of(insns: bytes, call_at: int) -> int:
+    """The offset from r10 of the call's fourth argument (the caller's struct
+    nm_expr_frame): the compiler sets it as ``r4 = r10; r4 += K``, right before the call
+    (nothing between them a jump lands on, or a call that clobbers r4)."""
+    old = _split(insns)
+    landings = {target for _, target, _ in _branches(old)}
+    offset = None
+    for pc in range(call_at - 1, max(call_at - 16, -1), -1):
+        code, dst, src, _, imm = _fields(old[pc])
+        if pc + 1 in landings or code == _CALL:
+            break
+        if dst != 4 or code & 0x07 not in (ebpf.ALU, ebpf.ALU64, ebpf.LDX, ebpf.LD):
+            continue
+        if offset is None and code == ebpf.ALU64 | ebpf.ADD | ebpf.K:
+            offset = imm
+        elif offset is not None and code == ebpf.ALU64 | ebpf.MOV | ebpf.X and src == 10:
+            return offset
+        else:
+            break
+    raise ValueError(f"the call to {STUB}() at instruction {call_at} does not pass a place "
+                     f"on its caller's stack as it was built to")
+
+
+def patch(insns: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """The program with each [start, end) of ``edits`` replaced by its instructions,
+    every jump and call across an edit moved (ebpf.TooFar if one no longer reaches).
+    A branch may land on an edit's start (then on its first new instruction), not
+    inside it."""
+    old = _split(insns)
+    edits = sorted(edits)
+    new_pc = remap(edits)
+    fixed = {}
+    for pc, target, kind in _branches(old):
+        if any(start <= pc < end for start, end, _ in edits):
+            continue  # replaced
+        if any(start < target < end for start, end, _ in edits):
+            raise ValueError(f"a branch at {pc} into the middle of an edit")
+        delta = new_pc(target) - new_pc(pc) - 1
+        code, dst, src, off, imm = _fields(old[pc])
+        if kind == "off":
+            if not -(1 << 15) <= delta < (1 << 15):
+                raise ebpf.TooFar(f"a jump of {delta} instructions")
+            off = delta
+        else:
+            imm = delta
+        fixed[pc] = struct.pack("<BBhi", code, src << 4 | dst, off, imm)
+    out, pc = [], 0
+    starts = {start: (end, body) for start, end, body in edits}
+    while pc < len(old):
+        if pc in starts:
+            end, body = starts[pc]
+            out.append(body)
+            pc = end
+            continue
+        out.append(fixed.get(pc, old[pc]))
+        pc += 1
     return b"".join(out)
 
 
-def moved_records(data: bytes, count: int, size: int, stub_at: int, stub_end: int,
-                  delta: int) -> tuple[bytes, int]:
+def remap(edits: list[tuple[int, int, bytes]]) -> Callable[[int], int]:
+    """Old instruction offset -> new, for offsets outside the edits or at their starts."""
+    ends = [end for _, end, _ in edits]
+    shifts = [0]
+    for start, end, body in edits:
+        shifts.append(shifts[-1] + len(body) // INSN - (end - start))
+
+    def new_pc(pc: int) -> int:
+        return pc + shifts[bisect.bisect_right(ends, pc)]
+    return new_pc
+
+
+def moved_records(data: bytes, count: int, size: int, gone: tuple[int, int],
+                  new_pc: Callable[[int], int]) -> tuple[bytes, int]:
     """BTF func or line records (each starting with its instruction offset) for the
-    spliced program: those inside the stub but its first gone, those after it moved."""
+    patched program: those of the dropped function gone, the rest moved."""
     out = []
     for i in range(count):
         rec = bytearray(data[i * size:(i + 1) * size])
         (at,) = struct.unpack_from("<I", rec)
-        if stub_at < at < stub_end:
+        if gone[0] <= at < gone[1]:
             continue
-        if at >= stub_end:
-            struct.pack_into("<I", rec, 0, at + delta)
+        struct.pack_into("<I", rec, 0, new_pc(at))
         out.append(bytes(rec))
     return b"".join(out), len(out)
 
@@ -112,10 +201,11 @@ def _register() -> None:
 
 
 class Splicer:
-    """While an object opens and loads (``with``): puts each program's body in."""
+    """While an object opens and loads (``with``): puts the expression in each program."""
 
-    def __init__(self, bodies: dict[str, bytes]):
-        """``bodies``: program name -> the expression's translation for its hook."""
+    def __init__(self, bodies: dict[str, Callable[[int], bytes]]):
+        """``bodies``: program name -> the expression's translation for its hook, given
+        where the caller keeps its struct nm_expr_frame (translate.translate's frame)."""
         self.bodies = bodies
         self.btf = None  # the object's BTF, set once it is open
         self.error: BaseException | None = None
@@ -143,18 +233,19 @@ class Splicer:
         starts = sorted(struct.unpack_from("<II", funcs, i * opts.func_info_rec_size)
                         for i in range(opts.func_info_cnt))
         at = [off for off, type_id in starts if self._name(type_id) == STUB]
-        if len(at) != 1:
+        calls = calls_to(insns, at[0]) if len(at) == 1 else []
+        if not calls:
             raise LibbpfError(errno.ENOENT, f"{name}: the program has no {STUB}() to hold the "
                                             f"expression: rebuild the BPF object")
-        stub_at = at[0]
-        stub_end = next((off for off, _ in starts if off > stub_at), count)
-        delta = len(body) // INSN - (stub_end - stub_at)
-        spliced = splice(insns, stub_at, stub_end, body)
+        stub = (at[0], next((off for off, _ in starts if off > at[0]), count))
+        edits = [(pc, pc + 1, body(frame_of(insns, pc))) for pc in calls] + [(*stub, b"")]
+        spliced = patch(insns, edits)
+        new_pc = remap(sorted(edits))
         new_funcs, nfuncs = moved_records(funcs, opts.func_info_cnt, opts.func_info_rec_size,
-                                          stub_at, stub_end, delta)
+                                          stub, new_pc)
         lines = bytes(ffi.buffer(opts.line_info, opts.line_info_cnt * opts.line_info_rec_size))
         new_lines, nlines = moved_records(lines, opts.line_info_cnt, opts.line_info_rec_size,
-                                          stub_at, stub_end, delta)
+                                          stub, new_pc)
         code = ffi.new("char[]", spliced)
         funcs_buf, lines_buf = ffi.new("char[]", new_funcs or b"\0"), ffi.new("char[]", new_lines or b"\0")
         self._keep += [code, funcs_buf, lines_buf]
