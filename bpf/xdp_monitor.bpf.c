@@ -68,6 +68,18 @@ struct {
 	__type(value, struct nm_ifslot);
 } ifcache SEC(".maps");
 
+/*
+ * -r: the length on the wire of the frame a test run is given, as the file has it,
+ * where that is not the bytes given (a capture's snap length cut them, or netmon
+ * gave a long frame's head only); 0: the bytes given. Written by netmon.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} wirelen SEC(".maps");
+
 /* ifindex -> slot for interfaces whose cache entry another one holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -494,9 +506,19 @@ static __always_inline bool filter_match(const struct nm_event *ev)
 	return true;
 }
 
-/* The whole frame, with the fragments of a multi-buffer frame where the kernel knows them. */
+/*
+ * The frame's length on the wire: live, the whole frame, with the fragments of a
+ * multi-buffer frame where the kernel knows them; under -r, the file's.
+ */
 static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 {
+	if (cfg.replay) {
+		__u32 key = 0;
+		__u32 *len = bpf_map_lookup_elem(&wirelen, &key);
+
+		if (len && *len)
+			return *len;
+	}
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_xdp_get_buff_len))
 		return bpf_xdp_get_buff_len(ctx);
 	return ctx->data_end - ctx->data;
@@ -946,7 +968,8 @@ int xdp_monitor(struct xdp_md *ctx)
 	if (found == NM_NONE)
 		return XDP_PASS;
 	ev.ifindex = ctx->ingress_ifindex;
-	ev.len = xdp_frame_len(ctx);
+	/* The expression's, if it asked: the helper once a packet. */
+	ev.len = cfg.expr & NM_EXPR_LEN ? expr.args.wire_len : xdp_frame_len(ctx);
 	ev.segs = 1;
 	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true, found);
 	return XDP_PASS;

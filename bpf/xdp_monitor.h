@@ -117,7 +117,8 @@ struct nm_config {
 	__u16 match;               /* NM_M_*: the options given */
 	__u8  proto[NM_ALT];       /* IANA protocol numbers */
 	__u8  n_src, n_dst, n_host, n_sport, n_dport, n_port, n_vlan, n_proto;
-	__u8  _pad[6];
+	__u8  replay;              /* -r: each frame's wire length is in the wirelen map */
+	__u8  _pad[5];
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */

@@ -110,7 +110,7 @@ class FilterSpec:
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
                       epoch_ns: int = 0, flows: bool = False, quiet: bool = False,
-                      owner: int = 0) -> bytes:
+                      owner: int = 0, replay: bool = False) -> bytes:
         """The bytes of struct nm_config that make the program apply this spec.
 
         Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
@@ -119,6 +119,7 @@ class FilterSpec:
         ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
         ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
         ``owner``: the pid of the netmon that attaches it (a leftover is told by it).
+        ``replay``: -r, each frame's wire length told apart (MonitorProgram.wire_len).
         A filter expression, if any, is spliced into the program (kernel/splice.py).
         """
         match = 0
@@ -134,7 +135,7 @@ class FilterSpec:
         counts = [len(v) for v in (self.src, self.dst, self.host, self.sport, self.dport,
                                    self.port, self.vlan, self.protocol)]
         return CONFIG_FORMAT.pack(
-            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts,
+            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts, replay,
             snaplen, cap_events, flows, quiet, _expression_flags(self.expression), epoch_ns,
             owner,
         )

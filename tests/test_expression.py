@@ -11,6 +11,8 @@ equal, every one.
 from __future__ import annotations
 
 import functools
+import json
+import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +22,9 @@ from netmon.errors import ExpressionInvalid
 from netmon.expression import cbpf, libpcap
 from netmon.expression import translate as t
 from netmon.sources import savefile
-import json
 
 from tests.exprprog import FRAME_AT, ExprProgram
-from tests.netns import Netmon, send
+from tests.netns import Netmon, scaled, send
 from tests.test_dissection import frames as drawn_frames
 
 DATA = Path(__file__).parent / "data" / "tcpdump"
@@ -197,6 +198,29 @@ def test_an_expression_at_every_hook(netns, hook, direction):
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("expression,want", [
+    ("outbound and ifindex {index}", ("icmp", 3)),
+    ("inbound and ifindex {index} and not arp", ("udp", None)),
+    ("ifindex {other}", None),
+])
+def test_direction_and_interface_are_the_hooks(netns, expression, want):
+    """`inbound`, `outbound` and `ifindex` at tc, watching both ways: the hook's
+    direction and interface (the tc programs fill them in only for an expression that
+    reads them). a's UDP to a closed port comes in, b's ICMP goes out."""
+    n = netns
+    index = int(n.run(n.b, "ip", "-o", "link", "show", "dev", n.b_if).stdout.split(":")[0])
+    text = expression.format(index=index, other=index + 1000)
+    with Netmon(n, "--hook", "tc", "-Q", "both", "--json", *text.split()) as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40065, n.b_ip, 5065, 10, 2)
+        if want:
+            nm.wait_lines(2)
+        time.sleep(scaled(0.5))  # anything else there was to show
+    got = [(ev["proto"], ev.get("icmp_type")) for ev in map(json.loads, nm.out)]
+    assert got == ([want] * 2 if want else [])
+
+
+@pytest.mark.kernel
 def test_an_expression_with_options_flows_and_capture(netns, tmp_path):
     """ANDed with the options; the same in --flows and in -w, where tshark reads what
     tcpdump -w with the same expression wrote, frame for frame (ARP too: not IP, written)."""
@@ -279,24 +303,31 @@ def test_a_long_or_chain_loads(netns):
 @pytest.mark.kernel
 def test_reading_a_file_gives_tcpdumps_frames(tmp_path):
     """netmon -r FILE EXPR and tcpdump -r FILE EXPR pick the same frames (IP frames:
-    netmon shows no other as a line)."""
+    netmon shows no other as a line); also from a capture whose snap length cut the
+    frames, where `len` is still the length on the wire, as libpcap's."""
     import subprocess
     import sys
 
     from tests.netns import ROOT
 
-    path = DATA / "ldp-common-session.pcap"
-    frames = [(f.ts_ns, f.data) for f in savefile.frames(path)]
-    for expression in ("udp or icmp", "vlan and ip", "greater 200", "tcp[tcpflags] & tcp-push != 0"):
-        res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path), "--json",
-                              *expression.split()], capture_output=True, text=True, cwd=ROOT)
-        assert res.returncode == 0, res.stderr
-        ours = [json.loads(line)["frame"] for line in res.stdout.splitlines()]
-        picked = tmp_path / "picked.pcap"
-        subprocess.run(["tcpdump", "-r", str(path), "-w", str(picked), f"({expression}) and "
-                        f"(ip or ip6 or (vlan and (ip or ip6)))"], capture_output=True, check=True)
-        theirs = [frames.index((f.ts_ns, f.data)) + 1 for f in savefile.frames(picked)]
-        assert ours == theirs and ours, expression
+    whole = DATA / "ldp-common-session.pcap"
+    cut = tmp_path / "cut.pcap"
+    subprocess.run(["editcap", "-s", "64", str(whole), str(cut)], check=True)
+    assert all(len(f.data) <= 64 for f in savefile.frames(cut))
+    for path in (whole, cut):
+        frames = [(f.ts_ns, f.data) for f in savefile.frames(path)]
+        for expression in ("udp or icmp", "vlan and ip", "greater 200", "less 100",
+                           "tcp[tcpflags] & tcp-push != 0"):
+            res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path), "--json",
+                                  *expression.split()], capture_output=True, text=True, cwd=ROOT)
+            assert res.returncode == 0, res.stderr
+            ours = [json.loads(line)["frame"] for line in res.stdout.splitlines()]
+            picked = tmp_path / "picked.pcap"
+            subprocess.run(["tcpdump", "-r", str(path), "-w", str(picked), f"({expression}) "
+                            f"and (ip or ip6 or (vlan and (ip or ip6)))"],
+                           capture_output=True, check=True)
+            theirs = [frames.index((f.ts_ns, f.data)) + 1 for f in savefile.frames(picked)]
+            assert ours == theirs and ours, (path.name, expression)
 
 
 # --- the command line -------------------------------------------------------------------

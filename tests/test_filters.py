@@ -94,7 +94,8 @@ def test_python_predicate(fs, matching):
 def test_kernel_config_layout():
     cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=(443, 8443),
                host=net("2001:db8::/32"), port=22, vlan=100, expression="tcp").kernel_config(
-        snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242)
+        snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242,
+        replay=True)
     alt = filters.ALT
     assert len(cfg) == filters.CONFIG_SIZE == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 24
     fields = filters.CONFIG_FORMAT.unpack(cfg)
@@ -104,7 +105,8 @@ def test_kernel_config_layout():
     sport, dport, port, vlan = (rest[i * alt:(i + 1) * alt] for i in range(4))
     rest = rest[4 * alt:]
     match, proto, counts = rest[0], rest[1:1 + alt], rest[1 + alt:1 + 2 * alt]
-    snaplen, cap_events, flows, quiet, expr, epoch_ns, owner = rest[1 + 2 * alt:]
+    replay, snaplen, cap_events, flows, quiet, expr, epoch_ns, owner = rest[1 + 2 * alt:]
+    assert replay == 1
     assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
         1500, 1, 1, 1, 1, 7 << 60, 4242)
     snet, smask, sfam = src[0]
@@ -120,12 +122,20 @@ def test_kernel_config_layout():
                      | filters.M_PORT | filters.M_VLAN)
 
 
-def test_an_expression_that_reads_the_length_says_so():
-    """XDP asks a helper for the length only when the expression reads it."""
+def test_an_expression_says_what_it_reads():
+    """The hooks fill in the length (XDP asks a helper) and the interface only for an
+    expression that reads them."""
     expr_at = -3  # nm_config.expr: then epoch_ns, owner
-    assert filters.CONFIG_FORMAT.unpack(spec(expression="tcp").kernel_config())[expr_at] == 1
+
+    def flags(text):
+        return filters.CONFIG_FORMAT.unpack(spec(expression=text).kernel_config())[expr_at]
+    on, length, interface = filters.EXPR_ON, filters.EXPR_LEN, filters.EXPR_IF
+    assert flags("tcp") == on
     for text in ("greater 100", "len < 64", "tcp and less 1000"):
-        assert filters.CONFIG_FORMAT.unpack(spec(expression=text).kernel_config())[expr_at] == 3
+        assert flags(text) == on | length
+    for text in ("inbound", "ifindex 3", "outbound and greater 100"):
+        assert flags(text) & (on | interface) == on | interface
+    assert flags("outbound and greater 100") == on | length | interface
     assert filters.CONFIG_FORMAT.unpack(spec().kernel_config())[expr_at] == 0
 
 

@@ -35,7 +35,7 @@ DIR_NAMES = ("in", "out")
 # cap_events, the flows, quiet and expression switches, epoch_ns, and the owner's pid.
 ALT = 8
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8B6xIBBBBQI4x")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8BB5xIBBBBQI4x")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # nm_config.expr

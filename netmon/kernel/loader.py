@@ -185,6 +185,8 @@ class MonitorProgram:
             self.counters_fd = self.obj.map_fd("counters")
             self._ifcache_fd = self.obj.map_fd("ifcache")
             self._ifslots_fd = self.obj.map_fd("ifslots")
+            self._wirelen_fd = self.obj.map_fd("wirelen")
+            self._wirelen = 0
             self._ncpus = libbpf.ensure(libbpf.lib().libbpf_num_possible_cpus(),
                                         "counting CPUs")
         except BaseException:
@@ -235,6 +237,16 @@ class MonitorProgram:
             libbpf.ensure(lib.bpf_program__set_flags(
                 prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
                 "marking the program frags-aware")
+
+    def wire_len(self, length: int) -> None:
+        """-r (kernel_config(replay=True)): the next test runs' frames were this long on
+        the wire (0: as long as the bytes they are given). Written when it changes."""
+        if length != self._wirelen:
+            lib = libbpf.lib()
+            libbpf.ensure(lib.bpf_map_update_elem(self._wirelen_fd, ffi.new("__u32 *", 0),
+                                                  ffi.new("__u32 *", length), 0),
+                          "telling the program a frame's length")
+            self._wirelen = length
 
     # -- interface slots: counters per interface and direction ----------------
 

@@ -56,7 +56,8 @@ def replay(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         stack.callback(pipeline.close)
         pipeline.make(kinds, Start.FIRST, ctx)
         pipeline.make(kinds, Start.ATTACHING, ctx)
-        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(), hooks=("xdp",),
+        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(replay=True),
+                                                  hooks=("xdp",),
                                                   expression=settings.spec.expression))
         reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
         pipeline.make(kinds, Start.RUNNING, ctx)
@@ -103,17 +104,21 @@ class _Replay:
                     self._short += 1
                     continue
                 start = time.monotonic_ns()
-                self._test_run(frame.data)
+                self._test_run(frame)
                 self._batch.append((start, frame))
                 if len(self._batch) >= BATCH:
                     self._flush()
         finally:
             self._flush()  # what came before an error is shown before it
 
-    def _test_run(self, data: bytes) -> None:
-        limits = self._limits
+    def _test_run(self, frame: savefile.Frame) -> None:
+        data, limits = frame.data, self._limits
         while True:
             try:
+                # Its length on the wire, where that is not the bytes it is given: the
+                # program's `len`, `greater`, `less` read it, as libpcap's do.
+                given = min(len(data), limits[0])
+                self._prog.wire_len(frame.origlen if frame.origlen != given else 0)
                 prog_test_run(self._prog.prog_fd, data[:limits[0]])
                 return
             except LibbpfError as exc:
