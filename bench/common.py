@@ -134,6 +134,18 @@ def best_run(prog_fd: int, frame: bytes, repeat: int, rounds: int = 7) -> tuple[
     return min(r[0] for r in runs), int(statistics.median(r[1] for r in runs))
 
 
+def best_runs(prog_fds: list[int], frame: bytes, repeat: int,
+              rounds: int = 15) -> list[tuple[float, int]]:
+    """best_run() of several programs, side by side: each round runs every program in
+    turn, so that a noisy minute weighs on all of them alike, not on the one it fell
+    on; then each one's least disturbed round (wall clock and the kernel's figure)."""
+    runs: list[list[tuple[float, int]]] = [[] for _ in prog_fds]
+    for _ in range(rounds):
+        for i, fd in enumerate(prog_fds):
+            runs[i].append(timed_run(fd, frame, repeat))
+    return [(min(r[0] for r in each), min(r[1] for r in each)) for each in runs]
+
+
 def bench_rate(n: NetnsPair, count: int, repeats: int, frame: bytes | None = None,
                flows: int = 1, argv: list[str] | None = None,
                label: str = "netmon, filtering all out") -> list[dict]:

@@ -29,6 +29,7 @@ asserted: they are printed, with the machine, as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -47,7 +48,7 @@ from netmon.filters import FilterSpec, parse_network
 from netmon.kernel.loader import BpfObject, MonitorProgram
 from netmon.sources.reader import PerfReader
 from tests.netns import NetnsPair
-from bench.common import (BUILD, DPORT, GEN_CPU, ROOT, TOOL_CPU, Tool, bench_rate, best_run,
+from bench.common import (BUILD, DPORT, GEN_CPU, ROOT, TOOL_CPU, Tool, bench_rate, best_runs,
                           offer, rx_packets, timed_run, udp_frame)
 
 
@@ -211,39 +212,41 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
     miss = bytes(eth / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=443))
     spec = FilterSpec(protocol=17, dst=parse_network("10.0.0.2"), dport=DPORT)
     empty_name = {"xdp": "xdp_pass", "tc_in": "tc_pass"}[hook]
-    rows = []
-    with BpfObject(BUILD / f"{empty_name}.bpf.o") as empty:
-        ns, kns = best_run(empty.program_fd(empty_name), miss, repeat)
-    rows.append({"program": "empty XDP_PASS" if hook == "xdp" else "empty tc (UNSPEC)",
-                 "ns": ns, "kernel_ns": kns})
-    with MonitorProgram(spec.kernel_config(), hooks=[hook]) as prog, \
-            PerfReader(prog.events_fd, pages=256) as reader:
+    lo = socket.if_nametoindex("lo")
+    with contextlib.ExitStack() as stack:
+        empty = stack.enter_context(BpfObject(BUILD / f"{empty_name}.bpf.o"))
+        prog = stack.enter_context(MonitorProgram(spec.kernel_config(), hooks=[hook]))
+        reader = stack.enter_context(PerfReader(prog.events_fd, pages=256))
         # A test run's packet arrives on this namespace's loopback: register it, as every
         # interface netmon attaches to is, so its counters are found the way live ones are.
-        prog.register(socket.if_nametoindex("lo"))
-        prog_fd = prog.prog_fds[hook]
-        ns, kns = best_run(prog_fd, miss, repeat)
-        rows.append({"program": "netmon, non-matching packet", "ns": ns, "kernel_ns": kns})
+        prog.register(lo)
+        # Filter expressions (issue 18): the packet, rejected by a short one and by one of
+        # 20 terms, each the whole filter, in the program as a run would load it.
+        exprs = []
+        for label, expression in EXPRESSIONS:
+            p = stack.enter_context(MonitorProgram(
+                FilterSpec(expression=expression).kernel_config(), hooks=[hook],
+                expression=expression))
+            p.register(lo)
+            exprs.append((f"netmon, non-matching packet, {label}", p))
+        labels = ["empty XDP_PASS" if hook == "xdp" else "empty tc (UNSPEC)",
+                  "netmon, non-matching packet"] + [label for label, _ in exprs]
+        fds = [empty.program_fd(empty_name), prog.prog_fds[hook]] + [
+            p.prog_fds[hook] for _, p in exprs]
+        rows = [{"program": label, "ns": ns, "kernel_ns": kns}
+                for label, (ns, kns) in zip(labels, best_runs(fds, miss, repeat))]
+        assert all(p.counters()["matched"] == 0 for _, p in exprs)
         # Matching packets each write an event: run in rounds the buffer holds, draining
         # between rounds, so every run pays for a successful write.
         per_round = 256 * 4096 // (EVENT_SIZE + 16) // 2
         runs = []
+        prog_fd = prog.prog_fds[hook]
         for _ in range(max(1, repeat // per_round)):
             runs.append(timed_run(prog_fd, match, per_round))
             reader.drain()
-        rows.append({"program": "netmon, matching packet (event sent)", "ns": None,
-                     "kernel_ns": int(statistics.median(r[1] for r in runs))})
+        rows.insert(2, {"program": "netmon, matching packet (event sent)", "ns": None,
+                        "kernel_ns": int(statistics.median(r[1] for r in runs))})
         assert prog.counters()["send_failed"] == 0
-    # Filter expressions (issue 18): the packet above, rejected by a short one and by one
-    # of 20 terms, each the whole filter, in the program as a run would load it.
-    for label, expression in EXPRESSIONS:
-        with MonitorProgram(FilterSpec(expression=expression).kernel_config(), hooks=[hook],
-                            expression=expression) as prog:
-            prog.register(socket.if_nametoindex("lo"))
-            ns, kns = best_run(prog.prog_fds[hook], miss, repeat)
-            assert prog.counters()["matched"] == 0
-        rows.append({"program": f"netmon, non-matching packet, {label}", "ns": ns,
-                     "kernel_ns": kns})
     for row in rows:
         row["ratio"] = row["ns"] / rows[0]["ns"] if row["ns"] else None
         row["kernel_ratio"] = row["kernel_ns"] / rows[0]["kernel_ns"]
