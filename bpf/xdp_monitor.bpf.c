@@ -80,6 +80,22 @@ struct {
 	__type(value, __u32);
 } wirelen SEC(".maps");
 
+/* Drops: a copy of the dropped packet's headers, per CPU, where the parser reads them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nm_hdrbuf);
+} hdrbuf SEC(".maps");
+
+/* Drops counted by interface and reason (and location, where there is no reason); exact. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NM_DROP_KEYS);
+	__type(key, struct nm_drop_key);
+	__type(value, __u64);
+} drops SEC(".maps");
+
 /* ifindex -> slot for interfaces whose cache entry another one holds. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -146,9 +162,14 @@ struct {
 } flowsync SEC(".maps") = { .values = { &flowsync_inner } };
 
 /* Where parsing stands: the next unread byte and the end of the frame. */
+/*
+ * Where the parser is in a frame: in the packet itself (buf NULL: XDP, tc), or in
+ * a copy of its headers (drops: buf the copy's start, see at()).
+ */
 struct cursor {
 	void *pos;
 	void *end;
+	void *buf;
 };
 
 struct vlan_tag {
@@ -230,6 +251,25 @@ static __always_inline int meta_tag(struct __sk_buff *skb)
 }
 
 /*
+ * A header the parser has checked against the cursor's end, as the verifier can
+ * follow it. In a packet: where it is (the check with end proved it). In a copy
+ * (drops), a check of two pointers into a map value proves nothing to the
+ * verifier; its offset, masked, does. The check put it under NM_HDR_BUF already,
+ * so the mask changes nothing. Always inlined, with buf a constant NULL for the
+ * packet hooks: their code is as it was without it (checked when this came in).
+ */
+static __always_inline void *at(const struct cursor *c, void *p)
+{
+	__u64 off;
+
+	if (!c->buf)
+		return p;
+	off = p - c->buf;
+	barrier_var(off);
+	return c->buf + (off & (NM_HDR_BUF - 1));
+}
+
+/*
  * Ethernet header plus up to VLAN_MAX_DEPTH 802.1Q/802.1ad tags. Returns the
  * inner EtherType in network byte order, or -1 if the frame is too short.
  * ``tag``: -1, or the TCI of the outer tag that the kernel took out of the
@@ -244,6 +284,7 @@ static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan, int tag)
 
 	if ((void *)(eth + 1) > c->end)
 		return -1;
+	eth = at(c, eth);
 	c->pos = eth + 1;
 	proto = eth->h_proto;
 	if (tag >= 0)
@@ -259,6 +300,7 @@ static __always_inline int parse_ethhdr(struct cursor *c, __u16 *vlan, int tag)
 			break;
 		if ((void *)(inline_tag + 1) > c->end)
 			return -1;
+		inline_tag = at(c, inline_tag);
 		if (i == 0 && tag < 0)
 			*vlan = bpf_ntohs(inline_tag->tci) & VLAN_VID_MASK;
 		proto = inline_tag->proto;
@@ -280,6 +322,7 @@ static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(iph + 1) > c->end)
 		return -1;
+	iph = at(c, iph);
 	if (iph->version != 4 || iph->ihl < 5)
 		return -1;
 	hdrsize = iph->ihl * 4;
@@ -338,6 +381,7 @@ static __always_inline int parse_ipv6hdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(ip6h + 1) > c->end)
 		return -1;
+	ip6h = at(c, ip6h);
 	if (ip6h->version != 6)
 		return -1;
 	start = ip6h + 1;
@@ -359,6 +403,7 @@ static __always_inline int parse_ipv6hdr(struct cursor *c, struct nm_event *ev)
 		ext = start + off;
 		if ((void *)(ext + 1) > c->end)
 			goto stuck;
+		ext = at(c, ext);
 		size = ((ext->hdrlen & (step >> 16 & 0xff)) + (step & 0xff)) << (step >> 8 & 3);
 		/* Bounds the verifier sees (the compiler knows them, and would drop the mask). */
 		barrier_var(size);
@@ -393,6 +438,7 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(th + 1) > c->end)
 		return;
+	th = at(c, th);
 	ev->sport = bpf_ntohs(th->source);
 	ev->dport = bpf_ntohs(th->dest);
 	/* The flags byte follows the 4-bit data offset and reserved bits. */
@@ -412,6 +458,7 @@ static __always_inline void parse_udphdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(uh + 1) > c->end)
 		return;
+	uh = at(c, uh);
 	ev->sport = bpf_ntohs(uh->source);
 	ev->dport = bpf_ntohs(uh->dest);
 	ev->flags |= NM_EV_PORTS;
@@ -424,6 +471,7 @@ static __always_inline void parse_sctphdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(sh + 1) > c->end)
 		return;
+	sh = at(c, sh);
 	ev->sport = bpf_ntohs(sh->source);
 	ev->dport = bpf_ntohs(sh->dest);
 	ev->flags |= NM_EV_PORTS;
@@ -436,6 +484,7 @@ static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
 
 	if ((void *)(ih + 1) > c->end)
 		return;
+	ih = at(c, ih);
 	ev->icmp_type = ih->type;
 	ev->icmp_code = ih->code;
 	ev->flags |= NM_EV_ICMP;
@@ -524,6 +573,18 @@ static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
 	return ctx->data_end - ctx->data;
 }
 
+/* One record into the perf buffer, counted sent or failed (a full ring). */
+static __always_inline int send_record(void *ctx, void *rec, __u64 size,
+				       struct nm_counters *cnt)
+{
+	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, rec, size) < 0) {
+		count(cnt, NM_CNT_SEND_FAILED);
+		return -1;
+	}
+	count(cnt, NM_CNT_SENT);
+	return 0;
+}
+
 /*
  * Kept out of line (a BPF-to-BPF call) so that the object's BTF describes
  * struct nm_event, through this function's prototype: netmon checks its
@@ -533,12 +594,7 @@ static __always_inline __u32 xdp_frame_len(struct xdp_md *ctx)
  */
 static __noinline int send_event(void *ctx, struct nm_event *ev, struct nm_counters *cnt)
 {
-	if (bpf_perf_event_output(ctx, &events, BPF_F_CURRENT_CPU, ev, sizeof(*ev)) < 0) {
-		count(cnt, NM_CNT_SEND_FAILED);
-		return -1;
-	}
-	count(cnt, NM_CNT_SENT);
-	return 0;
+	return send_record(ctx, ev, sizeof(*ev), cnt);
 }
 
 /* Capture: how many of the packet's bytes its record keeps. */
@@ -1006,6 +1062,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	/* The pull invalidates earlier packet pointers: read them afresh. */
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
+	c.buf = NULL;
 
 	if (cfg.expr) {
 		/* Every expression reads the tag (its offsets move with it); the rest only
@@ -1051,4 +1108,158 @@ SEC("tc")
 int tc_egress(struct __sk_buff *skb)
 {
 	return tc_monitor(skb, NM_DIR_OUT);
+}
+
+/*
+ * netmon drops: every skb the kernel frees as dropped (skb:kfree_skb, a raw
+ * tracepoint that fires only then: the normal path pays nothing; raw, not BTF, so
+ * that netmon's section handler can put an expression in as for the other hooks). Its headers are copied into
+ * a per-CPU buffer and go through inspect() as every hook's frames do: the same
+ * parser, the same filters. Counted by interface and reason in the drops table
+ * (exact, whatever user space reads), then sent as an event with its reason and
+ * location unless --quiet.
+ *
+ * The reason is the tracepoint's third argument from 5.17 (enum skb_drop_reason);
+ * before, it has two and the program reads no third (the check is a CO-RE constant,
+ * so the verifier never sees the read, which would keep it from attaching). SKB_CONSUMED, where a kernel reports
+ * it here, is no drop.
+ */
+static __always_inline bool same_netns(struct sk_buff *skb)
+{
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct sock *sk = BPF_CORE_READ(skb, sk);
+
+	if (!cfg.netns)
+		return true;
+	if (dev)
+		return BPF_CORE_READ(dev, nd_net.net, ns.inum) == cfg.netns;
+	if (sk)
+		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) == cfg.netns;
+	return true;  /* neither: no namespace to tell (counted under no interface) */
+}
+
+/*
+ * The dropped packet's headers into the buffer, as a frame: from its link-layer
+ * header where the skb has one before its network header, else an Ethernet header
+ * made of skb->protocol, then the network header. Returns the bytes in the buffer
+ * (0: nothing to parse) and the frame's length, from that first header, in *len.
+ */
+static __always_inline __u32 copy_headers(struct sk_buff *skb, struct nm_hdrbuf *hb,
+					  __u32 *len)
+{
+	unsigned char *head = BPF_CORE_READ(skb, head);
+	__u16 mac = BPF_CORE_READ(skb, mac_header), net = BPF_CORE_READ(skb, network_header);
+	__u32 data = BPF_CORE_READ(skb, data) - head, tail = BPF_CORE_READ(skb, tail);
+	__u32 from, made = 0, n;
+	__u64 size, at;
+
+	if (mac != (__u16)~0 && net > mac && net - mac >= sizeof(struct ethhdr)) {
+		from = mac;
+	} else {
+		__be16 proto = BPF_CORE_READ(skb, protocol);
+
+		__builtin_memset(hb->bytes, 0, 12);
+		__builtin_memcpy(hb->bytes + 12, &proto, 2);
+		from = net;
+		made = sizeof(struct ethhdr);
+	}
+	*len = BPF_CORE_READ(skb, len) + data - from + made;
+	if (tail <= from)
+		return made;
+	n = tail - from;
+	if (n > NM_HDR_BUF - made)
+		n = NM_HDR_BUF - made;
+	size = n;
+	at = made;
+	/* Bounds the verifier follows: 64-bit, checked after the compiler's last word. */
+	barrier_var(size);
+	barrier_var(at);
+	if (size > NM_HDR_BUF || at > sizeof(struct ethhdr))
+		return 0;  /* never */
+	if (bpf_probe_read_kernel(hb->bytes + at, size, head + from) < 0)
+		return 0;
+	return made + n;
+}
+
+static __always_inline void count_drop(struct nm_drop_key *key, struct nm_counters *cnt)
+{
+	__u64 one = 1, *n = bpf_map_lookup_elem(&drops, key);
+
+	if (n) {
+		*n += 1;  /* this CPU's count */
+		return;
+	}
+	if (bpf_map_update_elem(&drops, key, &one, BPF_NOEXIST) == 0)
+		return;
+	n = bpf_map_lookup_elem(&drops, key);  /* another CPU put it in meanwhile */
+	if (n)
+		*n += 1;
+	else
+		count(cnt, NM_CNT_DROP_UNKEYED);
+}
+
+/* Out of line, as send_event(): so that the object's BTF describes struct nm_drop. */
+static __noinline int send_drop(void *ctx, struct nm_drop *d, struct nm_counters *cnt)
+{
+	return send_record(ctx, d, sizeof(*d), cnt);
+}
+
+SEC("raw_tp/kfree_skb")
+int kfree_skb(struct bpf_raw_tracepoint_args *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx->args[0];
+	struct nm_drop_key key = { .location = ctx->args[1] };
+	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct nm_drop d = {};
+	struct nm_expr_frame expr;
+	struct nm_counters *cnt;
+	struct nm_hdrbuf *hb;
+	struct cursor c;
+	__u32 zero = 0, slot, l2len, n, len;
+	int found;
+
+	if (bpf_core_type_exists(enum skb_drop_reason)) {
+		key.reason = ctx->args[2];
+		if (bpf_core_enum_value_exists(enum skb_drop_reason, SKB_CONSUMED) &&
+		    key.reason == bpf_core_enum_value(enum skb_drop_reason, SKB_CONSUMED))
+			return 0;
+		if (key.reason != bpf_core_enum_value(enum skb_drop_reason,
+						      SKB_DROP_REASON_NOT_SPECIFIED))
+			key.location = 0;
+	}
+	key.ifindex = dev ? BPF_CORE_READ(dev, ifindex) : BPF_CORE_READ(skb, skb_iif);
+	slot = slot_of(key.ifindex);
+	if ((!slot && !cfg.any_if) || !same_netns(skb))
+		return 0;
+	cnt = counters_at(slot, NM_DIR_IN);
+	hb = bpf_map_lookup_elem(&hdrbuf, &zero);
+	if (!hb)
+		return 0;
+	n = copy_headers(skb, hb, &len);
+	if (!n)
+		count(cnt, NM_CNT_COPY_FAILED);
+	c.pos = hb->bytes;
+	c.end = hb->bytes + (n & (NM_HDR_BUF - 1 | NM_HDR_BUF));
+	c.buf = hb->bytes;
+	if (cfg.expr) {
+		expr.args = (struct nm_expr_args){};
+		if (cfg.expr & NM_EXPR_LEN)
+			expr.args.wire_len = len;
+		if (cfg.expr & NM_EXPR_IF)
+			expr.args.ifindex = key.ifindex;
+	}
+	found = inspect(ctx, &c, &d.ev, cnt, &l2len, -1, &expr);
+	if (found == NM_NONE && (cfg.match || cfg.expr))
+		return 0;  /* a filter said no (what is not IP passes none) */
+	count_drop(&key, cnt);
+	if (found != NM_IP || cfg.quiet)
+		return 0;  /* not IP: counted, no line */
+	d.ev.ifindex = key.ifindex;
+	d.ev.len = len;
+	d.ev.segs = 1;
+	d.ev.ts_ns = bpf_ktime_get_ns();
+	d.location = ctx->args[1];
+	d.reason = key.reason;
+	send_drop(ctx, &d, cnt);
+	return 0;
 }

@@ -18,6 +18,16 @@
 #define NM_EV_FRAG     0x04 /* part of a fragmented IP datagram */
 #define NM_EV_TCPFLAGS 0x08 /* tcp_flags is valid */
 
+/* Drops: the most bytes of a dropped packet's headers copied to be parsed (a power of 2). */
+#define NM_HDR_BUF 256
+
+#define NM_DROP_KEYS 4096          /* the drops table: interfaces x reasons (x locations) */
+
+/* A copy of a dropped packet's headers, parsed there (slack: see at()). */
+struct nm_hdrbuf {
+	__u8  bytes[NM_HDR_BUF + 64];
+};
+
 /* nm_event.dir: which way the packet crossed the interface. */
 #define NM_DIR_IN  0
 #define NM_DIR_OUT 1
@@ -73,6 +83,21 @@ struct nm_event {
 	__u16 segs;                /* packets merged into this one by GRO/GSO; 1 if none */
 };
 
+/* netmon drops: one record per dropped packet that matched, and the drops' counts. */
+struct nm_drop {
+	struct nm_event ev;        /* its headers, parsed (ev.len: from its first header) */
+	__u64 location;            /* where the kernel dropped it: an address in a function */
+	__u32 reason;              /* enum skb_drop_reason, this kernel's values; 0: none (< 5.17) */
+	__u32 _pad;
+};
+
+/* The drops table's key (its values: per-CPU counts). */
+struct nm_drop_key {
+	__u32 ifindex;             /* the packet's device, or the one it came in on; 0: none */
+	__u32 reason;
+	__u64 location;            /* only for drops with no reason (NOT_SPECIFIED, < 5.17); else 0 */
+};
+
 /* nm_config.match: which filters are on. All of them must hold. */
 #define NM_M_PROTO 0x0001
 #define NM_M_SADDR 0x0002
@@ -118,7 +143,8 @@ struct nm_config {
 	__u8  proto[NM_ALT];       /* IANA protocol numbers */
 	__u8  n_src, n_dst, n_host, n_sport, n_dport, n_port, n_vlan, n_proto;
 	__u8  replay;              /* -r: each frame's wire length is in the wirelen map */
-	__u8  _pad[5];
+	__u8  any_if;              /* drops: on any interface (else the registered ones) */
+	__u8  _pad[4];
 	__u32 snaplen;             /* capture: packet bytes kept per packet; 0: no capture */
 	__u8  cap_events;          /* capture: records carry the event too (for lines) */
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
@@ -131,7 +157,7 @@ struct nm_config {
 	 * netmon reads this from the program's .rodata, finds the owner gone, and removes it.
 	 */
 	__u32 owner;
-	__u32 _pad3;
+	__u32 netns;               /* drops: the inode of netmon's network namespace */
 };
 
 /*
@@ -223,10 +249,11 @@ enum nm_counter {
 	NM_CNT_SENT,         /* events written to the perf buffer */
 	NM_CNT_SEND_FAILED,  /* bpf_perf_event_output() errors: buffer full */
 	NM_CNT_PULL_FAILED,  /* tc: bpf_skb_pull_data() errors; headers left unread */
-	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied; not sent */
+	NM_CNT_COPY_FAILED,  /* capture: packet bytes could not be copied, not sent; drops: headers */
 	NM_CNT_FLOW_OVERFLOW,       /* flows: packets not counted, the flow table full */
 	NM_CNT_FLOW_OVERFLOW_BYTES, /* flows: their bytes */
 	NM_CNT_EXPR_OTHER,   /* frames a filter expression matched that carry no IP packet */
+	NM_CNT_DROP_UNKEYED, /* drops: not in the drops table, it was full (counted here only) */
 	/*
 	 * Matched packets and their bytes on the wire (GSO/GRO: each segment with its
 	 * headers) by protocol, NM_PROTO_* after each base: --metrics serves them.

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from netmon import output, sinks, system
 from netmon.errors import UsageError
-from netmon.kernel import hooks, libbpf
+from netmon.kernel import drops, hooks, libbpf
 from netmon.pipeline import Context, Pipeline, Start, delivery
 from netmon.report import Summary, banner
 from netmon.settings import Hook, Settings
@@ -66,7 +66,8 @@ def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     stop = _Stop()
     clock = output.Clock()
     ctx = Context(settings, out, err, clock, Interfaces(), tally=pipeline.tally,
-                  libbpf_version=libbpf.version() if settings.metrics else "")
+                  libbpf_version=libbpf.version() if settings.metrics else "",
+                  drop_names=drops.Names() if settings.drops else None)
 
     def say(text: str) -> None:
         err.write(f"netmon: {text}\n")
@@ -77,7 +78,8 @@ def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         stack.callback(pipeline.close)
         pipeline.make(kinds, Start.FIRST, ctx)
         source = LiveSource(stack, settings, delivery(kinds), pipeline, ctx.interfaces, say,
-                            shows_lines or settings.count is not None, clock.offset_ns)
+                            shows_lines or settings.count is not None, clock.offset_ns,
+                            ctx.drop_names)
         pipeline.make(kinds, Start.ATTACHING, ctx)
         notes = source.start(shows_lines)
         err.write(banner(settings, list(source.watch.attached.values()), notes))

@@ -233,6 +233,9 @@ _ATTACH = typer.Option(
     Method.AUTO, "--attach", case_sensitive=False, hidden=True,
     help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
          "links where the kernel has them.")
+_DROPS = typer.Option(
+    False, "--drops", hidden=True,
+    help="The packets the kernel drops, with its reason and where ('netmon drops').")
 _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                         help="Show the version and exit.")
 
@@ -281,6 +284,7 @@ def monitor(
     stats: Optional[float] = _STATS,
     buffer_pages: Optional[int] = _BUFFER_PAGES,
     attach: Method = _ATTACH,
+    drops: bool = _DROPS,
     version: bool = _VERSION,
 ) -> int:
     expression = read_expression(expression_words, expression_file)
@@ -297,7 +301,8 @@ def monitor(
         rotate_seconds=rotate_seconds, read=read, flow_records=flow_records, top=top, sort=sort,
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
-        count=count, stats=stats, buffer_pages=buffer_pages), cpus=os.cpu_count() or 1)
+        count=count, stats=stats, buffer_pages=buffer_pages, drops=drops),
+        cpus=os.cpu_count() or 1)
     if 1 in _closed_fds and any(k.writes_stdout(settings) for k in sinks.for_run(settings)):
         raise errors.UsageError("standard output is closed, and this run writes to it: "
                                 "redirect it (>/dev/null), or use --quiet or -w FILE")
@@ -359,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["top"]:  # netmon top ...: the live flow view
         argv[0] = "--top"
+    elif argv[:1] == ["drops"]:  # netmon drops ...: what the kernel dropped
+        argv[0] = "--drops"
     try:
         status = command.main(args=argv, prog_name="netmon", standalone_mode=False)
     except _ClickException as exc:

@@ -163,7 +163,10 @@ class Decoder:
     would double the decoding cost); ``Event(*row)`` is the typed view of one.
     """
 
-    def __init__(self):
+    def __init__(self, extra: str = ""):
+        """``extra``: what follows each nm_event in its record, as a struct format whose
+        fields end each row (netmon drops: struct nm_drop's location and reason)."""
+        self._extra = extra.lstrip("=")
         self._formats: dict[tuple[int, int], struct.Struct] = {}
         self.undecodable = 0  # records of an unknown address family, dropped
         # Capture records of frames a filter expression matched that carry no IP packet
@@ -174,7 +177,7 @@ class Decoder:
         fmt = self._formats.get((head, tail))
         if fmt is None:
             fmt = self._formats[(head, tail)] = struct.Struct(
-                f"={head}x{_TIME_FIELDS}{_FLOW_SIZE}s{_TAIL_FIELDS}{tail}x")
+                f"={head}x{_TIME_FIELDS}{_FLOW_SIZE}s{_TAIL_FIELDS}{self._extra}{tail}x")
         return fmt
 
     def rows(self, buf: bytes, head: int = 0, tail: int = 0) -> list[Row]:

@@ -110,7 +110,8 @@ class FilterSpec:
 
     def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
                       epoch_ns: int = 0, flows: bool = False, quiet: bool = False,
-                      owner: int = 0, replay: bool = False) -> bytes:
+                      owner: int = 0, replay: bool = False, any_if: bool = False,
+                      netns: int = 0) -> bytes:
         """The bytes of struct nm_config that make the program apply this spec.
 
         Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
@@ -120,6 +121,8 @@ class FilterSpec:
         ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
         ``owner``: the pid of the netmon that attaches it (a leftover is told by it).
         ``replay``: -r, each frame's wire length told apart (MonitorProgram.wire_len).
+        Drops: ``any_if``, on every interface, not only the registered ones; ``netns``,
+        the inode of the network namespace whose drops count (0: every one's).
         A filter expression, if any, is spliced into the program (kernel/splice.py).
         """
         match = 0
@@ -135,9 +138,9 @@ class FilterSpec:
         counts = [len(v) for v in (self.src, self.dst, self.host, self.sport, self.dport,
                                    self.port, self.vlan, self.protocol)]
         return CONFIG_FORMAT.pack(
-            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts, replay,
+            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts, replay, any_if,
             snaplen, cap_events, flows, quiet, _expression_flags(self.expression), epoch_ns,
-            owner,
+            owner, netns,
         )
 
     # -- the Python side -------------------------------------------------

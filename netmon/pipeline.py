@@ -33,6 +33,7 @@ class Delivery(enum.Enum):
     CAPTURE = "capture"  # a record holding the packet's pcapng block (and its event)
     FLOWS = "flows"  # nothing: the packet is counted into the flow tables
     COUNTS = "counts"  # nothing: only the counters (--quiet)
+    DROPS = "drops"  # netmon drops: a struct nm_drop per dropped packet
 
 
 class Start(enum.Enum):
@@ -59,6 +60,7 @@ class Context:
     tally: Callable[[], Summary] = Summary
     book: object = None  # flows.FlowBook, when flows are counted
     libbpf_version: str = ""
+    drop_names: object = None  # kernel.drops.Names: reasons' names, locations as function+offset
 
 
 class Sink:

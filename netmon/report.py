@@ -15,12 +15,12 @@ from netmon.events import DIR_IN, DIR_NAMES, DIR_OUT
 RULE = "═" * 39
 
 
-def _counts_line(c: dict[str, int]) -> str:
+def _counts_line(c: dict[str, int], noun: str = "packets") -> str:
     # Frames a filter expression matched that carry no IP packet: among "not IP" and
     # "malformed", written by -w only.
     other = c.get("expr_not_ip", 0)
     also = f", {other} of them matched by the expression" if other else ""
-    return (f"{c.get('seen', 0)} packets seen ({c.get('non_ip', 0)} not IP, "
+    return (f"{c.get('seen', 0)} {noun} seen ({c.get('non_ip', 0)} not IP, "
             f"{c.get('malformed', 0)} malformed{also}), {c.get('matched', 0)} matched, "
             f"{c.get('sent', 0)} sent")
 
@@ -39,6 +39,9 @@ class Summary:
     written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
     flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
     exported: tuple[str, object] | None = None  # --ipfix: the collector, its ExportCounts
+    noun: str = "packets"  # what was seen: packets, or drops (netmon drops)
+    # netmon drops: interface, reason, where (see LiveSource._drops), drops
+    drops: list[tuple[str, str, str, int]] | None = None
 
     @property
     def lost(self) -> int:
@@ -58,17 +61,25 @@ class Summary:
         pulls = c.get("pull_failed", 0)
         copies = c.get("copy_failed", 0)
         overflow = self.not_in_flows
-        return (f"{_counts_line(c)}, {self.shown} shown, {self.lost} lost "
+        unkeyed = c.get("drop_unkeyed", 0)
+        return (f"{_counts_line(c, self.noun)}, {self.shown} shown, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
                 f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
                 + (f", {copies} not captured (bytes unreadable)" if copies else "")
                 + (f", {overflow} not counted in flows: the table was full (--flow-entries)"
-                   if overflow else ""))
+                   if overflow else "")
+                + (f", {unkeyed} drops not in the table by reason: it was full"
+                   if unkeyed else ""))
 
     def lines(self) -> list[str]:
         """Per interface and direction when there is more than one, then the total."""
         rows = []
-        if len(self.per_interface) > 1:
+        if self.drops is not None:
+            rows.append("drops by interface and reason:" if self.drops else "no drops")
+            width = max([len(row[0]) for row in self.drops], default=0)
+            rows += [f"  {name:<{width}}  {n:>8}  " + (f"{why} at {at}".lstrip() if at else why)
+                     for name, why, at, n in self.drops]
+        elif len(self.per_interface) > 1:
             for (name, direction), c in self.per_interface.items():
                 failed = c.get("send_failed", 0)
                 rows.append(f"{name} {DIR_NAMES[direction]}: {_counts_line(c)}"
@@ -104,17 +115,23 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         now = ", ".join(name for name, _ in attached) or "none yet"
         later = "; more are watched as they appear" if sel.dynamic else ""
         lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
-    directions = {(DIR_IN,): "in", (DIR_OUT,): "out"}.get(settings.directions, "both")
-    hint = " (what it receives; --direction both adds what it sends)" if directions == "in" \
-        else ""
-    lines.append(f"Direction: {directions}{hint}")
     hooks = [(name, h) for name, hs in attached for h in hs]
+    if settings.drops:
+        lines.append("Watching: the packets the kernel drops (the raw tracepoint "
+                     "skb:kfree_skb), on every interface at once")
+        hooks = []
+    else:
+        directions = {(DIR_IN,): "in", (DIR_OUT,): "out"}.get(settings.directions, "both")
+        hint = " (what it receives; --direction both adds what it sends)" \
+            if directions == "in" else ""
+        lines.append(f"Direction: {directions}{hint}")
     if len(hooks) == 1:
         lines.append(f"Attach mode: {hooks[0][1].describe()}")
     elif hooks:
         lines.append("Attach mode: " + "; ".join(
             f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
-    lines.append("Architecture: eBPF (XDP/tc in the kernel, filters applied there) "
+    where = "skb:kfree_skb" if settings.drops else "XDP/tc"
+    lines.append(f"Architecture: eBPF ({where} in the kernel, filters applied there) "
                  "→ perf buffer → Python")
     if settings.quiet:
         lines.append("Output: none (--quiet): the kernel counts, nothing more")
@@ -131,6 +148,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         lines.append("Filters:")
         lines += [f"  {label}: {value}" for label, value in rows]
     else:
-        lines.append("Filters: none (all IP traffic)")
+        lines.append("Filters: none (every drop)" if settings.drops
+                     else "Filters: none (all IP traffic)")
     lines += [RULE, "", "Monitoring...", "Press Ctrl-C to stop", ""]
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.sinks.ipfix import DEFAULT_DOMAIN
 from netmon.sinks.top import SORTS
-from netmon.sources.interfaces import Selection
+from netmon.sources.interfaces import ANY, Selection
 
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.
@@ -123,6 +123,7 @@ class Settings:
     ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
     quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
     read: str | None = None  # -r: frames from this file instead of interfaces
+    drops: bool = False  # netmon drops: the packets the kernel dropped, not the traffic
 
     @property
     def labelled(self) -> bool:
@@ -163,6 +164,7 @@ class Options:
     count: int | None = None
     stats: float | None = None
     buffer_pages: int | None = None
+    drops: bool = False
 
 
 # Each option a rule can name, as the user types it: is it given?
@@ -189,6 +191,9 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "-Q out": lambda o: o.direction is Direction.OUT,
     "--sort other": lambda o: o.sort not in SORTS,
     "--json": lambda o: o.json,
+    "drops": lambda o: o.drops,
+    "--hook": lambda o: o.hook is not Hook.AUTO,
+    "--mode": lambda o: o.mode is not Mode.AUTO,
 }
 
 
@@ -199,6 +204,10 @@ class Rule(enum.Enum):
 
 # Checked in order; the first that fails is the one line the user sees.
 RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
+    (Rule.EXCLUDES, ("drops",), ("-w", "-r", "--flows", "top", "--ipfix", "--direction",
+                                 "--hook", "--mode"),
+     "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
+     "without -w, -r, --flows, top, --ipfix, --direction, --hook and --mode"),
     (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
      "--print, -C, -W and -G go with -w FILE"),
     (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
@@ -272,7 +281,9 @@ def build(o: Options, cpus: int = 1,
     if o.read is not None:
         return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
                         pages=pages, capture=capture, read=o.read)
-    names = list(o.interface) or ([] if o.guest else [default_interface()])
+    # Drops are anywhere: every interface unless some are named.
+    names = list(o.interface) or ([] if o.guest else [ANY] if o.drops
+                                  else [default_interface()])
     try:
         selection = Selection.parse(names, list(o.guest))
     except ValueError as exc:
@@ -283,6 +294,7 @@ def build(o: Options, cpus: int = 1,
         follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
+        drops=o.drops,
     )
 
 

@@ -95,7 +95,7 @@ def test_kernel_config_layout():
     cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=(443, 8443),
                host=net("2001:db8::/32"), port=22, vlan=100, expression="tcp").kernel_config(
         snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242,
-        replay=True)
+        replay=True, any_if=True, netns=77)
     alt = filters.ALT
     assert len(cfg) == filters.CONFIG_SIZE == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 24
     fields = filters.CONFIG_FORMAT.unpack(cfg)
@@ -105,8 +105,9 @@ def test_kernel_config_layout():
     sport, dport, port, vlan = (rest[i * alt:(i + 1) * alt] for i in range(4))
     rest = rest[4 * alt:]
     match, proto, counts = rest[0], rest[1:1 + alt], rest[1 + alt:1 + 2 * alt]
-    replay, snaplen, cap_events, flows, quiet, expr, epoch_ns, owner = rest[1 + 2 * alt:]
-    assert replay == 1
+    replay, any_if, snaplen, cap_events, flows, quiet, expr, epoch_ns, owner, netns = \
+        rest[1 + 2 * alt:]
+    assert (replay, any_if, netns) == (1, 1, 77)
     assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
         1500, 1, 1, 1, 1, 7 << 60, 4242)
     snet, smask, sfam = src[0]
@@ -125,7 +126,7 @@ def test_kernel_config_layout():
 def test_an_expression_says_what_it_reads():
     """The hooks fill in the length (XDP asks a helper) and the interface only for an
     expression that reads them."""
-    expr_at = -3  # nm_config.expr: then epoch_ns, owner
+    expr_at = -4  # nm_config.expr: then epoch_ns, owner, netns
 
     def flags(text):
         return filters.CONFIG_FORMAT.unpack(spec(expression=text).kernel_config())[expr_at]

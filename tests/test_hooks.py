@@ -16,8 +16,15 @@ def s(**kw):
 
 
 def test_the_registry_names_the_objects_programs():
-    assert PROGRAM_NAMES == ("xdp_monitor", "tc_ingress", "tc_egress")
+    assert PROGRAM_NAMES == ("xdp_monitor", "tc_ingress", "tc_egress", "kfree_skb")
     assert {h.direction for h in HOOKS.values()} == {DIR_IN, DIR_OUT}
+
+
+def test_drops_load_the_tracepoints_program_alone():
+    """netmon drops: one program for every interface; nothing hooked on any of them."""
+    drops = s(drops=True, selection=Selection(any=True), directions=(DIR_IN, DIR_OUT))
+    assert for_interface(drops, False, True) == ["drops"]
+    assert to_load(drops, [False, True], True) == {"drops"}
 
 
 @pytest.mark.parametrize("settings,busy,captures,want", [

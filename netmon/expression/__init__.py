@@ -38,13 +38,15 @@ def reads_the_length(text: str) -> bool:
 
 
 def body(text: str, hook: str, frame: int) -> bytes:
-    """The expression translated for a hook ("xdp", "tc_in", "tc_out"), to put in place
+    """The expression translated for a hook ("xdp", "tc_in", "tc_out", "drops"), to put in place
     of a call whose caller keeps its struct nm_expr_frame at r10 + frame."""
     from netmon.expression import ebpf, translate
     from netmon.kernel.hooks import FRAGS_KERNEL
 
     if hook == "xdp":
         target = translate.XDP_FRAGS if system.kernel_version() >= FRAGS_KERNEL else translate.XDP
+    elif hook == "drops":
+        target = translate.DROPS
     else:
         target = translate.TC
     try:

@@ -30,6 +30,7 @@ from netmon.expression import cbpf
 from netmon.expression import ebpf as e
 from netmon.expression.ebpf import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 from netmon.expression.libpcap import Insn
+from netmon.kernel.abi import HDR_BUF
 
 # struct nm_expr_frame (bpf/xdp_monitor.h): offsets from its start. First its args
 # (the caller's), then the room: the caller's r6-r9, ctx, M[0..15], the helpers'
@@ -62,11 +63,16 @@ class Target:
     """
     load_bytes: int | None
     tagged: bool
+    reach: int = MAX_DIRECT  # data + reach: the furthest a load may read
 
 
 XDP = Target(load_bytes=None, tagged=False)
 XDP_FRAGS = Target(load_bytes=BPF_FUNC_XDP_LOAD_BYTES, tagged=False)  # >= 5.18
 TC = Target(load_bytes=BPF_FUNC_SKB_LOAD_BYTES, tagged=True)
+# netmon drops: a copy of the dropped packet's first HDR_BUF bytes in a map value, where
+# a load's offset must be bounded as a number (a pointer compare with its end proves
+# nothing there): loads past them reject.
+DROPS = Target(load_bytes=None, tagged=False, reach=HDR_BUF)
 
 
 def translate(insns: tuple[Insn, ...], target: Target, frame: int) -> list[e.Insn]:
@@ -254,7 +260,7 @@ class _Body:
             self.big_endian(dst, size)
             return
         slow, done = asm.new_label("slow"), asm.new_label("done")
-        if off + size > MAX_DIRECT:
+        if off + size > self.target.reach:
             asm.mov32(R2, off)
             self.slow_load(dst, size)
             return
@@ -315,7 +321,7 @@ class _Body:
         asm = self.asm
         slow, done = asm.new_label("slow"), asm.new_label("done")
         # Bounds the verifier can follow: an offset direct access may reach, then the end.
-        asm.jump_if(e.JGT, R2, MAX_DIRECT - size, slow)
+        asm.jump_if(e.JGT, R2, self.target.reach - size, slow)
         asm.mov64_reg(R1, R7)
         asm.alu64_reg(e.ADD, R1, R2)
         asm.mov64_reg(R3, R1)

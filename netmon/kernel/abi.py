@@ -35,7 +35,7 @@ DIR_NAMES = ("in", "out")
 # cap_events, the flows, quiet and expression switches, epoch_ns, and the owner's pid.
 ALT = 8
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8BB5xIBBBBQI4x")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8BBB4xIBBBBQII")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # nm_config.expr
@@ -61,7 +61,7 @@ PROTO_NAMES = ("tcp", "udp", "sctp", "icmp", "icmpv6", "other")
 # enum nm_counter: the order of struct nm_counters' fields.
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
                  "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes",
-                 "expr_not_ip",
+                 "expr_not_ip", "drop_unkeyed",
                  *(f"packets_{p}" for p in PROTO_NAMES), *(f"bytes_{p}" for p in PROTO_NAMES))
 COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}Q")
 
@@ -83,6 +83,13 @@ CAP_BLOCK = 0x8E4D0001  # NM_CAP_BLOCK: the local-use block type between EPBs
 CAP_TAIL = 16  # NM_CAP_TAIL: block type, gap length, seq, failed
 SCRATCH = struct.Struct(f"=II{CAP_RAW_MAX + 128}s")  # struct nm_scratch: seq, failed, raw
 
+# netmon drops: struct nm_drop_key (ifindex, reason, location) and what struct nm_drop
+# adds to its struct nm_event (location, reason); struct nm_hdrbuf.
+DROP_KEY = struct.Struct("=IIQ")
+DROP_TAIL = struct.Struct("=QI4x")
+HDR_BUF = 256  # NM_HDR_BUF
+HDRBUF_SIZE = HDR_BUF + 64
+
 # Every struct the object and netmon share, by name: its size here. The loader holds
 # each against the object's BTF (a struct the object's BTF lacks is a build mismatch).
 STRUCTS = {
@@ -91,6 +98,9 @@ STRUCTS = {
     "nm_config": CONFIG.size,
     "nm_expr_args": EXPR_ARGS.size,
     "nm_expr_frame": EXPR_FRAME.size,
+    "nm_drop": EVENT.size + DROP_TAIL.size,
+    "nm_drop_key": DROP_KEY.size,
+    "nm_hdrbuf": HDRBUF_SIZE,
     "nm_counters": COUNTERS.size,
     "nm_ifslot": IFSLOT.size,
     "nm_flow_key": FLOW_KEY.size,

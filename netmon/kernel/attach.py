@@ -162,6 +162,25 @@ class _Hooked:
         self.close()
 
 
+class DropsWatch:
+    """netmon drops on one interface: nothing is hooked on it (the program is on a
+    tracepoint, for every interface at once); its slot counts its drops apart."""
+
+    hook = "drops"
+    direction = DIR_IN
+
+    def __init__(self, ifindex: int, ifname: str):
+        self.ifindex = ifindex
+        self.ifname = ifname
+        self.notes: list[str] = []
+
+    def describe(self) -> str:
+        return "drops (skb:kfree_skb)"
+
+    def close(self) -> None:
+        pass
+
+
 class XdpAttachment(_Hooked):
     """The XDP program hooked on one interface's ingress; ``close()`` unhooks it."""
 

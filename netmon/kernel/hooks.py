@@ -40,10 +40,17 @@ def _tc(direction: int):
     return attach_tc
 
 
+def _drops(fd: int, ifindex: int, ifname: str, s: Settings) -> attach.Attachment:
+    return attach.DropsWatch(ifindex, ifname)
+
+
 HOOKS: dict[str, HookKind] = {h.name: h for h in (
     HookKind("xdp", "xdp_monitor", DIR_IN, _xdp),
     HookKind("tc_in", "tc_ingress", DIR_IN, _tc(DIR_IN)),
     HookKind("tc_out", "tc_egress", DIR_OUT, _tc(DIR_OUT)),
+    # netmon drops: one program on a tracepoint for every interface (the loader attaches
+    # it); each watched interface only gets a slot, its drops counted apart.
+    HookKind("drops", "kfree_skb", DIR_IN, _drops),
 )}
 PROGRAM_NAMES = tuple(h.program for h in HOOKS.values())
 
@@ -68,7 +75,9 @@ def ingress(settings: Settings, xdp_busy: bool, xdp_captures: bool) -> str:
 
 
 def for_interface(settings: Settings, xdp_busy: bool, xdp_captures: bool) -> list[str]:
-    """The hooks one interface gets, one per watched direction."""
+    """The hooks one interface gets, one per watched direction (drops: the one)."""
+    if settings.drops:
+        return ["drops"]
     return [ingress(settings, xdp_busy, xdp_captures) if d == DIR_IN else "tc_out"
             for d in settings.directions]
 

@@ -53,6 +53,15 @@ int bpf_program__set_flags(struct bpf_program *prog, __u32 flags);
 
 __s32 btf__find_by_name_kind(const struct btf *btf, const char *type_name, __u32 kind);
 const struct btf_type *btf__type_by_id(const struct btf *btf, __u32 id);
+struct btf *btf__load_vmlinux_btf(void);
+void btf__free(struct btf *btf);
+
+struct btf_enum {
+	__u32 name_off;
+	__s32 val;
+};
+
+int bpf_raw_tracepoint_open(const char *name, int prog_fd);
 
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, __u64 flags);

@@ -23,7 +23,7 @@ from netmon import system
 from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, NetmonError,
                            ObjectMismatch, PermissionProblem, ProgramRejected)
 from netmon.expression import ebpf
-from netmon.kernel import libbpf, splice
+from netmon.kernel import drops, libbpf, splice
 from netmon.kernel.abi import (CONFIG, COUNTER_NAMES, DIR_IN, DIR_OUT, FLOW_TABLES, IF_CACHE,
                                IF_SLOTS, STRUCTS)
 from netmon.kernel.attach import Attachment
@@ -178,8 +178,12 @@ class MonitorProgram:
                     error = expr.too_long(expression, error)
                 raise error from None
             raise
+        self._drops_link = -1
         try:
             self.prog_fds = {hook: self.obj.program_fd(HOOKS[hook].program) for hook in self.hooks}
+            if "drops" in self.hooks:  # on its tracepoint now: slots say what it counts
+                self._drops_link = drops.attach(self.prog_fds["drops"])
+            self.drops_fd = self.obj.map_fd("drops")
             self.prog_fd = self.prog_fds.get("xdp", -1)
             self.events_fd = self.obj.map_fd("events")
             self.counters_fd = self.obj.map_fd("counters")
@@ -331,6 +335,9 @@ class MonitorProgram:
         return HOOKS[hook].attach(self.prog_fds[hook], ifindex, ifname, settings)
 
     def close(self) -> None:
+        if self._drops_link >= 0:
+            libbpf.close_fd(self._drops_link)
+            self._drops_link = -1
         self.obj.close()
 
     def __enter__(self) -> "MonitorProgram":

@@ -3,8 +3,8 @@
 bpf/xdp_monitor.bpf.c calls a function, ``nm_expr()``, where the expression belongs.
 libbpf links each program (its subprograms copied in, its calls and maps relocated),
 then, just before BPF_PROG_LOAD, calls the prepare function of the program's section
-handler. netmon registers handlers for the sections its programs use ("xdp", "tc":
-the program types libbpf itself gives them) whose prepare function puts the
+handler. netmon registers handlers for the sections its programs use ("xdp", "tc",
+"raw_tp/kfree_skb": the program types libbpf itself gives them) whose prepare function puts the
 expression's translation (netmon/expression/translate.py) in place of each call to
 ``nm_expr()``, drops the function itself, and moves what the edits move: jumps and
 calls across them, the BTF function and line records after them. The program then
@@ -36,7 +36,7 @@ from netmon.kernel.libbpf import ffi
 
 STUB = "nm_expr"
 # (section, enum bpf_prog_type, enum bpf_attach_type): as libbpf's own handlers have them
-SECTIONS = [("xdp", 6, libbpf.BPF_XDP), ("tc", 3, 0)]
+SECTIONS = [("xdp", 6, libbpf.BPF_XDP), ("tc", 3, 0), ("raw_tp/kfree_skb", 17, 0)]
 INSN = 8
 _CALL = ebpf.JMP | ebpf.CALL
 _LD_IMM64 = ebpf.LD | ebpf.IMM | ebpf.DW

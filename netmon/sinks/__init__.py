@@ -6,6 +6,7 @@ The order below is the order each batch reaches them: the file is written before
 a line is printed, a record is sent to the collector before it is shown.
 """
 
+from netmon.sinks.drops import DropLinesSink
 from netmon.sinks.flowrecords import FlowRecordsSink
 from netmon.sinks.ipfix import IpfixSink
 from netmon.sinks.lines import LinesSink
@@ -14,7 +15,8 @@ from netmon.sinks.pcapng import PcapngSink
 from netmon.sinks.stats import StatsSink
 from netmon.sinks.top import TopSink
 
-SINKS = (MetricsSink, PcapngSink, LinesSink, IpfixSink, FlowRecordsSink, TopSink, StatsSink)
+SINKS = (MetricsSink, PcapngSink, LinesSink, DropLinesSink, IpfixSink, FlowRecordsSink,
+         TopSink, StatsSink)
 
 
 def for_run(settings) -> list[type]:

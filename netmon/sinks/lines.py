@@ -16,7 +16,7 @@ class LinesSink(Sink):
 
     @classmethod
     def wanted(cls, settings) -> bool:
-        if settings.flows is not None or settings.quiet:
+        if settings.flows is not None or settings.quiet or settings.drops:
             return False
         return settings.capture is None or settings.capture.print_lines
 

@@ -34,6 +34,7 @@ class Snapshot:
     lost: int = 0
     flow_overflow: int = 0
     exporter: dict[str, int] = field(default_factory=dict)  # --ipfix: records, errors
+    drops: list[tuple[str, str, str, int]] | None = None  # netmon drops (Summary.drops)
 
 
 class Metrics:
@@ -84,6 +85,8 @@ class Metrics:
                 octets.add_metric(where, c.get(f"bytes_{proto}", 0))
         yield packets
         yield octets
+        if snap.drops is not None:
+            yield self._drops(snap.drops)
         yield CounterMetricFamily(
             "netmon_events_lost", "Packets that matched but were not shown, written or "
             "counted (a full perf buffer, unreadable bytes, a full flow table)",
@@ -101,6 +104,25 @@ class Metrics:
                                  "Python's", labels=list(self._build))
         info.add_metric(list(self._build.values()), 1)
         yield info
+
+    @staticmethod
+    def _drops(rows: list[tuple[str, str, str, int]]):
+        """netmon drops: by interface, its guest (Proxmox VE; "" for none) and reason
+        ("" where the kernel gives none, before 5.17); locations summed."""
+        from prometheus_client.core import CounterMetricFamily
+
+        from netmon.sources import proxmox
+
+        total: dict[tuple[str, str, str], int] = {}
+        for ifname, reason, _, n in rows:
+            guest = proxmox.guest_of(ifname) if ifname != "-" else None
+            key = (ifname, "" if guest is None else str(guest), reason)
+            total[key] = total.get(key, 0) + n
+        family = CounterMetricFamily("netmon_drops", "Packets the kernel dropped, by the "
+                                     "reason it gave", labels=["interface", "guest", "reason"])
+        for labels, n in sorted(total.items()):
+            family.add_metric(list(labels), n)
+        return family
 
     def close(self) -> None:
         server, self._server = self._server, None
@@ -139,7 +161,8 @@ class MetricsSink(Sink):
         exported = s.exported[1] if s.exported else None
         self._metrics.update(Snapshot(
             dict(s.per_interface), s.lost + s.not_in_flows, s.not_in_flows,
-            {"records": exported.records, "errors": exported.errors} if exported else {}))
+            {"records": exported.records, "errors": exported.errors} if exported else {},
+            s.drops))
 
     def close(self) -> None:
         self._metrics.close()

@@ -25,7 +25,8 @@ from netmon.errors import AttachFailed, InterfaceGone, NetmonError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES
 from netmon.flows import INTERVAL, FlowBook
 from netmon.kernel import attach as hooking
-from netmon.kernel import hooks
+from netmon.kernel import drops, hooks
+from netmon.kernel.abi import DROP_TAIL
 from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import MonitorProgram
 from netmon.pipeline import Delivery, Pipeline
@@ -33,7 +34,7 @@ from netmon.report import Summary
 from netmon.settings import Hook, Settings
 from netmon.sources.interfaces import Interfaces, existing, targets
 from netmon.sources.netlink import LinkChange, LinkWatcher
-from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader, Span
+from netmon.sources.reader import SAMPLE_HEAD, PerfReader, Span, sample_size
 from netmon.sources.records import epb_time, FLUSH_MS, WAKEUP_BYTES, Records
 
 
@@ -120,14 +121,20 @@ class LiveSource:
 
     def __init__(self, stack: ExitStack, settings: Settings, delivery: Delivery,
                  pipeline: Pipeline, interfaces: Interfaces, say: Callable[[str], None],
-                 cap_events: bool = False, epoch_offset_ns: int = 0):
+                 cap_events: bool = False, epoch_offset_ns: int = 0,
+                 drop_names: drops.Names | None = None):
         """Listens for links, loads and opens the rings; attaches nothing yet (start())."""
         self._settings = s = settings
         self._delivery = delivery
         self._pipeline = pipeline
         self._interfaces = interfaces
         self._say = say
-        self._decoder = events.Decoder()
+        self._drop_names = drop_names
+        # netmon drops: each record an nm_event, then where and why it was dropped.
+        self._decoder = events.Decoder(DROP_TAIL.format if s.drops else "")
+        record = events.EVENT_SIZE + (DROP_TAIL.size if s.drops else 0)
+        self._sample = sample_size(record)
+        self._tail = self._sample - SAMPLE_HEAD - record
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection)
@@ -135,11 +142,14 @@ class LiveSource:
         self._notes = [note for idx, name in self._targets.items()
                        for note in self._stale(idx, name)]
         xdp_captures = hooks.xdp_can_capture()
-        busy = [bool(_foreign_xdp(s, xdp_captures, idx)) for idx in self._targets]
+        busy = [bool(_foreign_xdp(s, xdp_captures, idx)) for idx in self._targets
+                if not s.drops]
         self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
         flows = delivery is Delivery.FLOWS
         config = s.spec.kernel_config(
             flows=flows, quiet=delivery is Delivery.COUNTS, owner=os.getpid(),
+            **(dict(any_if=s.selection.any, netns=os.stat("/proc/self/ns/net").st_ino)
+               if s.drops else {}),
             **(dict(snaplen=s.capture.snaplen, cap_events=cap_events, epoch_ns=epoch_offset_ns)
                if self._records else {}))
         self.prog = stack.enter_context(MonitorProgram(
@@ -148,7 +158,7 @@ class LiveSource:
         # Flows send no events: the one-page rings are there to wait on with the rest.
         self._reader = stack.enter_context(PerfReader(
             self.prog.events_fd, 1 if flows else s.pages,
-            wakeup=WAKEUP_BYTES if self._records else None))
+            wakeup=WAKEUP_BYTES if self._records else None, sample=self._sample))
         self._reader.watch(self._links.fileno())
         self.watch = stack.enter_context(closing(Watch(self.prog, s, pipeline.summary,
                                                        xdp_captures)))
@@ -163,6 +173,9 @@ class LiveSource:
         sel = self._settings.selection
         self._pipeline.interface(0, None)  # capture interface 0: frames of unregistered ones
         notes = self._notes
+        if self._settings.drops and not drops.reasons():
+            notes.append("this kernel gives no reasons for its drops (they came in Linux "
+                         "5.17): each drop shows where it happened only")
         for idx, name in self._targets.items():
             self._interfaces.learn(idx, name)
             try:
@@ -192,7 +205,7 @@ class LiveSource:
     def _stale(self, ifindex: int, name: str) -> list[str]:
         """The XDP program a killed netmon left on an interface whose ingress is watched,
         removed (attach.remove_stale_xdp); notes for the user."""
-        if DIR_IN not in self._settings.directions:
+        if DIR_IN not in self._settings.directions or self._settings.drops:
             return []
         return hooking.remove_stale_xdp(ifindex, name)
 
@@ -229,7 +242,7 @@ class LiveSource:
     def _rows(self, chunks: list[bytes]) -> None:
         rows = []
         for chunk in chunks:
-            rows += self._decoder.rows(chunk, SAMPLE_HEAD, SAMPLE_TAIL)
+            rows += self._decoder.rows(chunk, SAMPLE_HEAD, self._tail)
         if len(chunks) > 1:
             rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
         self._pipeline.rows(rows)
@@ -317,3 +330,16 @@ class LiveSource:
                                + (records.undecodable if records else 0))
         if self.book is not None:
             summary.flows = (self.book.seen, self.book.active, self.book.ended)
+        if self._settings.drops:
+            summary.noun = "drops"
+            summary.drops = self._drops()
+
+    def _drops(self) -> list[tuple[str, str, str, int]]:
+        """The kernel's drops table: (interface, reason, where, drops), most first; the
+        reason "" where the kernel gives none (< 5.17), where "" unless it has no reason
+        to tell the drops apart by (NOT_SPECIFIED, or none)."""
+        where = self._drop_names.location
+        out = [(self._interfaces.name(ifindex) if ifindex else "-",
+                drops.reason_name(reason) or "", where(location) if location else "", n)
+               for (ifindex, reason, location), n in drops.table(self.prog.drops_fd).items()]
+        return sorted(out, key=lambda row: (-row[3], row[:3]))

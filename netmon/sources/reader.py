@@ -38,6 +38,11 @@ HEADER = struct.Struct("=IHH")  # type, misc, size
 SAMPLE_HEAD = HEADER.size + 4
 SAMPLE_SIZE = (SAMPLE_HEAD + EVENT_SIZE + 7) & ~7
 SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
+
+
+def sample_size(record: int) -> int:
+    """A sample's size for records of ``record`` bytes: SAMPLE_SIZE for nm_event's."""
+    return (SAMPLE_HEAD + record + 7) & ~7
 LOST = struct.Struct("=IHHQQ")  # the header, id, records lost
 
 
@@ -149,10 +154,13 @@ class PerfReader:
     they are, for records of other shapes (capture: netmon/capture.py).
     """
 
-    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES, wakeup: int | None = None):
-        """``wakeup``: bytes a ring holds when it wakes the reader (default a quarter)."""
+    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES, wakeup: int | None = None,
+                 sample: int = SAMPLE_SIZE):
+        """``wakeup``: bytes a ring holds when it wakes the reader (default a quarter);
+        ``sample``: the samples' size (sample_size(): netmon drops' records are larger)."""
         if pages < 1 or pages & (pages - 1):
             raise ValueError(f"buffer pages must be a power of two, not {pages}")
+        self._sample = sample
         self.lost = 0  # records the kernel reported lost (ring full)
         self.foreign = 0  # records that are neither samples nor loss reports
         self._closed = False
@@ -223,16 +231,17 @@ class PerfReader:
 
     def _samples(self, chunk: bytes) -> bytes:
         """The chunk's sample records; loss reports are counted and taken out."""
-        if len(chunk) % SAMPLE_SIZE == 0:
+        sample = self._sample
+        if len(chunk) % sample == 0:
             # Fast path: every record a sample of our size. The header's type and size
-            # sit at the same offsets of every SAMPLE_SIZE stride.
+            # sit at the same offsets of every sample's stride.
             view = memoryview(chunk)
-            if (set(view.cast("I")[0::SAMPLE_SIZE // 4]) == {PERF_RECORD_SAMPLE}
-                    and set(view.cast("H")[3::SAMPLE_SIZE // 2]) == {SAMPLE_SIZE}):
+            if (set(view.cast("I")[0::sample // 4]) == {PERF_RECORD_SAMPLE}
+                    and set(view.cast("H")[3::sample // 2]) == {sample}):
                 return chunk
         keep = []
         for pos, size in samples(chunk, self):
-            if size == SAMPLE_SIZE:
+            if size == sample:
                 keep.append(chunk[pos:pos + size])
             else:
                 self.foreign += 1

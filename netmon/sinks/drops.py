@@ -1,0 +1,35 @@
+"""netmon drops: a line per dropped packet (text or JSON), with the kernel's reason and
+the place it dropped it."""
+
+from __future__ import annotations
+
+from netmon import output
+from netmon.pipeline import Context, Delivery, Sink
+
+
+class DropLinesSink(Sink):
+    wants = Delivery.DROPS
+    shows_events = True
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.drops and not settings.quiet
+
+    @classmethod
+    def writes_stdout(cls, settings) -> bool:
+        return True
+
+    def __init__(self, ctx: Context):
+        s = ctx.settings
+        self._out = ctx.out
+        # The kernel's names for reasons and places, through the context: a sink stays
+        # plain Python (DESIGN's wall).
+        reason, where = ctx.drop_names.reason, ctx.drop_names.location
+        if s.json:
+            self._fmt = output.DropJson(ctx.interfaces.info, reason, where, ctx.clock)
+        else:
+            self._fmt = output.DropText(ctx.interfaces.name, reason, where)
+
+    def rows(self, rows, blocks=None, frames=None) -> None:
+        self._out.write(self._fmt.render(rows))
+        self._out.flush()
