@@ -1248,12 +1248,14 @@ int kfree_skb(struct bpf_raw_tracepoint_args *ctx)
 		if (cfg.expr & NM_EXPR_IF)
 			expr.args.ifindex = key.ifindex;
 	}
-	found = inspect(ctx, &c, &d.ev, cnt, &l2len, -1, &expr);
+	/* Beside top's flows, the interface's counters are its traffic's: drops are only
+	 * in the drops table (and what it could not hold, in drop_unkeyed). */
+	found = inspect(ctx, &c, &d.ev, cfg.flows ? NULL : cnt, &l2len, -1, &expr);
 	if (found == NM_NONE && (cfg.match || cfg.expr))
 		return 0;  /* a filter said no (what is not IP passes none) */
 	count_drop(&key, cnt);
-	if (found != NM_IP || cfg.quiet)
-		return 0;  /* not IP: counted, no line */
+	if (found != NM_IP || cfg.quiet || cfg.flows)
+		return 0;  /* not IP: counted, no line; --quiet, top: counted only */
 	d.ev.ifindex = key.ifindex;
 	d.ev.len = len;
 	d.ev.segs = 1;

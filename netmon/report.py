@@ -116,7 +116,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         later = "; more are watched as they appear" if sel.dynamic else ""
         lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
     hooks = [(name, h) for name, hs in attached for h in hs]
-    if settings.drops:
+    if settings.drops_alone:
         lines.append("Watching: the packets the kernel drops (the raw tracepoint "
                      "skb:kfree_skb), on every interface at once")
         hooks = []
@@ -130,9 +130,11 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
     elif hooks:
         lines.append("Attach mode: " + "; ".join(
             f"{name} {DIR_NAMES[h.direction]} {h.describe()}" for name, h in hooks))
-    where = "skb:kfree_skb" if settings.drops else "XDP/tc"
+    where = "skb:kfree_skb" if settings.drops_alone else "XDP/tc"
     lines.append(f"Architecture: eBPF ({where} in the kernel, filters applied there) "
                  "→ perf buffer → Python")
+    if settings.drops and not settings.drops_alone:
+        lines.append("Drops: beside the flows, from the raw tracepoint skb:kfree_skb")
     if settings.quiet:
         lines.append("Output: none (--quiet): the kernel counts, nothing more")
     if settings.metrics:
@@ -148,7 +150,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         lines.append("Filters:")
         lines += [f"  {label}: {value}" for label, value in rows]
     else:
-        lines.append("Filters: none (every drop)" if settings.drops
+        lines.append("Filters: none (every drop)" if settings.drops_alone
                      else "Filters: none (all IP traffic)")
     lines += [RULE, "", "Monitoring...", "Press Ctrl-C to stop", ""]
     return "\n".join(lines)

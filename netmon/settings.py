@@ -123,7 +123,13 @@ class Settings:
     ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
     quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
     read: str | None = None  # -r: frames from this file instead of interfaces
-    drops: bool = False  # netmon drops: the packets the kernel dropped, not the traffic
+    # The packets the kernel dropped: netmon drops (flows None), or top's panel beside flows
+    drops: bool = False
+
+    @property
+    def drops_alone(self) -> bool:
+        """netmon drops: the drops instead of the traffic (not top's panel beside it)."""
+        return self.drops and self.flows is None
 
     @property
     def labelled(self) -> bool:
@@ -192,6 +198,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--sort other": lambda o: o.sort not in SORTS,
     "--json": lambda o: o.json,
     "drops": lambda o: o.drops,
+    "drops alone": lambda o: o.drops and not o.top,
     "--hook": lambda o: o.hook is not Hook.AUTO,
     "--mode": lambda o: o.mode is not Mode.AUTO,
 }
@@ -204,10 +211,13 @@ class Rule(enum.Enum):
 
 # Checked in order; the first that fails is the one line the user sees.
 RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
-    (Rule.EXCLUDES, ("drops",), ("-w", "-r", "--flows", "top", "--ipfix", "--direction",
-                                 "--hook", "--mode"),
+    (Rule.EXCLUDES, ("drops alone",), ("-w", "-r", "--flows", "--ipfix", "--direction",
+                                       "--hook", "--mode"),
      "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
-     "without -w, -r, --flows, top, --ipfix, --direction, --hook and --mode"),
+     "without -w, -r, --flows, --ipfix, --direction, --hook and --mode"),
+    (Rule.EXCLUDES, ("drops",), ("-w", "-r", "--flows", "--ipfix"),
+     "top --drops shows the drops beside the flows: it goes without -w, -r, --flows and "
+     "--ipfix"),
     (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
      "--print, -C, -W and -G go with -w FILE"),
     (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
@@ -282,7 +292,7 @@ def build(o: Options, cpus: int = 1,
         return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
                         pages=pages, capture=capture, read=o.read)
     # Drops are anywhere: every interface unless some are named.
-    names = list(o.interface) or ([] if o.guest else [ANY] if o.drops
+    names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
     try:
         selection = Selection.parse(names, list(o.guest))

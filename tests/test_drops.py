@@ -36,6 +36,19 @@ def _drops_of(nm: Netmon) -> list[str]:
             if line.startswith("netmon:   ")]
 
 
+def _raw_drops(n: NetnsPair, frame: str, *args: str, count: int = 3) -> tuple[Netmon, list]:
+    """netmon drops --json ARGS while a sends ``frame`` (hex) ``count`` times: netmon
+    (stopped) and its drops."""
+    with Netmon(n, "drops", "--json", *args, interface=None) as nm:
+        nm.wait_ready()
+        for _ in range(count):
+            send(n, "raw", n.a_if, frame)
+        nm.wait_lines(count)
+        time.sleep(scaled(0.3))
+        assert nm.stop() == 0
+    return nm, [json.loads(line) for line in nm.out]
+
+
 def _ifindex(n: NetnsPair, ns: str, ifname: str) -> int:
     return int(n.run(ns, "ip", "-o", "link", "show", "dev", ifname).stdout.split(":")[0])
 
@@ -227,15 +240,183 @@ def test_reverse_path_filtering_drops_a_spoofed_source(netns):
         n.run(n.b, "sysctl", "-qw", f"net.ipv4.conf.{conf}.rp_filter=1")
     frame = bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src="10.254.1.1", dst=n.b_ip)
                   / UDP(sport=40094, dport=5094) / (b"r" * 10))
-    with Netmon(n, "drops", "-i", n.b_if, "--json", interface=None) as nm:
-        nm.wait_ready()
-        for _ in range(3):
-            send(n, "raw", n.a_if, frame.hex())
-        nm.wait_lines(3)
-        time.sleep(scaled(0.3))
-        assert nm.stop() == 0
-    got = [json.loads(line) for line in nm.out]
+    nm, got = _raw_drops(n, frame.hex(), "-i", n.b_if)
     assert [(d["src"], d["dport"]) for d in got] == [("10.254.1.1", 5094)] * 3
     if _has_reasons():
         assert {d["reason"] for d in got} == {"IP_RPFILTER"}
     assert _drops_of(nm)[0][:2] == [n.b_if, "3"]
+
+
+def _reason(name: str) -> str | None:
+    """``name`` where this kernel has it; NOT_SPECIFIED where it has reasons but not this
+    one yet; None before 5.17."""
+    names = set(drops.reasons().values())
+    if not names:
+        return None
+    return name if name in names else "NOT_SPECIFIED"
+
+
+def _udp_to(n: NetnsPair, dst: str, ttl: int = 64) -> str:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src=n.a_ip, dst=dst, ttl=ttl)
+                 / UDP(sport=40100, dport=5100) / (b"f" * 10)).hex()
+
+
+# (name, commands in b, ttl, the reason, the function that drops it)
+ROUTED = [
+    ("forwarding off", [["sysctl", "-qw", "net.ipv4.ip_forward=0"]], 64,
+     "IP_INADDRERRORS", "ip_error"),
+    ("no route", [["sysctl", "-qw", "net.ipv4.ip_forward=1"]], 64, "IP_INNOROUTES",
+     "ip_error"),
+    ("ttl expired", [["sysctl", "-qw", "net.ipv4.ip_forward=1"],
+                     ["ip", "route", "add", "10.250.0.0/24", "dev", "lo"]], 1, "IP_INHDR",
+     "ip_forward"),
+]
+
+
+@kernel
+@pytest.mark.parametrize("name,setup,ttl,reason,where", ROUTED, ids=[r[0] for r in ROUTED])
+def test_a_router_drops_what_it_cannot_forward(netns, name, setup, ttl, reason, where):
+    """a routes 10.250.0.0/24 through b, which cannot pass it on: forwarding off, no
+    route, the TTL run out. Three datagrams, three drops, this kernel's reason for each,
+    and where."""
+    n = netns
+    n.run(n.a, "ip", "route", "add", "10.250.0.0/24", "via", n.b_ip)
+    for command in setup:
+        n.run(n.b, *command)
+    nm, got = _raw_drops(n, _udp_to(n, "10.250.0.5", ttl), "-i", n.b_if, "udp", "port", "5100")
+    assert [(d["dst"], d["dport"]) for d in got] == [("10.250.0.5", 5100)] * 3
+    assert {d["reason"] for d in got} == {_reason(reason)}
+    assert {d["location"].split("+")[0] for d in got} == {where}
+    assert _drops_of(nm)[0][:2] == [n.b_if, "3"]
+
+
+@kernel
+def test_a_tc_filter_that_drops_is_a_drop(netns, bpf_objects):
+    """Someone else's tc filter returns TC_ACT_SHOT for echo requests to b's .4 address:
+    each is a drop on b's veth (TC_INGRESS from Linux 6.8; where, before)."""
+    n = netns
+    drop = bpf_objects("tc_drop")
+    n.run(n.b, "tc", "qdisc", "add", "dev", n.b_if, "clsact")
+    n.run(n.b, "tc", "filter", "add", "dev", n.b_if, "ingress", "bpf", "da", "obj", str(drop),
+          "sec", "tc")
+    with Netmon(n, "drops", "-i", n.b_if, "--json", "icmp", interface=None) as nm:
+        nm.wait_ready()
+        n.run(n.a, "ping", "-n", "-q", "-c", "3", "-i", "0.05", "-W", "1", n.b_ip2, check=False)
+        nm.wait_lines(3)
+        time.sleep(scaled(0.3))
+        assert nm.stop() == 0
+    got = [json.loads(line) for line in nm.out]
+    assert [(d["dst"], d["icmp_type"]) for d in got] == [(n.b_ip2, 8)] * 3
+    assert {d["reason"] for d in got} == {_reason("TC_INGRESS")}
+
+
+@kernel
+def test_a_stopped_guests_tap_drops_at_the_bridge(netns):
+    """The Proxmox case of a VM stopped while its tap stays (no process holds it): the
+    bridge knows the guest's MAC on that port, which does not forward. The frame is
+    dropped on the bridge port it came in on, where the bridge found nowhere to send it."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    n = netns
+    guest_mac = "02:00:00:00:01:00"
+    for command in (["ip", "link", "add", "nmtbr0", "type", "bridge"],
+                    ["ip", "link", "set", n.b_if, "master", "nmtbr0"],
+                    ["ip", "tuntap", "add", "mode", "tap", "tap100i0"],
+                    ["ip", "link", "set", "tap100i0", "master", "nmtbr0"],
+                    ["ip", "link", "set", "tap100i0", "up"],
+                    ["ip", "link", "set", "nmtbr0", "up"],
+                    ["bridge", "fdb", "add", guest_mac, "dev", "tap100i0", "master", "static"]):
+        n.run(n.b, *command)
+    frame = bytes(Ether(src=n.mac(n.a), dst=guest_mac) / IP(src=n.a_ip, dst="10.0.9.100")
+                  / UDP(sport=40101, dport=5101) / (b"t" * 10)).hex()
+    _, got = _raw_drops(n, frame, "udp", "port", "5101")
+    assert [(d["ifname"], d["dst"]) for d in got] == [(n.b_if, "10.0.9.100")] * 3
+    assert {d["location"].split("+")[0] for d in got} == {"br_handle_frame_finish"}
+
+
+def _top_blocks(out: list[str]) -> list[list[str]]:
+    """top's plain output (not a terminal): one block of lines per interval."""
+    blocks, block = [], []
+    for line in out:
+        if line:
+            block.append(line)
+        elif block:
+            blocks.append(block)
+            block = []
+    return blocks
+
+
+@kernel
+def test_top_shows_the_drops_beside_the_flows(netns):
+    """top --drops, its plain text (stdout a pipe): the flow of the datagrams, and below
+    it the drops they became, by interface and reason, the kernel's exact total."""
+    n = netns
+    with Netmon(n, "top", "--drops", "-i", n.b_if, interface=None) as nm:
+        nm.wait_ready()
+        send(n, "udp", n.a_ip, 40096, n.b_ip, 5096, 10, 5)
+        deadline = time.monotonic() + scaled(10)
+        while time.monotonic() < deadline:
+            blocks = _top_blocks(nm.out)
+            if blocks and any(line.endswith(" 5") and n.b_if in line for line in blocks[-1]):
+                break
+            time.sleep(0.2)
+        assert nm.stop() == 0
+    last = next(b for b in reversed(_top_blocks(nm.out)) if any("DROPS" in x for x in b))
+    at = next(i for i, line in enumerate(last) if line.startswith("DROPS"))
+    assert last[at].split() == ["DROPS", "WHY", "2s/s", "10s/s", "40s/s", "TOTAL"]
+    cells = last[at + 1].split()
+    reason = _reason("NO_SOCKET") or "__udp4_lib_rcv"
+    assert (cells[0], cells[1].split("+")[0], cells[-1]) == (n.b_if, reason, "5"), last
+    assert any(line.startswith("UDP ") and f":{5096}" in line for line in last[:at]), last
+    # Traffic counters stay the traffic's: the drops are in the table only.
+    assert ", 5 matched, 0 sent" in "\n".join(nm.err)
+
+
+@kernel
+def test_top_drops_panel_as_a_person_sees_it(netns):
+    """top --drops in tmux: the panel below the flows, the drops' rate and total."""
+    import subprocess
+    import sys
+
+    from tests.netns import ROOT
+
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    n = netns
+    session = f"nmt-topdrops-{n.id}"
+    cmd = " ".join(n.exec_args(n.b, sys.executable, "-m", "netmon", "top", "--drops", "-i",
+                               n.b_if))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"cd {ROOT} && {cmd}"], check=True)
+    try:
+        deadline = time.monotonic() + scaled(10)
+        screen = ""
+        while "DROPS" not in screen and time.monotonic() < deadline:
+            time.sleep(0.2)
+            screen = _pane(session)
+        send(n, "udp", n.a_ip, 40097, n.b_ip, 5097, 10, 20)
+        reason = _reason("NO_SOCKET") or "__udp4_lib_rcv"
+        deadline = time.monotonic() + scaled(10)
+        while time.monotonic() < deadline:
+            screen = _pane(session)
+            rows = [line.split() for line in screen.splitlines()
+                    if line.startswith(n.b_if + " ") and reason in line]
+            if rows and rows[0][-1] == "20":
+                break
+            time.sleep(0.3)
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert rows and rows[0][-1] == "20", screen
+    assert "DROPS" in screen and "WHY" in screen
+
+
+def _pane(session: str) -> str:
+    import subprocess
+
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                          text=True, check=True).stdout

@@ -75,8 +75,8 @@ def ingress(settings: Settings, xdp_busy: bool, xdp_captures: bool) -> str:
 
 
 def for_interface(settings: Settings, xdp_busy: bool, xdp_captures: bool) -> list[str]:
-    """The hooks one interface gets, one per watched direction (drops: the one)."""
-    if settings.drops:
+    """The hooks one interface gets, one per watched direction (netmon drops: the one)."""
+    if settings.drops and settings.flows is None:
         return ["drops"]
     return [ingress(settings, xdp_busy, xdp_captures) if d == DIR_IN else "tc_out"
             for d in settings.directions]
@@ -88,4 +88,5 @@ def to_load(settings: Settings, busy_now: list[bool], xdp_captures: bool) -> set
     states = set(busy_now) or {False}
     if settings.follow:
         states |= {False, True}
-    return {h for busy in states for h in for_interface(settings, busy, xdp_captures)}
+    hooks = {h for busy in states for h in for_interface(settings, busy, xdp_captures)}
+    return hooks | {"drops"} if settings.drops else hooks  # top --drops: its panel too

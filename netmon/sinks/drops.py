@@ -13,7 +13,7 @@ class DropLinesSink(Sink):
 
     @classmethod
     def wanted(cls, settings) -> bool:
-        return settings.drops and not settings.quiet
+        return settings.drops and not settings.quiet and settings.flows is None
 
     @classmethod
     def writes_stdout(cls, settings) -> bool:

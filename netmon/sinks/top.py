@@ -1,4 +1,5 @@
-"""netmon top: the flows with the highest rates, redrawn every second.
+"""netmon top: the flows with the highest rates, redrawn every second; with --drops, the
+kernel's drops per second by interface and reason below them.
 
 On a terminal the view is drawn with rich: a header with the totals per
 direction and protocol and what was lost, then one row per flow. Keys: ``s``
@@ -159,6 +160,53 @@ class TopView:
         return "\n".join(lines) + "\n\n"
 
 
+class DropRates:
+    """top --drops: drops per second by where and why over each window, from the kernel's
+    running totals (Summary.drops) read once a second."""
+
+    def __init__(self, now: float, where: Callable[[str], str]):
+        self._where = where
+        # (time, totals): the table is empty when the program loads, just before this
+        self._history: list[tuple[float, dict[tuple[str, str], int]]] = [(now, {})]
+
+    def add(self, now: float, rows: list[tuple[str, str, str, int]]) -> None:
+        totals: dict[tuple[str, str], int] = {}
+        for ifname, reason, at, n in rows:
+            key = (self._where(ifname), " ".join(filter(None, (reason, at))))
+            totals[key] = totals.get(key, 0) + n
+        self._history.append((now, totals))
+        while len(self._history) > 2 and self._history[1][0] <= now - WINDOWS[-1]:
+            self._history.pop(0)  # the oldest that still spans the longest window stays
+
+    def top(self, n: int) -> list[tuple[str, str, tuple[float, ...], int]]:
+        """(where, why, drops/s per window, total), the most frequent first."""
+        now, latest = self._history[-1]
+        rows = []
+        for key, total in latest.items():
+            rates = []
+            for w in WINDOWS:
+                then, old = next(((t, o) for t, o in self._history if t >= now - w - 0.5),
+                                 self._history[0])
+                rates.append((total - old.get(key, 0)) / max(now - then, 1e-9))
+            rows.append((*key, tuple(rates), total))
+        rows.sort(key=lambda r: (-r[2][0], -r[3], r[0], r[1]))
+        return rows[:n]
+
+    def plain(self, n: int) -> list[str]:
+        table = [["DROPS", "WHY"] + [f"{w}s/s" for w in WINDOWS] + ["TOTAL"]]
+        table += [[where, why, *(f"{r:.0f}" for r in rates), str(total)]
+                  for where, why, rates, total in self.top(n)]
+        if len(table) == 1:
+            return ["no drops"]
+        widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+        return ["  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                          for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+                for row in table]
+
+
+DROP_ROWS = 5  # top --drops: the panel's rows (the flows' table gives them room)
+
+
 def _in_foreground(fd: int) -> bool:
     try:
         return os.tcgetpgrp(fd) == os.getpgrp()
@@ -235,7 +283,7 @@ class Screen:
         except OSError:
             return ""
 
-    def draw(self, title: str, lost: int, overflow: int) -> None:
+    def draw(self, title: str, lost: int, overflow: int, drops: DropRates | None = None) -> None:
         from rich.console import Group
         from rich.table import Table
         from rich.text import Text
@@ -262,7 +310,20 @@ class Screen:
         lines = [Text(head[0], style="bold"), Text(head[1]), hint]
         for line in lines:  # one row each, whatever the width
             line.no_wrap, line.overflow = True, "ellipsis"
-        self._live.update(Group(*lines, table), refresh=True)
+        parts = [*lines, table]
+        if drops is not None:
+            panel = Table(box=None, pad_edge=False, expand=True, header_style="bold",
+                          padding=(0, 1, 0, 0))
+            panel.add_column("DROPS", no_wrap=True, overflow="ellipsis", max_width=16)
+            panel.add_column("WHY", no_wrap=True, overflow="ellipsis", ratio=1)
+            for w in windows:
+                panel.add_column(f"{w}s/s", justify="right", no_wrap=True)
+            panel.add_column("TOTAL", justify="right", no_wrap=True)
+            for where_, why, rates, total in drops.top(DROP_ROWS):
+                panel.add_row(where_, why, *(f"{r:.0f}" for r in rates[:len(windows)]),
+                              str(total))
+            parts += [Text(""), panel if panel.row_count else Text("no drops", style="dim")]
+        self._live.update(Group(*parts), refresh=True)
 
 
 class TopSink(Sink):
@@ -286,8 +347,12 @@ class TopSink(Sink):
         self._title = f"netmon top: {s.selection.describe()}"
         self._many = not s.selection.single
         self._both = len(s.directions) > 1
+        self._tally = ctx.tally
+        # --drops: a panel of the kernel's drops below the flows, which make room for it.
+        self._drops = DropRates(time.monotonic(), self._name) if s.drops else None
         self._view = TopView(ctx.book, self._where if self._many or self._both else None,
-                             "WHERE" if self._many else "DIR", s.flows.sort)
+                             "WHERE" if self._many else "DIR", s.flows.sort,
+                             ROWS_DEFAULT - DROP_ROWS - 2 if s.drops else ROWS_DEFAULT)
         self._screen = Screen(self._view, ctx.out) if ctx.out.isatty() else None
         self._quit = False
         if self._screen is not None:
@@ -297,10 +362,23 @@ class TopSink(Sink):
         """The interface (a guest's name for a guest's) and the direction, as needed."""
         if not self._many:
             return flow.key.direction
-        info = self._interfaces.info(flow.key.ifindex)
-        name = info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
-                                          else info["ifname"])
+        name = self._shown(self._interfaces.info(flow.key.ifindex))
         return f"{name} {flow.key.direction}" if self._both else name
+
+    @staticmethod
+    def _shown(info: dict) -> str:
+        return info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
+                                          else info["ifname"])
+
+    def _name(self, ifname: str) -> str:
+        """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""
+        from netmon.sources import proxmox
+
+        guest = proxmox.guest_of(ifname)
+        if guest is None:
+            return ifname
+        name = proxmox.guest_name(guest)
+        return name or f"vm{guest}"
 
     def watch_fds(self) -> list[int]:
         fd = self._screen.keys_fd if self._screen is not None else None
@@ -332,10 +410,15 @@ class TopSink(Sink):
     def _draw(self) -> None:
         c = self._counters()
         lost, overflow = c.get("send_failed", 0), c.get("flow_overflow", 0)
+        if self._drops is not None:
+            self._drops.add(time.monotonic(), self._tally().drops or [])
         if self._screen is not None:
-            self._screen.draw(self._title, lost, overflow)
+            self._screen.draw(self._title, lost, overflow, self._drops)
         else:
-            self._out.write(self._view.plain(self._title, lost, overflow))
+            text = self._view.plain(self._title, lost, overflow)
+            if self._drops is not None:
+                text = text[:-1] + "\n".join(self._drops.plain(DROP_ROWS)) + "\n\n"
+            self._out.write(text)
             self._out.flush()
 
     def close(self) -> None:

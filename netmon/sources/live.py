@@ -131,8 +131,9 @@ class LiveSource:
         self._say = say
         self._drop_names = drop_names
         # netmon drops: each record an nm_event, then where and why it was dropped.
-        self._decoder = events.Decoder(DROP_TAIL.format if s.drops else "")
-        record = events.EVENT_SIZE + (DROP_TAIL.size if s.drops else 0)
+        drop_records = delivery is Delivery.DROPS
+        self._decoder = events.Decoder(DROP_TAIL.format if drop_records else "")
+        record = events.EVENT_SIZE + (DROP_TAIL.size if drop_records else 0)
         self._sample = sample_size(record)
         self._tail = self._sample - SAMPLE_HEAD - record
         # Listen before listing, so that no interface slips between the two.
@@ -143,7 +144,7 @@ class LiveSource:
                        for note in self._stale(idx, name)]
         xdp_captures = hooks.xdp_can_capture()
         busy = [bool(_foreign_xdp(s, xdp_captures, idx)) for idx in self._targets
-                if not s.drops]
+                if not s.drops_alone]
         self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
         flows = delivery is Delivery.FLOWS
         config = s.spec.kernel_config(
@@ -205,7 +206,7 @@ class LiveSource:
     def _stale(self, ifindex: int, name: str) -> list[str]:
         """The XDP program a killed netmon left on an interface whose ingress is watched,
         removed (attach.remove_stale_xdp); notes for the user."""
-        if DIR_IN not in self._settings.directions or self._settings.drops:
+        if DIR_IN not in self._settings.directions or self._settings.drops_alone:
             return []
         return hooking.remove_stale_xdp(ifindex, name)
 
@@ -331,8 +332,9 @@ class LiveSource:
         if self.book is not None:
             summary.flows = (self.book.seen, self.book.active, self.book.ended)
         if self._settings.drops:
-            summary.noun = "drops"
             summary.drops = self._drops()
+        if self._settings.drops_alone:
+            summary.noun = "drops"
 
     def _drops(self) -> list[tuple[str, str, str, int]]:
         """The kernel's drops table: (interface, reason, where, drops), most first; the
