@@ -156,7 +156,9 @@ def test_the_kernels_reasons_are_read_from_its_btf():
     if not names:
         pytest.skip("this kernel gives no drop reasons (Linux < 5.17)")
     assert {"NO_SOCKET", "NOT_SPECIFIED", "NETFILTER_DROP"} <= set(names.values())
-    assert names[2] == "NOT_SPECIFIED"  # the same on every kernel that has reasons
+    # The values move between kernels (6.1 has no SKB_CONSUMED: NOT_SPECIFIED is 1 there,
+    # 2 from 6.3): the program's counts are named by this kernel's, as the tests above see.
+    assert names[0] == "SKB_NOT_DROPPED_YET" and names[1] in ("NOT_SPECIFIED", "SKB_CONSUMED")
 
 
 def test_locations_are_function_and_offset(tmp_path):
