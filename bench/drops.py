@@ -1,4 +1,4 @@
-"""netmon drops, measured (issue 19): what a drop costs the kernel with netmon watching,
+"""netmon drops, measured (issue 19; bench/run.py's sections m and n): what a drop costs the kernel with netmon watching,
 and what drops cost netmon.
 
 Drops are made by an nftables rule in namespace b that drops every datagram to
@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from bench.common import DPORT, ROOT, Tool, cpu_ns, offer, rx_packets, udp_frame
+from bench.common import DPORT, Tool, cpu_ns, offer, rx_packets, udp_frame
 from tests.netns import NetnsPair
 
 DROP_PORT = DPORT + 100
@@ -92,24 +92,3 @@ def bench_drop_tools(n: NetnsPair, rate: int, seconds: float, quiet_rates: list[
         rows.append({"run": "--quiet", "rate": gen["offered"] / gen["seconds"], "offered": count, "shown": 0,
                      "lost": 0, "cpu_us": cpu / 1e3 / count, "cpu_per_s": cpu / 1e9 / gen["seconds"]})
     return rows
-
-
-if __name__ == "__main__":  # python -m bench.drops: these two tables alone
-    from bench.run import machine, print_table, rate_label
-
-    print(f"Machine: {machine()}\n")
-    with NetnsPair() as n:
-        # The generator's XDP_TX frames reach a veth with NAPI on: GRO, as in bench.run.
-        n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
-        drop_rule(n)
-        tmp = Path("/dev/shm") / n.id
-        tmp.mkdir(exist_ok=True)
-        print_table("(m) frames/s b's kernel takes in and drops (an nftables rule), offered "
-                    "unpaced", ["watching", "frames/s", "× nothing"],
-                    [[r["watching"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
-                     for r in bench_drop_rate(n, 1_000_000, 3)])
-        print_table("(n) netmon drops: lines and --quiet, CPU", ["run", "rate", "offered",
-                    "shown", "lost", "µs CPU/drop", "CPU s/s"],
-                    [[r["run"], rate_label(r["rate"]), f"{r['offered']:,}", f"{r['shown']:,}",
-                      f"{r['lost']:,}", f"{r['cpu_us']:.2f}", f"{r['cpu_per_s']:.4f}"]
-                     for r in bench_drop_tools(n, 40_000, 5, [10_000, 40_000, 100_000], tmp)])

@@ -377,7 +377,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijkl",
+    ap.add_argument("--only", default="abcdefghijklmn",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -446,6 +446,23 @@ def main() -> None:
                           f"{r['offered']:,} ({rate_label(r['rate'])})",
                           f"{r['captured']:,}", f"{r['lost']:,}", f"{r['us_per_packet']:.2f}"]
                          for r in cap_rows])
+        if want("m") or want("n"):
+            from bench.drops import bench_drop_rate, bench_drop_tools, drop_rule
+
+            drop_rule(n)
+        if want("m"):
+            print_table("(m) frames/s b's kernel takes in and drops (an nftables rule), "
+                        "offered unpaced", ["watching", "frames/s", "× nothing"],
+                        [[r["watching"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
+                         for r in bench_drop_rate(n, args.max_count, args.repeats)])
+        if want("n"):
+            print_table("(n) netmon drops: lines and --quiet, CPU",
+                        ["run", "rate", "offered", "shown", "lost", "µs CPU/drop", "CPU s/s"],
+                        [[r["run"], rate_label(r["rate"]), f"{r['offered']:,}",
+                          f"{r['shown']:,}", f"{r['lost']:,}", f"{r['cpu_us']:.2f}",
+                          f"{r['cpu_per_s']:.4f}"]
+                         for r in bench_drop_tools(n, rate, args.seconds,
+                                                   [10_000, rate, 100_000], tmp)])
         if want("i") or want("j"):
             from bench.flows import FLOWS, bench_flow_rate, bench_flow_tools
         if want("i"):

@@ -117,7 +117,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
     hooks = [(name, h) for name, hs in attached for h in hs]
     if settings.drops_alone:
-        lines.append("Watching: the packets the kernel drops (the raw tracepoint "
+        lines.append("Watching: the packets the kernel drops (the tracepoint "
                      "skb:kfree_skb), on every interface at once")
         hooks = []
     else:
@@ -134,7 +134,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
     lines.append(f"Architecture: eBPF ({where} in the kernel, filters applied there) "
                  "→ perf buffer → Python")
     if settings.drops and not settings.drops_alone:
-        lines.append("Drops: beside the flows, from the raw tracepoint skb:kfree_skb")
+        lines.append("Drops: beside the flows, from the tracepoint skb:kfree_skb")
     if settings.quiet:
         lines.append("Output: none (--quiet): the kernel counts, nothing more")
     if settings.metrics:

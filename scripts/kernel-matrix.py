@@ -89,7 +89,7 @@ GUEST_TESTS = [
     "tests/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[ip[2:2] / ip[8] > 3-xdp]",
     "tests/test_expression.py::test_a_long_or_chain_is_verified_in_each_program",
     "tests/test_expression.py::test_an_expression_at_every_hook[tc-out]",
-    # Drops: the raw tracepoint's program through each verifier (a reason from 5.17, CO-RE
+    # Drops: the BTF tracepoint's program through each verifier (a reason from 5.17, CO-RE
     # guards that keep 5.10 from reading one), an expression spliced in; the reasons' names
     # from the kernel's BTF; one live run (locations only on 5.10).
     "tests/test_drops.py::test_the_program_counts_drops_by_interface_and_reason",

@@ -129,9 +129,9 @@ def table(fd: int) -> dict[tuple[int, int, int], int]:
 
 
 def attach(prog_fd: int) -> int:
-    """The program on the raw tracepoint skb:kfree_skb; its link's fd, whose close
-    detaches it."""
-    fd = libbpf.lib().bpf_raw_tracepoint_open(b"kfree_skb", prog_fd)
+    """The program on the tracepoint skb:kfree_skb (a BTF one: its load named it); its
+    link's fd, whose close detaches it."""
+    fd = libbpf.lib().bpf_raw_tracepoint_open(ffi.NULL, prog_fd)
     if fd < 0:
         raise LibbpfError(-fd, "attaching to the tracepoint skb:kfree_skb")
     return fd

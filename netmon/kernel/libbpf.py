@@ -31,6 +31,7 @@ MIN_VERSION = (1, 0)
 
 # Constants from the kernel UAPI (linux/bpf.h, linux/if_link.h).
 BPF_XDP = 37  # enum bpf_attach_type
+BPF_TRACE_RAW_TP = 23
 BPF_TCX_INGRESS = 46  # tcx links, Linux >= 6.6 (libbpf 1.1 predates them)
 BPF_TCX_EGRESS = 47
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2  # enum bpf_tc_attach_point
@@ -41,6 +42,7 @@ XDP_FLAGS_REPLACE = 1 << 4
 XDP_ATTACHED_NONE, XDP_ATTACHED_DRV, XDP_ATTACHED_SKB, XDP_ATTACHED_HW, XDP_ATTACHED_MULTI = range(5)
 BTF_KIND_STRUCT = 4
 BTF_KIND_ENUM = 6
+BTF_KIND_TYPEDEF = 8
 XDP_PASS = 2
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_F_XDP_HAS_FRAGS = 1 << 5

@@ -4,7 +4,8 @@ bpf/xdp_monitor.bpf.c calls a function, ``nm_expr()``, where the expression belo
 libbpf links each program (its subprograms copied in, its calls and maps relocated),
 then, just before BPF_PROG_LOAD, calls the prepare function of the program's section
 handler. netmon registers handlers for the sections its programs use ("xdp", "tc",
-"raw_tp/kfree_skb": the program types libbpf itself gives them) whose prepare function puts the
+"tp_btf/kfree_skb": the program types libbpf itself gives them; for the last, it also
+finds the tracepoint in the kernel's BTF, as libbpf's own handler would) whose prepare function puts the
 expression's translation (netmon/expression/translate.py) in place of each call to
 ``nm_expr()``, drops the function itself, and moves what the edits move: jumps and
 calls across them, the BTF function and line records after them. The program then
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import struct
 from typing import Callable
 
@@ -36,7 +38,9 @@ from netmon.kernel.libbpf import ffi
 
 STUB = "nm_expr"
 # (section, enum bpf_prog_type, enum bpf_attach_type): as libbpf's own handlers have them
-SECTIONS = [("xdp", 6, libbpf.BPF_XDP), ("tc", 3, 0), ("raw_tp/kfree_skb", 17, 0)]
+SECTIONS = [("xdp", 6, libbpf.BPF_XDP), ("tc", 3, 0),
+            ("tp_btf/kfree_skb", 26, libbpf.BPF_TRACE_RAW_TP)]
+TRACEPOINT = "btf_trace_kfree_skb"  # what the drops program attaches to, in vmlinux's BTF
 INSN = 8
 _CALL = ebpf.JMP | ebpf.CALL
 _LD_IMM64 = ebpf.LD | ebpf.IMM | ebpf.DW
@@ -174,7 +178,25 @@ _handlers: list[int] = []  # libbpf's ids of the registered handlers (never unre
 
 
 def _prepare_any(prog, opts, cookie) -> int:
+    if opts.expected_attach_type == libbpf.BPF_TRACE_RAW_TP and not opts.attach_btf_id:
+        # libbpf's own handler finds the tracepoint the section names; in its place, so
+        # does this one.
+        opts.attach_btf_id = _tracepoint_id()
     return _active._prepare(prog, opts, cookie) if _active is not None else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _tracepoint_id() -> int:
+    lib = libbpf.lib()
+    btf = lib.btf__load_vmlinux_btf()
+    if btf == ffi.NULL:
+        raise LibbpfError(errno.ENOENT, "reading the kernel's BTF")
+    try:
+        return libbpf.ensure(lib.btf__find_by_name_kind(btf, TRACEPOINT.encode(),
+                                                        libbpf.BTF_KIND_TYPEDEF),
+                             f"finding {TRACEPOINT} in the kernel's BTF")
+    finally:
+        lib.btf__free(btf)
 
 
 def _failed(exc_type, exc, tb) -> int:
