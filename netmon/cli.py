@@ -234,8 +234,9 @@ _ATTACH = typer.Option(
     help="link (XDP bpf_link, tcx), netlink (XDP by netlink, tc cls_bpf), or auto: "
          "links where the kernel has them.")
 _DROPS = typer.Option(
-    False, "--drops", hidden=True,
-    help="The packets the kernel drops, with its reason and where ('netmon drops').")
+    False, "--drops",
+    help="The packets the kernel drops instead of the traffic, with its reason and where "
+         "('netmon drops' is the same); with top, a panel of them below the flows.")
 _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                         help="Show the version and exit.")
 
