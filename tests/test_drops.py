@@ -434,3 +434,56 @@ def _pane(session: str) -> str:
 
     return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
                           text=True, check=True).stdout
+
+
+def _drop_monitor() -> str | None:
+    """Why dropwatch cannot run here, or None: it needs the kernel's drop monitor
+    (NET_DM, the drop_monitor module)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dropwatch") is None:
+        return "needs dropwatch (apt-get install dropwatch)"
+    subprocess.run(["modprobe", "drop_monitor"], capture_output=True)
+    if not os.path.exists("/sys/module/drop_monitor") and not os.path.exists(
+            "/sys/kernel/btf/drop_monitor"):
+        return "this kernel has no drop monitor (CONFIG_NET_DROP_MONITOR) for dropwatch"
+    return None
+
+
+@kernel
+def test_netmon_counts_what_dropwatch_counts_and_says_why(netns):
+    """dropwatch (-l kas) and netmon drops on the same drops: netmon counts at least what
+    dropwatch counts where they happened, and gives the reason dropwatch has not."""
+    import signal
+    import subprocess
+
+    why_not = _drop_monitor()
+    if why_not:
+        pytest.skip(why_not)
+    n = netns
+    watch = subprocess.Popen("(echo start; sleep 600) | stdbuf -oL dropwatch -l kas",
+                             shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        with Netmon(n, "drops", "-i", n.b_if, "--json", interface=None) as nm:
+            nm.wait_ready()
+            time.sleep(scaled(1))  # dropwatch's monitoring on
+            send(n, "udp", n.a_ip, 40102, n.b_ip, 5102, 10, 20)
+            nm.wait_lines(20)
+            time.sleep(scaled(2))  # dropwatch reports once a second
+            assert nm.stop() == 0
+        os.killpg(watch.pid, signal.SIGINT)
+        out, _ = watch.communicate(timeout=scaled(10))
+    finally:
+        if watch.poll() is None:
+            os.killpg(watch.pid, signal.SIGKILL)
+            watch.wait()
+    theirs = sum(int(m.group(1)) for m in re.finditer(
+        r"^(\d+) drops at __udp4_lib_rcv\+[0-9a-f]+ ", out, re.M))
+    got = [json.loads(line) for line in nm.out]
+    ours = sum(d["location"].startswith("__udp4_lib_rcv+") for d in got)
+    assert theirs > 0, out
+    assert ours == 20 and ours >= theirs, out
+    if _has_reasons():
+        assert {d["reason"] for d in got} == {"NO_SOCKET"}
