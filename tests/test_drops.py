@@ -457,6 +457,7 @@ def test_netmon_counts_what_dropwatch_counts_and_says_why(netns):
     dropwatch counts where they happened, and gives the reason dropwatch has not."""
     import signal
     import subprocess
+    import threading
 
     why_not = _drop_monitor()
     if why_not:
@@ -465,25 +466,31 @@ def test_netmon_counts_what_dropwatch_counts_and_says_why(netns):
     watch = subprocess.Popen("(echo start; sleep 600) | stdbuf -oL dropwatch -l kas",
                              shell=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, start_new_session=True)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(watch.stdout), daemon=True).start()
+    pattern = re.compile(r"^(\d+) drops at __udp4_lib_rcv\+[0-9a-f]+ ")
+
+    def theirs() -> int:
+        return sum(int(m.group(1)) for m in map(pattern.match, list(lines)) if m)
+
+    def wait_for(done) -> None:
+        deadline = time.monotonic() + scaled(10)
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.1)
     try:
         with Netmon(n, "drops", "-i", n.b_if, "--json", interface=None) as nm:
             nm.wait_ready()
-            time.sleep(scaled(1))  # dropwatch's monitoring on
+            wait_for(lambda: any("monitoring activated" in line for line in lines))
             send(n, "udp", n.a_ip, 40102, n.b_ip, 5102, 10, 20)
             nm.wait_lines(20)
-            time.sleep(scaled(2))  # dropwatch reports once a second
+            wait_for(lambda: theirs() >= 20)  # it reports what it saw once a second
             assert nm.stop() == 0
-        os.killpg(watch.pid, signal.SIGINT)
-        out, _ = watch.communicate(timeout=scaled(10))
     finally:
-        if watch.poll() is None:
-            os.killpg(watch.pid, signal.SIGKILL)
-            watch.wait()
-    theirs = sum(int(m.group(1)) for m in re.finditer(
-        r"^(\d+) drops at __udp4_lib_rcv\+[0-9a-f]+ ", out, re.M))
+        os.killpg(watch.pid, signal.SIGKILL)
+        watch.wait()
     got = [json.loads(line) for line in nm.out]
     ours = sum(d["location"].startswith("__udp4_lib_rcv+") for d in got)
-    assert theirs > 0, out
-    assert ours == 20 and ours >= theirs, out
+    assert theirs() > 0, lines
+    assert ours == 20 and ours >= theirs(), lines
     if _has_reasons():
         assert {d["reason"] for d in got} == {"NO_SOCKET"}
