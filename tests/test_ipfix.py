@@ -143,9 +143,10 @@ def test_metrics_show_the_last_snapshot_with_bounded_labels():
     m.update(Snapshot({("veth1", 0): counts, ("veth1", 1): {}}, lost=3, flow_overflow=1,
                       exporter={"records": 4, "errors": 1}))
     text = generate_latest(m.registry).decode()
-    assert 'netmon_packets_total{direction="in",interface="veth1",protocol="udp"} 5.0' in text
-    assert 'netmon_bytes_total{direction="in",interface="veth1",protocol="icmpv6"} 140.0' in text
-    assert 'netmon_packets_total{direction="out",interface="veth1",protocol="tcp"} 0.0' in text
+    host = 'guest="",guest_name="",interface="veth1"'  # labels in the exposition's order
+    assert f'netmon_packets_total{{direction="in",{host},protocol="udp"}} 5.0' in text
+    assert f'netmon_bytes_total{{direction="in",{host},protocol="icmpv6"}} 140.0' in text
+    assert f'netmon_packets_total{{direction="out",{host},protocol="tcp"}} 0.0' in text
     for line in ("netmon_events_lost_total 3.0", "netmon_flows_overflow_total 1.0",
                  "netmon_ipfix_records_total 4.0", "netmon_ipfix_send_errors_total 1.0"):
         assert line in text
@@ -153,6 +154,28 @@ def test_metrics_show_the_last_snapshot_with_bounded_labels():
     # Two interface-directions, six protocols: 12 series of each; nothing else varies.
     assert text.count("netmon_packets_total{") == 2 * 6
     m.close()  # never served: nothing to stop
+
+
+def test_metrics_name_each_interfaces_guest(tmp_path, monkeypatch):
+    """A guest's tap carries its id and name (from the Proxmox config); the host's
+    interfaces, empty ones. Names are read once a minute, not at every snapshot."""
+    from prometheus_client import generate_latest
+
+    from netmon.sinks.metrics import Metrics, MetricsSink, Snapshot
+
+    (tmp_path / "qemu-server").mkdir()
+    (tmp_path / "qemu-server" / "100.conf").write_text("name: web\nmemory: 512\n")
+    monkeypatch.setenv("NETMON_PVE_DIR", str(tmp_path))
+    sink = MetricsSink.__new__(MetricsSink)  # its label cache alone, no endpoint
+    sink._guests, sink._guests_at = {}, 0.0
+    labels = sink._guest_labels({"tap100i0", "vmbr0", "veth101i1"})
+    assert labels == {"tap100i0": ("100", "web"), "veth101i1": ("101", "")}
+    m = Metrics()
+    m.update(Snapshot({("tap100i0", 1): {"packets_tcp": 3}}, guests=labels))
+    text = generate_latest(m.registry).decode()
+    assert ('netmon_packets_total{direction="out",guest="100",guest_name="web",'
+            'interface="tap100i0",protocol="tcp"} 3.0') in text
+    m.close()
 
 
 def test_the_exporter_resends_templates_and_counts_what_it_could_not_send(monkeypatch):

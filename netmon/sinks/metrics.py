@@ -3,8 +3,8 @@
 The monitor's loop hands a snapshot of its counters to update() about once a
 second; a scrape, on prometheus_client's own thread, reads the last snapshot
 and never touches the BPF maps. Labels come from bounded sets: the watched
-interfaces, two directions, six protocols (enum nm_proto). Nothing per flow
-or per address.
+interfaces and their guests, two directions, six protocols (enum nm_proto).
+Nothing per flow or per address.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from netmon.kernel.abi import PROTO_NAMES
 from netmon.pipeline import Context, Sink, Start
 
 EVERY = 1.0  # seconds between two snapshots of the counters
+GUEST_NAMES_EVERY = 60.0  # seconds between two readings of the guests' names
 
 
 
@@ -35,6 +36,7 @@ class Snapshot:
     flow_overflow: int = 0
     exporter: dict[str, int] = field(default_factory=dict)  # --ipfix: records, errors
     drops: list[tuple[str, str, str, int]] | None = None  # netmon drops (Summary.drops)
+    guests: dict[str, tuple[str, str]] = field(default_factory=dict)  # ifname -> id, name
 
 
 class Metrics:
@@ -71,7 +73,9 @@ class Metrics:
 
         with self._lock:
             snap = self._snapshot
-        labels = ["interface", "direction", "protocol"]
+        # A guest's interfaces carry its id and name (empty for the host's): bounded, as
+        # guests are; summed by guest, a migrated VM's traffic adds up across nodes.
+        labels = ["interface", "direction", "protocol", "guest", "guest_name"]
         packets = CounterMetricFamily(
             "netmon_packets", "Packets that matched the filters, on the wire (GRO/GSO "
             "segments each)", labels=labels)
@@ -79,8 +83,9 @@ class Metrics:
             "netmon_bytes", "Bytes on the wire of the packets that matched the filters",
             labels=labels)
         for (ifname, direction), c in snap.per_interface.items():
+            guest, name = snap.guests.get(ifname, ("", ""))
             for proto in PROTO_NAMES:
-                where = [ifname, DIR_NAMES[direction], proto]
+                where = [ifname, DIR_NAMES[direction], proto, guest, name]
                 packets.add_metric(where, c.get(f"packets_{proto}", 0))
                 octets.add_metric(where, c.get(f"bytes_{proto}", 0))
         yield packets
@@ -152,6 +157,23 @@ class MetricsSink(Sink):
         self._metrics = Metrics(ctx.libbpf_version).serve(*ctx.settings.metrics)
         self._tally = ctx.tally
         self._next = time.monotonic()
+        self._guests: dict[str, tuple[str, str]] = {}  # ifname -> (guest id, name)
+        self._guests_at = 0.0
+
+    def _guest_labels(self, names) -> dict[str, tuple[str, str]]:
+        """Each guest interface's (id, name), names read again once a minute (a guest
+        renamed in Proxmox shows so without a restart)."""
+        from netmon.sources import proxmox
+
+        now = time.monotonic()
+        if now - self._guests_at > GUEST_NAMES_EVERY:
+            self._guests, self._guests_at = {}, now
+        for ifname in names:
+            if ifname not in self._guests:
+                guest = proxmox.guest_of(ifname)
+                self._guests[ifname] = ("", "") if guest is None else (
+                    str(guest), proxmox.guest_name(guest) or "")
+        return {name: self._guests[name] for name in names if self._guests[name][0]}
 
     def tick(self) -> None:
         if time.monotonic() < self._next:
@@ -162,7 +184,7 @@ class MetricsSink(Sink):
         self._metrics.update(Snapshot(
             dict(s.per_interface), s.lost + s.not_in_flows, s.not_in_flows,
             {"records": exported.records, "errors": exported.errors} if exported else {},
-            s.drops))
+            s.drops, self._guest_labels({name for name, _ in s.per_interface})))
 
     def close(self) -> None:
         self._metrics.close()
