@@ -1114,16 +1114,15 @@ int tc_egress(struct __sk_buff *skb)
  * netmon drops: every skb the kernel frees as dropped (skb:kfree_skb, a tracepoint
  * that fires only then: the normal path pays nothing). A BTF tracepoint: the skb's
  * fields are plain loads (a raw tracepoint's each cost a bpf_probe_read_kernel(),
- * ~0.25 us of every drop: bench m). Its headers are copied into
- * a per-CPU buffer and go through inspect() as every hook's frames do: the same
- * parser, the same filters. Counted by interface and reason in the drops table
- * (exact, whatever user space reads), then sent as an event with its reason and
- * location unless --quiet.
+ * ~0.25 us of every drop: bench m). Its headers are copied into a per-CPU buffer and
+ * go through inspect() as every hook's frames do: the same parser, the same filters.
+ * Counted by interface and reason in the drops table (exact, whatever user space
+ * reads), then sent as an event with its reason and location unless --quiet.
  *
  * The reason is the tracepoint's third argument from 5.17 (enum skb_drop_reason);
  * before, it has two and the program reads no third (the check is a CO-RE constant,
- * so the verifier never sees the read, which would keep it from attaching). SKB_CONSUMED, where a kernel reports
- * it here, is no drop.
+ * so the verifier never sees the read, which would keep it from attaching).
+ * SKB_CONSUMED, where a kernel reports it here, is no drop.
  */
 static __always_inline bool same_netns(struct sk_buff *skb)
 {

@@ -18,8 +18,6 @@ from netmon.kernel.libbpf import ffi
 
 REASON_ENUM = "skb_drop_reason"
 REASON_PREFIX = "SKB_DROP_REASON_"
-CONSUMED = "SKB_CONSUMED"  # no drop (and never counted: the program skips it)
-NOT_SPECIFIED = "NOT_SPECIFIED"  # a drop whose caller gave no reason: told apart by where
 KALLSYMS = "/proc/kallsyms"
 
 
@@ -28,10 +26,9 @@ def reasons() -> dict[int, str]:
     """This kernel's drop reasons, by value, without their SKB_DROP_REASON_ prefix;
     empty before 5.17 (the kernel has none to give)."""
     lib = libbpf.lib()
-    btf = lib.btf__load_vmlinux_btf()
-    if btf == ffi.NULL:
-        return {}
-    try:
+    with libbpf.vmlinux_btf() as btf:
+        if btf is None:
+            return {}
         type_id = lib.btf__find_by_name_kind(btf, REASON_ENUM.encode(), libbpf.BTF_KIND_ENUM)
         if type_id <= 0:
             return {}
@@ -42,8 +39,6 @@ def reasons() -> dict[int, str]:
             name = ffi.string(lib.btf__name_by_offset(btf, members[i].name_off)).decode()
             out[members[i].val] = name.removeprefix(REASON_PREFIX)
         return out
-    finally:
-        lib.btf__free(btf)
 
 
 def reason_name(value: int) -> str | None:

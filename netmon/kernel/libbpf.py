@@ -14,6 +14,7 @@ what reaches stderr; the verifier log among them is kept for error reports.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno as errno_mod
 import os
 import re
@@ -166,6 +167,17 @@ def obj_info(fd: int, size: int, preset: tuple[int, bytes] | None = None) -> tup
     length = ffi.new("__u32 *", size)
     ensure(lib().bpf_obj_get_info_by_fd(fd, buf, length), "reading BPF object info")
     return ffi.buffer(buf, size)[:], length[0]
+
+
+@contextlib.contextmanager
+def vmlinux_btf():
+    """The running kernel's BTF while the block runs (None where the kernel has none)."""
+    btf = lib().btf__load_vmlinux_btf()
+    try:
+        yield None if btf == ffi.NULL else btf
+    finally:
+        if btf != ffi.NULL:
+            lib().btf__free(btf)
 
 
 def close_fd(fd: int) -> None:

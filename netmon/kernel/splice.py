@@ -5,8 +5,8 @@ libbpf links each program (its subprograms copied in, its calls and maps relocat
 then, just before BPF_PROG_LOAD, calls the prepare function of the program's section
 handler. netmon registers handlers for the sections its programs use ("xdp", "tc",
 "tp_btf/kfree_skb": the program types libbpf itself gives them; for the last, it also
-finds the tracepoint in the kernel's BTF, as libbpf's own handler would) whose prepare function puts the
-expression's translation (netmon/expression/translate.py) in place of each call to
+finds the tracepoint in the kernel's BTF, as libbpf's own handler would) whose prepare
+function puts the expression's translation (netmon/expression/translate.py) in place of each call to
 ``nm_expr()``, drops the function itself, and moves what the edits move: jumps and
 calls across them, the BTF function and line records after them. The program then
 loads as one whole, verified with the expression in it.
@@ -83,8 +83,9 @@ def _branches(old: list[bytes]):
 
 def calls_to(insns: bytes, at: int) -> list[int]:
     """Where the program calls the function that starts at ``at``."""
-    return [pc for pc, target, kind in _branches(_split(insns))
-            if kind == "imm" and _fields(_split(insns)[pc])[0] == _CALL and target == at]
+    old = _split(insns)
+    return [pc for pc, target, kind in _branches(old)
+            if kind == "imm" and old[pc][0] == _CALL and target == at]
 
 
 def frame_of(insns: bytes, call_at: int) -> int:
@@ -187,16 +188,12 @@ def _prepare_any(prog, opts, cookie) -> int:
 
 @functools.lru_cache(maxsize=1)
 def _tracepoint_id() -> int:
-    lib = libbpf.lib()
-    btf = lib.btf__load_vmlinux_btf()
-    if btf == ffi.NULL:
-        raise LibbpfError(errno.ENOENT, "reading the kernel's BTF")
-    try:
-        return libbpf.ensure(lib.btf__find_by_name_kind(btf, TRACEPOINT.encode(),
-                                                        libbpf.BTF_KIND_TYPEDEF),
-                             f"finding {TRACEPOINT} in the kernel's BTF")
-    finally:
-        lib.btf__free(btf)
+    with libbpf.vmlinux_btf() as btf:
+        if btf is None:
+            raise LibbpfError(errno.ENOENT, "reading the kernel's BTF")
+        return libbpf.ensure(libbpf.lib().btf__find_by_name_kind(
+            btf, TRACEPOINT.encode(), libbpf.BTF_KIND_TYPEDEF),
+            f"finding {TRACEPOINT} in the kernel's BTF")
 
 
 def _failed(exc_type, exc, tb) -> int:

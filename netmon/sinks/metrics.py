@@ -170,9 +170,9 @@ class MetricsSink(Sink):
             self._guests, self._guests_at = {}, now
         for ifname in names:
             if ifname not in self._guests:
-                guest = proxmox.guest_of(ifname)
-                self._guests[ifname] = ("", "") if guest is None else (
-                    str(guest), proxmox.guest_name(guest) or "")
+                info = proxmox.interface_info(ifname)
+                self._guests[ifname] = (str(info.get("guest", "")),
+                                        info.get("guest_name") or "")
         return {name: self._guests[name] for name in names if self._guests[name][0]}
 
     def tick(self) -> None:

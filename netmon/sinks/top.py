@@ -374,11 +374,7 @@ class TopSink(Sink):
         """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""
         from netmon.sources import proxmox
 
-        guest = proxmox.guest_of(ifname)
-        if guest is None:
-            return ifname
-        name = proxmox.guest_name(guest)
-        return name or f"vm{guest}"
+        return self._shown(proxmox.interface_info(ifname))
 
     def watch_fds(self) -> list[int]:
         fd = self._screen.keys_fd if self._screen is not None else None

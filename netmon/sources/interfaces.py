@@ -103,10 +103,7 @@ class Interfaces:
         info = self._info.get(ifindex)
         if info is None:
             name = self.name(ifindex)
-            info = {"ifname": name}
-            guest = proxmox.guest_of(name) if name else None
-            if guest is not None:
-                info.update(guest=guest, guest_name=proxmox.guest_name(guest))
+            info = proxmox.interface_info(name) if name else {"ifname": name}
             self._info[ifindex] = info
         return info
 

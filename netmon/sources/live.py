@@ -340,8 +340,8 @@ class LiveSource:
         """The kernel's drops table: (interface, reason, where, drops), most first; the
         reason "" where the kernel gives none (< 5.17), where "" unless it has no reason
         to tell the drops apart by (NOT_SPECIFIED, or none)."""
-        where = self._drop_names.location
+        names = self._drop_names
         out = [(self._interfaces.name(ifindex) if ifindex else "-",
-                drops.reason_name(reason) or "", where(location) if location else "", n)
+                names.reason(reason) or "", names.location(location) if location else "", n)
                for (ifindex, reason, location), n in drops.table(self.prog.drops_fd).items()]
         return sorted(out, key=lambda row: (-row[3], row[:3]))

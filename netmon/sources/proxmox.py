@@ -22,6 +22,16 @@ def guest_of(ifname: str) -> int | None:
     return int(next(g for g in m.groups() if g)) if m else None
 
 
+def interface_info(ifname: str) -> dict:
+    """``ifname``, and for a guest's interface its ``guest`` id and ``guest_name`` (None
+    where its config is not readable): what JSON lines, top and the metrics show."""
+    info: dict = {"ifname": ifname}
+    guest = guest_of(ifname)
+    if guest is not None:
+        info.update(guest=guest, guest_name=guest_name(guest))
+    return info
+
+
 def guest_patterns(guest: int) -> tuple[str, ...]:
     """The interfaces that carry a guest's traffic: its VM taps and container veths."""
     return (f"tap{guest}i*", f"veth{guest}i*")

@@ -36,13 +36,15 @@ _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 # (capture records are laid out otherwise: netmon/capture.py).
 HEADER = struct.Struct("=IHH")  # type, misc, size
 SAMPLE_HEAD = HEADER.size + 4
-SAMPLE_SIZE = (SAMPLE_HEAD + EVENT_SIZE + 7) & ~7
-SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
 
 
 def sample_size(record: int) -> int:
     """A sample's size for records of ``record`` bytes: SAMPLE_SIZE for nm_event's."""
     return (SAMPLE_HEAD + record + 7) & ~7
+
+
+SAMPLE_SIZE = sample_size(EVENT_SIZE)
+SAMPLE_TAIL = SAMPLE_SIZE - SAMPLE_HEAD - EVENT_SIZE
 LOST = struct.Struct("=IHHQQ")  # the header, id, records lost
 
 
