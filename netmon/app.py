@@ -84,7 +84,8 @@ def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         notes = source.start(shows_lines)
         err.write(banner(settings, list(source.watch.attached.values()), notes))
         err.flush()
-        ctx.counters, ctx.book = source.prog.counters, source.book
+        ctx.counters, ctx.watched, ctx.book = source.prog.counters, source.watch.counters, \
+            source.book
         pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])
         # Everything made so far lives until exit; keep the collector from walking it

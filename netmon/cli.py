@@ -13,12 +13,14 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, endpoint, errors, protocols, sinks
+from netmon import __version__, endpoint, errors, protocols, sinks, totals_report
+from netmon import totals as totals_db
 from netmon.app import run
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.settings import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
-                             DEFAULT_PAGES, Direction, Hook, Method, Mode, Options, build)
+                             DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TOTALS_EVERY, Direction,
+                             Hook, Method, Mode, Options, build)
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
@@ -41,6 +43,7 @@ class ExitStatus(enum.IntEnum):
     INTERFACE_GONE = 9  # a named interface went away (without --follow)
     CAPTURE_READ = 10  # -r: not a capture netmon reads, or damaged
     CAPTURE_WRITE = 11  # -w: the file could not be written (a full disk)
+    TOTALS = 12  # --totals / netmon totals: the database cannot be used
 
 
 _STATUS = {
@@ -59,6 +62,7 @@ _STATUS = {
     errors.CaptureDamaged: ExitStatus.CAPTURE_READ,
     errors.CaptureUnreadable: ExitStatus.CAPTURE_READ,
     errors.CaptureWriteError: ExitStatus.CAPTURE_WRITE,
+    errors.TotalsUnavailable: ExitStatus.TOTALS,
 }
 
 
@@ -237,6 +241,17 @@ _DROPS = typer.Option(
     False, "--drops",
     help="The packets the kernel drops instead of the traffic, with its reason and where "
          "('netmon drops' is the same); with top, a panel of them below the flows.")
+_TOTALS = typer.Option(
+    None, "--totals", metavar="PATH",
+    help="Add the kernel's counts (packets and bytes by guest NIC or interface, direction "
+         "and protocol) to a SQLite database every minute, per hour; 'netmon totals' "
+         "reads it. One netmon writes a database at a time.")
+_TOTALS_EVERY = typer.Option(
+    DEFAULT_TOTALS_EVERY, "--totals-every", metavar="SECONDS", min=1,
+    help="With --totals, seconds between two writes (a kill -9 loses at most these).")
+_TOTALS_KEEP = typer.Option(
+    DEFAULT_KEEP_DAYS, "--totals-keep", metavar="DAYS", min=1,
+    help="With --totals, keep hourly rows for DAYS days, then fold them into daily rows.")
 _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                         help="Show the version and exit.")
 
@@ -286,6 +301,9 @@ def monitor(
     buffer_pages: Optional[int] = _BUFFER_PAGES,
     attach: Method = _ATTACH,
     drops: bool = _DROPS,
+    totals: Optional[str] = _TOTALS,
+    totals_every: float = _TOTALS_EVERY,
+    totals_keep: int = _TOTALS_KEEP,
     version: bool = _VERSION,
 ) -> int:
     expression = read_expression(expression_words, expression_file)
@@ -302,7 +320,8 @@ def monitor(
         rotate_seconds=rotate_seconds, read=read, flow_records=flow_records, top=top, sort=sort,
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
-        count=count, stats=stats, buffer_pages=buffer_pages, drops=drops),
+        count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
+        totals_every=totals_every, totals_keep=totals_keep),
         cpus=os.cpu_count() or 1)
     if 1 in _closed_fds and any(k.writes_stdout(settings) for k in sinks.for_run(settings)):
         raise errors.UsageError("standard output is closed, and this run writes to it: "
@@ -312,6 +331,50 @@ def monitor(
     gap = "" if settings.read is not None else "\n"
     sys.stderr.write(gap + "".join(f"netmon: {line}\n" for line in summary.lines()))
     return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
+
+
+totals_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@totals_app.command(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Show what 'netmon --totals' kept: traffic by guest (its NICs together) and host "
+         "interface, per hour, day or month. 'in' and 'out' are as the host's interface "
+         "sees them (a guest's tap receives what the guest sends). Needs read access to "
+         "the database only.")
+def totals(
+    db: str = typer.Option(totals_db.DEFAULT_PATH, "--db", metavar="PATH",
+                           help="The database netmon --totals writes."),
+    hours: bool = typer.Option(False, "--hours", help="Per hour [default: the last 24]."),
+    days: bool = typer.Option(False, "--days", help="Per day [default: the last 30] "
+                                                    "(the default view)."),
+    months: bool = typer.Option(False, "--months", help="Per month [default: the last 12]."),
+    top: Optional[int] = typer.Option(
+        None, "--top", metavar="N", min=1,
+        help="The N guests and interfaces with the most bytes in the period [default "
+             "period: this month]."),
+    guest: Optional[List[int]] = typer.Option(None, "--guest", metavar="VMID", min=1,
+                                              help="Only this guest (repeat for more)."),
+    since: Optional[str] = typer.Option(
+        None, "--since", metavar="TIME", help="From TIME: YYYY-MM, YYYY-MM-DD or "
+                                              "'YYYY-MM-DD HH:MM' (local time)."),
+    until: Optional[str] = typer.Option(
+        None, "--until", metavar="TIME", help="Up to TIME, inclusive: a day includes the "
+                                              "whole day."),
+    month_start: int = typer.Option(
+        1, "--month-start", metavar="DAY", help="Months begin on this day (1-28), for "
+                                                "billing cycles."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object per line, exact "
+                                                        "counts."),
+) -> int:
+    views = [v for v, on in (("hours", hours), ("days", days), ("months", months)) if on]
+    if len(views) > 1:
+        raise errors.UsageError("--hours, --days and --months: one at a time")
+    totals_report.report(totals_report.Query(
+        db=db, view=views[0] if views else "days", since=since, until=until,
+        guests=tuple(guest or ()), top=top, month_start=month_start, json=json_out),
+        sys.stdout)
+    return ExitStatus.SUCCESS
 
 
 def read_expression(words: list[str] | None, path: str | None) -> str | None:
@@ -361,14 +424,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command, turn every failure into one line on stderr."""
     global _closed_fds
     _closed_fds = _reopen_standard_fds()
-    command = typer.main.get_command(app)
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["top"]:  # netmon top ...: the live flow view
+    command = typer.main.get_command(totals_app if argv[:1] == ["totals"] else app)
+    prog = "netmon"
+    if argv[:1] == ["totals"]:  # netmon totals ...: what --totals kept
+        argv, prog = argv[1:], "netmon totals"
+    elif argv[:1] == ["top"]:  # netmon top ...: the live flow view
         argv[0] = "--top"
     elif argv[:1] == ["drops"]:  # netmon drops ...: what the kernel dropped
         argv[0] = "--drops"
     try:
-        status = command.main(args=argv, prog_name="netmon", standalone_mode=False)
+        status = command.main(args=argv, prog_name=prog, standalone_mode=False)
     except _ClickException as exc:
         _fail(exc.format_message())
         return ExitStatus.USAGE

@@ -88,3 +88,8 @@ class CaptureWriteError(NetmonError):
 
 class MetricsUnavailable(NetmonError):
     """The endpoint cannot be served: the port is taken, the address is not ours."""
+
+
+class TotalsUnavailable(NetmonError):
+    """--totals: the database cannot be opened or written, or another netmon writes it;
+    netmon totals: there is none, or it cannot be read."""

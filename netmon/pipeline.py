@@ -57,6 +57,8 @@ class Context:
     clock: object  # output.Clock
     interfaces: object  # sources.interfaces.Interfaces
     counters: Callable[[], dict] = dict
+    # Every watched interface's counters: ifindex -> (name, {direction: counters})
+    watched: Callable[[], dict] = dict
     tally: Callable[[], Summary] = Summary
     book: object = None  # flows.FlowBook, when flows are counted
     libbpf_version: str = ""
@@ -93,8 +95,9 @@ class Sink:
     def interface(self, index: int, name: str | None) -> None:
         """A new interface is watched (or named by a file) as capture interface ``index``."""
 
-    def forget(self, ifindex: int) -> None:
-        """An interface went away: what is kept of it by index is stale."""
+    def forget(self, ifindex: int, last: tuple[str, dict[int, dict[str, int]]]) -> None:
+        """An interface went away: what is kept of it by index is stale. ``last``: its
+        name and counters by direction, as the kernel had them when it was unhooked."""
 
     def tick(self) -> None:
         """Once per poll: flush, rotate, snapshot, redraw when due."""
@@ -178,9 +181,9 @@ class Pipeline:
         for sink in self.sinks:
             sink.interface(index, name)
 
-    def forget(self, ifindex: int) -> None:
+    def forget(self, ifindex: int, last: tuple[str, dict[int, dict[str, int]]]) -> None:
         for sink in self.sinks:
-            sink.forget(ifindex)
+            sink.forget(ifindex, last)
 
     def tick(self) -> None:
         for sink in self.sinks:

@@ -42,6 +42,7 @@ class Summary:
     noun: str = "packets"  # what was seen: packets, or drops (netmon drops)
     # netmon drops: interface, reason, where (see LiveSource._drops), drops
     drops: list[tuple[str, str, str, int]] | None = None
+    totals: tuple[str, int, int] | None = None  # --totals: the database, writes, failed ones
 
     @property
     def lost(self) -> int:
@@ -96,6 +97,11 @@ class Summary:
             where, n = self.exported
             rows.append(f"{n.records} flow records sent to {where} as IPFIX, {n.errors} "
                         f"messages ({n.unsent} records) not sent")
+        if self.totals:
+            path, writes, failed = self.totals
+            rows.append(f"totals: {writes} writes to {path}"
+                        + (f", {failed} failed (the counts they held were kept for the "
+                           f"next)" if failed else ""))
         if self.written:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path
@@ -139,6 +145,9 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         lines.append("Output: none (--quiet): the kernel counts, nothing more")
     if settings.metrics:
         lines.append(f"Metrics: http://{endpoint.display(*settings.metrics)}/metrics")
+    if settings.totals:
+        lines.append(f"Totals: added to {settings.totals.path} every "
+                     f"{settings.totals.every:g} s (netmon totals --db {settings.totals.path})")
     if settings.ipfix:
         host, port, domain = settings.ipfix
         lines.append(f"IPFIX: flow records to {endpoint.display(host, port)} over UDP, "

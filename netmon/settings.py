@@ -24,6 +24,8 @@ from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.sinks.ipfix import DEFAULT_DOMAIN
 from netmon.sinks.top import SORTS
 from netmon.sources.interfaces import ANY, Selection
+from netmon.totals import DEFAULT_EVERY as DEFAULT_TOTALS_EVERY
+from netmon.totals import DEFAULT_KEEP_DAYS
 
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.
@@ -104,6 +106,15 @@ class FlowSettings:
 
 
 @dataclass(frozen=True)
+class TotalsSettings:
+    """--totals: the database the kernel's counts are added to, how often, for how long."""
+
+    path: str
+    every: float = DEFAULT_TOTALS_EVERY  # seconds between two writes
+    keep_days: int = DEFAULT_KEEP_DAYS  # hourly rows kept; older ones are folded into days
+
+
+@dataclass(frozen=True)
 class Settings:
     selection: Selection
     spec: FilterSpec = field(default_factory=FilterSpec)
@@ -125,6 +136,7 @@ class Settings:
     read: str | None = None  # -r: frames from this file instead of interfaces
     # The packets the kernel dropped: netmon drops (flows None), or top's panel beside flows
     drops: bool = False
+    totals: TotalsSettings | None = None  # --totals: counts kept in SQLite
 
     @property
     def drops_alone(self) -> bool:
@@ -171,6 +183,9 @@ class Options:
     stats: float | None = None
     buffer_pages: int | None = None
     drops: bool = False
+    totals: str | None = None
+    totals_every: float = DEFAULT_TOTALS_EVERY
+    totals_keep: int = DEFAULT_KEEP_DAYS
 
 
 # Each option a rule can name, as the user types it: is it given?
@@ -201,6 +216,9 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "drops alone": lambda o: o.drops and not o.top,
     "--hook": lambda o: o.hook is not Hook.AUTO,
     "--mode": lambda o: o.mode is not Mode.AUTO,
+    "--totals": lambda o: o.totals is not None,
+    "--totals-every": lambda o: o.totals_every != DEFAULT_TOTALS_EVERY,
+    "--totals-keep": lambda o: o.totals_keep != DEFAULT_KEEP_DAYS,
 }
 
 
@@ -215,11 +233,16 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
                                        "--hook", "--mode"),
      "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
      "without -w, -r, --flows, --ipfix, --direction, --hook and --mode"),
+    (Rule.EXCLUDES, ("--totals",), ("-r", "drops alone"),
+     "--totals keeps the traffic of the interfaces watched live: it goes without -r "
+     "and netmon drops"),
     (Rule.EXCLUDES, ("drops",), ("-w", "-r", "--flows", "--ipfix"),
      "top --drops shows the drops beside the flows: it goes without -w, -r, --flows and "
      "--ipfix"),
     (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
      "--print, -C, -W and -G go with -w FILE"),
+    (Rule.NEEDS, ("--totals-every", "--totals-keep"), ("--totals",),
+     "--totals-every and --totals-keep go with --totals PATH"),
     (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
     (Rule.NEEDS, ("-W",), ("-C", "-G"), "-W N needs -C or -G: it limits the files they rotate "
                                         "through"),
@@ -305,6 +328,7 @@ def build(o: Options, cpus: int = 1,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
         drops=o.drops,
+        totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,
     )
 
 

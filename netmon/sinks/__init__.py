@@ -14,8 +14,9 @@ from netmon.sinks.metrics import MetricsSink
 from netmon.sinks.pcapng import PcapngSink
 from netmon.sinks.stats import StatsSink
 from netmon.sinks.top import TopSink
+from netmon.sinks.totals import TotalsSink
 
-SINKS = (MetricsSink, PcapngSink, LinesSink, DropLinesSink, IpfixSink, FlowRecordsSink,
+SINKS = (MetricsSink, TotalsSink, PcapngSink, LinesSink, DropLinesSink, IpfixSink, FlowRecordsSink,
          TopSink, StatsSink)
 
 

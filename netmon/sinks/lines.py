@@ -40,6 +40,6 @@ class LinesSink(Sink):
         self._out.write(self._fmt.render(rows, frames))
         self._out.flush()
 
-    def forget(self, ifindex: int) -> None:
+    def forget(self, ifindex: int, last) -> None:
         if isinstance(self._fmt, output.TextFormat):
             self._fmt.forget(ifindex)

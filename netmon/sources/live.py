@@ -85,22 +85,30 @@ class Watch:
         self.attached[ifindex] = (ifname, attached)
         return notes
 
-    def remove(self, ifindex: int) -> str:
-        """Unhook an interface (gone or going); keep its last counts. Returns its name."""
+    def remove(self, ifindex: int) -> tuple[str, dict[int, dict[str, int]]]:
+        """Unhook an interface (gone or going); keep its last counts. Returns its name and
+        those counts by direction."""
         ifname, attached = self.attached.pop(ifindex)
         for a in attached:
             try:
                 a.close()
             except NetmonError:
                 pass  # the interface is gone, and its hooks with it
-        for direction, counts in self._prog.unregister(ifindex).items():
+        last = self._prog.unregister(ifindex)
+        for direction, counts in last.items():
             if (ifname, direction) in self._summary.per_interface:
                 self._summary.per_interface[(ifname, direction)] = counts
-        return ifname
+        return ifname, {a.direction: last[a.direction] for a in attached if a.direction in last}
 
     def describe(self, ifindex: int) -> str:
         _, attached = self.attached[ifindex]
         return ", ".join(f"{DIR_NAMES[a.direction]}: {a.describe()}" for a in attached)
+
+    def counters(self) -> dict[int, tuple[str, dict[int, dict[str, int]]]]:
+        """Each watched interface's name and counters by hooked direction."""
+        return {ifindex: (ifname, {a.direction: self._prog.counters(ifindex, a.direction)
+                                   for a in attached})
+                for ifindex, (ifname, attached) in self.attached.items()}
 
     def tally(self) -> None:
         for ifindex, (ifname, attached) in self.attached.items():
@@ -295,8 +303,8 @@ class LiveSource:
         if change.ifindex not in self.watch.attached:
             return
         sel, follow = self._settings.selection, self._settings.follow
-        name = self.watch.remove(change.ifindex)
-        self._pipeline.forget(change.ifindex)
+        name, last = self.watch.remove(change.ifindex)
+        self._pipeline.forget(change.ifindex, (name, last))
         if name in sel.names and not follow:
             self._say(f"interface {name} went away")
             self._pipeline.summary.gone = name

@@ -22,6 +22,16 @@ def guest_of(ifname: str) -> int | None:
     return int(next(g for g in m.groups() if g)) if m else None
 
 
+_GUEST_NIC = re.compile(r"^(?:tap|veth)(\d+)i(\d+)$")
+
+
+def guest_nic(ifname: str) -> tuple[int, int] | None:
+    """(guest id, NIC number) of a guest's own interface, its VM tap or container veth:
+    ``tap100i0`` is guest 100's NIC 0 (``net0`` in its config)."""
+    m = _GUEST_NIC.match(ifname)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def interface_info(ifname: str) -> dict:
     """``ifname``, and for a guest's interface its ``guest`` id and ``guest_name`` (None
     where its config is not readable): what JSON lines, top and the metrics show."""

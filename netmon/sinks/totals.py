@@ -1,0 +1,110 @@
+"""--totals PATH: what the kernel counted, added to a SQLite database once a minute.
+
+The kernel counts every matching packet by interface, direction and protocol
+(the same counters --metrics serves). Each write reads them, adds what grew
+since the last read to the current hour's rows (totals.Writer), and commits
+once. An interface that goes away gives its last counts first, and they are
+written at once; a tap made anew starts from zero under a new ifindex, and its
+guest's totals go on (totals.Key). A write that fails is counted and retried
+with the next: nothing read is dropped while the run lasts.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from netmon import totals
+from netmon.kernel.abi import PROTO_NAMES
+from netmon.pipeline import Context, Sink, Start
+from netmon.sources import proxmox
+
+Counts = dict[str, int]
+
+
+class TotalsSink(Sink):
+    start = Start.FIRST  # a database another netmon writes stops the run before it starts
+
+    @classmethod
+    def wanted(cls, settings) -> bool:
+        return settings.totals is not None
+
+    def __init__(self, ctx: Context):
+        t = ctx.settings.totals
+        self._ctx = ctx
+        self._every = t.every
+        self._writer = totals.Writer(t.path, t.keep_days)
+        self._last: dict[tuple[int, int], Counts] = {}  # (ifindex, direction) -> as last read
+        # (hour, key, direction, protocol) -> [packets, bytes], not yet committed
+        self._pending: dict[tuple[int, totals.Key, str, str], list[int]] = {}
+        self._names: dict[int, str | None] = {}  # guests seen since the last write
+        self._next = time.monotonic() + self._every
+        self.writes = 0
+        self.failed = 0
+
+    def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
+               hour: int) -> None:
+        """What ``ifindex`` counted in ``direction`` since the last read, into pending."""
+        from netmon.events import DIR_NAMES
+
+        before = self._last.get((ifindex, direction), {})
+        self._last[(ifindex, direction)] = now
+        key = totals.Key.of(ifname)
+        if key.guest and key.guest not in self._names:
+            self._names[key.guest] = proxmox.guest_name(key.guest)
+        for proto in PROTO_NAMES:
+            packets = now.get(f"packets_{proto}", 0) - before.get(f"packets_{proto}", 0)
+            octets = now.get(f"bytes_{proto}", 0) - before.get(f"bytes_{proto}", 0)
+            if packets or octets:
+                slot = self._pending.setdefault((hour, key, DIR_NAMES[direction], proto),
+                                                [0, 0])
+                slot[0] += packets
+                slot[1] += octets
+
+    def _read(self) -> None:
+        hour = totals.hour_of(time.time())
+        for ifindex, (ifname, by_direction) in self._ctx.watched().items():
+            for direction, counts in by_direction.items():
+                self._grown(ifindex, ifname, direction, counts, hour)
+
+    def _write(self) -> None:
+        rows = [(hour, key, d, p, n, b) for (hour, key, d, p), (n, b) in self._pending.items()]
+        try:
+            self._writer.add(rows, self._names)
+        except sqlite3.Error as exc:  # a full disk, say: kept, and tried again next time
+            self.failed += 1
+            self._ctx.err.write(f"netmon: --totals {self._writer.path}: {exc}; "
+                                f"trying again in {self._every:g} s\n")
+            self._ctx.err.flush()
+            return
+        self.writes += 1
+        self._pending.clear()
+        self._names.clear()
+
+    def tick(self) -> None:
+        if time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self._every
+        self._read()
+        self._write()
+
+    def forget(self, ifindex: int, last) -> None:
+        """Its last counts, written now: its name may come back as another interface."""
+        ifname, counts_by_direction = last
+        hour = totals.hour_of(time.time())
+        for direction, counts in counts_by_direction.items():
+            self._grown(ifindex, ifname, direction, counts, hour)
+        for direction in list(counts_by_direction):
+            self._last.pop((ifindex, direction), None)
+        self._write()
+
+    def report(self, summary) -> None:
+        summary.totals = (self._writer.path, self.writes, self.failed)
+
+    def close(self) -> None:
+        try:
+            self._read()
+        except Exception:  # noqa: BLE001 - the program is gone (an error path): keep what was read
+            pass
+        self._write()
+        self._writer.close()

@@ -1,0 +1,237 @@
+"""--totals: the kernel's counts by guest, kept in SQLite for as long as they are wanted.
+
+One database file (WAL mode: readers never block the one writer). What is kept:
+packets and bytes per hour, per key, direction and protocol. A key is a guest's
+NIC (``tap100i0`` and ``veth100i0`` are guest 100, NIC 0), so a guest's totals
+go on across VM restarts, new tap ifindexes, netmon restarts and reboots; any
+other interface is keyed by its name. Hourly rows older than ``keep_days`` are
+folded into daily rows (local days), which are kept.
+
+The writer takes an exclusive flock(2) on the file: a second netmon writing it is
+refused. SQLite's own locks are POSIX locks, which flock does not touch; the
+flock's descriptor stays open until SQLite has closed (closing any descriptor of
+the file drops a process's POSIX locks).
+
+Plain Python: no kernel. sinks/totals.py feeds it, totals_report.py reads it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+
+from netmon.errors import TotalsUnavailable
+from netmon.sources import proxmox
+
+DEFAULT_PATH = "/var/lib/netmon/totals.db"
+DEFAULT_KEEP_DAYS = 90
+DEFAULT_EVERY = 60.0  # seconds between two writes
+HOUR = 3600
+SCHEMA_VERSION = 1
+
+# ``start``: the Unix time the hour (or the local day) began. A host interface is
+# guest 0, nic -1 and its name; a guest's NIC has interface ''. Each table is one
+# B-tree on its key (WITHOUT ROWID): the upsert and the reports walk it in order.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS guests(
+    guest INTEGER PRIMARY KEY, name TEXT, seen INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS hourly(
+    start INTEGER NOT NULL, guest INTEGER NOT NULL, nic INTEGER NOT NULL,
+    interface TEXT NOT NULL, direction TEXT NOT NULL, protocol TEXT NOT NULL,
+    packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY(start, guest, nic, interface, direction, protocol)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily(
+    start INTEGER NOT NULL, guest INTEGER NOT NULL, nic INTEGER NOT NULL,
+    interface TEXT NOT NULL, direction TEXT NOT NULL, protocol TEXT NOT NULL,
+    packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY(start, guest, nic, interface, direction, protocol)) WITHOUT ROWID;
+"""
+
+_ADD = """
+INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
+                          bytes = bytes + excluded.bytes
+"""
+
+# The local day an hour is in, as the Unix time of its midnight.
+_DAY = "CAST(strftime('%s', date(start, 'unixepoch', 'localtime'), 'utc') AS INTEGER)"
+_FOLD = f"""
+INSERT INTO daily
+SELECT {_DAY}, guest, nic, interface, direction, protocol, sum(packets), sum(bytes)
+FROM hourly WHERE start < ? GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
+                          bytes = bytes + excluded.bytes
+"""
+
+
+@dataclass(frozen=True)
+class Key:
+    """Whose traffic: a guest's NIC, or a host interface by name."""
+
+    guest: int = 0
+    nic: int = -1
+    interface: str = ""
+
+    @classmethod
+    def of(cls, ifname: str) -> "Key":
+        """A guest's tap or veth by guest and NIC number; any other interface by name
+        (fwln/fwpr carry the same packets as the tap: not the guest's, or it counts twice)."""
+        nic = proxmox.guest_nic(ifname)
+        return cls(*nic) if nic is not None else cls(interface=ifname)
+
+
+def hour_of(t: float) -> int:
+    return int(t) // HOUR * HOUR
+
+
+def day_start(t: float) -> int:
+    """The Unix time of the local midnight that begins ``t``'s day."""
+    lt = time.localtime(t)
+    return int(time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1)))
+
+
+def connect_read(path: str) -> sqlite3.Connection:
+    """The database for reading (no write access needed); TotalsUnavailable if there is
+    none. A WAL database needs its -shm file, which a reader without write access to
+    the directory cannot make: with no writer running there is none, and the file is
+    then read as it is (immutable: nothing is writing it)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        raise TotalsUnavailable(f"{path}: no such database (netmon --totals {path} makes "
+                                f"it)") from None
+    except OSError as exc:
+        raise TotalsUnavailable(f"{path}: {exc.strerror}") from None
+    if not os.access(path, os.R_OK):
+        raise TotalsUnavailable(f"{path}: not readable by this user")
+    for mode in ("mode=ro", "immutable=1"):
+        try:
+            db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+            db.execute("SELECT count(*) FROM hourly").fetchall()  # all: no read left open
+            return db
+        except sqlite3.DatabaseError as exc:
+            error = exc
+            db.close()
+    raise TotalsUnavailable(f"{path}: not a netmon totals database ({error})")
+
+
+class Writer:
+    """The one writer of a totals database, until close()."""
+
+    def __init__(self, path: str, keep_days: int = DEFAULT_KEEP_DAYS):
+        self.path = path
+        self.keep_days = keep_days
+        self._lock_fd = -1
+        self._db: sqlite3.Connection | None = None
+        self._folded_before = 0  # the cutoff of the last fold
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        path = self.path
+        parent = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(parent, exist_ok=True)
+            self._lock_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise TotalsUnavailable(f"--totals {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TotalsUnavailable(
+                f"--totals {path}: another netmon is writing it{self._writer_pid()}; "
+                f"one writer at a time") from None
+        try:
+            # autocommit off (isolation_level None: transactions are begun by hand)
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # WAL with NORMAL: a killed process loses no committed transaction; only a
+            # power cut can lose the last ones (never the file's integrity).
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            with self.transaction() as db:
+                version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if version is not None and version[0] > SCHEMA_VERSION:
+                    raise TotalsUnavailable(f"--totals {path}: written by a newer netmon "
+                                            f"(schema {version[0]})")
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)",
+                           (SCHEMA_VERSION,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('writer_pid', ?)",
+                           (os.getpid(),))
+        except sqlite3.DatabaseError as exc:
+            raise TotalsUnavailable(f"--totals {path}: not a netmon totals database "
+                                    f"({exc})") from None
+
+    def _writer_pid(self) -> str:
+        try:
+            db = connect_read(self.path)
+            try:
+                row = db.execute("SELECT value FROM meta WHERE key = 'writer_pid'").fetchone()
+            finally:
+                db.close()
+        except (TotalsUnavailable, sqlite3.DatabaseError):
+            return ""
+        return f" (pid {row[0]})" if row else ""
+
+    def transaction(self):
+        return _Transaction(self._db)
+
+    def add(self, rows: list[tuple[int, Key, str, str, int, int]],
+            names: dict[int, str | None], now: float | None = None) -> None:
+        """One transaction: (hour, key, direction, protocol, packets, bytes) rows added to
+        the hours' totals, guests' names as last seen (None: unknown, the old one kept),
+        and the hours older than ``keep_days`` folded into days."""
+        now = time.time() if now is None else now
+        with self.transaction() as db:
+            db.executemany(_ADD, [(hour, k.guest, k.nic, k.interface, d, p, n, b)
+                                  for hour, k, d, p, n, b in rows if n or b])
+            for guest, name in names.items():
+                db.execute("INSERT INTO guests VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
+                           "name = coalesce(excluded.name, name), seen = excluded.seen",
+                           (guest, name, int(now)))
+            self._fold(db, now)
+
+    def _fold(self, db: sqlite3.Connection, now: float) -> None:
+        """Hours before the local midnight ``keep_days`` ago become days (whole days:
+        the fold's cutoff is always a midnight)."""
+        cutoff = day_start(now - self.keep_days * 86400)
+        if cutoff <= self._folded_before:
+            return
+        db.execute(_FOLD, (cutoff,))
+        db.execute("DELETE FROM hourly WHERE start < ?", (cutoff,))
+        self._folded_before = cutoff
+
+    def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            db.close()
+        if self._lock_fd >= 0:  # after SQLite's close: see the module's docstring
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._db.execute("BEGIN IMMEDIATE")
+        return self._db
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")

@@ -1,0 +1,366 @@
+"""--totals and netmon totals (issue 20): the kernel's counts by guest, kept in SQLite.
+
+The unit tests write databases through totals.Writer at chosen times (TZ fixed to
+UTC+1 with no summer time, so days are local and not UTC); the kernel tests run
+netmon on fake guests (a /etc/pve tree of their own) and compare what the
+database holds with what was sent and what the kernel counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from netmon import cli, totals, totals_report
+from netmon.errors import TotalsUnavailable, UsageError
+from netmon.totals import Key, Writer
+from tests.netns import ROOT, Netmon, NetnsPair, ping, scaled
+
+kernel = pytest.mark.kernel
+ICMP_ECHO = 98  # bytes on the wire of ping's echo request or reply (56 bytes of data)
+
+
+@pytest.fixture
+def tz(monkeypatch):
+    """Local time an hour ahead of UTC, all year: a local day is not a UTC day."""
+    monkeypatch.setenv("TZ", "XXX-1")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def at(text: str) -> int:
+    """Local 'YYYY-MM-DD HH:MM' as a Unix time."""
+    return int(time.mktime(time.strptime(text, "%Y-%m-%d %H:%M")))
+
+
+def test_keys_are_a_guests_nic_or_the_interface():
+    assert Key.of("tap100i0") == Key(100, 0)
+    assert Key.of("veth101i2") == Key(101, 2)
+    # The firewall's pair carries the tap's packets again: not the guest's (no double count).
+    assert Key.of("fwpr100p0") == Key(interface="fwpr100p0")
+    assert Key.of("vmbr0") == Key(interface="vmbr0")
+
+
+def _report(db, *args) -> list:
+    out = _run_totals(db, "--json", *args)
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _run_totals(db, *args) -> str:
+    import io
+
+    q = _query(db, *args)
+    buf = io.StringIO()
+    totals_report.report(q, buf)
+    return buf.getvalue()
+
+
+def _query(db, *args) -> totals_report.Query:
+    """The Query `netmon totals ARGS` makes (parsed by the real CLI)."""
+    made = {}
+    real = totals_report.report
+    try:
+        totals_report.report = lambda q, out: made.setdefault("q", q)
+        assert cli.main(["totals", "--db", str(db), *args]) == 0
+    finally:
+        totals_report.report = real
+    q = made["q"]
+    q.now = NOW
+    return q
+
+
+NOW = 0  # set per test: the report's "now"
+
+
+def _fill(path, rows, names=None, keep=90, now=None):
+    with Writer(str(path), keep) as w:
+        w.add(rows, names or {}, now=now)
+
+
+def test_days_months_top_and_json_add_up(tmp_path, tz):
+    global NOW
+    db = tmp_path / "t.db"
+    NOW = at("2026-12-03 12:00")
+    web, mail = Key(100, 0), Key(101, 0)
+    rows = [
+        # 23:00 local on Nov 30 is still November; 00:00 on Dec 1 is December.
+        (totals.hour_of(at("2026-11-30 23:00")), web, "in", "tcp", 10, 1000),
+        (totals.hour_of(at("2026-12-01 00:00")), web, "in", "tcp", 20, 2000),
+        (totals.hour_of(at("2026-12-01 00:00")), Key(100, 1), "out", "udp", 5, 500),
+        (totals.hour_of(at("2026-12-02 10:00")), mail, "out", "tcp", 1, 64),
+        (totals.hour_of(at("2026-12-02 10:00")), Key(interface="vmbr0"), "in", "icmp", 3, 294),
+    ]
+    _fill(db, rows, {100: "web1", 101: None}, now=NOW)
+    _fill(db, rows[1:2], {100: None}, now=NOW)  # added again: sums; the name is kept
+    days = _report(db, "--days")
+    assert [(d["day"], d["guest"], d["guest_name"], d["interface"], d["in_packets"],
+             d["out_packets"], d["bytes"]) for d in days] == [
+        ("2026-11-30", 100, "web1", None, 10, 0, 1000),
+        ("2026-12-01", 100, "web1", None, 40, 5, 4500),  # NICs 0 and 1 together
+        ("2026-12-02", 101, None, None, 0, 1, 64),
+        ("2026-12-02", None, None, "vmbr0", 3, 0, 294)]
+    assert days[1]["protocols"] == {"tcp": {"packets": 40, "bytes": 4000},
+                                    "udp": {"packets": 5, "bytes": 500}}
+    months = _report(db, "--months")
+    assert [(m["month"], m["guest"] or m["interface"], m["packets"]) for m in months] == [
+        ("2026-11", 100, 10), ("2026-12", 100, 45), ("2026-12", 101, 1),
+        ("2026-12", "vmbr0", 3)]
+    # Billing months from the 2nd: Nov 30 and Dec 1 are in the month from Nov 2.
+    billed = _report(db, "--months", "--month-start", "2")
+    assert [(m["month"], m["guest"] or m["interface"], m["packets"]) for m in billed] == [
+        ("2026-11-02", 100, 55), ("2026-12-02", 101, 1), ("2026-12-02", "vmbr0", 3)]
+    top = _report(db, "--top", "2")  # this month (December)
+    assert [(t["rank"], t["guest"] or t["interface"], t["bytes"]) for t in top] == [
+        (1, 100, 4500), (2, "vmbr0", 294)]
+    assert [t["guest"] for t in _report(db, "--top", "5", "--since", "2026-11")] == \
+        [100, None, 101]
+    assert [d["day"] for d in _report(db, "--guest", "100", "--until", "2026-11-30")] == \
+        ["2026-11-30"]
+    hours = _report(db, "--hours", "--since", "2026-12-01")
+    assert [(h["hour"], h["guest"] or h["interface"]) for h in hours] == [
+        ("2026-12-01 00:00", 100), ("2026-12-02 10:00", 101), ("2026-12-02 10:00", "vmbr0")]
+
+
+def test_the_table_view(tmp_path, tz):
+    global NOW
+    db = tmp_path / "t.db"
+    NOW = at("2026-12-03 12:00")
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    _fill(db, [(hour, Key(100, 0), "in", "tcp", 1234, 3 * 1024 ** 3),
+               (hour, Key(100, 0), "out", "tcp", 1000, 1536)], {100: "web1"}, now=NOW)
+    assert _run_totals(db, "--days").splitlines() == [
+        "guest 100 (web1)",
+        "  day               in       out     total  packets",
+        "  -------------------------------------------------",
+        "  2026-12-02  3.00 GiB  1.50 KiB  3.00 GiB    2,234",
+        "  -------------------------------------------------",
+        "  total       3.00 GiB  1.50 KiB  3.00 GiB    2,234",
+        ""]
+    assert _run_totals(db, "--days", "--since", "2026-12-03") == "no traffic in the period\n"
+
+
+def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, tz):
+    global NOW
+    db = tmp_path / "t.db"
+    NOW = at("2026-12-03 12:00")
+    k = Key(100, 0)
+    old = [(totals.hour_of(at(f"2026-11-0{d} {h:02d}:00")), k, "in", "udp", d * 100 + h, 1)
+           for d in (1, 2) for h in (0, 5, 23)]
+    recent = [(totals.hour_of(at("2026-12-02 01:00")), k, "in", "udp", 7, 1)]
+    _fill(db, old + recent, now=at("2026-11-03 00:00"))  # nothing old enough yet
+    before = _report(db, "--days", "--since", "2026-11")
+    _fill(db, [], keep=10, now=NOW)  # hours before Nov 23 become days
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT count(*) FROM hourly").fetchone()[0] == 1
+        assert c.execute("SELECT count(*) FROM daily").fetchone()[0] == 2
+    assert _report(db, "--days", "--since", "2026-11") == before
+    assert [(d["day"], d["packets"]) for d in before] == [
+        ("2026-11-01", 100 * 3 + 28), ("2026-11-02", 200 * 3 + 28), ("2026-12-02", 7)]
+    # A day folded, then more hours of it (a clock set back): the day adds them.
+    _fill(db, [(totals.hour_of(at("2026-11-01 06:00")), k, "in", "udp", 1, 1)], keep=10,
+          now=NOW)
+    _fill(db, [], keep=9, now=NOW + 86400)
+    assert _report(db, "--days", "--since", "2026-11")[0]["packets"] == 329
+
+
+def test_a_second_writer_is_refused_and_readers_go_on(tmp_path):
+    path = str(tmp_path / "t.db")
+    hour = totals.hour_of(time.time())
+    with Writer(path) as w:
+        w.add([(hour, Key(100, 0), "in", "tcp", 1, 1)], {})
+        with pytest.raises(TotalsUnavailable, match=rf"--totals {re.escape(path)}: another "
+                           rf"netmon is writing it \(pid {os.getpid()}\); one writer at a time"):
+            Writer(path)
+        reader = totals.connect_read(path)
+        w.add([(hour, Key(100, 0), "in", "tcp", 1, 1)], {})  # while it is open
+        assert reader.execute("SELECT packets FROM hourly").fetchone() == (2,)
+        reader.close()
+    Writer(path).close()  # free again
+
+
+def test_not_a_database_and_none_at_all_are_one_line(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"not sqlite" * 100)
+    assert cli.main(["totals", "--db", str(junk)]) == cli.ExitStatus.TOTALS
+    assert cli.main(["totals", "--db", str(tmp_path / "none.db")]) == cli.ExitStatus.TOTALS
+    assert cli.main(["totals", "--db", str(junk), "--days", "--months"]) == cli.ExitStatus.USAGE
+    assert cli.main(["totals", "--db", str(junk), "--month-start", "31"]) == \
+        cli.ExitStatus.USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"netmon: error: {junk}: not a netmon totals database (")
+    assert err[1:] == [
+        f"netmon: error: {tmp_path / 'none.db'}: no such database (netmon --totals "
+        f"{tmp_path / 'none.db'} makes it)",
+        "netmon: error: --hours, --days and --months: one at a time",
+        "netmon: error: --month-start takes a day from 1 to 28 (every month has it)"]
+    with pytest.raises(UsageError, match="not a time"):
+        totals_report.parse_time("yesterday", end=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to read as another user")
+def test_reading_needs_read_access_only():
+    """As nobody, from a directory it cannot write: while netmon writes (the -shm is
+    there) and after (it is not)."""
+    where = tempfile.mkdtemp(prefix="nmt-totals-", dir="/tmp")
+    os.chmod(where, 0o755)
+    try:
+        _read_as_nobody(os.path.join(where, "t.db"))
+    finally:
+        shutil.rmtree(where)
+
+
+def _read_as_nobody(path: str) -> None:
+    as_nobody = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
+                 sys.executable, "-m", "netmon", "totals", "--db", path, "--json",
+                 "--since", "1970-01"]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    with Writer(path) as w:
+        w.add([(totals.hour_of(time.time()), Key(100, 0), "in", "tcp", 5, 50)], {})
+        live = subprocess.run(as_nobody, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert not os.path.exists(path + "-shm")
+    after = subprocess.run(as_nobody, capture_output=True, text=True, cwd=ROOT, env=env)
+    for got in (live, after):
+        assert got.returncode == 0, got.stderr
+        assert json.loads(got.stdout)["in_packets"] == 5
+
+
+# -- live: the kernel's counts ---------------------------------------------------------
+
+
+def _guests(n: NetnsPair, tmp_path) -> dict[str, str]:
+    """Two fake guests in b (taps 100 and 101, web1 and mail1); env for netmon."""
+    pve = tmp_path / "pve"
+    (pve / "qemu-server").mkdir(parents=True)
+    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    (pve / "qemu-server" / "101.conf").write_text("name: mail1\n")
+    return {"NETMON_PVE_DIR": str(pve)}
+
+
+def _sums(db) -> dict[tuple[int, str], tuple[int, int]]:
+    """(guest, direction) -> (packets, bytes), over all time, read as netmon totals does."""
+    out = {}
+    for row in _report(db, "--months", "--since", "1970-01"):
+        for d in ("in", "out"):
+            key = (row["guest"] or row["interface"], d)
+            p, b = out.get(key, (0, 0))
+            out[key] = (p + row[f"{d}_packets"], b + row[f"{d}_bytes"])
+    return out
+
+
+def _matched(nm: Netmon, ifname: str, direction: str) -> int:
+    line = next(line for line in nm.err if line.startswith(f"netmon: {ifname} {direction}: "))
+    return int(re.search(r"(\d+) matched", line).group(1))
+
+
+@kernel
+def test_totals_equal_the_kernels_counts_per_guest_and_direction(netns, tmp_path):
+    global NOW
+    n = netns
+    env = _guests(n, tmp_path)
+    _, web = n.link("nmt-g0", "tap100i0")
+    _, mail = n.link("nmt-g1", "tap101i0")
+    db = tmp_path / "totals.db"
+    with Netmon(n, "-i", "tap*", "-Q", "both", "--quiet", "--totals", str(db),
+                interface=None, env=env) as nm:
+        nm.wait_ready()
+        assert f"Totals: added to {db} every 60 s (netmon totals --db {db})" in nm.err
+        ping(n, web, 7)
+        ping(n, mail, 3)
+        assert nm.stop() == 0
+    NOW = time.time()
+    assert "netmon: totals: 1 writes to " + str(db) in nm.err
+    got = _sums(db)
+    assert got == {(100, "in"): (7, 7 * ICMP_ECHO), (100, "out"): (7, 7 * ICMP_ECHO),
+                   (101, "in"): (3, 3 * ICMP_ECHO), (101, "out"): (3, 3 * ICMP_ECHO)}
+    for ifname, guest in (("tap100i0", 100), ("tap101i0", 101)):
+        for d in ("in", "out"):
+            assert got[(guest, d)][0] == _matched(nm, ifname, d)
+    names = dict(sqlite3.connect(db).execute("SELECT guest, name FROM guests").fetchall())
+    assert names == {100: "web1", 101: "mail1"}
+    with sqlite3.connect(db) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+@kernel
+def test_a_new_tap_and_a_new_netmon_continue_a_guests_totals(netns, tmp_path):
+    global NOW
+    n = netns
+    env = _guests(n, tmp_path)
+    _, web = n.link("nmt-g0", "tap100i0")
+    db = tmp_path / "totals.db"
+    args = ("-i", "tap*", "-Q", "both", "--quiet", "--totals", str(db))
+    with Netmon(n, *args, interface=None, env=env) as nm:
+        nm.wait_ready()
+        ping(n, web, 4)
+        # The VM restarts: its tap is deleted and made anew (another ifindex).
+        n.run(n.a, "ip", "link", "del", "nmt-g0")
+        nm.wait_stderr("netmon: interface tap100i0 went away")
+        _, web = n.link("nmt-g0", "tap100i0")
+        nm.wait_stderr("netmon: watching tap100i0")
+        ping(n, web, 5)
+        assert nm.stop() == 0
+    # It went away: its counts were written then, the rest at exit.
+    assert f"netmon: totals: 2 writes to {db}" in nm.err
+    NOW = time.time()
+    assert _sums(db)[(100, "in")] == (9, 9 * ICMP_ECHO)
+    with Netmon(n, *args, interface=None, env=env) as nm:  # netmon restarted
+        nm.wait_ready()
+        ping(n, web, 2)
+        assert nm.stop() == 0
+    NOW = time.time()
+    assert _sums(db) == {(100, "in"): (11, 11 * ICMP_ECHO), (100, "out"): (11, 11 * ICMP_ECHO)}
+
+
+def _written(db) -> int:
+    """Packets in the database so far (read while netmon writes it)."""
+    try:
+        c = totals.connect_read(str(db))
+    except TotalsUnavailable:
+        return 0
+    try:
+        return c.execute("SELECT coalesce(sum(packets), 0) FROM hourly").fetchone()[0]
+    finally:
+        c.close()
+
+
+@kernel
+def test_kill_9_loses_at_most_the_last_interval_and_leaves_an_intact_database(netns,
+                                                                                  tmp_path):
+    n = netns
+    env = _guests(n, tmp_path)
+    _, web = n.link("nmt-g0", "tap100i0")
+    db = tmp_path / "totals.db"
+    with Netmon(n, "-i", "tap100i0", "--quiet", "--totals", str(db), "--totals-every", "1",
+                interface=None, env=env) as nm:
+        nm.wait_ready()
+        ping(n, web, 6)
+        deadline = time.monotonic() + scaled(10)
+        while _written(db) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _written(db) == 6  # written within a second or so: what follows may be lost
+        # A second netmon writing it is refused in one line; readers are not.
+        with Netmon(n, "-i", "tap100i0", "--quiet", "--totals", str(db),
+                    interface=None, env=env) as second:
+            assert second.wait_exit() == cli.ExitStatus.TOTALS
+        assert second.err == [f"netmon: error: --totals {db}: another netmon is writing it "
+                              f"(pid {nm.proc.pid}); one writer at a time"]
+        ping(n, web, 3)
+        nm.proc.kill()
+        nm.proc.wait()
+    assert 6 <= _written(db) <= 9
+    result = subprocess.run(["sqlite3", str(db), "pragma integrity_check"],
+                            capture_output=True, text=True)
+    assert result.stdout.strip() == "ok", result
