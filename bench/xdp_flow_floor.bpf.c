@@ -11,6 +11,7 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 struct fkey { __u8 b[48]; };
+struct fkey24 { __u8 b[24]; };
 struct val { __u64 packets, bytes; };
 
 struct {
@@ -19,6 +20,13 @@ struct {
 	__type(key, struct fkey);
 	__type(value, struct val);
 } table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct fkey24);
+	__type(value, struct val);
+} table24 SEC(".maps");
 
 static __always_inline struct val *entry(struct xdp_md *ctx)
 {
@@ -52,5 +60,22 @@ int floor_count(struct xdp_md *ctx)
 		__sync_fetch_and_add(&v->packets, 1);
 		__sync_fetch_and_add(&v->bytes, ctx->data_end - ctx->data);
 	}
+	return XDP_PASS;
+}
+
+/* The same with an IPv4 flow's key as it could be: 24 bytes (4-byte addresses). */
+SEC("xdp")
+int floor_lookup24(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct val init = {};
+	struct fkey24 k;
+
+	if (data + sizeof(k) > data_end)
+		return XDP_PASS;
+	__builtin_memcpy(&k, data, sizeof(k));
+	if (!bpf_map_lookup_elem(&table24, &k))
+		bpf_map_update_elem(&table24, &k, &init, BPF_NOEXIST);
 	return XDP_PASS;
 }

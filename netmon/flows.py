@@ -16,7 +16,7 @@ import operator
 import socket
 from dataclasses import dataclass
 
-from netmon.kernel.abi import DIR_NAMES, FLOW_KEY
+from netmon.kernel.abi import DIR_NAMES, FLOW_KEY, FLOW_KEY4
 
 DEFAULT_ENTRIES = 65536
 DEFAULT_IDLE = 15.0  # seconds without a packet: the flow ends
@@ -48,8 +48,9 @@ class FlowKey:
 
     @classmethod
     def decode(cls, raw: bytes) -> "FlowKey":
+        """struct nm_flow_key, or the shorter nm_flow_key4 of IPv4's tables."""
         ifindex, direction, family, ipproto, vlan, sport, dport, saddr, daddr = \
-            FLOW_KEY.unpack(raw)
+            (FLOW_KEY4 if len(raw) == FLOW_KEY4.size else FLOW_KEY).unpack(raw)
         af, width = _AF[family]
         return cls(ifindex, direction, family, ipproto, vlan, sport, dport,
                    socket.inet_ntop(af, saddr[:width]), socket.inet_ntop(af, daddr[:width]))

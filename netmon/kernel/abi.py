@@ -73,7 +73,9 @@ IFSLOT = struct.Struct("=II")  # struct nm_ifslot: ifindex, slot
 # Flows: struct nm_flow_key and struct nm_flow, counted into two tables by turns.
 FLOW_KEY = struct.Struct("=IBBBxHHH2x16s16s")
 FLOW_VALUE = struct.Struct("=QQQQ8s")  # packets, bytes, first_ns, last_ns, a byte per flag
-FLOW_TABLES = ("flows0", "flows1")
+FLOW_KEY4 = struct.Struct("=IBBBxHHH2x4s4s")  # struct nm_flow_key4: IPv4's, shorter
+# Per side (flowside's value): its table for IPv6 keys, and for IPv4's.
+FLOW_TABLES = (("flows0", "flows4_0"), ("flows1", "flows4_1"))
 XDP_PROGRAM = "xdp_monitor"  # the XDP program's name: how a leftover one is known
 
 # Capture records (the layout is drawn in the header).
@@ -104,6 +106,7 @@ STRUCTS = {
     "nm_counters": COUNTERS.size,
     "nm_ifslot": IFSLOT.size,
     "nm_flow_key": FLOW_KEY.size,
+    "nm_flow_key4": FLOW_KEY4.size,
     "nm_flow": FLOW_VALUE.size,
     "nm_scratch": SCRATCH.size,
 }

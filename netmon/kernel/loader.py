@@ -222,7 +222,8 @@ class MonitorProgram:
             )
         libbpf.ensure(lib.bpf_map__set_initial_value(rodata, self._config, len(self._config)),
                       "setting the filter config")
-        for table in FLOW_TABLES:  # one entry each when unused: they are preallocated
+        # One entry each when unused: they are preallocated.
+        for table in (t for side in FLOW_TABLES for t in side):
             libbpf.ensure(lib.bpf_map__set_max_entries(obj.map(table), self._flow_entries or 1),
                           "sizing the flow tables")
         if self._capture:
