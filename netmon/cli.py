@@ -197,6 +197,10 @@ _TOP = typer.Option(
          "same).")
 _SORT = typer.Option(
     "rate", "--sort", metavar="KEY", help="top: sort by rate, bytes or packets.")
+_BY = typer.Option(
+    "flow", "--by", metavar="KEY",
+    help="top: a row per flow, guest (its NICs together), interface, host (what it sent "
+         "and received) or port (the service's: the lower of the two); key b cycles.")
 _FLOW_ENTRIES = typer.Option(
     DEFAULT_ENTRIES, "--flow-entries", metavar="N", min=1, max=1 << 24,
     help="Flows the kernel's table holds per second; beyond, packets are counted as "
@@ -288,6 +292,7 @@ def monitor(
     flow_records: bool = _FLOW_RECORDS,
     top: bool = _TOP,
     sort: str = _SORT,
+    by: str = _BY,
     flow_entries: int = _FLOW_ENTRIES,
     flow_idle: float = _FLOW_IDLE,
     flow_active: float = _FLOW_ACTIVE,
@@ -318,6 +323,7 @@ def monitor(
         hook=hook, mode=mode, attach=attach, follow=follow, spec=spec, write=write,
         print_lines=print_lines, snaplen=snaplen, file_mb=file_mb, file_count=file_count,
         rotate_seconds=rotate_seconds, read=read, flow_records=flow_records, top=top, sort=sort,
+        by=by,
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,

@@ -22,7 +22,7 @@ from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.sinks.ipfix import DEFAULT_DOMAIN
-from netmon.sinks.top import SORTS
+from netmon.sinks.top import BYS, SORTS
 from netmon.sources.interfaces import ANY, Selection
 from netmon.totals import DEFAULT_EVERY as DEFAULT_TOTALS_EVERY
 from netmon.totals import DEFAULT_KEEP_DAYS
@@ -102,6 +102,7 @@ class FlowSettings:
     idle: float = DEFAULT_IDLE
     active: float = DEFAULT_ACTIVE
     sort: str = "rate"  # top: rate, bytes or packets
+    by: str = "flow"  # top: a row per flow, guest, interface, host or port
     print_records: bool = True  # --flows prints them; --ipfix alone only sends them
 
 
@@ -171,6 +172,7 @@ class Options:
     flow_records: bool = False
     top: bool = False
     sort: str = "rate"
+    by: str = "flow"
     flow_entries: int = DEFAULT_ENTRIES
     flow_idle: float = DEFAULT_IDLE
     flow_active: float = DEFAULT_ACTIVE
@@ -211,6 +213,8 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--hook xdp": lambda o: o.hook is Hook.XDP,
     "-Q out": lambda o: o.direction is Direction.OUT,
     "--sort other": lambda o: o.sort not in SORTS,
+    "--by": lambda o: o.by != "flow",
+    "--by other": lambda o: o.by not in BYS,
     "--json": lambda o: o.json,
     "drops": lambda o: o.drops,
     "drops alone": lambda o: o.drops and not o.top,
@@ -259,6 +263,9 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
      "flows are counted live, without -w or -r"),
     (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("--sort other",),
      "--sort takes rate, bytes or packets, not {o.sort!r}"),
+    (Rule.NEEDS, ("--by",), ("top",), "--by says what a row of top is: it goes with top"),
+    (Rule.EXCLUDES, ("top",), ("--by other",),
+     "--by takes flow, guest, interface, host or port, not {o.by!r}"),
     (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
     (Rule.EXCLUDES, ("-r",), ("-i", "--guest", "--direction", "--follow"),
      "-r reads a capture file: -i, --guest, --direction and --follow are for live interfaces"),
@@ -306,7 +313,8 @@ def build(o: Options, cpus: int = 1,
     flows = None
     if o.flow_records or o.top or o.ipfix:
         flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,
-                             active=o.flow_active, sort=o.sort, print_records=o.flow_records)
+                             active=o.flow_active, sort=o.sort, by=o.by,
+                             print_records=o.flow_records)
     capture = None
     if o.write is not None:
         capture = Capture(o.write, o.snaplen or MAX_SNAPLEN, o.file_mb, o.file_count,

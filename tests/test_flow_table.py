@@ -250,3 +250,90 @@ def test_top_shows_the_flows_at_their_rates(netns):
         assert abs(float(cells[4]) - pps) <= 0.1 * pps, screen
         bps = pps * ip_len(frame) * 8
         assert abs(rate(cells[5]) - bps) <= 0.1 * bps, screen
+
+
+# A sender in namespace a: UDP datagrams of 972 bytes (1,000 of IP: 8,000 bits) to each
+# address at its own rate, paced by the clock (not by sleeps adding up), for SECONDS.
+PACED = """
+import socket, sys, time
+seconds = float(sys.argv[1])
+targets = [(a, float(r)) for a, r in (t.split("=") for t in sys.argv[2:])]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+payload = bytes(972)
+t0 = time.monotonic()
+sent = [0] * len(targets)
+while True:
+    now = time.monotonic() - t0
+    if now >= seconds:
+        break
+    for i, (addr, rate) in enumerate(targets):
+        while sent[i] < now * rate:
+            s.sendto(payload, (addr, 9))
+            sent[i] += 1
+    time.sleep(0.002)
+"""
+
+
+@pytest.mark.kernel
+def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path):
+    """top --by guest in tmux, two guests (a fake /etc/pve): each guest's row shows the
+    rate it was offered, within 10%, its NICs together."""
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    n = netns
+    pve = tmp_path / "pve"
+    (pve / "qemu-server").mkdir(parents=True)
+    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    (pve / "qemu-server" / "101.conf").write_text("name: mail1\n")
+    _, web0 = n.link("nmt-g0", "tap100i0")
+    _, web1 = n.link("nmt-g1", "tap100i1")  # web1's second NIC
+    _, mail = n.link("nmt-g2", "tap101i0")
+    session = f"nmt-topby-{n.id}"
+    cmd = " ".join(["env", f"NETMON_PVE_DIR={pve}", *n.exec_args(
+        n.b, sys.executable, "-m", "netmon", "top", "--by", "guest", "-i", "'tap*'")])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"cd {ROOT} && {cmd}"], check=True)
+    # pps per address: web1 250 + 50 on its two NICs (2.4 Mb/s), mail1 150 (1.2 Mb/s)
+    rates = {web0: 250, web1: 50, mail: 150}
+    offered = {"web1 (100)": 300 * 8000, "mail1 (101)": 150 * 8000}
+    sender = None
+    try:
+        screen = _wait_pane(session, "by: guest")
+        seconds = scaled(14)
+        sender = subprocess.Popen(n.exec_args(n.a, "taskset", "-c", "0", sys.executable,
+                                              "-c", PACED, str(seconds),
+                                              *(f"{a}={r}" for a, r in rates.items())))
+        time.sleep(seconds - scaled(1.5))  # the 10 s window is full of traffic
+        screen = _pane(session)
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    finally:
+        if sender is not None:
+            sender.wait()
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert "GUEST" in screen and "10s" in screen, screen
+    for label, bits in offered.items():
+        row = next((line for line in screen.splitlines() if line.startswith(label)), None)
+        assert row is not None, screen
+        ten = _bits(row[len(label):].split()[2])  # PKT/S, 2s, 10s
+        assert abs(ten - bits) <= 0.1 * bits, (label, ten, bits, screen)
+
+
+def _bits(text: str) -> float:
+    """'2.4Mb' -> 2.4e6, as top shows rates."""
+    m = re.fullmatch(r"([\d.]+)([kMGT]?)b", text)
+    assert m, text
+    return float(m.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[m.group(2)]
+
+
+def _pane(session: str) -> str:
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def _wait_pane(session: str, text: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + scaled(timeout)
+    screen = _pane(session)
+    while text not in screen and time.monotonic() < deadline:
+        time.sleep(0.2)
+        screen = _pane(session)
+    return screen

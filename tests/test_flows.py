@@ -14,7 +14,7 @@ from netmon import cli, output, protocols
 from netmon.cli import ExitStatus
 from netmon.flows import (END_ACTIVE, END_FORCED, END_IDLE, FLOW_KEY, FlowBook, FlowKey,
                           FlowRecord)
-from netmon.sinks.top import TopView, human
+from netmon.sinks.top import BYS, Groups, TopView, human
 
 S = 1_000_000_000  # ns
 
@@ -127,6 +127,48 @@ def test_plain_top_table_sorts_and_sums():
     assert view.plain("t", 0, 0).splitlines()[3].split()[0] == "UDP"
 
 
+def test_top_by_guest_interface_host_and_port_sums_the_flows():
+    book = FlowBook(0)
+    info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web1"},
+            8: {"ifname": "tap100i1", "guest": 100, "guest_name": "web1"},
+            9: {"ifname": "tap101i0", "guest": 101, "guest_name": None},
+            3: {"ifname": "vmbr0"}}
+    flows = [(key(40001, 443, ifindex=7), 10, 125_000), (key(40002, 443, ifindex=8), 10, 250_000),
+             (key(53, 40003, proto=17, ifindex=9), 5, 25_000),
+             (key(40004, 22, ifindex=3), 1, 12_500)]
+    for t in range(1, 3):
+        book.add([row(raw, p, b, t * S, t * S) for raw, p, b in flows], t * S)
+    view = TopView(book, None, by="guest", groups=Groups(info.__getitem__, both=False))
+
+    def table(by):
+        view.by = by
+        return [line.split() for line in view.plain("t", 0, 0).splitlines()[2:] if line]
+
+    guests = table("guest")
+    assert guests[0] == ["GUEST", "PKT/S", "2s", "10s", "40s", "TOTAL"]
+    # web1's two NICs together: 3 Mb/s, 750 kB over two seconds
+    assert guests[1:] == [["web1", "(100)", "20", "3Mb", "3Mb", "3Mb", "750kB"],
+                          ["vm101", "5", "200kb", "200kb", "200kb", "50kB"],
+                          ["vmbr0", "1", "100kb", "100kb", "100kb", "25kB"]]
+    assert [r[0] for r in table("interface")[1:]] == ["tap100i1", "tap100i0", "tap101i0",
+                                                       "vmbr0"]
+    hosts = table("host")  # every flow is 10.0.0.1 <-> 10.0.0.2: both ends have it all
+    assert [r[0] for r in hosts[1:]] == ["10.0.0.1", "10.0.0.2"]
+    assert hosts[1][-1] == hosts[2][-1] == "825kB"
+    ports = table("port")
+    assert [r[0] for r in ports[1:]] == ["TCP/443", "UDP/53", "TCP/22"]
+    view.sort = "packets"
+    assert table("port")[1][0] == "TCP/443"
+    assert view.plain("t", 0, 0).splitlines()[0] == \
+        "t  sort: packets  by: port  flows: 4  lost: 0  overflow: 0"
+    view.by = "flow"
+    seen = []
+    for _ in BYS:
+        view.next_by()
+        seen.append(view.by)
+    assert seen == ["guest", "interface", "host", "port", "flow"]
+
+
 def test_human_units():
     assert [human(v, "b") for v in (0, 999, 1000, 1234567, 5.5e9)] == \
         ["0b", "999b", "1kb", "1.23Mb", "5.5Gb"]
@@ -137,6 +179,8 @@ def test_human_units():
     (["top", "--flows"], "one at a time"),
     (["--flows", "-w", "x.pcapng"], "without -w or -r"),
     (["top", "--sort", "speed"], "--sort takes rate, bytes or packets"),
+    (["top", "--by", "vm"], "--by takes flow, guest, interface, host or port, not 'vm'"),
+    (["--by", "guest"], "--by says what a row of top is: it goes with top"),
     (["--flows", "--flow-entries", "0"], "--flow-entries"),
     (["--flows", "--flow-idle", "0"], "--flow-idle"),
 ])

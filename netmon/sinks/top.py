@@ -2,8 +2,9 @@
 kernel's drops per second by interface and reason below them.
 
 On a terminal the view is drawn with rich: a header with the totals per
-direction and protocol and what was lost, then one row per flow. Keys: ``s``
-changes the sort (rate, bytes, packets), ``q`` quits. The table fits 80
+direction and protocol and what was lost, then one row per flow, or per guest,
+interface, host or port (--by: the flows' rates and totals summed). Keys: ``s``
+changes the sort (rate, bytes, packets), ``b`` what a row is, ``q`` quits. The table fits 80
 columns (addresses are cut with an ellipsis) and drops the slower rate
 windows, then the interface, in narrower terminals. When stdout is not a
 terminal, a plain table is printed per interval instead.
@@ -31,7 +32,12 @@ from netmon.output import flow_endpoints
 from netmon.pipeline import Context, Delivery, Sink
 
 SORTS = ("rate", "bytes", "packets")
+# What a row is: a flow, or the flows of one guest, interface, host or (service) port.
+BYS = ("flow", "guest", "interface", "host", "port")
+BY_TITLES = {"flow": "FLOW", "guest": "GUEST", "interface": "INTERFACE", "host": "HOST",
+             "port": "PORT"}
 ROWS_DEFAULT = 20
+PORTED = (6, 17, 132)  # TCP, UDP, SCTP: ports name a service
 
 
 def human(value: float, unit: str) -> str:
@@ -53,24 +59,74 @@ class Row:
     total: int
 
 
+class Groups:
+    """What a flow counts for under each --by other than flow: (key, label, where) per
+    group; a host's are both its ends (what it sent and received)."""
+
+    def __init__(self, info: Callable[[int], dict], both: bool):
+        """``info``: an ifindex's interface_info(); ``both``: both directions are watched
+        (guest and interface rows are then split by direction)."""
+        self._info = info
+        self._both = both
+
+    def of(self, by: str, flow: Flow) -> list[tuple[tuple, str, str]]:
+        k = flow.key
+        where = k.direction if self._both else ""
+        if by in ("guest", "interface"):
+            info = self._info(k.ifindex)
+            if by == "guest" and "guest" in info:
+                name = info.get("guest_name")
+                label = f"{name} ({info['guest']})" if name else f"vm{info['guest']}"
+                return [(("g", info["guest"], where), label, where)]
+            name = info["ifname"] or f"if{k.ifindex}"
+            return [(("i", name, where), name, where)]
+        if by == "host":
+            return [(("h", k.src), k.src, ""), (("h", k.dst), k.dst, "")]
+        proto = protocols.name(k.ipproto)
+        if k.ipproto in PORTED:  # the service's port: the lower of the two
+            port = min(k.sport, k.dport)
+            return [(("p", k.ipproto, port), f"{proto}/{port}", "")]
+        return [(("p", k.ipproto), proto, "")]
+
+
 class TopView:
-    """The state of the view (sort, rows) and its text; drawing is the caller's."""
+    """The state of the view (sort, key, rows) and its text; drawing is the caller's."""
 
     def __init__(self, book: FlowBook, where: Callable[[Flow], str] | None,
-                 where_title: str = "WHERE", sort: str = "rate", rows: int = ROWS_DEFAULT):
+                 where_title: str = "WHERE", sort: str = "rate", rows: int = ROWS_DEFAULT,
+                 by: str = "flow", groups: Groups | None = None):
         """``where``: a flow's interface and direction (or guest) as the view shows them;
-        None when one interface and one direction are watched (no column needed)."""
+        None when one interface and one direction are watched (no column needed).
+        ``groups``: what a flow counts for under each --by (None: flows only)."""
         self.book = book
         self._where = where
-        self.where_title = where_title if where else None
+        self._where_title = where_title if where else None
         self.sort = sort
+        self.by = by
+        self._groups = groups
         self.rows = rows
         self._cached_at, self._cache = -1, {}
+
+    @property
+    def where_title(self) -> str | None:
+        if self.by == "flow":
+            return self._where_title
+        return "DIR" if self.by in ("guest", "interface") and self._where_title else None
+
+    @property
+    def key_title(self) -> str:
+        return BY_TITLES[self.by]
 
     def next_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
 
+    def next_by(self) -> None:
+        if self._groups is not None:
+            self.by = BYS[(BYS.index(self.by) + 1) % len(BYS)]
+
     def top(self) -> list[Row]:
+        if self.by != "flow":
+            return self._grouped()
         book = self.book
         flows = self._chosen()
         where = self._where or (lambda flow: "")
@@ -80,6 +136,32 @@ class TopView:
             rows.append(Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
                             rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes))
         return rows
+
+    def _grouped(self) -> list[Row]:
+        """One row per group: its flows' rates and totals summed, in the sort's order."""
+        book = self.book
+        busy = list(book.window[-1])  # flows with packets in the longest window
+        bits = self._bits(busy)
+        sums: dict[tuple, list] = {}  # key -> [label, where, bits per window, pps, bytes, packets]
+        for flow in sorted(book.flows.values(), key=operator.attrgetter("serial")):
+            rate = bits.get(flow) if flow in book.window[-1] else None
+            pps = book.rate(flow, WINDOWS[0])[1] if rate else 0.0
+            for key, label, where in self._groups.of(self.by, flow):
+                g = sums.get(key)
+                if g is None:
+                    g = sums[key] = [label, where, [0.0] * len(WINDOWS), 0.0, 0, 0]
+                if rate:
+                    g[2] = [a + b for a, b in zip(g[2], rate)]
+                    g[3] += pps
+                g[4] += flow.total_bytes
+                g[5] += flow.total_packets
+        if self.sort == "rate":
+            order = lambda g: (*g[2], g[4])  # noqa: E731
+        else:
+            order = (lambda g: g[4]) if self.sort == "bytes" else (lambda g: g[5])  # noqa: E731
+        chosen = heapq.nlargest(self.rows, sums.values(), key=order)  # ties: the first seen
+        return [Row("", label, where, pps, tuple(bps), total)
+                for label, where, bps, pps, total, _ in chosen]
 
     def _chosen(self) -> list[Flow]:
         """The flows the view shows, in its order: as sorting every flow by its key would
@@ -139,19 +221,22 @@ class TopView:
             if mine:
                 parts.append(f"{direction}: " + " ".join(f"{p} {human(b, 'b/s')}"
                                                          for p, b in mine))
-        return [f"{title}  sort: {self.sort}  flows: {self.book.active}  "
+        by = f"  by: {self.by}" if self._groups is not None else ""
+        return [f"{title}  sort: {self.sort}{by}  flows: {self.book.active}  "
                 f"lost: {lost}  overflow: {overflow}",
                 "  ".join(parts) or "no traffic yet"]
 
     def plain(self, title: str, lost: int, overflow: int) -> str:
         """The view as plain text: for a pipe or a file, one block per interval."""
         named = [self.where_title] if self.where_title else []
-        cols = ["PROTO", "FLOW", *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + ["TOTAL"]
-        table = [cols] + [[r.proto, r.endpoints, *([r.where] if named else []), f"{r.pps:.0f}",
+        proto = ["PROTO"] if self.by == "flow" else []
+        cols = [*proto, self.key_title, *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + ["TOTAL"]
+        table = [cols] + [[*([r.proto] if proto else []), r.endpoints,
+                           *([r.where] if named else []), f"{r.pps:.0f}",
                            *(human(b, "b") for b in r.bps), human(r.total, "B")]
                           for r in self.top()]
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-        left = 2 + len(named)  # text columns, left-aligned; numbers right-aligned
+        left = len(proto) + 1 + len(named)  # text columns, left-aligned; numbers right-aligned
         lines = self.header(title, lost, overflow)
         for row in table:
             cells = [c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in
@@ -293,8 +378,10 @@ class Screen:
         where = self._view.where_title if width >= 60 else None
         table = Table(box=None, pad_edge=False, expand=True, header_style="bold",
                       padding=(0, 1, 0, 0))
-        table.add_column("PROTO", no_wrap=True)
-        table.add_column("FLOW", no_wrap=True, overflow="ellipsis", ratio=1)
+        flows = self._view.by == "flow"
+        if flows:
+            table.add_column("PROTO", no_wrap=True)
+        table.add_column(self._view.key_title, no_wrap=True, overflow="ellipsis", ratio=1)
         if where:
             table.add_column(where, no_wrap=True, overflow="ellipsis", max_width=16)
         table.add_column("PKT/S", justify="right", no_wrap=True)
@@ -302,11 +389,11 @@ class Screen:
             table.add_column(f"{w}s", justify="right", no_wrap=True)
         table.add_column("TOTAL", justify="right", no_wrap=True)
         for r in self._view.top():
-            cells = [r.proto, r.endpoints] + ([r.where] if where else [])
+            cells = ([r.proto] if flows else []) + [r.endpoints] + ([r.where] if where else [])
             cells += [f"{r.pps:.0f}"] + [human(b, "b") for b in r.bps[:len(windows)]]
             table.add_row(*cells, human(r.total, "B"))
         head = self._view.header(title, lost, overflow)
-        hint = Text("s: sort  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
+        hint = Text("s: sort  b: by  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
         lines = [Text(head[0], style="bold"), Text(head[1]), hint]
         for line in lines:  # one row each, whatever the width
             line.no_wrap, line.overflow = True, "ellipsis"
@@ -352,7 +439,8 @@ class TopSink(Sink):
         self._drops = DropRates(time.monotonic(), self._name) if s.drops else None
         self._view = TopView(ctx.book, self._where if self._many or self._both else None,
                              "WHERE" if self._many else "DIR", s.flows.sort,
-                             ROWS_DEFAULT - DROP_ROWS - 2 if s.drops else ROWS_DEFAULT)
+                             ROWS_DEFAULT - DROP_ROWS - 2 if s.drops else ROWS_DEFAULT,
+                             s.flows.by, Groups(self._interfaces.info, self._both))
         self._screen = Screen(self._view, ctx.out) if ctx.out.isatty() else None
         self._quit = False
         if self._screen is not None:
@@ -392,6 +480,9 @@ class TopSink(Sink):
             self._quit = True
         elif key == "s":
             self._view.next_sort()
+            self._draw()
+        elif key == "b":
+            self._view.next_by()
             self._draw()
 
     @property
