@@ -153,15 +153,17 @@ class Netmon:
     """netmon running in namespace b on its veth, its output collected as it comes."""
 
     def __init__(self, pair: NetnsPair, *args: str, interface: str | None = "",
-                 env: dict[str, str] | None = None, command: list[str] | None = None):
+                 env: dict[str, str] | None = None, command: list[str] | None = None,
+                 ns: str | None = None):
         """``interface`` "" means b's veth; None passes no -i at all.
 
-        ``command`` runs another netmon (an installed copy) instead of this tree's.
+        ``command`` runs another netmon (an installed copy) instead of this tree's;
+        ``ns``: in that namespace instead of b.
         """
         self.pair = pair
         iface = ["-i", interface or pair.b_if] if interface is not None else []
         command = command or [sys.executable, "-m", "netmon"]
-        cmd = pair.exec_args(pair.b, *command, *iface, *args)
+        cmd = pair.exec_args(ns or pair.b, *command, *iface, *args)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, cwd=ROOT, env={**os.environ, **(env or {})})
         self.out: list[str] = []

@@ -24,7 +24,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from tests.netns import Netmon, scaled, send
+from tests.netns import Netmon, ping, scaled, send
 
 pytestmark = pytest.mark.kernel
 
@@ -242,6 +242,61 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
     assert nm.out == []
     total = sum(count for _, count in frames)
     assert f"{total} matched, 0 sent, 0 shown, 0 lost" in "\n".join(nm.err)
+
+
+def _promql(n, prom_port: int, query: str, want: str, prom) -> str | None:
+    """Prometheus's answer to ``query`` once it is ``want`` (or the last one, in time)."""
+    url = (f"http://127.0.0.1:{prom_port}/api/v1/query?"
+           + urllib.parse.urlencode({"query": query}))
+    value = None
+    deadline = time.monotonic() + scaled(60)
+    while time.monotonic() < deadline and value != want:
+        time.sleep(1)
+        try:
+            result = json.loads(http_get(n, url))["data"]["result"]
+        except (json.JSONDecodeError, KeyError):
+            assert prom.poll() is None, prom.stderr.read()
+            continue  # not up yet
+        value = result[0]["value"][1] if result else None
+    return value
+
+
+def test_prometheus_sums_a_guest_across_nodes(netns, tmp_path):
+    """A guest that migrated: its tap on two nodes (namespaces b and a, a netmon each);
+    PromQL sums its traffic by the guest label, whichever node carried it."""
+    need("prometheus")
+    n = netns
+    pve = tmp_path / "pve"
+    (pve / "qemu-server").mkdir(parents=True)
+    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    env = {"NETMON_PVE_DIR": str(pve)}
+    a_tap, b_tap = n.link("tap100i0", "tap100i0")  # the same guest's tap on each node
+    port_a, port_b, prom_port = free_port(n, n.a), free_port(n, n.b), free_port(n, n.b)
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n"
+        "scrape_configs:\n  - job_name: netmon\n"
+        f"    static_configs:\n      - targets: ['{b_tap}:{port_b}', '{a_tap}:{port_a}']\n")
+    # ICMP only: the scrapes of a's netmon cross the taps too.
+    with Netmon(n, "--quiet", "-p", "icmp", "--metrics", f"{b_tap}:{port_b}",
+                interface="tap100i0", env=env) as node_b, \
+            Netmon(n, "--quiet", "-p", "icmp", "--metrics", f"{a_tap}:{port_a}",
+                   interface="tap100i0", env=env, ns=n.a) as node_a, \
+            running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
+                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                f"--web.listen-address=127.0.0.1:{prom_port}"),
+                    cwd=tmp_path) as prom:
+        node_b.wait_ready()
+        node_a.wait_ready()
+        # b's tap receives the echo requests, a's the replies: 4 packets in on each node.
+        ping(n, b_tap, 4)
+        by_guest = 'sum by (guest, guest_name) (netmon_packets_total{direction="in"})'
+        assert _promql(n, prom_port, by_guest, "8", prom) == "8"
+        per_node = 'count(netmon_packets_total{guest="100",protocol="icmp",direction="in"} > 0)'
+        assert _promql(n, prom_port, per_node, "2", prom) == "2"
+        named = 'sum(netmon_bytes_total{guest_name="web1",protocol="icmp"})'
+        assert _promql(n, prom_port, named, str(8 * 98), prom) == str(8 * 98)
+        assert node_b.stop() == 0 and node_a.stop() == 0
 
 
 def test_a_metrics_port_in_use_is_one_line(netns):

@@ -67,11 +67,11 @@ class Groups:
         """``info``: an ifindex's interface_info(); ``both``: both directions are watched
         (guest and interface rows are then split by direction)."""
         self._info = info
-        self._both = both
+        self.both = both
 
     def of(self, by: str, flow: Flow) -> list[tuple[tuple, str, str]]:
         k = flow.key
-        where = k.direction if self._both else ""
+        where = k.direction if self.both else ""
         if by in ("guest", "interface"):
             info = self._info(k.ifindex)
             if by == "guest" and "guest" in info:
@@ -111,7 +111,8 @@ class TopView:
     def where_title(self) -> str | None:
         if self.by == "flow":
             return self._where_title
-        return "DIR" if self.by in ("guest", "interface") and self._where_title else None
+        split = self.by in ("guest", "interface") and self._groups.both
+        return "DIR" if split else None
 
     @property
     def key_title(self) -> str:
