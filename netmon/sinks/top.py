@@ -222,7 +222,7 @@ class TopView:
             if mine:
                 parts.append(f"{direction}: " + " ".join(f"{p} {human(b, 'b/s')}"
                                                          for p, b in mine))
-        by = f"  by: {self.by}" if self._groups is not None else ""
+        by = f"  by: {self.by}" if self.by != "flow" else ""
         return [f"{title}  sort: {self.sort}{by}  flows: {self.book.active}  "
                 f"lost: {lost}  overflow: {overflow}",
                 "  ".join(parts) or "no traffic yet"]
