@@ -58,10 +58,10 @@ ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
 """
 
 # The local day an hour is in, as the Unix time of its midnight.
-_DAY = "CAST(strftime('%s', date(start, 'unixepoch', 'localtime'), 'utc') AS INTEGER)"
+DAY_OF_START = "CAST(strftime('%s', date(start, 'unixepoch', 'localtime'), 'utc') AS INTEGER)"
 _FOLD = f"""
 INSERT INTO daily
-SELECT {_DAY}, guest, nic, interface, direction, protocol, sum(packets), sum(bytes)
+SELECT {DAY_OF_START}, guest, nic, interface, direction, protocol, sum(packets), sum(bytes)
 FROM hourly WHERE start < ? GROUP BY 1, 2, 3, 4, 5, 6
 ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
                           bytes = bytes + excluded.bytes

@@ -138,7 +138,7 @@ def _rows(db, q: Query, since: int, until: int, hourly_only: bool):
         return db.execute(f"SELECT start, {cols} FROM hourly WHERE {where} "
                           f"GROUP BY 1, 2, 3, 4, 5", args).fetchall()
     return db.execute(
-        f"SELECT {totals._DAY}, {cols} FROM hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5 "
+        f"SELECT {totals.DAY_OF_START}, {cols} FROM hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5 "
         f"UNION ALL SELECT start, {cols} FROM daily WHERE {where} GROUP BY 1, 2, 3, 4, 5",
         args + args).fetchall()
 
@@ -153,8 +153,9 @@ def _period(start: int, q: Query) -> str:
     return first.strftime("%Y-%m") if q.month_start == 1 else first.isoformat()
 
 
-def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | None]]:
-    """Figures per key and period, and the guests' names."""
+def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | None],
+                              tuple[int, int]]:
+    """Figures per key and period, the guests' names, and the period [since, until)."""
     db = totals.connect_read(q.db)
     try:
         since, until = _span(q)
@@ -167,7 +168,7 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
         period = "" if q.top is not None else _period(start, q)
         figures = out.setdefault((guest, interface), {}).setdefault(period, Figures())
         figures.add(direction, protocol, packets, octets)
-    return out, names
+    return out, names, (since, until)
 
 
 def _label(who: Who, names: dict[int, str | None]) -> str:
@@ -221,9 +222,9 @@ def report(q: Query, out: TextIO) -> int:
         raise UsageError(f"view must be one of {', '.join(VIEWS)}")
     if not 1 <= q.month_start <= 28:
         raise UsageError("--month-start takes a day from 1 to 28 (every month has it)")
-    data, names = gather(q)
+    data, names, span = gather(q)
     if q.top is not None:
-        return _top(q, data, names, out)
+        return _top(q, data, names, span, out)
     unit = q.view[:-1]
     for who in sorted(data, key=_order):
         periods = data[who]
@@ -247,14 +248,14 @@ def report(q: Query, out: TextIO) -> int:
     return len(data)
 
 
-def _top(q: Query, data, names, out: TextIO) -> int:
+def _top(q: Query, data, names, span: tuple[int, int], out: TextIO) -> int:
     ranked = sorted(((who, periods[""]) for who, periods in data.items()),
                     key=lambda wf: (-wf[1].total_bytes, _order(wf[0])))[:q.top]
     if q.json:
         for rank, (who, f) in enumerate(ranked, 1):
             out.write(_json_row(who, names, f, rank=rank) + "\n")
         return len(ranked)
-    since, until = _span(q)
+    since, until = span
     out.write(f"top {q.top} by bytes, {_local(since):%Y-%m-%d %H:%M} to "
               f"{_local(until):%Y-%m-%d %H:%M}\n")
     rows = [[f"{rank}. {_label(who, names)}", *_cells("", f)[1:]]

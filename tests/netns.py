@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 _serial = itertools.count()
 
@@ -240,6 +241,22 @@ class Netmon:
 
     def __exit__(self, *exc) -> None:
         self.stop(signal.SIGKILL)
+
+
+def pane(session: str) -> str:
+    """What a tmux session's pane shows now, as a person sees it."""
+    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
+                          text=True, check=True).stdout
+
+
+def wait_pane(session: str, text: str, seconds: float = 15) -> str:
+    """The pane once it shows ``text`` (or as it is when the time is up)."""
+    deadline = time.monotonic() + scaled(seconds)
+    screen = pane(session)
+    while text not in screen and time.monotonic() < deadline:
+        time.sleep(0.2)
+        screen = pane(session)
+    return screen
 
 
 def send(pair: NetnsPair, *args) -> None:

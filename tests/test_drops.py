@@ -16,7 +16,7 @@ import pytest
 
 from netmon import output
 from netmon.kernel import drops
-from tests.netns import Netmon, NetnsPair, ping, scaled, send
+from tests.netns import Netmon, NetnsPair, pane, ping, scaled, send
 
 kernel = pytest.mark.kernel
 
@@ -411,12 +411,12 @@ def test_top_drops_panel_as_a_person_sees_it(netns):
         screen = ""
         while "DROPS" not in screen and time.monotonic() < deadline:
             time.sleep(0.2)
-            screen = _pane(session)
+            screen = pane(session)
         send(n, "udp", n.a_ip, 40097, n.b_ip, 5097, 10, 20)
         reason = _reason("NO_SOCKET") or "__udp4_lib_rcv"
         deadline = time.monotonic() + scaled(10)
         while time.monotonic() < deadline:
-            screen = _pane(session)
+            screen = pane(session)
             rows = [line.split() for line in screen.splitlines()
                     if line.startswith(n.b_if + " ") and reason in line]
             if rows and rows[0][-1] == "20":
@@ -427,13 +427,6 @@ def test_top_drops_panel_as_a_person_sees_it(netns):
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
     assert rows and rows[0][-1] == "20", screen
     assert "DROPS" in screen and "WHY" in screen
-
-
-def _pane(session: str) -> str:
-    import subprocess
-
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True, check=True).stdout
 
 
 def _drop_monitor() -> str | None:

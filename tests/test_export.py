@@ -194,6 +194,23 @@ def http_get(n, url: str) -> str:
     return n.python(n.b, code, url).stdout
 
 
+def _promql(n, prom_port: int, query: str, want: str, prom) -> str | None:
+    """Prometheus's answer to ``query`` once it is ``want`` (or the last one, in time)."""
+    url = (f"http://127.0.0.1:{prom_port}/api/v1/query?"
+           + urllib.parse.urlencode({"query": query}))
+    value = None
+    deadline = time.monotonic() + scaled(60)
+    while time.monotonic() < deadline and value != want:
+        time.sleep(1)
+        try:
+            result = json.loads(http_get(n, url))["data"]["result"]
+        except (json.JSONDecodeError, KeyError):
+            assert prom.poll() is None, prom.stderr.read()
+            continue  # not up yet
+        value = result[0]["value"][1] if result else None
+    return value
+
+
 def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
     need("prometheus")
     n = netns
@@ -223,18 +240,7 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
             text = http_get(n, f"http://127.0.0.1:{port}/metrics")
         assert line in text, text
         query = 'sum(netmon_packets_total{protocol="udp",direction="in"})'
-        url = (f"http://127.0.0.1:{prom_port}/api/v1/query?"
-               + urllib.parse.urlencode({"query": query}))
-        value = None
-        deadline = time.monotonic() + scaled(60)
-        while time.monotonic() < deadline and value != str(udp):
-            time.sleep(1)
-            try:
-                result = json.loads(http_get(n, url))["data"]["result"]
-            except (json.JSONDecodeError, KeyError):
-                assert prom.poll() is None, prom.stderr.read()
-                continue  # not up yet
-            value = result[0]["value"][1] if result else None
+        value = _promql(n, prom_port, query, str(udp), prom)
         assert value == str(udp), f"prometheus answered {value} for {query}"
         assert nm.stop() == 0
     assert prom.poll() is not None
@@ -242,23 +248,6 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
     assert nm.out == []
     total = sum(count for _, count in frames)
     assert f"{total} matched, 0 sent, 0 shown, 0 lost" in "\n".join(nm.err)
-
-
-def _promql(n, prom_port: int, query: str, want: str, prom) -> str | None:
-    """Prometheus's answer to ``query`` once it is ``want`` (or the last one, in time)."""
-    url = (f"http://127.0.0.1:{prom_port}/api/v1/query?"
-           + urllib.parse.urlencode({"query": query}))
-    value = None
-    deadline = time.monotonic() + scaled(60)
-    while time.monotonic() < deadline and value != want:
-        time.sleep(1)
-        try:
-            result = json.loads(http_get(n, url))["data"]["result"]
-        except (json.JSONDecodeError, KeyError):
-            assert prom.poll() is None, prom.stderr.read()
-            continue  # not up yet
-        value = result[0]["value"][1] if result else None
-    return value
 
 
 def test_prometheus_sums_a_guest_across_nodes(netns, tmp_path):

@@ -25,7 +25,7 @@ from netmon import system
 from netmon.filters import FilterSpec
 from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import FRAGS_KERNEL, MonitorProgram, prog_test_run
-from tests.netns import ROOT, Netmon, scaled, send
+from tests.netns import ROOT, Netmon, pane, scaled, send, wait_pane
 
 pytestmark = pytest.mark.kernel
 
@@ -198,11 +198,6 @@ def test_a_table_too_small_counts_the_overflow(netns):
     assert f"{counted} packets counted in flows" in summary
 
 
-def pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True, check=True).stdout
-
-
 def rate(text: str) -> float:
     """``16.1Mb`` -> 16.1e6."""
     m = re.fullmatch(r"([\d.]+)([kMGT]?)b", text)
@@ -298,13 +293,13 @@ def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path
     offered = {"web1 (100)": 300 * 8000, "mail1 (101)": 150 * 8000}
     sender = None
     try:
-        screen = _wait_pane(session, "by: guest")
+        screen = wait_pane(session, "by: guest")
         seconds = scaled(14)
         sender = subprocess.Popen(n.exec_args(n.a, "taskset", "-c", "0", sys.executable,
                                               "-c", PACED, str(seconds),
                                               *(f"{a}={r}" for a, r in rates.items())))
         time.sleep(seconds - scaled(1.5))  # the 10 s window is full of traffic
-        screen = _pane(session)
+        screen = pane(session)
         subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     finally:
         if sender is not None:
@@ -314,26 +309,5 @@ def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path
     for label, bits in offered.items():
         row = next((line for line in screen.splitlines() if line.startswith(label)), None)
         assert row is not None, screen
-        ten = _bits(row[len(label):].split()[2])  # PKT/S, 2s, 10s
+        ten = rate(row[len(label):].split()[2])  # PKT/S, 2s, 10s
         assert abs(ten - bits) <= 0.1 * bits, (label, ten, bits, screen)
-
-
-def _bits(text: str) -> float:
-    """'2.4Mb' -> 2.4e6, as top shows rates."""
-    m = re.fullmatch(r"([\d.]+)([kMGT]?)b", text)
-    assert m, text
-    return float(m.group(1)) * {"": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}[m.group(2)]
-
-
-def _pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True, check=True).stdout
-
-
-def _wait_pane(session: str, text: str, timeout: float = 15) -> str:
-    deadline = time.monotonic() + scaled(timeout)
-    screen = _pane(session)
-    while text not in screen and time.monotonic() < deadline:
-        time.sleep(0.2)
-        screen = _pane(session)
-    return screen

@@ -20,7 +20,7 @@ from netmon import cli, endpoint
 from netmon.cli import ExitStatus
 from netmon.report import Summary
 from tests.conftest import CORPUS, ROOT
-from tests.netns import Netmon, ping, scaled
+from tests.netns import Netmon, ping, scaled, wait_pane
 
 CAPTURE = CORPUS / "dns_tcp_8053.pcap"  # 11 TCP frames
 # An interface that does not exist: should a refusal below ever regress, the run stops at
@@ -187,20 +187,6 @@ def test_an_interface_deleted_while_netmon_starts_is_gone_not_a_driver_problem(n
 
 
 # -- 7. top in a background process group, and after Ctrl-Z and fg --------------------
-
-def pane(session: str) -> str:
-    return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True,
-                          text=True).stdout
-
-
-def wait_pane(session: str, text: str, seconds: float = 15) -> str:
-    deadline = time.monotonic() + scaled(seconds)
-    screen = pane(session)
-    while text not in screen and time.monotonic() < deadline:
-        time.sleep(0.2)
-        screen = pane(session)
-    return screen
-
 
 @pytest.fixture
 def tmux(netns):

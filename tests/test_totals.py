@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +39,12 @@ def tz(monkeypatch):
     time.tzset()
 
 
+@pytest.fixture
+def now(tz) -> int:
+    """The reports' "now" in the unit tests: noon on 2026-12-03, local time."""
+    return at("2026-12-03 12:00")
+
+
 def at(text: str) -> int:
     """Local 'YYYY-MM-DD HH:MM' as a Unix time."""
     return int(time.mktime(time.strptime(text, "%Y-%m-%d %H:%M")))
@@ -53,15 +58,17 @@ def test_keys_are_a_guests_nic_or_the_interface():
     assert Key.of("vmbr0") == Key(interface="vmbr0")
 
 
-def _report(db, *args) -> list:
-    out = _run_totals(db, "--json", *args)
+def _report(db, *args, now: float | None = None) -> list:
+    out = _run_totals(db, "--json", *args, now=now)
     return [json.loads(line) for line in out.splitlines()]
 
 
-def _run_totals(db, *args) -> str:
+def _run_totals(db, *args, now: float | None = None) -> str:
     import io
 
     q = _query(db, *args)
+    if now is not None:  # the report's "now"; else the clock's
+        q.now = now
     buf = io.StringIO()
     totals_report.report(q, buf)
     return buf.getvalue()
@@ -76,12 +83,7 @@ def _query(db, *args) -> totals_report.Query:
         assert cli.main(["totals", "--db", str(db), *args]) == 0
     finally:
         totals_report.report = real
-    q = made["q"]
-    q.now = NOW
-    return q
-
-
-NOW = 0  # set per test: the report's "now"
+    return made["q"]
 
 
 def _fill(path, rows, names=None, keep=90, now=None):
@@ -89,10 +91,8 @@ def _fill(path, rows, names=None, keep=90, now=None):
         w.add(rows, names or {}, now=now)
 
 
-def test_days_months_top_and_json_add_up(tmp_path, tz):
-    global NOW
+def test_days_months_top_and_json_add_up(tmp_path, now):
     db = tmp_path / "t.db"
-    NOW = at("2026-12-03 12:00")
     web, mail = Key(100, 0), Key(101, 0)
     rows = [
         # 23:00 local on Nov 30 is still November; 00:00 on Dec 1 is December.
@@ -102,9 +102,9 @@ def test_days_months_top_and_json_add_up(tmp_path, tz):
         (totals.hour_of(at("2026-12-02 10:00")), mail, "out", "tcp", 1, 64),
         (totals.hour_of(at("2026-12-02 10:00")), Key(interface="vmbr0"), "in", "icmp", 3, 294),
     ]
-    _fill(db, rows, {100: "web1", 101: None}, now=NOW)
-    _fill(db, rows[1:2], {100: None}, now=NOW)  # added again: sums; the name is kept
-    days = _report(db, "--days")
+    _fill(db, rows, {100: "web1", 101: None}, now=now)
+    _fill(db, rows[1:2], {100: None}, now=now)  # added again: sums; the name is kept
+    days = _report(db, "--days", now=now)
     assert [(d["day"], d["guest"], d["guest_name"], d["interface"], d["in_packets"],
              d["out_packets"], d["bytes"]) for d in days] == [
         ("2026-11-30", 100, "web1", None, 10, 0, 1000),
@@ -113,34 +113,32 @@ def test_days_months_top_and_json_add_up(tmp_path, tz):
         ("2026-12-02", None, None, "vmbr0", 3, 0, 294)]
     assert days[1]["protocols"] == {"tcp": {"packets": 40, "bytes": 4000},
                                     "udp": {"packets": 5, "bytes": 500}}
-    months = _report(db, "--months")
+    months = _report(db, "--months", now=now)
     assert [(m["month"], m["guest"] or m["interface"], m["packets"]) for m in months] == [
         ("2026-11", 100, 10), ("2026-12", 100, 45), ("2026-12", 101, 1),
         ("2026-12", "vmbr0", 3)]
     # Billing months from the 2nd: Nov 30 and Dec 1 are in the month from Nov 2.
-    billed = _report(db, "--months", "--month-start", "2")
+    billed = _report(db, "--months", "--month-start", "2", now=now)
     assert [(m["month"], m["guest"] or m["interface"], m["packets"]) for m in billed] == [
         ("2026-11-02", 100, 55), ("2026-12-02", 101, 1), ("2026-12-02", "vmbr0", 3)]
-    top = _report(db, "--top", "2")  # this month (December)
+    top = _report(db, "--top", "2", now=now)  # this month (December)
     assert [(t["rank"], t["guest"] or t["interface"], t["bytes"]) for t in top] == [
         (1, 100, 4500), (2, "vmbr0", 294)]
-    assert [t["guest"] for t in _report(db, "--top", "5", "--since", "2026-11")] == \
-        [100, None, 101]
-    assert [d["day"] for d in _report(db, "--guest", "100", "--until", "2026-11-30")] == \
-        ["2026-11-30"]
-    hours = _report(db, "--hours", "--since", "2026-12-01")
+    ranked = _report(db, "--top", "5", "--since", "2026-11", now=now)
+    assert [t["guest"] for t in ranked] == [100, None, 101]
+    narrowed = _report(db, "--guest", "100", "--until", "2026-11-30", now=now)
+    assert [d["day"] for d in narrowed] == ["2026-11-30"]
+    hours = _report(db, "--hours", "--since", "2026-12-01", now=now)
     assert [(h["hour"], h["guest"] or h["interface"]) for h in hours] == [
         ("2026-12-01 00:00", 100), ("2026-12-02 10:00", 101), ("2026-12-02 10:00", "vmbr0")]
 
 
-def test_the_table_view(tmp_path, tz):
-    global NOW
+def test_the_table_view(tmp_path, now):
     db = tmp_path / "t.db"
-    NOW = at("2026-12-03 12:00")
     hour = totals.hour_of(at("2026-12-02 10:00"))
     _fill(db, [(hour, Key(100, 0), "in", "tcp", 1234, 3 * 1024 ** 3),
-               (hour, Key(100, 0), "out", "tcp", 1000, 1536)], {100: "web1"}, now=NOW)
-    assert _run_totals(db, "--days").splitlines() == [
+               (hour, Key(100, 0), "out", "tcp", 1000, 1536)], {100: "web1"}, now=now)
+    assert _run_totals(db, "--days", now=now).splitlines() == [
         "guest 100 (web1)",
         "  day               in       out     total  packets",
         "  -------------------------------------------------",
@@ -148,31 +146,30 @@ def test_the_table_view(tmp_path, tz):
         "  -------------------------------------------------",
         "  total       3.00 GiB  1.50 KiB  3.00 GiB    2,234",
         ""]
-    assert _run_totals(db, "--days", "--since", "2026-12-03") == "no traffic in the period\n"
+    assert _run_totals(db, "--days", "--since", "2026-12-03", now=now) == \
+        "no traffic in the period\n"
 
 
-def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, tz):
-    global NOW
+def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, now):
     db = tmp_path / "t.db"
-    NOW = at("2026-12-03 12:00")
     k = Key(100, 0)
     old = [(totals.hour_of(at(f"2026-11-0{d} {h:02d}:00")), k, "in", "udp", d * 100 + h, 1)
            for d in (1, 2) for h in (0, 5, 23)]
     recent = [(totals.hour_of(at("2026-12-02 01:00")), k, "in", "udp", 7, 1)]
     _fill(db, old + recent, now=at("2026-11-03 00:00"))  # nothing old enough yet
-    before = _report(db, "--days", "--since", "2026-11")
-    _fill(db, [], keep=10, now=NOW)  # hours before Nov 23 become days
+    before = _report(db, "--days", "--since", "2026-11", now=now)
+    _fill(db, [], keep=10, now=now)  # hours before Nov 23 become days
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM hourly").fetchone()[0] == 1
         assert c.execute("SELECT count(*) FROM daily").fetchone()[0] == 2
-    assert _report(db, "--days", "--since", "2026-11") == before
+    assert _report(db, "--days", "--since", "2026-11", now=now) == before
     assert [(d["day"], d["packets"]) for d in before] == [
         ("2026-11-01", 100 * 3 + 28), ("2026-11-02", 200 * 3 + 28), ("2026-12-02", 7)]
     # A day folded, then more hours of it (a clock set back): the day adds them.
     _fill(db, [(totals.hour_of(at("2026-11-01 06:00")), k, "in", "udp", 1, 1)], keep=10,
-          now=NOW)
-    _fill(db, [], keep=9, now=NOW + 86400)
-    assert _report(db, "--days", "--since", "2026-11")[0]["packets"] == 329
+          now=now)
+    _fill(db, [], keep=9, now=now + 86400)
+    assert _report(db, "--days", "--since", "2026-11", now=now)[0]["packets"] == 329
 
 
 def test_a_second_writer_is_refused_and_readers_go_on(tmp_path):
@@ -267,7 +264,6 @@ def _matched(nm: Netmon, ifname: str, direction: str) -> int:
 
 @kernel
 def test_totals_equal_the_kernels_counts_per_guest_and_direction(netns, tmp_path):
-    global NOW
     n = netns
     env = _guests(n, tmp_path)
     _, web = n.link("nmt-g0", "tap100i0")
@@ -280,7 +276,6 @@ def test_totals_equal_the_kernels_counts_per_guest_and_direction(netns, tmp_path
         ping(n, web, 7)
         ping(n, mail, 3)
         assert nm.stop() == 0
-    NOW = time.time()
     assert "netmon: totals: 1 writes to " + str(db) in nm.err
     got = _sums(db)
     assert got == {(100, "in"): (7, 7 * ICMP_ECHO), (100, "out"): (7, 7 * ICMP_ECHO),
@@ -296,7 +291,6 @@ def test_totals_equal_the_kernels_counts_per_guest_and_direction(netns, tmp_path
 
 @kernel
 def test_a_new_tap_and_a_new_netmon_continue_a_guests_totals(netns, tmp_path):
-    global NOW
     n = netns
     env = _guests(n, tmp_path)
     _, web = n.link("nmt-g0", "tap100i0")
@@ -314,13 +308,11 @@ def test_a_new_tap_and_a_new_netmon_continue_a_guests_totals(netns, tmp_path):
         assert nm.stop() == 0
     # It went away: its counts were written then, the rest at exit.
     assert f"netmon: totals: 2 writes to {db}" in nm.err
-    NOW = time.time()
     assert _sums(db)[(100, "in")] == (9, 9 * ICMP_ECHO)
     with Netmon(n, *args, interface=None, env=env) as nm:  # netmon restarted
         nm.wait_ready()
         ping(n, web, 2)
         assert nm.stop() == 0
-    NOW = time.time()
     assert _sums(db) == {(100, "in"): (11, 11 * ICMP_ECHO), (100, "out"): (11, 11 * ICMP_ECHO)}
 
 

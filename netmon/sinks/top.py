@@ -144,7 +144,8 @@ class TopView:
         busy = list(book.window[-1])  # flows with packets in the longest window
         bits = self._bits(busy)
         sums: dict[tuple, list] = {}  # key -> [label, where, bits per window, pps, bytes, packets]
-        for flow in sorted(book.flows.values(), key=operator.attrgetter("serial")):
+        # book.flows holds flows in the order they appeared (serial): ties go to the first.
+        for flow in book.flows.values():
             rate = bits.get(flow) if flow in book.window[-1] else None
             pps = book.rate(flow, WINDOWS[0])[1] if rate else 0.0
             for key, label, where in self._groups.of(self.by, flow):

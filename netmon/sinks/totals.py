@@ -15,6 +15,7 @@ import sqlite3
 import time
 
 from netmon import totals
+from netmon.events import DIR_NAMES
 from netmon.kernel.abi import PROTO_NAMES
 from netmon.pipeline import Context, Sink, Start
 from netmon.sources import proxmox
@@ -45,8 +46,6 @@ class TotalsSink(Sink):
     def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
                hour: int) -> None:
         """What ``ifindex`` counted in ``direction`` since the last read, into pending."""
-        from netmon.events import DIR_NAMES
-
         before = self._last.get((ifindex, direction), {})
         self._last[(ifindex, direction)] = now
         key = totals.Key.of(ifname)
