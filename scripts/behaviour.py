@@ -11,6 +11,7 @@ What is saved, each as stdout, stderr and exit status:
   from a few of them;
 - every usage error and option conflict the CLI knows of (tests/test_cli.py's and
   the mode conflicts);
+- ``-r`` with filter options and expressions (READS);
 - a live run of each mode in a namespace of its own with no traffic: the banner and
   the summary.
 
@@ -64,6 +65,16 @@ LIVE = [
     ["-i", "lo", "-w", "{tmp}/live.pcapng"], ["-i", "lo", "-w", "{tmp}/live.pcapng", "--print"],
     ["-i", "lo", "--mode", "generic", "--attach", "netlink"],
     ["-i", "lo", "--src-ip", "10.0.0.0/8", "--vlan", "20", "-p", "udp", "--port", "53"],
+    ["drops"], ["drops", "-i", "lo", "--json", "udp"], ["top", "-i", "lo", "--drops"],
+    ["-i", "lo", "-Q", "both", "--quiet", "--totals", "{tmp}/totals.db", "--stats", "1"],
+    ["-i", "lo", "icmp or udp port 53"],
+]
+
+# -r with filters and expressions: argv after "-r FILE" (a capture of the corpus).
+READS = [
+    ("dns_tcp_8053.pcap", ["tcp port 8053"]), ("dns_tcp_8053.pcap", ["-p", "tcp", "--json"]),
+    ("802.1ad_QinQ.pcap", ["--vlan", "1000", "-c", "3"]), ("ip6_frag_asan.pcap", ["ip6"]),
+    ("dns_tcp_8053.pcap", ["-c", "2", "-w", "-"]),
 ]
 
 
@@ -100,6 +111,9 @@ def corpus(where: Path, tmp: Path) -> None:
     def one(path: Path) -> None:
         save(where, f"r-json-{path.name}", netmon("-r", str(path), "--json"))
         save(where, f"r-text-{path.name}", netmon("-r", str(path)))
+        for i, (name, argv) in enumerate(READS):
+            if name == path.name:
+                save(where, f"r-with-{i:02d}", netmon("-r", str(path), *argv))
         if path.name in WRITTEN:
             out = tmp / f"{path.name}.pcapng"
             save(where, f"r-w-{path.name}", netmon("-r", str(path), "-w", str(out), "-c", "5"),
