@@ -85,7 +85,7 @@ def bench_flow_update(repeat: int) -> list[dict]:
             prog = stack.enter_context(MonitorProgram(
                 FilterSpec().kernel_config(flows=True), path=path, hooks=["xdp"],
                 flow_entries=1024))
-            prog.register(socket.if_nametoindex("lo"))
+            prog.slots.register(socket.if_nametoindex("lo"))
             programs.append((name, prog.prog_fds["xdp"]))
         timings = best_runs([fd for _, fd in programs], frame, repeat)
         rows = [{"program": name, "ns": ns, "kernel_ns": kns}

@@ -219,7 +219,7 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
         reader = stack.enter_context(PerfReader(prog.events_fd, pages=256))
         # A test run's packet arrives on this namespace's loopback: register it, as every
         # interface netmon attaches to is, so its counters are found the way live ones are.
-        prog.register(lo)
+        prog.slots.register(lo)
         # Filter expressions (issue 18): the packet, rejected by a short one and by one of
         # 20 terms, each the whole filter, in the program as a run would load it.
         exprs = []
@@ -227,7 +227,7 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
             p = stack.enter_context(MonitorProgram(
                 FilterSpec(expression=expression).kernel_config(), hooks=[hook],
                 expression=expression))
-            p.register(lo)
+            p.slots.register(lo)
             exprs.append((f"netmon, non-matching packet, {label}", p))
         labels = ["empty XDP_PASS" if hook == "xdp" else "empty tc (UNSPEC)",
                   "netmon, non-matching packet"] + [label for label, _ in exprs]

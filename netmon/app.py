@@ -1,9 +1,14 @@
-"""The run: pick the source, build the sinks the settings ask for, loop, summarise.
+"""The run, live or replay: pick the source, build the sinks the settings ask for, loop,
+summarise.
 
-Wiring only. The sinks say what they need from the kernel (pipeline.delivery),
-the live source loads and attaches accordingly (kernel/hooks.py chooses), and
-the loop below moves batches from the source to the pipeline until a signal,
---count, a sink (a view's q) or a named interface that went away ends it.
+Wiring only, and the one wiring of every run. The sinks say what they need from the
+kernel (pipeline.delivery); the source loads and attaches accordingly (the live one:
+sources/policy.py chooses the hooks; -r's: the XDP program, run by BPF_PROG_TEST_RUN);
+the loop below moves batches from the source to the pipeline until a signal, --count,
+a sink (a view's q), a named interface that went away, or the file's end stops it.
+Both sources have one face: start() attaches (or loads) and says what to note,
+poll() hands a batch on, finish() hands on what is left, link_changes() follows
+interfaces.
 """
 
 from __future__ import annotations
@@ -13,23 +18,19 @@ import signal
 from contextlib import ExitStack, contextmanager
 from typing import TextIO
 
-from netmon import output, sinks, system
+from netmon import sinks
 from netmon.errors import UsageError
-from netmon.kernel import drops, hooks, libbpf
+from netmon.host import system
+from netmon.host.interfaces import Interfaces
+from netmon.kernel import drops, facts, libbpf
+from netmon.kernel.hooks import Hook
 from netmon.pipeline import Context, Pipeline, Start, delivery
 from netmon.report import Summary, banner
-from netmon.settings import Hook, Settings
-from netmon.sources.interfaces import Interfaces
+from netmon.settings import Settings
+from netmon.sinks import formats
+from netmon.sources import policy
 from netmon.sources.live import LiveSource
-
-
-def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
-    """Monitor until stopped, or read the file -r names; the summary of what was seen."""
-    if settings.read is not None:
-        from netmon.sources.replay import replay
-
-        return replay(settings, out, err)
-    return live(settings, out, err)
+from netmon.sources.replay import ReplaySource
 
 
 class _Stop:
@@ -53,18 +54,28 @@ def _signals_stop(stop: _Stop):
             signal.signal(s, handler)
 
 
-def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
-    system.check_kernel()
+def _check(settings: Settings) -> None:
+    """What the run needs of the host, each said in one line before anything is touched."""
+    if settings.read is None:
+        facts.check_kernel()
     libbpf.lib()  # a missing libbpf is reported before anything else is tried
     system.check_privileges()
-    if settings.capture and settings.hook is Hook.XDP and not hooks.xdp_can_capture():
+    if settings.read is None and settings.capture and settings.hook is Hook.XDP \
+            and not policy.xdp_can_capture():
         raise UsageError("capturing (-w) through XDP needs Linux 5.18 or later "
                          "(bpf_xdp_load_bytes); leave out --hook xdp to capture with tc")
+
+
+def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
+    """Monitor until stopped, or read the file -r names; the summary of what was seen."""
+    _check(settings)
+    live = settings.read is None
     kinds = sinks.for_run(settings)
     shows_lines = any(k.shows_events for k in kinds)
     pipeline = Pipeline(settings.count)
     stop = _Stop()
-    clock = output.Clock()
+    # -r: the events' times are the file's, not the kernel's clock.
+    clock = formats.Clock() if live else formats.Clock(0)
     ctx = Context(settings, out, err, clock, Interfaces(), tally=pipeline.tally,
                   libbpf_version=libbpf.version() if settings.metrics else "",
                   drop_names=drops.Names() if settings.drops else None)
@@ -74,31 +85,36 @@ def live(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         err.flush()
 
     with ExitStack() as stack:
-        stack.enter_context(_signals_stop(stop))
+        if live:  # -r stops at Ctrl-C at once, without a summary, as tcpdump -r does
+            stack.enter_context(_signals_stop(stop))
         stack.callback(pipeline.close)
         pipeline.make(kinds, Start.FIRST, ctx)
-        source = LiveSource(stack, settings, delivery(kinds), pipeline, ctx.interfaces, say,
-                            shows_lines or settings.count is not None, clock.offset_ns,
-                            ctx.drop_names)
+        if live:
+            source = LiveSource(stack, settings, delivery(kinds), pipeline, ctx.interfaces,
+                                say, shows_lines, clock.offset_ns, ctx.drop_names)
+        else:
+            source = ReplaySource(stack, settings, pipeline, ctx.interfaces)
         pipeline.make(kinds, Start.ATTACHING, ctx)
-        notes = source.start(shows_lines)
-        err.write(banner(settings, list(source.watch.attached.values()), notes))
-        err.flush()
-        ctx.counters, ctx.watched, ctx.book = source.prog.counters, source.watch.counters, \
-            source.book
+        notes = source.start()
+        if live:  # -r's output is the events alone, and the summary after them
+            err.write(banner(settings, source.attached(), notes))
+            err.flush()
+        ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book
         pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])
         # Everything made so far lives until exit; keep the collector from walking it
         # again and again while the loop allocates rows by the thousand.
         gc.freeze()
         try:
-            while not (stop.requested or pipeline.stopped or pipeline.summary.gone):
+            while not (stop.requested or pipeline.stopped or pipeline.summary.gone
+                       or source.done):
                 source.poll()
                 pipeline.tick()
                 source.link_changes()
             source.finish()
             pipeline.close()
         except BrokenPipeError:
+            if not live:
+                raise  # -r | head: as before, the error's one line
             pass  # the reader of our output went away: stop quietly
-        pipeline.tally()
-    return pipeline.summary
+        return pipeline.tally()

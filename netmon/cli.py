@@ -1,7 +1,8 @@
 """netmon's command line: typer parses, ``main()`` maps failures to one line and an exit code.
 
-Everything else lives in modules that take plain values, so tests can call them
-without a terminal.
+What was typed becomes ``Options``, and options.py (beside this file) checks them and
+builds the run's ``Settings``; app.py runs it. Everything else lives in modules that
+take plain values, so tests can call them without a terminal.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, endpoint, errors, protocols, sinks, totals_report
-from netmon import totals as totals_db
+from netmon import __version__, endpoint, errors, protocols, sinks
+from netmon.totals import report as totals_report
+from netmon.totals import store as totals_store
 from netmon.app import run
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.kernel.abi import MAX_SNAPLEN
-from netmon.settings import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
-                             DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TOTALS_EVERY, Direction,
-                             Hook, Method, Mode, Options, build)
+from netmon.options import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
+                            DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TOTALS_EVERY, Direction,
+                            Hook, Method, Mode, Options, build)
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
@@ -64,6 +66,12 @@ _STATUS = {
     errors.CaptureWriteError: ExitStatus.CAPTURE_WRITE,
     errors.TotalsUnavailable: ExitStatus.TOTALS,
 }
+
+
+def status(exc: errors.NetmonError) -> ExitStatus:
+    """The exit status of an error: its class's, or the nearest mapped base class's
+    (a subclass of a mapped error gets its parent's status, not the default)."""
+    return next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), ExitStatus.ERROR)
 
 
 def _parsed(parse):
@@ -349,7 +357,7 @@ totals_app = typer.Typer(add_completion=False, rich_markup_mode=None)
          "sees them (a guest's tap receives what the guest sends). Needs read access to "
          "the database only.")
 def totals(
-    db: str = typer.Option(totals_db.DEFAULT_PATH, "--db", metavar="PATH",
+    db: str = typer.Option(totals_store.DEFAULT_PATH, "--db", metavar="PATH",
                            help="The database netmon --totals writes."),
     hours: bool = typer.Option(False, "--hours", help="Per hour [default: the last 24]."),
     days: bool = typer.Option(False, "--days", help="Per day [default: the last 30] "
@@ -448,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.ERROR
     except errors.NetmonError as exc:
         _fail(str(exc))
-        return _STATUS.get(type(exc), ExitStatus.ERROR)
+        return status(exc)
     except KeyboardInterrupt:  # before the monitor's own handler was installed
         return ExitStatus.SUCCESS
     except OSError as exc:

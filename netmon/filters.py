@@ -1,7 +1,7 @@
 """What the user asked to see: parsed, validated, and compiled two ways.
 
-A FilterSpec compiles to the kernel's ``struct nm_config`` (the one writer of
-it) and to a Python predicate over Events. The two must agree; the tests hold
+A FilterSpec compiles to the kernel's ``struct nm_config`` (its values; the one
+writer of the struct is kernel/config.py) and to a Python predicate over Events. The two must agree; the tests hold
 them against each other on real packets.
 """
 
@@ -13,12 +13,9 @@ from typing import Union
 
 from netmon import protocols
 from netmon.events import Event
-from netmon.kernel.abi import (ALT, CONFIG, EXPR_IF, EXPR_LEN, EXPR_ON, M_DADDR, M_DPORT, M_HOST,
-                               M_PORT, M_PROTO, M_SADDR, M_SPORT, M_VLAN)
+from netmon.kernel.abi import ALT
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
-CONFIG_FORMAT = CONFIG  # struct nm_config (kernel/abi.py), which kernel_config() alone writes
-CONFIG_SIZE = CONFIG.size
 
 
 def parse_network(text: str) -> Network:
@@ -108,40 +105,17 @@ class FilterSpec:
 
     # -- the kernel side -------------------------------------------------
 
-    def kernel_config(self, snaplen: int = 0, cap_events: bool = False,
-                      epoch_ns: int = 0, flows: bool = False, quiet: bool = False,
-                      owner: int = 0, replay: bool = False, any_if: bool = False,
-                      netns: int = 0) -> bytes:
-        """The bytes of struct nm_config that make the program apply this spec.
+    def kernel_filters(self) -> dict:
+        """What struct nm_config takes of this spec (kernel/config.py packs it): the
+        options' values, and whether an expression is spliced in and what it reads."""
+        values: dict = {name: getattr(self, name) for name in OPTIONS}
+        if self.expression is not None:
+            from netmon import expression
 
-        Capture (netmon/capture.py): ``snaplen``, the most bytes of each matching
-        packet its record keeps (0: no capture); ``cap_events``, records carry the
-        event too; ``epoch_ns``, added to the kernel's monotonic stamps for pcapng's.
-        ``flows`` (netmon/flows.py): packets are counted in the flow table instead.
-        ``quiet``: packets are only counted (the counters, --metrics); nothing is sent.
-        ``owner``: the pid of the netmon that attaches it (a leftover is told by it).
-        ``replay``: -r, each frame's wire length told apart (MonitorProgram.wire_len).
-        Drops: ``any_if``, on every interface, not only the registered ones; ``netns``,
-        the inode of the network namespace whose drops count (0: every one's).
-        A filter expression, if any, is spliced into the program (kernel/splice.py).
-        """
-        match = 0
-        for value, bit in ((self.protocol, M_PROTO), (self.src, M_SADDR), (self.dst, M_DADDR),
-                           (self.sport, M_SPORT), (self.dport, M_DPORT), (self.host, M_HOST),
-                           (self.port, M_PORT), (self.vlan, M_VLAN)):
-            if value:
-                match |= bit
-        prefixes = [f for nets in (self.src, self.dst, self.host)
-                    for net in _padded(nets, None) for f in _prefix_fields(net)]
-        numbers = [n for values in (self.sport, self.dport, self.port, self.vlan)
-                   for n in _padded(values, 0)]
-        counts = [len(v) for v in (self.src, self.dst, self.host, self.sport, self.dport,
-                                   self.port, self.vlan, self.protocol)]
-        return CONFIG_FORMAT.pack(
-            *prefixes, *numbers, match, *_padded(self.protocol, 0), *counts, replay, any_if,
-            snaplen, cap_events, flows, quiet, _expression_flags(self.expression), epoch_ns,
-            owner, netns,
-        )
+            values.update(expression=True,
+                          expr_len=expression.reads_the_length(self.expression),
+                          expr_if=expression.reads_the_interface(self.expression))
+        return values
 
     # -- the Python side -------------------------------------------------
 
@@ -187,34 +161,8 @@ OPTIONS = {"protocol": "--protocol", "src": "--src-ip", "dst": "--dst-ip",
            "vlan": "--vlan"}
 
 
-def _expression_flags(text: str | None) -> int:
-    """nm_config.expr: NM_EXPR_ON, NM_EXPR_LEN if it reads the wire length, NM_EXPR_IF
-    if the interface or direction: the hooks fill in only what it reads."""
-    if text is None:
-        return 0
-    from netmon import expression
-
-    return (EXPR_ON | (EXPR_LEN if expression.reads_the_length(text) else 0)
-            | (EXPR_IF if expression.reads_the_interface(text) else 0))
-
-
-def _padded(values: tuple, empty) -> list:
-    return list(values) + [empty] * (ALT - len(values))
-
-
 def _nets_text(nets: tuple) -> str:
     return " or ".join(_net_text(n) for n in nets)
-
-
-def _prefix_fields(net: Network | None) -> tuple[bytes, bytes, int]:
-    """struct nm_prefix's net, mask and family."""
-    if net is None:
-        return b"", b"", 0
-    return (
-        net.network_address.packed.ljust(16, b"\0"),
-        net.netmask.packed.ljust(16, b"\0"),
-        net.version,
-    )
 
 
 def _net_text(net: Network) -> str:

@@ -19,6 +19,7 @@ from netmon import events
 from netmon.filters import FilterSpec
 from netmon.kernel.libbpf import XDP_PASS
 from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.settings import DEFAULT_PAGES
 from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
@@ -76,7 +77,7 @@ class Runner:
 
     def __init__(self, spec: FilterSpec = FilterSpec()):
         self.prog = MonitorProgram(spec.kernel_config())
-        self.reader = PerfReader(self.prog.events_fd)
+        self.reader = PerfReader(self.prog.events_fd, DEFAULT_PAGES)
         self.decoder = events.Decoder()
 
     def run(self, frame: bytes) -> tuple[int, list[events.Event]]:

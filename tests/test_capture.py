@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from netmon import system
+from netmon.host import system
 from netmon.kernel.loader import FRAGS_KERNEL
 from tests.netns import ROOT, Netmon, ping, scaled, send
 from tests.test_savefiles import tshark_fields

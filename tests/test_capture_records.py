@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from netmon import pcapng
+from netmon.pcapng import writer as pcapng
 from netmon.kernel import abi
 from netmon.sources import records as capture
-from netmon.sources import savefile
+from netmon.pcapng import reader as savefile
 from netmon.filters import FilterSpec
 from netmon.kernel.hooks import xdp_can_capture
 from netmon.kernel.loader import MonitorProgram, prog_test_run

@@ -65,7 +65,7 @@ def test_help_lists_the_original_options(capsys):
 
 def test_missing_interface(capsys, monkeypatch):
     # Everything before the interface lookup passes as root; pretend we are.
-    monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
+    monkeypatch.setattr("netmon.host.system.check_privileges", lambda caps=None: None)
     status, out, err = run_cli(capsys, "-i", "nmt-nope0")
     assert status == ExitStatus.NO_INTERFACE
     assert err.startswith("netmon: error: interface 'nmt-nope0' does not exist; available:")
@@ -73,7 +73,7 @@ def test_missing_interface(capsys, monkeypatch):
 
 
 def test_not_root(capsys, monkeypatch):
-    monkeypatch.setattr("netmon.system.effective_caps", lambda status_text=None: 0)
+    monkeypatch.setattr("netmon.host.system.effective_caps", lambda status_text=None: 0)
     status, _, err = run_cli(capsys, "-i", "nmt-none0")
     assert status == ExitStatus.PERMISSION
     assert "netmon needs root" in err and err.count("\n") == 1
@@ -107,7 +107,7 @@ def test_too_old_libbpf(capsys, monkeypatch):
 
 
 def test_capture_through_xdp_on_a_kernel_without_xdp_load_bytes(capsys, monkeypatch):
-    monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
+    monkeypatch.setattr("netmon.host.system.check_privileges", lambda caps=None: None)
     monkeypatch.setattr("platform.release", lambda: "5.10.0-30-amd64")
     status, _, err = run_cli(capsys, "-i", "nmt-none0", "--hook", "xdp", "-w", "x.pcapng")
     assert status == ExitStatus.USAGE and err.count("\n") == 1

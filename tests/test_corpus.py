@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from netmon import pcapng
-from netmon.sources import savefile
+from netmon.pcapng import writer as pcapng
+from netmon.pcapng import reader as savefile
 from tests.conftest import CORPUS, ROOT
 from tests.reference import Expected, reference
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from netmon import system
+from netmon.host import system
 from tests.netns import Netmon, ping, scaled, send, sh
 from tests.test_monitor import ICMP_ECHO, TCP_SYN, summary
 

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from netmon import output
+from netmon.sinks import formats
 from netmon.kernel import drops
 from tests.netns import Netmon, NetnsPair, pane, ping, scaled, send
 
@@ -71,7 +71,7 @@ def test_the_program_counts_drops_by_interface_and_reason(netns, expression, cou
     index = _ifindex(n, n.b, n.b_if)
     config = FilterSpec(expression=expression).kernel_config(netns=netns_ino)
     with MonitorProgram(config, hooks=("drops",), expression=expression) as prog:
-        prog.register(index)
+        prog.slots.register(index)
         send(n, "udp", n.a_ip, 40095, n.b_ip, 5095, 10, 4)
         table = drops.table(prog.drops_fd)
         counters = prog.counters(index)
@@ -183,16 +183,16 @@ def test_a_drop_line_and_its_json():
     ev = make_event(10**9, 7, 60, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000)
     row = (*ev, 0xffffffff8100110a, 5)
     names = {7: "tap100i0"}
-    text = output.DropText(names.get, {5: "NETFILTER_DROP"}.get,
+    text = formats.DropText(names.get, {5: "NETFILTER_DROP"}.get,
                            lambda a: "nf_hook_slow+0x10a")
     assert text.render([row]) == ("tap100i0 TCP 10.0.0.5:443 -> 10.0.0.9:51000 (60b) drop "
                                   "NETFILTER_DROP nf_hook_slow+0x10a\n")
-    no_reason = output.DropText(names.get, lambda r: None, lambda a: "nf_hook_slow+0x10a")
+    no_reason = formats.DropText(names.get, lambda r: None, lambda a: "nf_hook_slow+0x10a")
     assert no_reason.line(row).endswith("(60b) drop nf_hook_slow+0x10a")
-    js = json.loads(output.DropJson(lambda i: {"ifname": "tap100i0", "guest": 100,
+    js = json.loads(formats.DropJson(lambda i: {"ifname": "tap100i0", "guest": 100,
                                                "guest_name": "web"},
                                     {5: "NETFILTER_DROP"}.get, lambda a: "nf_hook_slow+0x10a",
-                                    output.Clock(0)).line(row))
+                                    formats.Clock(0)).line(row))
     assert (js["reason"], js["location"], js["guest"], js["guest_name"], js["dport"]) == (
         "NETFILTER_DROP", "nf_hook_slow+0x10a", 100, "web", 51000)
     assert "dir" not in js

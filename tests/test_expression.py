@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from netmon.errors import ExpressionInvalid
 from netmon.expression import cbpf, libpcap
 from netmon.expression import translate as t
-from netmon.sources import savefile
+from netmon.pcapng import reader as savefile
 
 from tests.exprprog import FRAME_AT, ExprProgram
 from tests.netns import Netmon, scaled, send
@@ -436,7 +436,7 @@ def test_reading_with_w_writes_the_frames_the_expression_matched(tmp_path):
     from scapy.layers.inet import ICMP, IP, UDP
     from scapy.layers.l2 import ARP, Ether
 
-    from netmon import pcapng
+    from netmon.pcapng import writer as pcapng
     from tests.netns import ROOT
 
     eth = Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")

@@ -21,7 +21,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from netmon import system
+from netmon.host import system
 from netmon.filters import FilterSpec
 from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import FRAGS_KERNEL, MonitorProgram, prog_test_run

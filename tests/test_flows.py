@@ -10,7 +10,8 @@ import json
 
 import pytest
 
-from netmon import cli, output, protocols
+from netmon import cli, protocols
+from netmon.sinks import formats
 from netmon.cli import ExitStatus
 from netmon.flows import (END_ACTIVE, END_FORCED, END_IDLE, FLOW_KEY, FlowBook, FlowKey,
                           FlowRecord)
@@ -74,13 +75,13 @@ def test_rates_over_the_windows():
     assert book.rate(flow, 10) == pytest.approx((8e5, 80))
 
 
-def clock() -> output.Clock:
-    return output.Clock(1_700_000_000 * S)
+def clock() -> formats.Clock:
+    return formats.Clock(1_700_000_000 * S)
 
 
 def test_record_json_uses_ipfix_names():
     info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web"}}.__getitem__
-    fmt = output.FlowRecordJson(info, clock())
+    fmt = formats.FlowRecordJson(info, clock())
     tcp = FlowRecord(FlowKey.decode(key()), 1 * S, 3 * S + 500_000, 6, 600, 0x12, END_IDLE)
     assert json.loads(fmt.render([tcp])) == {
         "flowStartMilliseconds": 1_700_000_001_000, "flowEndMilliseconds": 1_700_000_003_000,
@@ -98,7 +99,7 @@ def test_record_json_uses_ipfix_names():
 
 
 def test_record_text():
-    fmt = output.FlowRecordText({7: "veth1"}.__getitem__, clock())
+    fmt = formats.FlowRecordText({7: "veth1"}.__getitem__, clock())
     tcp = FlowRecord(FlowKey.decode(key()), 1 * S, 3 * S + 500_000_000, 6, 600, 0x1B, END_IDLE)
     line = fmt.render([tcp])
     assert line.endswith(" 2.500s veth1 in TCP 10.0.0.1:5000 -> 10.0.0.2:80 6 packets 600 "

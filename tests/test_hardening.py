@@ -91,7 +91,7 @@ def test_a_junk_object_is_an_environment_problem(capsys, monkeypatch, tmp_path):
     junk = tmp_path / "junk.bpf.o"
     junk.write_bytes(os.urandom(256))
     monkeypatch.setenv("NETMON_BPF_OBJECT", str(junk))
-    monkeypatch.setattr("netmon.system.check_privileges", lambda caps=None: None)
+    monkeypatch.setattr("netmon.host.system.check_privileges", lambda caps=None: None)
     status, _, err = run_cli(capsys, "-r", str(CAPTURE))
     assert status == ExitStatus.ENVIRONMENT
     one_line(err, "rebuild it with `make` or reinstall the netmon wheel")
@@ -277,7 +277,7 @@ def test_a_running_netmons_xdp_program_is_left_alone(netns):
 
 @pytest.mark.kernel
 def test_the_verifiers_instruction_count_is_read_back():
-    from netmon import system
+    from netmon.host import system
     from netmon.filters import FilterSpec
     from netmon.kernel.loader import MonitorProgram, verified_insns
 

@@ -5,7 +5,7 @@ import pytest
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.kernel.hooks import HOOKS, PROGRAM_NAMES, for_interface, ingress, to_load
 from netmon.settings import Capture, Hook, Settings
-from netmon.sources.interfaces import Selection
+from netmon.host.interfaces import Selection
 
 ONE = Selection(("eth0",))
 GLOB = Selection(patterns=("tap*",))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from netmon.sources import proxmox
-from netmon.sources.interfaces import Selection
+from netmon.host import proxmox
+from netmon.host.interfaces import Selection
 
 
 def test_names_commas_globs_and_any():

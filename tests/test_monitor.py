@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from netmon import system
+from netmon.host import system
 from netmon.kernel.loader import FRAGS_KERNEL
 from tests.netns import Listener, Netmon, ping, send
 

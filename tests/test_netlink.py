@@ -2,7 +2,7 @@
 
 import struct
 
-from netmon.sources import netlink
+from netmon.kernel import netlink
 
 
 def nlmsg(mtype: int, payload: bytes) -> bytes:

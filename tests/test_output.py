@@ -1,10 +1,10 @@
 import json
 
-from netmon import output
+from netmon.sinks import formats
 from netmon.events import make_event as Event
 
 
-TEXT = output.TextFormat()
+TEXT = formats.TextFormat()
 
 
 def test_text_lines_are_the_original_tools():
@@ -35,9 +35,9 @@ def test_other_protocols_and_ipv6():
 
 
 def test_json_lines_carry_every_field():
-    clock = output.Clock()
+    clock = formats.Clock()
     clock.offset_ns = 1_700_000_000_000_000_000
-    fmt = output.JsonFormat(lambda idx: {3: {"ifname": "veth1"}}[idx], clock).line
+    fmt = formats.JsonFormat(lambda idx: {3: {"ifname": "veth1"}}[idx], clock).line
     udp = json.loads(fmt(Event(1_500_000_000, 3, 64, 4, 17, "10.0.0.1", "8.8.8.8", 5353, 53)))
     assert udp == {
         "ts": 1700000001.5, "ifname": "veth1", "dir": "in", "proto": "udp", "ipproto": 17,
@@ -53,15 +53,15 @@ def test_json_lines_carry_every_field():
 def test_render_batches_lines():
     evs = [Event(0, 1, 84, 4, 1, "10.0.0.1", "10.0.0.2"), Event(0, 1, 90, 4, 1, "10.0.0.1",
                                                                 "10.0.0.2")]
-    assert output.TextFormat().render(evs) == \
+    assert formats.TextFormat().render(evs) == \
         "ICMP 10.0.0.1 -> 10.0.0.2 (84b)\nICMP 10.0.0.1 -> 10.0.0.2 (90b)\n"
-    assert output.TextFormat().render([]) == ""
-    json_lines = output.JsonFormat(lambda idx: {"ifname": str(idx)}).render(evs).splitlines()
+    assert formats.TextFormat().render([]) == ""
+    json_lines = formats.JsonFormat(lambda idx: {"ifname": str(idx)}).render(evs).splitlines()
     assert [json.loads(line)["len"] for line in json_lines] == [84, 90]
 
 
 def test_lines_name_interface_and_direction_when_many_are_watched():
-    fmt = output.TextFormat({3: "tap100i0", 4: "veth1"}.get)
+    fmt = formats.TextFormat({3: "tap100i0", 4: "veth1"}.get)
     evs = [Event(0, 3, 1514, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000, dir=1),
            Event(0, 4, 84, 4, 1, "10.0.0.9", "10.0.0.5", dir=0)]
     assert fmt.render(evs) == ("tap100i0 out TCP 10.0.0.5:443 -> 10.0.0.9:51000 (1514b)\n"
@@ -72,6 +72,6 @@ def test_lines_name_interface_and_direction_when_many_are_watched():
 def test_json_has_direction_segments_and_guest():
     info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web1"}}
     ev = Event(0, 7, 65226, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000, dir=1, segs=44)
-    got = json.loads(output.JsonFormat(info.get).line(ev))
+    got = json.loads(formats.JsonFormat(info.get).line(ev))
     assert (got["ifname"], got["dir"], got["len"], got["segs"], got["guest"],
             got["guest_name"]) == ("tap100i0", "out", 65226, 44, 100, "web1")

@@ -8,7 +8,7 @@ from netmon import sinks
 from netmon.events import make_event
 from netmon.pipeline import Delivery, Pipeline, Sink, delivery
 from netmon.settings import Capture, FlowSettings, Settings
-from netmon.sources.interfaces import Selection
+from netmon.host.interfaces import Selection
 from netmon.sources.records import Run
 
 
@@ -136,13 +136,13 @@ def test_the_sinks_a_run_has(settings, names, want):
 
 
 def test_lines_sink_writes_one_line_per_row():
-    from netmon import output
+    from netmon.sinks import formats
     from netmon.pipeline import Context
     from netmon.sinks.lines import LinesSink
-    from netmon.sources.interfaces import Interfaces
+    from netmon.host.interfaces import Interfaces
 
     out = io.StringIO()
-    sink = LinesSink(Context(Settings(ONE), out, io.StringIO(), output.Clock(0), Interfaces()))
+    sink = LinesSink(Context(Settings(ONE), out, io.StringIO(), formats.Clock(0), Interfaces()))
     p = Pipeline()
     p.add(sink)
     p.rows(rows(2))
@@ -155,7 +155,7 @@ def test_the_plain_rooms_load_no_kernel_binding():
     import sys
 
     code = ("import sys, netmon.sinks, netmon.settings, netmon.pipeline, netmon.report, "
-            "netmon.flows, netmon.output, netmon.filters, netmon.events; "
+            "netmon.flows, netmon.sinks.formats, netmon.filters, netmon.events; "
             "print(sorted(m for m in sys.modules if m == 'cffi' or m.startswith('_cffi') "
             "or m.endswith('libbpf') or m.endswith('_libbpf_ffi')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from netmon import pcapng
+from netmon.pcapng import writer as pcapng
 from netmon.kernel import abi
-from netmon.sources import savefile
+from netmon.pcapng import reader as savefile
 
 FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(range(46))  # 60 bytes
 epb = pcapng.enhanced_packet
@@ -79,7 +79,7 @@ def test_rotation_by_size_keeps_n_whole_files(tmp_path, tshark):
 
 
 def test_a_run_of_blocks_is_written_whole_or_split_where_a_file_fills(tmp_path, tshark):
-    """Runs are what the kernel's records become (netmon/capture.py): EPBs with gap
+    """Runs are what the kernel's records become (sources/records.py): EPBs with gap
     blocks between them, given as parts cut anywhere (a ring's wrap)."""
     gap = struct.pack("=II", abi.CAP_BLOCK, 32) + bytes(20) + struct.pack("=I", 32)
     run = b"".join(epb(0, i, FRAME, 60, False) + gap for i in range(40))

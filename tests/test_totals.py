@@ -20,9 +20,11 @@ import time
 
 import pytest
 
-from netmon import cli, totals, totals_report
+from netmon import cli
+from netmon.totals import report as totals_report
+from netmon.totals import store as totals
 from netmon.errors import TotalsUnavailable, UsageError
-from netmon.totals import Key, Writer
+from netmon.totals.store import Key, Writer
 from tests.netns import ROOT, Netmon, NetnsPair, ping, scaled
 
 kernel = pytest.mark.kernel

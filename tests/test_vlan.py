@@ -19,9 +19,9 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
-from netmon import system
+from netmon.host import system
 from netmon.kernel.hooks import FRAGS_KERNEL
-from netmon.sources import savefile
+from netmon.pcapng import reader as savefile
 from tests.netns import ROOT, Netmon, NetnsPair, send, sh
 
 pytestmark = pytest.mark.kernel

@@ -2,14 +2,17 @@
 netmon translates into eBPF and runs inside its own programs, at every hook.
 
     compiled(text)  the classic program, checked; ExpressionInvalid in one line if not
-    body(text, hook, frame)  its translation for a hook, to put where nm_expr() is called
+    body(text, target, frame)  its translation for a hook's target (translate.XDP, ...),
+                               to put where nm_expr() is called
+
+It depends on nothing of netmon's above it (libpcap through cffi, and netmon.errors):
+which target a hook needs is the caller's to say (kernel/loader.py), as pwru's
+internal/libpcap leaves it to its caller.
 """
 
 from __future__ import annotations
 
 import functools
-
-from netmon import system
 
 
 @functools.lru_cache(maxsize=8)
@@ -37,18 +40,11 @@ def reads_the_length(text: str) -> bool:
                for i in compiled(text))
 
 
-def body(text: str, hook: str, frame: int) -> bytes:
-    """The expression translated for a hook ("xdp", "tc_in", "tc_out", "drops"), to put in place
-    of a call whose caller keeps its struct nm_expr_frame at r10 + frame."""
+def body(text: str, target, frame: int) -> bytes:
+    """The expression translated for a hook's ``target`` (a translate.Target), to put in
+    place of a call whose caller keeps its struct nm_expr_frame at r10 + frame."""
     from netmon.expression import ebpf, translate
-    from netmon.kernel.hooks import FRAGS_KERNEL
 
-    if hook == "xdp":
-        target = translate.XDP_FRAGS if system.kernel_version() >= FRAGS_KERNEL else translate.XDP
-    elif hook == "drops":
-        target = translate.DROPS
-    else:
-        target = translate.TC
     try:
         return ebpf.encode(translate.translate(compiled(text), target, frame))
     except ebpf.TooFar as exc:

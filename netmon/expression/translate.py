@@ -30,7 +30,6 @@ from netmon.expression import cbpf
 from netmon.expression import ebpf as e
 from netmon.expression.ebpf import R0, R1, R2, R3, R4, R6, R7, R8, R9, R10
 from netmon.expression.libpcap import Insn
-from netmon.kernel.abi import HDR_BUF
 
 # struct nm_expr_frame (bpf/xdp_monitor.h): offsets from its start. First its args
 # (the caller's), then the room: the caller's r6-r9, ctx, M[0..15], the helpers'
@@ -69,10 +68,13 @@ class Target:
 XDP = Target(load_bytes=None, tagged=False)
 XDP_FRAGS = Target(load_bytes=BPF_FUNC_XDP_LOAD_BYTES, tagged=False)  # >= 5.18
 TC = Target(load_bytes=BPF_FUNC_SKB_LOAD_BYTES, tagged=True)
-# netmon drops: a copy of the dropped packet's first HDR_BUF bytes in a map value, where
-# a load's offset must be bounded as a number (a pointer compare with its end proves
-# nothing there): loads past them reject.
-DROPS = Target(load_bytes=None, tagged=False, reach=HDR_BUF)
+
+
+def in_buffer(size: int) -> Target:
+    """netmon drops: a copy of the dropped packet's first ``size`` bytes in a map value
+    (NM_HDR_BUF, the kernel's side says), where a load's offset must be bounded as a
+    number (a pointer compare with its end proves nothing there): loads past them reject."""
+    return Target(load_bytes=None, tagged=False, reach=size)
 
 
 def translate(insns: tuple[Insn, ...], target: Target, frame: int) -> list[e.Insn]:

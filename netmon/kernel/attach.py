@@ -5,11 +5,13 @@ a tcx link on >= 6.6; before, a cls_bpf filter on a clsact qdisc, marked with
 netmon's priority and its pid as the handle so that a later netmon can tell
 the filters of a killed one and remove them. Each attachment owns one hook on
 one interface and closes once, idempotently (a context manager too), so normal
-exit, signals and errors share one path. Which hook a run uses is hooks.py's.
+exit, signals and errors share one path. What hooks exist is hooks.py's; which one a
+run uses for an interface is policy, above kernel/ (sources/policy.py).
 """
 
 from __future__ import annotations
 
+import enum
 import errno
 import os
 import struct
@@ -17,11 +19,9 @@ import typing
 from dataclasses import dataclass
 
 from netmon.errors import AttachFailed, InterfaceGone, LibbpfError, PermissionProblem, XdpBusy
-from netmon.kernel import libbpf
+from netmon.kernel import libbpf, netlink
 from netmon.kernel.abi import CONFIG, CONFIG_OWNER_OFFSET, DIR_IN, DIR_NAMES, XDP_PROGRAM
 from netmon.kernel.libbpf import ffi
-from netmon.settings import Method, Mode
-from netmon.sources import netlink
 
 # cls_bpf (kernels < 6.6): netmon's filters go first, at priority 1, where a filter
 # that ends classification (TC_ACT_OK, TC_ACT_SHOT) cannot hide packets from them. Other
@@ -30,6 +30,25 @@ from netmon.sources import netlink
 TC_PRIORITY, TC_PRIORITY_LATER = 1, 0x4E4D
 # Their handle marks them: "N" in the top byte, the pid of the netmon in the rest.
 TC_HANDLE_MARK = 0x4E << 24
+
+
+class Mode(str, enum.Enum):
+    """How the XDP program hooks the interface."""
+
+    AUTO = "auto"
+    NATIVE = "native"  # in the driver (XDP_FLAGS_DRV_MODE)
+    GENERIC = "generic"  # in the stack after the skb is built (XDP_FLAGS_SKB_MODE)
+
+
+class Method(str, enum.Enum):
+    """Which kernel interface attaches it."""
+
+    AUTO = "auto"
+    # bpf_link (XDP, tcx): detached by the kernel when netmon dies, even on kill -9
+    LINK = "link"
+    # XDP by netlink (< 5.9), tc by a cls_bpf filter (< 6.6): netmon detaches it
+    NETLINK = "netlink"
+
 
 _MODE_FLAGS = {Mode.NATIVE: libbpf.XDP_FLAGS_DRV_MODE, Mode.GENERIC: libbpf.XDP_FLAGS_SKB_MODE}
 _ATTACHED_MODE = {libbpf.XDP_ATTACHED_DRV: "native", libbpf.XDP_ATTACHED_SKB: "generic",

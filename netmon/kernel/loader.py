@@ -1,9 +1,10 @@
 """The BPF object's lifecycle: open, check, configure, load, close.
 
 ``MonitorProgram`` owns the loaded object (one load, whatever the number of
-interfaces) and the interface slots its counters are kept under; ``attach()``
-hooks one of its programs on an interface (kernel/attach.py does the work,
-kernel/hooks.py names the programs). Everything closes once, idempotently, and
+interfaces), with the interface slots its counters are kept under (``slots``,
+kernel/slots.py); ``attach()`` hooks one of its programs on an interface
+(kernel/attach.py does the work, kernel/hooks.py names the programs). It takes
+plain values: a config's bytes (kernel/config.py), hook names, a mode and method. Everything closes once, idempotently, and
 is a context manager, so normal exit, signals and errors share one path.
 """
 
@@ -19,16 +20,15 @@ import typing
 from importlib import resources
 from pathlib import Path
 
-from netmon import system
-from netmon.errors import (AttachFailed, KernelTooOld, LibbpfError, NetmonError,
-                           ObjectMismatch, PermissionProblem, ProgramRejected)
-from netmon.expression import ebpf
-from netmon.kernel import drops, libbpf, splice
-from netmon.kernel.abi import (CONFIG, COUNTER_NAMES, DIR_IN, DIR_OUT, FLOW_TABLES, IF_CACHE,
-                               IF_SLOTS, STRUCTS)
-from netmon.kernel.attach import Attachment
-from netmon.kernel.hooks import FRAGS_KERNEL, HOOKS
+from netmon.errors import (KernelTooOld, LibbpfError, NetmonError, ObjectMismatch,
+                           PermissionProblem, ProgramRejected)
+from netmon.expression import ebpf, translate
+from netmon.kernel import drops, facts, libbpf, splice
+from netmon.kernel.abi import CONFIG, FLOW_TABLES, HDR_BUF, STRUCTS
+from netmon.kernel.attach import Attachment, Method, Mode
+from netmon.kernel.hooks import HOOKS
 from netmon.kernel.libbpf import ffi
+from netmon.kernel.slots import Slots
 
 OBJECT_NAME = "xdp_monitor.bpf.o"
 
@@ -161,12 +161,17 @@ class MonitorProgram:
         self._capture = capture
         self._flow_entries = flow_entries
         self.hooks = tuple(hooks)
+        # Multi-buffer frames (jumbo MTUs, GRO) reach the XDP program whole instead of
+        # making native attach fail, where the kernel has them; its expression then reads
+        # bytes past the first buffer with bpf_xdp_load_bytes().
+        self._frags = "xdp" in self.hooks and facts.supports("frags")
         self._splicer = None
         if expression is not None:
             from netmon import expression as expr
             expr.compiled(expression)  # its errors before anything loads
             self._splicer = splice.Splicer({
-                HOOKS[h].program: functools.partial(expr.body, expression, h)
+                HOOKS[h].program: functools.partial(expr.body, expression,
+                                                    expression_target(h, self._frags))
                 for h in self.hooks})
         try:
             with self._splicer or contextlib.nullcontext():
@@ -187,18 +192,13 @@ class MonitorProgram:
             self.prog_fd = self.prog_fds.get("xdp", -1)
             self.events_fd = self.obj.map_fd("events")
             self.counters_fd = self.obj.map_fd("counters")
-            self._ifcache_fd = self.obj.map_fd("ifcache")
-            self._ifslots_fd = self.obj.map_fd("ifslots")
             self._wirelen_fd = self.obj.map_fd("wirelen")
             self._wirelen = 0
-            self._ncpus = libbpf.ensure(libbpf.lib().libbpf_num_possible_cpus(),
-                                        "counting CPUs")
+            self.slots = Slots(self.counters_fd, self.obj.map_fd("ifcache"),
+                               self.obj.map_fd("ifslots"), capture)
         except BaseException:
             self.close()
             raise
-        self._slots: dict[int, int] = {}  # ifindex -> slot
-        self._free = list(range(IF_SLOTS - 1, 0, -1))
-        self._retired = dict.fromkeys(COUNTER_NAMES, 0)  # counts of unregistered slots
 
     def _configure(self, obj: BpfObject) -> None:
         # The object's structs must be the ones the Python mirrors describe.
@@ -234,17 +234,14 @@ class MonitorProgram:
             if hook not in self.hooks:
                 libbpf.ensure(lib.bpf_program__set_autoload(obj.program(kind.program), False),
                               f"leaving {kind.program} unloaded")
-        if "xdp" in self.hooks and system.kernel_version() >= FRAGS_KERNEL:
-            # Multi-buffer frames (jumbo MTUs, GRO) reach the program whole instead of
-            # making native attach fail; the program reads the first buffer and
-            # reports the whole length.
+        if self._frags:  # the program reads the first buffer, reports the whole length
             prog = obj.program(HOOKS["xdp"].program)
             libbpf.ensure(lib.bpf_program__set_flags(
                 prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
                 "marking the program frags-aware")
 
     def wire_len(self, length: int) -> None:
-        """-r (kernel_config(replay=True)): the next test runs' frames were this long on
+        """-r (config.pack(replay=True)): the next test runs' frames were this long on
         the wire (0: as long as the bytes they are given). Written when it changes."""
         if length != self._wirelen:
             lib = libbpf.lib()
@@ -253,87 +250,15 @@ class MonitorProgram:
                           "telling the program a frame's length")
             self._wirelen = length
 
-    # -- interface slots: counters per interface and direction ----------------
-
-    def register(self, ifindex: int) -> None:
-        """Count ``ifindex``'s frames apart from now on (before attaching to it)."""
-        if ifindex in self._slots:
-            return
-        if not self._free:
-            raise AttachFailed(f"netmon watches at most {IF_SLOTS - 1} interfaces at once"
-                               + (" (in one capture, ever)" if self._capture else ""))
-        slot = self._free.pop()
-        lib = libbpf.lib()
-        key = ffi.new("__u32 *", ifindex % IF_CACHE)
-        cached = ffi.new("__u32[2]")  # struct nm_ifslot: ifindex, slot
-        libbpf.ensure(lib.bpf_map_lookup_elem(self._ifcache_fd, key, cached), "reading ifcache")
-        if cached[0] not in self._slots:  # free (0), or left by an interface now gone
-            cached[0], cached[1] = ifindex, slot
-            libbpf.ensure(lib.bpf_map_update_elem(self._ifcache_fd, key, cached, 0),
-                          "registering an interface")
-        else:  # the cache line belongs to another watched interface
-            libbpf.ensure(lib.bpf_map_update_elem(
-                self._ifslots_fd, ffi.new("__u32 *", ifindex), ffi.new("__u32 *", slot), 0),
-                "registering an interface")
-        self._slots[ifindex] = slot
-
-    def unregister(self, ifindex: int) -> dict[int, dict[str, int]]:
-        """Stop counting ``ifindex`` apart; returns its last counts by direction."""
-        slot = self._slots.pop(ifindex, None)
-        if slot is None:
-            return {}
-        lib = libbpf.lib()
-        key = ffi.new("__u32 *", ifindex % IF_CACHE)
-        cached = ffi.new("__u32[2]")
-        libbpf.ensure(lib.bpf_map_lookup_elem(self._ifcache_fd, key, cached), "reading ifcache")
-        if cached[0] == ifindex:
-            libbpf.ensure(lib.bpf_map_update_elem(self._ifcache_fd, key,
-                                                  ffi.new("__u32[2]"), 0), "unregistering")
-        else:
-            lib.bpf_map_delete_elem(self._ifslots_fd, ffi.new("__u32 *", ifindex))
-        last = {}
-        zero = ffi.new("__u64[]", self._ncpus * len(COUNTER_NAMES))
-        for direction in (DIR_IN, DIR_OUT):
-            last[direction] = self._read_slot(slot * 2 + direction)
-            for name, value in last[direction].items():
-                self._retired[name] += value
-            libbpf.ensure(lib.bpf_map_update_elem(
-                self.counters_fd, ffi.new("__u32 *", slot * 2 + direction), zero, 0),
-                "clearing counters")
-        if not self._capture:  # a capture file's interface ids stay the slots they had
-            self._free.append(slot)
-        return last
-
-    def slot(self, ifindex: int) -> int:
-        """The registered interface's slot: its interface id in a capture file."""
-        return self._slots[ifindex]
-
-    def _read_slot(self, index: int) -> dict[str, int]:
-        n = len(COUNTER_NAMES)
-        values = ffi.new("__u64[]", self._ncpus * n)
-        libbpf.ensure(libbpf.lib().bpf_map_lookup_elem(
-            self.counters_fd, ffi.new("__u32 *", index), values), "reading counters")
-        return {name: sum(values[cpu * n + i] for cpu in range(self._ncpus))
-                for i, name in enumerate(COUNTER_NAMES)}
-
     def counters(self, ifindex: int | None = None, direction: int | None = None
                  ) -> dict[str, int]:
         """Counters summed over CPUs: of one interface and direction, or of everything."""
-        if ifindex is not None:
-            slot = self._slots.get(ifindex)
-            if slot is None:
-                return dict.fromkeys(COUNTER_NAMES, 0)
-            return self._read_slot(slot * 2 + (direction or DIR_IN))
-        total = dict(self._retired)
-        for slot in [0, *self._slots.values()]:
-            for d in (DIR_IN, DIR_OUT):
-                for name, value in self._read_slot(slot * 2 + d).items():
-                    total[name] += value
-        return total
+        return self.slots.counters(ifindex, direction)
 
-    def attach(self, hook: str, ifindex: int, ifname: str, settings) -> Attachment:
+    def attach(self, hook: str, ifindex: int, ifname: str, mode: Mode = Mode.AUTO,
+               method: Method = Method.AUTO) -> Attachment:
         """Hook this object's ``hook`` program (a name in hooks.HOOKS) on an interface."""
-        return HOOKS[hook].attach(self.prog_fds[hook], ifindex, ifname, settings)
+        return HOOKS[hook].attach(self.prog_fds[hook], ifindex, ifname, mode, method)
 
     def close(self) -> None:
         if self._drops_link >= 0:
@@ -346,6 +271,18 @@ class MonitorProgram:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def expression_target(hook: str, frags: bool) -> translate.Target:
+    """What a hook offers a filter expression (HOOKS[hook].target): XDP reads past its
+    first buffer only where the program is frags-aware; netmon drops reads a copy of the
+    packet's first HDR_BUF bytes."""
+    kind = HOOKS[hook].target
+    if kind == "xdp":
+        return translate.XDP_FRAGS if frags else translate.XDP
+    if kind == "drops":
+        return translate.in_buffer(HDR_BUF)
+    return translate.TC
 
 
 def verified_insns(prog_fd: int) -> int | None:

@@ -3,7 +3,7 @@ the place it dropped it."""
 
 from __future__ import annotations
 
-from netmon import output
+from netmon.sinks import formats
 from netmon.pipeline import Context, Delivery, Sink
 
 
@@ -26,9 +26,9 @@ class DropLinesSink(Sink):
         # plain Python (DESIGN's wall).
         reason, where = ctx.drop_names.reason, ctx.drop_names.location
         if s.json:
-            self._fmt = output.DropJson(ctx.interfaces.info, reason, where, ctx.clock)
+            self._fmt = formats.DropJson(ctx.interfaces.info, reason, where, ctx.clock)
         else:
-            self._fmt = output.DropText(ctx.interfaces.name, reason, where)
+            self._fmt = formats.DropText(ctx.interfaces.name, reason, where)
 
     def rows(self, rows, blocks=None, frames=None) -> None:
         self._out.write(self._fmt.render(rows))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from netmon import output
+from netmon.sinks import formats
 from netmon.pipeline import Context, Delivery, Sink
 
 
@@ -21,9 +21,9 @@ class FlowRecordsSink(Sink):
     def __init__(self, ctx: Context):
         self._out = ctx.out
         if ctx.settings.json:
-            self._fmt = output.FlowRecordJson(ctx.interfaces.info, ctx.clock)
+            self._fmt = formats.FlowRecordJson(ctx.interfaces.info, ctx.clock)
         else:
-            self._fmt = output.FlowRecordText(ctx.interfaces.name, ctx.clock)
+            self._fmt = formats.FlowRecordText(ctx.interfaces.name, ctx.clock)
 
     def flows(self, records, final=False) -> int:
         if not records:

@@ -6,7 +6,7 @@ On stdout; on stderr when -w writes the packets and --print asks for lines too
 
 from __future__ import annotations
 
-from netmon import output
+from netmon.sinks import formats
 from netmon.pipeline import Context, Delivery, Sink
 
 
@@ -28,9 +28,9 @@ class LinesSink(Sink):
         s = ctx.settings
         self._out = ctx.err if s.capture is not None else ctx.out
         if s.json:
-            self._fmt = output.JsonFormat(ctx.interfaces.info, ctx.clock)
+            self._fmt = formats.JsonFormat(ctx.interfaces.info, ctx.clock)
         else:
-            self._fmt = output.TextFormat(ctx.interfaces.name if s.labelled else None)
+            self._fmt = formats.TextFormat(ctx.interfaces.name if s.labelled else None)
 
     def rows(self, rows, blocks=None, frames=None) -> None:
         if None in rows:  # frames an expression matched that carry no IP packet: no line
@@ -41,5 +41,5 @@ class LinesSink(Sink):
         self._out.flush()
 
     def forget(self, ifindex: int, last) -> None:
-        if isinstance(self._fmt, output.TextFormat):
+        if isinstance(self._fmt, formats.TextFormat):
             self._fmt.forget(ifindex)

@@ -116,7 +116,7 @@ class Metrics:
         ("" where the kernel gives none, before 5.17); locations summed."""
         from prometheus_client.core import CounterMetricFamily
 
-        from netmon.sources import proxmox
+        from netmon.host import proxmox
 
         total: dict[tuple[str, str, str], int] = {}
         for ifname, reason, _, n in rows:
@@ -163,7 +163,7 @@ class MetricsSink(Sink):
     def _guest_labels(self, names) -> dict[str, tuple[str, str]]:
         """Each guest interface's (id, name), names read again once a minute (a guest
         renamed in Proxmox shows so without a restart)."""
-        from netmon.sources import proxmox
+        from netmon.host import proxmox
 
         now = time.monotonic()
         if now - self._guests_at > GUEST_NAMES_EVERY:

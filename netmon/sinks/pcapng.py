@@ -1,9 +1,9 @@
-"""-w: packets into pcapng files (the kernel builds each packet's block; netmon/pcapng.py
+"""-w: packets into pcapng files (the kernel builds each packet's block; pcapng/writer.py
 writes them, rotating files as -C, -W and -G ask)."""
 
 from __future__ import annotations
 
-from netmon.pcapng import PcapngWriter
+from netmon.pcapng.writer import PcapngWriter
 from netmon.pipeline import Context, Delivery, Sink, Start
 
 

@@ -28,7 +28,7 @@ from typing import Callable, TextIO
 from netmon import protocols
 from netmon.events import DIR_NAMES
 from netmon.flows import WINDOWS, Flow, FlowBook
-from netmon.output import flow_endpoints
+from netmon.sinks.formats import flow_endpoints
 from netmon.pipeline import Context, Delivery, Sink
 
 SORTS = ("rate", "bytes", "packets")
@@ -462,7 +462,7 @@ class TopSink(Sink):
 
     def _name(self, ifname: str) -> str:
         """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""
-        from netmon.sources import proxmox
+        from netmon.host import proxmox
 
         return self._shown(proxmox.interface_info(ifname))
 

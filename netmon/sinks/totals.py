@@ -2,10 +2,10 @@
 
 The kernel counts every matching packet by interface, direction and protocol
 (the same counters --metrics serves). Each write reads them, adds what grew
-since the last read to the current hour's rows (totals.Writer), and commits
+since the last read to the current hour's rows (store.Writer), and commits
 once. An interface that goes away gives its last counts first, and they are
 written at once; a tap made anew starts from zero under a new ifindex, and its
-guest's totals go on (totals.Key). A write that fails is counted and retried
+guest's totals go on (store.Key). A write that fails is counted and retried
 with the next: nothing read is dropped while the run lasts.
 """
 
@@ -14,11 +14,11 @@ from __future__ import annotations
 import sqlite3
 import time
 
-from netmon import totals
+from netmon.totals import store
 from netmon.events import DIR_NAMES
 from netmon.kernel.abi import PROTO_NAMES
 from netmon.pipeline import Context, Sink, Start
-from netmon.sources import proxmox
+from netmon.host import proxmox
 
 Counts = dict[str, int]
 
@@ -34,10 +34,10 @@ class TotalsSink(Sink):
         t = ctx.settings.totals
         self._ctx = ctx
         self._every = t.every
-        self._writer = totals.Writer(t.path, t.keep_days)
+        self._writer = store.Writer(t.path, t.keep_days)
         self._last: dict[tuple[int, int], Counts] = {}  # (ifindex, direction) -> as last read
         # (hour, key, direction, protocol) -> [packets, bytes], not yet committed
-        self._pending: dict[tuple[int, totals.Key, str, str], list[int]] = {}
+        self._pending: dict[tuple[int, store.Key, str, str], list[int]] = {}
         self._names: dict[int, str | None] = {}  # guests seen since the last write
         self._next = time.monotonic() + self._every
         self.writes = 0
@@ -48,7 +48,7 @@ class TotalsSink(Sink):
         """What ``ifindex`` counted in ``direction`` since the last read, into pending."""
         before = self._last.get((ifindex, direction), {})
         self._last[(ifindex, direction)] = now
-        key = totals.Key.of(ifname)
+        key = store.Key.of(ifname)
         if key.guest and key.guest not in self._names:
             self._names[key.guest] = proxmox.guest_name(key.guest)
         for proto in PROTO_NAMES:
@@ -61,7 +61,7 @@ class TotalsSink(Sink):
                 slot[1] += octets
 
     def _read(self) -> None:
-        hour = totals.hour_of(time.time())
+        hour = store.hour_of(time.time())
         for ifindex, (ifname, by_direction) in self._ctx.watched().items():
             for direction, counts in by_direction.items():
                 self._grown(ifindex, ifname, direction, counts, hour)
@@ -90,7 +90,7 @@ class TotalsSink(Sink):
     def forget(self, ifindex: int, last) -> None:
         """Its last counts, written now: its name may come back as another interface."""
         ifname, counts_by_direction = last
-        hour = totals.hour_of(time.time())
+        hour = store.hour_of(time.time())
         for direction, counts in counts_by_direction.items():
             self._grown(ifindex, ifname, direction, counts, hour)
         for direction in list(counts_by_direction):

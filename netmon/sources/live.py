@@ -1,12 +1,13 @@
-"""The live source: the program on interfaces, its rings and flow tables, and link changes.
+"""The live source: the program on interfaces, its rings, and link changes.
 
 One loaded object serves every watched interface and direction. ``poll()``
 waits on the perf rings and on a netlink socket at once (and on whatever a
-sink asks to be woken by: a view's keys), then hands what arrived to the
-pipeline: rows of events, runs or rows of capture records, or, once a second,
-the flow records the kernel's tables yield. Interfaces that appear are
-attached to, interfaces that vanish are noted (and, for a plainly named one,
-end the run unless ``follow`` is set).
+sink asks to be woken by: a view's keys), then lets the run's feed (feeds.py)
+hand what arrived to the pipeline: rows of events, runs or rows of capture
+records, or, once a second, the flow records the kernel's tables yield.
+Interfaces that appear are attached to, interfaces that vanish are noted (and,
+for a plainly named one, end the run unless ``follow`` is set). Which hooks an
+interface gets is policy.py's.
 
 Every kernel resource here (the object, the rings, the hooks, the netlink
 socket) is entered into the caller's ExitStack: one close path for normal exit,
@@ -16,35 +17,22 @@ signals and errors.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import ExitStack, closing
 from typing import Callable
 
-from netmon import events
 from netmon.errors import AttachFailed, InterfaceGone, NetmonError, XdpBusy
 from netmon.events import DIR_IN, DIR_NAMES
-from netmon.flows import INTERVAL, FlowBook
+from netmon.flows import FlowBook
+from netmon.host.interfaces import Interfaces, existing, targets
 from netmon.kernel import attach as hooking
-from netmon.kernel import drops, hooks
-from netmon.kernel.abi import DROP_TAIL
-from netmon.kernel.flowtable import FlowTable
+from netmon.kernel import config, drops
 from netmon.kernel.loader import MonitorProgram
+from netmon.kernel.netlink import LinkChange, LinkWatcher
 from netmon.pipeline import Delivery, Pipeline
 from netmon.report import Summary
-from netmon.settings import Hook, Settings
-from netmon.sources.interfaces import Interfaces, existing, targets
-from netmon.sources.netlink import LinkChange, LinkWatcher
-from netmon.sources.reader import SAMPLE_HEAD, PerfReader, Span, sample_size
-from netmon.sources.records import epb_time, FLUSH_MS, WAKEUP_BYTES, Records
-
-
-def _foreign_xdp(settings: Settings, xdp_captures: bool, ifindex: int) -> int:
-    """The id of someone else's XDP program on the interface where it decides the ingress
-    hook (hooks.ingress: --hook auto, ingress watched, XDP possible); else 0."""
-    if settings.hook is Hook.AUTO and DIR_IN in settings.directions \
-            and not hooks.tc_ingress_only(settings, xdp_captures):
-        return hooking.query(ifindex).prog_id
-    return 0
+from netmon.settings import Settings
+from netmon.sources import feeds, policy
+from netmon.sources.reader import PerfReader
 
 
 class Watch:
@@ -59,25 +47,26 @@ class Watch:
         self.attached: dict[int, tuple[str, list[hooking.Attachment]]] = {}
 
     def _hooks(self, ifindex: int, ifname: str) -> tuple[list[str], list[str]]:
-        """The hooks for one interface (hooks.for_interface), and a note on the choice."""
+        """The hooks for one interface (policy.for_interface), and a note on the choice."""
         s = self._settings
-        taken = _foreign_xdp(s, self._xdp_captures, ifindex)
+        taken = policy.foreign_xdp(s, self._xdp_captures, ifindex)
         notes = [f"{ifname} already has an XDP program (id {taken}), left as it is: "
                  f"watching its ingress with tc instead"] if taken else []
-        return hooks.for_interface(s, bool(taken), self._xdp_captures), notes
+        return policy.for_interface(s, bool(taken), self._xdp_captures), notes
 
     def add(self, ifindex: int, ifname: str) -> list[str]:
         """Register and hook one interface in every direction; returns notes for the user."""
-        self._prog.register(ifindex)
+        self._prog.slots.register(ifindex)
         attached: list[hooking.Attachment] = []
         try:
             kinds, notes = self._hooks(ifindex, ifname)
             for kind in kinds:
-                attached.append(self._prog.attach(kind, ifindex, ifname, self._settings))
+                attached.append(self._prog.attach(kind, ifindex, ifname, self._settings.mode,
+                                                  self._settings.method))
         except BaseException:
             for a in attached:
                 a.close()
-            self._prog.unregister(ifindex)
+            self._prog.slots.unregister(ifindex)
             raise
         for a in attached:
             notes += a.notes
@@ -94,7 +83,7 @@ class Watch:
                 a.close()
             except NetmonError:
                 pass  # the interface is gone, and its hooks with it
-        last = self._prog.unregister(ifindex)
+        last = self._prog.slots.unregister(ifindex)
         for direction, counts in last.items():
             if (ifname, direction) in self._summary.per_interface:
                 self._summary.per_interface[(ifname, direction)] = counts
@@ -127,57 +116,58 @@ class Watch:
 class LiveSource:
     """Loads the program for one delivery, attaches it, and feeds the pipeline."""
 
+    done = False  # a live run ends by a signal, --count, a sink or a named interface gone
+
     def __init__(self, stack: ExitStack, settings: Settings, delivery: Delivery,
                  pipeline: Pipeline, interfaces: Interfaces, say: Callable[[str], None],
-                 cap_events: bool = False, epoch_offset_ns: int = 0,
+                 shows_lines: bool = False, epoch_offset_ns: int = 0,
                  drop_names: drops.Names | None = None):
         """Listens for links, loads and opens the rings; attaches nothing yet (start())."""
         self._settings = s = settings
-        self._delivery = delivery
         self._pipeline = pipeline
         self._interfaces = interfaces
         self._say = say
         self._drop_names = drop_names
-        # netmon drops: each record an nm_event, then where and why it was dropped.
-        drop_records = delivery is Delivery.DROPS
-        self._decoder = events.Decoder(DROP_TAIL.format if drop_records else "")
-        record = events.EVENT_SIZE + (DROP_TAIL.size if drop_records else 0)
-        self._sample = sample_size(record)
-        self._tail = self._sample - SAMPLE_HEAD - record
+        self._feed = feeds.for_delivery(
+            delivery, pipeline, s.pages, s.poll_ms, s.flows,
+            s.capture.snaplen if s.capture else 0, shows_lines,
+            cap_events=shows_lines or s.count is not None, epoch_ns=epoch_offset_ns)
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection)
         # What a killed netmon left first: then its interfaces are free for XDP again.
         self._notes = [note for idx, name in self._targets.items()
                        for note in self._stale(idx, name)]
-        xdp_captures = hooks.xdp_can_capture()
-        busy = [bool(_foreign_xdp(s, xdp_captures, idx)) for idx in self._targets
+        xdp_captures = policy.xdp_can_capture()
+        busy = [bool(policy.foreign_xdp(s, xdp_captures, idx)) for idx in self._targets
                 if not s.drops_alone]
-        self._records = Records(events=cap_events) if delivery is Delivery.CAPTURE else None
-        flows = delivery is Delivery.FLOWS
-        config = s.spec.kernel_config(
-            flows=flows, quiet=delivery is Delivery.COUNTS, owner=os.getpid(),
+        packed = config.pack(
+            s.spec.kernel_filters(), owner=os.getpid(), **self._feed.config(),
             **(dict(any_if=s.selection.any, netns=os.stat("/proc/self/ns/net").st_ino)
-               if s.drops else {}),
-            **(dict(snaplen=s.capture.snaplen, cap_events=cap_events, epoch_ns=epoch_offset_ns)
-               if self._records else {}))
+               if s.drops else {}))
         self.prog = stack.enter_context(MonitorProgram(
-            config, hooks=hooks.to_load(s, busy, xdp_captures), capture=self._records is not None,
-            flow_entries=s.flows.entries if flows else 0, expression=s.spec.expression))
-        # Flows send no events: the one-page rings are there to wait on with the rest.
+            packed, hooks=policy.to_load(s, busy, xdp_captures), capture=self._feed.capture,
+            flow_entries=self._feed.flow_entries, expression=s.spec.expression))
         self._reader = stack.enter_context(PerfReader(
-            self.prog.events_fd, 1 if flows else s.pages,
-            wakeup=WAKEUP_BYTES if self._records else None, sample=self._sample))
+            self.prog.events_fd, self._feed.pages, wakeup=self._feed.wakeup,
+            sample=self._feed.sample))
         self._reader.watch(self._links.fileno())
         self.watch = stack.enter_context(closing(Watch(self.prog, s, pipeline.summary,
                                                        xdp_captures)))
-        self._table = FlowTable(self.prog, s.flows.entries) if flows else None
-        self.book: FlowBook | None = None  # made once attached: its first interval starts
-        self._next = 0.0
-        self.poll_ms = s.poll_ms
         pipeline.reports(self._fill)
 
-    def start(self, shows_lines: bool) -> list[str]:
+    @property
+    def book(self) -> FlowBook | None:
+        """The flows, when they are counted (top, --flows, --ipfix)."""
+        return getattr(self._feed, "book", None)
+
+    def counters(self) -> dict[str, int]:
+        return self.prog.counters()
+
+    def watched(self) -> dict[int, tuple[str, dict[int, dict[str, int]]]]:
+        return self.watch.counters()
+
+    def start(self) -> list[str]:
         """Attach to every interface there is now; returns notes for the banner."""
         sel = self._settings.selection
         self._pipeline.interface(0, None)  # capture interface 0: frames of unregistered ones
@@ -198,13 +188,12 @@ class LiveSource:
                 if name in sel.names:
                     raise
                 notes.append(f"not watching {name}: {exc}")  # a glob's; the others can be
-        if self._records is not None and not shows_lines:
-            self.poll_ms = FLUSH_MS
-        if self._table is not None:
-            fs = self._settings.flows
-            self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
-            self._next = time.monotonic() + INTERVAL
+        self._feed.started(self.prog)
         return notes
+
+    def attached(self) -> list[tuple[str, list[hooking.Attachment]]]:
+        """Each watched interface's name and hooks, in the order they were watched."""
+        return list(self.watch.attached.values())
 
     def wake_on(self, fds: list[int]) -> None:
         """Input on these (a view's keys) wakes the loop too."""
@@ -220,68 +209,21 @@ class LiveSource:
 
     def _watched(self, ifindex: int, name: str) -> list[str]:
         notes = self.watch.add(ifindex, name)
-        self._pipeline.interface(self.prog.slot(ifindex), name)
+        self._pipeline.interface(self.prog.slots.slot(ifindex), name)
         return notes
 
     # -- the loop's steps -----------------------------------------------------
 
     def poll(self) -> None:
-        """Wait for what comes (at most a poll's time), hand it on, then follow links."""
-        if self._delivery is Delivery.FLOWS:
-            self._reader.poll(max(0, int((self._next - time.monotonic()) * 1000)))
-            self._flows_due()
-        elif self._records is None:
-            self._rows(self._reader.poll(self.poll_ms))
-        else:
-            self._captured(self._reader.poll_spans(self.poll_ms))
+        """Wait for what comes (at most a poll's time) and hand it on."""
+        self._feed.poll(self._reader)
 
     def finish(self) -> None:
         """Unhook first, so what is left in the rings is all there will be; then hand it on."""
         self.watch.close()
         if self._pipeline.count_reached:
             return
-        if self._table is not None:
-            records = self.book.add(self._table.take(), time.monotonic_ns()) + self.book.flush()
-            self._pipeline.flows(records, final=True)
-        elif self._records is None:
-            self._rows(self._reader.drain())
-        else:
-            self._captured(self._reader.drain_spans())
-
-    def _rows(self, chunks: list[bytes]) -> None:
-        rows = []
-        for chunk in chunks:
-            rows += self._decoder.rows(chunk, SAMPLE_HEAD, self._tail)
-        if len(chunks) > 1:
-            rows.sort(key=events.BY_TIME)  # each CPU's ring is in order; merge them
-        self._pipeline.rows(rows)
-
-    def _captured(self, spans: list[tuple[int, Span]]) -> None:
-        records = self._records
-        try:
-            if not records.events:
-                self._pipeline.runs(sorted((records.run(ring, span) for ring, span in spans),
-                                           key=events.BY_TIME))
-                return
-            rows, blocks = [], []
-            for ring, span in spans:
-                r, b = records.rows(ring, span)
-                rows += r
-                blocks += b
-            if len(spans) > 1:  # by the EPBs' stamps: a frame that is not IP has no row
-                order = sorted(range(len(rows)), key=lambda i: epb_time(blocks[i]))
-                rows, blocks = [rows[i] for i in order], [blocks[i] for i in order]
-            self._pipeline.rows(rows, blocks)
-        finally:
-            for _, span in spans:
-                span.release()
-
-    def _flows_due(self) -> None:
-        now = time.monotonic()
-        if now < self._next:
-            return
-        self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
-        self._pipeline.flows(self.book.add(self._table.take(), time.monotonic_ns()))
+        self._feed.finish(self._reader)
 
     def link_changes(self) -> None:
         """Interfaces that came and went since the last poll."""
@@ -333,12 +275,9 @@ class LiveSource:
     def _fill(self, summary: Summary) -> None:
         summary.counters = self.prog.counters()
         self.watch.tally()
-        records = self._records
-        summary.perf_lost = self._reader.lost + (records.lost if records else 0)
-        summary.undecodable = (self._decoder.undecodable + self._reader.foreign
-                               + (records.undecodable if records else 0))
-        if self.book is not None:
-            summary.flows = (self.book.seen, self.book.active, self.book.ended)
+        summary.perf_lost = self._reader.lost
+        summary.undecodable = self._reader.foreign
+        self._feed.fill(summary)
         if self._settings.drops:
             summary.drops = self._drops()
         if self._settings.drops_alone:

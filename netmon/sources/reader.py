@@ -19,7 +19,6 @@ from typing import Iterator
 from netmon.kernel import libbpf
 from netmon.events import EVENT_SIZE
 from netmon.kernel.libbpf import ffi
-from netmon.settings import DEFAULT_PAGES
 
 # Kernel UAPI: linux/perf_event.h
 PERF_TYPE_SOFTWARE = 1
@@ -33,7 +32,7 @@ PERF_RECORD_SAMPLE = 9
 _DATA_HEAD, _DATA_TAIL, _DATA_OFFSET, _DATA_SIZE = 1024, 1032, 1040, 1048
 
 # A sample record: perf_event_header (8), u32 raw size, the event, padding to 8 bytes
-# (capture records are laid out otherwise: netmon/capture.py).
+# (capture records are laid out otherwise: sources/records.py).
 HEADER = struct.Struct("=IHH")  # type, misc, size
 SAMPLE_HEAD = HEADER.size + 4
 
@@ -153,10 +152,10 @@ class PerfReader:
 
     poll() and drain() give the sample records, SAMPLE_SIZE bytes each, loss
     reports counted and taken out. poll_spans() gives each ring's new bytes as
-    they are, for records of other shapes (capture: netmon/capture.py).
+    they are, for records of other shapes (capture: sources/records.py).
     """
 
-    def __init__(self, map_fd: int, pages: int = DEFAULT_PAGES, wakeup: int | None = None,
+    def __init__(self, map_fd: int, pages: int, wakeup: int | None = None,
                  sample: int = SAMPLE_SIZE):
         """``wakeup``: bytes a ring holds when it wakes the reader (default a quarter);
         ``sample``: the samples' size (sample_size(): netmon drops' records are larger)."""
@@ -222,7 +221,7 @@ class PerfReader:
 
     def poll_spans(self, timeout_ms: int) -> list[tuple[int, Span]]:
         """As poll(), but (ring index, its new bytes in place) for each ring, records
-        of any shape (capture: netmon/capture.py). Release each span once done."""
+        of any shape (capture: sources/records.py). Release each span once done."""
         self._wait(timeout_ms)
         return self.drain_spans()
 

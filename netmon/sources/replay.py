@@ -1,5 +1,8 @@
 """-r: a capture file's frames through the same BPF program, so filters and output are live's.
 
+The replay source has the live source's face (start, poll, finish): app.py wires
+both alike.
+
 Each frame runs through the loaded XDP program with BPF_PROG_TEST_RUN, which
 parses, filters and counts it and sends its event through the perf buffer
 exactly as on the wire. The event is then given back what the file knows and the
@@ -20,18 +23,19 @@ import bisect
 import errno
 import time
 from contextlib import ExitStack
-from typing import TextIO
 
-from netmon import events, output, pcapng, system, sinks
+from netmon import events
 from netmon.errors import LibbpfError
 from netmon.events import DIR_IN, DIR_OUT
-from netmon.kernel import libbpf
+from netmon.flows import FlowBook
+from netmon.host.interfaces import Interfaces
+from netmon.kernel import config
 from netmon.kernel.loader import MonitorProgram, prog_test_run
-from netmon.pipeline import Context, Pipeline, Start
+from netmon.pcapng import reader as savefile
+from netmon.pcapng import writer as pcapng
+from netmon.pipeline import Pipeline
 from netmon.report import Summary
 from netmon.settings import Settings
-from netmon.sources import savefile
-from netmon.sources.interfaces import Interfaces
 from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
 
 ETH_HLEN = 14  # BPF_PROG_TEST_RUN refuses anything shorter
@@ -41,41 +45,20 @@ BATCH = 256  # frames run between two drains of the perf buffer
 _FIRST_INDEX = 1 << 30
 
 
-def replay(settings: Settings, out: TextIO, err: TextIO) -> Summary:
-    """Every frame of -r's file through the program; stops at --count or the file's end.
+class ReplaySource:
+    """The frames through BPF_PROG_TEST_RUN, a batch a poll, and their events back; done at
+    the file's end or --count. A damaged file: what came before the damage is delivered,
+    then CaptureDamaged."""
 
-    A damaged file: what came before the damage is delivered, then CaptureDamaged.
-    """
-    libbpf.lib()
-    system.check_privileges()
-    frames = savefile.frames(settings.read)
-    kinds = sinks.for_run(settings)
-    pipeline = Pipeline(settings.count)
-    ctx = Context(settings, out, err, output.Clock(0), Interfaces(), tally=pipeline.tally)
-    with ExitStack() as stack:
-        stack.callback(pipeline.close)
-        pipeline.make(kinds, Start.FIRST, ctx)
-        pipeline.make(kinds, Start.ATTACHING, ctx)
-        prog = stack.enter_context(MonitorProgram(settings.spec.kernel_config(replay=True),
-                                                  hooks=("xdp",),
-                                                  expression=settings.spec.expression))
-        reader = stack.enter_context(PerfReader(prog.events_fd, settings.pages))
-        pipeline.make(kinds, Start.RUNNING, ctx)
-        source = _Replay(prog, reader, pipeline, ctx.interfaces, settings)
-        try:
-            source.run(frames)
-        finally:
-            pipeline.close()
-        return pipeline.tally()
+    book: FlowBook | None = None  # flows are counted live only
 
-
-class _Replay:
-    """The frames through BPF_PROG_TEST_RUN, a batch at a time, and their events back."""
-
-    def __init__(self, prog: MonitorProgram, reader: PerfReader, pipeline: Pipeline,
-                 interfaces: Interfaces, settings: Settings):
-        self._prog = prog
-        self._reader = reader
+    def __init__(self, stack: ExitStack, settings: Settings, pipeline: Pipeline,
+                 interfaces: Interfaces):
+        """Opens the file (a file that is not a capture is refused before anything else);
+        loads nothing yet (start())."""
+        self._stack = stack
+        self._settings = settings
+        self._frames = iter(savefile.frames(settings.read))
         self._pipeline = pipeline
         self._interfaces = interfaces
         self._snaplen = settings.capture.snaplen if settings.capture else None
@@ -84,6 +67,9 @@ class _Replay:
         self._batch: list[tuple[int, savefile.Frame]] = []
         self._limits = list(RUN_LIMITS)
         self._short = 0  # frames too short to run: malformed
+        self._prog: MonitorProgram | None = None
+        self._reader: PerfReader | None = None
+        self.done = False
         # -w with an expression and no filter option: the frames it matches that carry no
         # IP packet are written too, as live (the kernel sends no event for them; it
         # counts them, and libpcap, whose verdicts the kernel's equal, picks them here).
@@ -93,12 +79,39 @@ class _Replay:
                 and not spec.has_options:
             from netmon.expression import compiled, libpcap
             self._others = libpcap.Program(compiled(spec.expression))
-        pipeline.reports(self._fill)
 
-    def run(self, frames) -> None:
+    def start(self) -> list[str]:
+        """Load the program (its XDP hook alone) and open its rings; no notes."""
+        s = self._settings
+        self._prog = self._stack.enter_context(MonitorProgram(
+            config.pack(s.spec.kernel_filters(), replay=True), hooks=("xdp",),
+            expression=s.spec.expression))
+        self._reader = self._stack.enter_context(PerfReader(self._prog.events_fd, s.pages))
+        self._pipeline.reports(self._fill)
+        return []
+
+    def attached(self) -> list:
+        return []
+
+    def counters(self) -> dict[str, int]:
+        return self._prog.counters()
+
+    def watched(self) -> dict:
+        return {}
+
+    def wake_on(self, fds: list[int]) -> None:
+        """Nothing waits: the frames are there to be read."""
+
+    def link_changes(self) -> None:
+        """A file's interfaces come with its frames (_index)."""
+
+    def poll(self) -> None:
+        """The next batch of frames through the program, then their events down the
+        pipeline; what came before an error is shown before it."""
         try:
-            for frame in frames:
+            for frame in self._frames:
                 if self._pipeline.count_reached:
+                    self.done = True
                     break
                 if len(frame.data) < ETH_HLEN:
                     self._short += 1
@@ -107,9 +120,14 @@ class _Replay:
                 self._test_run(frame)
                 self._batch.append((start, frame))
                 if len(self._batch) >= BATCH:
-                    self._flush()
+                    break
+            else:
+                self.done = True
         finally:
-            self._flush()  # what came before an error is shown before it
+            self._flush()
+
+    def finish(self) -> None:
+        """Every batch was handed on as it was run."""
 
     def _test_run(self, frame: savefile.Frame) -> None:
         data, limits = frame.data, self._limits
@@ -141,6 +159,8 @@ class _Replay:
     def _flush(self) -> None:
         """The batch's events, each given back what the file knows of its frame."""
         batch = self._batch
+        if self._reader is None:
+            return  # the program never loaded
         starts = [start for start, _ in batch]
         rows = []
         for chunk in self._reader.drain():
@@ -167,7 +187,6 @@ class _Replay:
                     ifindex - _FIRST_INDEX, frame.ts_ns, frame.data[:self._snaplen],
                     frame.origlen, frame.outbound))
         self._pipeline.rows(fixed, blocks, numbers)
-        self._pipeline.tick()
         batch.clear()
 
     def _fill(self, summary: Summary) -> None:

@@ -1,38 +1,19 @@
-"""Facts about the host netmon runs on: kernel, privileges, interfaces."""
+"""Facts about the host netmon runs on: privileges, interfaces, the default route.
+
+The kernel's version and what it can do are kernel/facts.py's.
+"""
 
 from __future__ import annotations
 
-import platform
 import re
 import socket
 
-from netmon.errors import InterfaceNotFound, KernelTooOld, PermissionProblem
-
-# Global data (.rodata config) needs 5.2 and bounded loops 5.3; 5.4 is the
-# oldest long-term kernel with both.
-MIN_KERNEL = (5, 4)
-# XDP through a bpf_link, detached by the kernel when its last fd closes.
-LINK_KERNEL = (5, 9)
+from netmon.errors import InterfaceNotFound, PermissionProblem
 
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
-
-
-def kernel_version(release: str | None = None) -> tuple[int, int]:
-    release = release or platform.release()
-    m = re.match(r"(\d+)\.(\d+)", release)
-    if not m:
-        return (0, 0)
-    return (int(m.group(1)), int(m.group(2)))
-
-
-def check_kernel(release: str | None = None) -> None:
-    release = release or platform.release()
-    if kernel_version(release) < MIN_KERNEL:
-        need = ".".join(map(str, MIN_KERNEL))
-        raise KernelTooOld(f"kernel {release} is too old: netmon needs Linux >= {need}")
 
 
 def effective_caps(status_text: str | None = None) -> int:

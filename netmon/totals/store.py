@@ -12,7 +12,7 @@ refused. SQLite's own locks are POSIX locks, which flock does not touch; the
 flock's descriptor stays open until SQLite has closed (closing any descriptor of
 the file drops a process's POSIX locks).
 
-Plain Python: no kernel. sinks/totals.py feeds it, totals_report.py reads it.
+Plain Python: no kernel. sinks/totals.py feeds it, totals/report.py reads it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from netmon.errors import TotalsUnavailable
-from netmon.sources import proxmox
+from netmon.host import proxmox
 
 DEFAULT_PATH = "/var/lib/netmon/totals.db"
 DEFAULT_KEEP_DAYS = 90

@@ -6,7 +6,7 @@ then one Enhanced Packet Block per packet with its direction in the flags.
 Every file a rotation starts is whole on its own: its own SHB and IDBs.
 
 Blocks are in the host's byte order (the Section Header says which), as the
-kernel builds them when capturing live (netmon/capture.py); files read with
+kernel builds them when capturing live (sources/records.py); files read with
 -r have theirs built here.
 
 Writes go straight to the file descriptor, a poll's blocks at a time, and only

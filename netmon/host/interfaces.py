@@ -11,8 +11,8 @@ import fnmatch
 import socket
 from dataclasses import dataclass
 
-from netmon import system
-from netmon.sources import proxmox
+from netmon.host import system
+from netmon.host import proxmox
 
 ANY = "any"
 

@@ -1,6 +1,6 @@
 """netmon totals: tables of what --totals kept, by hour, day or (billing) month.
 
-Reads the database only (totals.connect_read): no root, no BPF. A guest's NICs
+Reads the database only (store.connect_read): no root, no BPF. A guest's NICs
 are folded together and it is named as last seen; host interfaces go by name.
 ``in`` and ``out`` are as the host's interface sees them: a guest's tap
 receives what the guest sends. Times are local, as the host's clock shows them.
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from netmon import totals
+from netmon.totals import store
 from netmon.errors import UsageError
 
 VIEWS = ("hours", "days", "months")
@@ -26,7 +26,7 @@ Who = tuple[int, str]  # (guest, "") or (0, interface)
 
 @dataclass
 class Query:
-    db: str = totals.DEFAULT_PATH
+    db: str = store.DEFAULT_PATH
     view: str = "days"
     since: str | None = None
     until: str | None = None
@@ -109,7 +109,7 @@ def _span(q: Query) -> tuple[int, int]:
     elif q.top is not None:  # the current (billing) month
         since = _epoch(dt.datetime.combine(month_of(now.date(), q.month_start), dt.time()))
     elif q.view == "hours":
-        since = totals.hour_of(q.now) - (DEFAULT_SPAN["hours"] - 1) * totals.HOUR
+        since = store.hour_of(q.now) - (DEFAULT_SPAN["hours"] - 1) * store.HOUR
     elif q.view == "days":
         since = _epoch(dt.datetime.combine(now.date(), dt.time())
                        - dt.timedelta(days=DEFAULT_SPAN["days"] - 1))
@@ -119,7 +119,7 @@ def _span(q: Query) -> tuple[int, int]:
             first = month_of(first - dt.timedelta(days=1), q.month_start)
         since = _epoch(dt.datetime.combine(first, dt.time()))
     if until is None:
-        until = totals.hour_of(q.now) + totals.HOUR
+        until = store.hour_of(q.now) + store.HOUR
     if until <= since:
         raise UsageError("--until is before --since: the period is empty")
     return since, until
@@ -138,7 +138,7 @@ def _rows(db, q: Query, since: int, until: int, hourly_only: bool):
         return db.execute(f"SELECT start, {cols} FROM hourly WHERE {where} "
                           f"GROUP BY 1, 2, 3, 4, 5", args).fetchall()
     return db.execute(
-        f"SELECT {totals.DAY_OF_START}, {cols} FROM hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5 "
+        f"SELECT {store.DAY_OF_START}, {cols} FROM hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5 "
         f"UNION ALL SELECT start, {cols} FROM daily WHERE {where} GROUP BY 1, 2, 3, 4, 5",
         args + args).fetchall()
 
@@ -156,7 +156,7 @@ def _period(start: int, q: Query) -> str:
 def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | None],
                               tuple[int, int]]:
     """Figures per key and period, the guests' names, and the period [since, until)."""
-    db = totals.connect_read(q.db)
+    db = store.connect_read(q.db)
     try:
         since, until = _span(q)
         rows = _rows(db, q, since, until, q.view == "hours" and q.top is None)

@@ -1,0 +1,257 @@
+"""How the command line was typed: ``Options`` in, one validated ``Settings`` out.
+
+The CLI (typer, cli.py) fills ``Options`` with what was typed and calls ``build()``;
+everything after that reads ``Settings`` (settings.py) only. Plain Python: no
+terminal, no kernel, so every rule here is unit-tested without either.
+
+A new option that cannot go with another is a row in ``RULES``, not an if in
+the CLI: each row names options by how the user types them (``GIVEN``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+from netmon.errors import UsageError
+from netmon.events import DIR_IN, DIR_OUT
+from netmon.filters import FilterSpec
+from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
+from netmon.host import system
+from netmon.host.interfaces import ANY, Selection
+from netmon.kernel.abi import MAX_SNAPLEN
+from netmon.kernel.attach import Method, Mode
+from netmon.kernel.hooks import Hook
+from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
+                             FlowSettings, Settings, TotalsSettings)
+from netmon.sinks.ipfix import DEFAULT_DOMAIN
+from netmon.sinks.top import BYS, SORTS
+
+# Capturing, records carry whole packets: 32 MiB per CPU (a ring wakes the reader at
+# 2 MiB, sources/records.py), ~50 ms of 1500-byte frames at 400,000/s: with 8 MiB a
+# reader that stalled lost up to 7% of such bursts here, with 32 MiB none.
+CAPTURE_PAGES = 8192
+CAPTURE_BUDGET_PAGES = 16384  # 64 MiB for all CPUs' rings together
+
+
+def capture_pages(cpus: int) -> int:
+    """Pages per CPU for a capture: CAPTURE_PAGES, less on hosts with many CPUs."""
+    pages = CAPTURE_PAGES
+    while pages > 128 and pages * cpus > CAPTURE_BUDGET_PAGES:
+        pages //= 2
+    return pages
+
+
+class Direction(str, enum.Enum):
+    IN = "in"
+    OUT = "out"
+    BOTH = "both"
+
+
+DIRECTIONS = {Direction.IN: (DIR_IN,), Direction.OUT: (DIR_OUT,),
+              Direction.BOTH: (DIR_IN, DIR_OUT)}
+
+
+@dataclass(frozen=True)
+class Options:
+    """What was typed, as typed (None: not given). The CLI's only product."""
+
+    interface: tuple[str, ...] = ()
+    guest: tuple[int, ...] = ()
+    direction: Direction | None = None
+    hook: Hook = Hook.AUTO
+    mode: Mode = Mode.AUTO
+    attach: Method = Method.AUTO
+    follow: bool = False
+    spec: FilterSpec = field(default_factory=FilterSpec)
+    write: str | None = None
+    print_lines: bool = False
+    snaplen: int | None = None  # -s (default: MAX_SNAPLEN)
+    file_mb: float | None = None
+    file_count: int | None = None
+    rotate_seconds: float | None = None
+    read: str | None = None
+    flow_records: bool = False
+    top: bool = False
+    sort: str = "rate"
+    by: str = "flow"
+    flow_entries: int = DEFAULT_ENTRIES
+    flow_idle: float = DEFAULT_IDLE
+    flow_active: float = DEFAULT_ACTIVE
+    metrics: tuple[str, int] | None = None
+    ipfix: tuple[str, int] | None = None
+    ipfix_domain: int = DEFAULT_DOMAIN
+    quiet: bool = False
+    json: bool = False
+    count: int | None = None
+    stats: float | None = None
+    buffer_pages: int | None = None
+    drops: bool = False
+    totals: str | None = None
+    totals_every: float = DEFAULT_TOTALS_EVERY
+    totals_keep: int = DEFAULT_KEEP_DAYS
+
+
+# Each option a rule can name, as the user types it: is it given?
+GIVEN: dict[str, Callable[[Options], bool]] = {
+    "-w": lambda o: o.write is not None,
+    "-w -": lambda o: o.write == "-",
+    "--print": lambda o: o.print_lines,
+    "-s": lambda o: o.snaplen is not None,
+    "-C": lambda o: bool(o.file_mb),
+    "-W": lambda o: bool(o.file_count),
+    "-G": lambda o: bool(o.rotate_seconds),
+    "-r": lambda o: o.read is not None,
+    "--quiet": lambda o: o.quiet,
+    "--flows": lambda o: o.flow_records,
+    "top": lambda o: o.top,
+    "--ipfix": lambda o: o.ipfix is not None,
+    "--count": lambda o: bool(o.count),
+    "--metrics": lambda o: o.metrics is not None,
+    "-i": lambda o: bool(o.interface),
+    "--guest": lambda o: bool(o.guest),
+    "--direction": lambda o: o.direction is not None,
+    "--follow": lambda o: o.follow,
+    "--hook xdp": lambda o: o.hook is Hook.XDP,
+    "-Q out": lambda o: o.direction is Direction.OUT,
+    "--sort other": lambda o: o.sort not in SORTS,
+    "--by": lambda o: o.by != "flow",
+    "--by other": lambda o: o.by not in BYS,
+    "--json": lambda o: o.json,
+    "drops": lambda o: o.drops,
+    "drops alone": lambda o: o.drops and not o.top,
+    "--hook": lambda o: o.hook is not Hook.AUTO,
+    "--mode": lambda o: o.mode is not Mode.AUTO,
+    "--totals": lambda o: o.totals is not None,
+    "--totals-every": lambda o: o.totals_every != DEFAULT_TOTALS_EVERY,
+    "--totals-keep": lambda o: o.totals_keep != DEFAULT_KEEP_DAYS,
+}
+
+
+class Rule(enum.Enum):
+    NEEDS = "needs"  # any of the first options needs one of the second
+    EXCLUDES = "excludes"  # any of the first cannot go with any of the second
+
+
+# Checked in order; the first that fails is the one line the user sees.
+RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
+    (Rule.EXCLUDES, ("drops alone",), ("-w", "-r", "--flows", "--ipfix", "--direction",
+                                       "--hook", "--mode"),
+     "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
+     "without -w, -r, --flows, --ipfix, --direction, --hook and --mode"),
+    (Rule.EXCLUDES, ("--totals",), ("-r", "drops alone"),
+     "--totals keeps the traffic of the interfaces watched live: it goes without -r "
+     "and netmon drops"),
+    (Rule.EXCLUDES, ("drops",), ("-w", "-r", "--flows", "--ipfix"),
+     "top --drops shows the drops beside the flows: it goes without -w, -r, --flows and "
+     "--ipfix"),
+    (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
+     "--print, -C, -W and -G go with -w FILE"),
+    (Rule.NEEDS, ("--totals-every", "--totals-keep"), ("--totals",),
+     "--totals-every and --totals-keep go with --totals PATH"),
+    (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
+    (Rule.NEEDS, ("-W",), ("-C", "-G"), "-W N needs -C or -G: it limits the files they rotate "
+                                        "through"),
+    (Rule.EXCLUDES, ("-w -",), ("-C", "-G"),
+     "-C and -G rotate files; -w - writes to standard output"),
+    (Rule.EXCLUDES, ("--quiet",), ("-w", "-r", "--flows", "top", "--count"),
+     "--quiet prints nothing and only counts: it goes without -w, -r, --flows, top and "
+     "--count"),
+    (Rule.EXCLUDES, ("--flows",), ("top",),
+     "top shows flows live, --flows prints their records: one at a time"),
+    (Rule.EXCLUDES, ("top",), ("--json",),
+     "top draws a view for people; --json goes with lines and --flows records"),
+    (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("-w", "-r"),
+     "flows are counted live, without -w or -r"),
+    (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("--sort other",),
+     "--sort takes rate, bytes or packets, not {o.sort!r}"),
+    (Rule.NEEDS, ("--by",), ("top",), "--by says what a row of top is: it goes with top"),
+    (Rule.EXCLUDES, ("top",), ("--by other",),
+     "--by takes flow, guest, interface, host or port, not {o.by!r}"),
+    (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
+    (Rule.EXCLUDES, ("-r",), ("-i", "--guest", "--direction", "--follow"),
+     "-r reads a capture file: -i, --guest, --direction and --follow are for live interfaces"),
+    (Rule.EXCLUDES, ("--hook xdp",), ("-Q out",),
+     "--hook xdp watches ingress only; egress is always tc"),
+)
+
+
+def conflict(options: Options) -> str | None:
+    """The first rule the options break, as the line to show; None if they break none."""
+    for kind, these, those, message in RULES:
+        if not any(GIVEN[name](options) for name in these):
+            continue
+        others = any(GIVEN[name](options) for name in those)
+        if others if kind is Rule.EXCLUDES else not others:
+            return message.format(o=options)
+    return None
+
+
+def _check_expression(text: str, reading: bool) -> None:
+    """Compiled now, so that a bad expression is one line before anything else happens
+    (and host names are looked up once, as tcpdump does)."""
+    from netmon import expression
+
+    expression.compiled(text)
+    if reading and expression.reads_the_interface(text):
+        raise UsageError(f"a capture file's frames have no direction or interface index the "
+                         f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
+                         f"not with -r: {text!r}")
+
+
+def build(o: Options, cpus: int = 1,
+          default_interface: Callable[[], str] = system.default_interface) -> Settings:
+    """Options to Settings, or UsageError with the one line to show."""
+    pages = o.buffer_pages
+    if pages is None:
+        pages = capture_pages(cpus) if o.write else DEFAULT_PAGES
+    if pages & (pages - 1):
+        raise UsageError(f"--buffer-pages must be a power of two, not {pages}")
+    message = conflict(o) or o.spec.impossible() or _same_file(o.read, o.write)
+    if message:
+        raise UsageError(message)
+    if o.spec.expression is not None:
+        _check_expression(o.spec.expression, o.read is not None)
+    flows = None
+    if o.flow_records or o.top or o.ipfix:
+        flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,
+                             active=o.flow_active, sort=o.sort, by=o.by,
+                             print_records=o.flow_records)
+    capture = None
+    if o.write is not None:
+        capture = Capture(o.write, o.snaplen or MAX_SNAPLEN, o.file_mb, o.file_count,
+                          o.rotate_seconds, o.print_lines)
+    if o.read is not None:
+        return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
+                        pages=pages, capture=capture, read=o.read)
+    # Drops are anywhere: every interface unless some are named.
+    names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
+                                  else [default_interface()])
+    try:
+        selection = Selection.parse(names, list(o.guest))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)
+    return Settings(
+        selection=selection, spec=o.spec, directions=DIRECTIONS[direction], hook=o.hook,
+        follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
+        pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
+        quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
+        drops=o.drops,
+        totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,
+    )
+
+
+def _same_file(read: str | None, write: str | None) -> str | None:
+    """-r and -w naming one file (through a link, too): -w would empty it before -r reads."""
+    if read is None or write is None or "-" in (read, write):
+        return None
+    try:
+        same = os.path.samefile(read, write)  # device and inode
+    except OSError:
+        return None  # one of them does not exist (yet): -w makes a new file
+    if same:
+        return f"-r and -w name the same file ({write}): writing it would destroy what is read"
+    return None
