@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from netmon.kernel.loader import prog_test_run
-from tests.netns import NetnsPair
+from tests.support.netns import NetnsPair
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from bench.common import DPORT, Tool, cpu_ns, offer, rx_packets, udp_frame
-from tests.netns import NetnsPair
+from tests.support.netns import NetnsPair
 
 DROP_PORT = DPORT + 100
 READY = "Press Ctrl-C to stop"

@@ -25,9 +25,9 @@ import threading
 import time
 from pathlib import Path
 
-from netmon.filters import FilterSpec
 from netmon.kernel.loader import BpfObject, MonitorProgram
-from tests.netns import NetnsPair
+from netmon.kernel import config as nm_config
+from tests.support.netns import NetnsPair
 
 from bench.common import BUILD, ROOT, TOOL_CPU, bench_rate, best_run, best_runs, offer, udp_frame
 
@@ -83,7 +83,7 @@ def bench_flow_update(repeat: int) -> list[dict]:
                            ("netmon flows, per-CPU entries",
                             BUILD / "xdp_monitor_percpu.bpf.o")):
             prog = stack.enter_context(MonitorProgram(
-                FilterSpec().kernel_config(flows=True), path=path, hooks=["xdp"],
+                nm_config.pack(flows=True), path=path, hooks=["xdp"],
                 flow_entries=1024))
             prog.slots.register(socket.if_nametoindex("lo"))
             programs.append((name, prog.prog_fds["xdp"]))

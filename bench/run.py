@@ -21,7 +21,7 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
   (l) each program's verification at load: instructions and time (what start-up waits on).
 
-The rig: two namespaces joined by a veth pair (tests/netns.py), no default route;
+The rig: two namespaces joined by a veth pair (tests/support/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
 asserted: they are printed, with the machine, as a Markdown table.
 """
@@ -47,7 +47,8 @@ from netmon.events import EVENT_SIZE
 from netmon.filters import FilterSpec, parse_network
 from netmon.kernel.loader import BpfObject, MonitorProgram
 from netmon.sources.reader import PerfReader
-from tests.netns import NetnsPair
+from netmon.kernel import config as nm_config
+from tests.support.netns import NetnsPair
 from bench.common import (BUILD, DPORT, GEN_CPU, ROOT, TOOL_CPU, Tool, bench_rate, best_runs,
                           offer, rx_packets, timed_run, udp_frame)
 
@@ -215,7 +216,8 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
     lo = socket.if_nametoindex("lo")
     with contextlib.ExitStack() as stack:
         empty = stack.enter_context(BpfObject(BUILD / f"{empty_name}.bpf.o"))
-        prog = stack.enter_context(MonitorProgram(spec.kernel_config(), hooks=[hook]))
+        prog = stack.enter_context(MonitorProgram(nm_config.pack(spec.kernel_filters()),
+                                                  hooks=[hook]))
         reader = stack.enter_context(PerfReader(prog.events_fd, pages=256))
         # A test run's packet arrives on this namespace's loopback: register it, as every
         # interface netmon attaches to is, so its counters are found the way live ones are.
@@ -225,7 +227,7 @@ def bench_prog_run(repeat: int, hook: str = "xdp") -> list[dict]:
         exprs = []
         for label, expression in EXPRESSIONS:
             p = stack.enter_context(MonitorProgram(
-                FilterSpec(expression=expression).kernel_config(), hooks=[hook],
+                nm_config.pack(FilterSpec(expression=expression).kernel_filters()), hooks=[hook],
                 expression=expression))
             p.slots.register(lo)
             exprs.append((f"netmon, non-matching packet, {label}", p))
@@ -261,10 +263,10 @@ def bench_verifier() -> list[dict]:
 
     every = FilterSpec(protocol=6, src=parse_network("10.0.0.0/8"), dport=443,
                        host=parse_network("10.1.0.0/16"), port=22, vlan=7)
-    configs = [("events, no filter", FilterSpec().kernel_config(), False, 0),
-               ("events, every filter", every.kernel_config(), False, 0),
-               ("capture (-w)", FilterSpec().kernel_config(snaplen=1500), True, 0),
-               ("flows", FilterSpec().kernel_config(flows=True), False, 64)]
+    configs = [("events, no filter", nm_config.pack(), False, 0),
+               ("events, every filter", nm_config.pack(every.kernel_filters()), False, 0),
+               ("capture (-w)", nm_config.pack(snaplen=1500), True, 0),
+               ("flows", nm_config.pack(flows=True), False, 64)]
     rows = []
     for hook in ("xdp", "tc_in", "tc_out"):
         for label, config, capture, flows in configs:

@@ -23,7 +23,7 @@ from netmon.errors import UsageError
 from netmon.host import system
 from netmon.host.interfaces import Interfaces
 from netmon.kernel import drops, facts, libbpf
-from netmon.kernel.hooks import Hook
+from netmon.kernel.choices import Hook
 from netmon.pipeline import Context, Pipeline, Start, delivery
 from netmon.report import Summary, banner
 from netmon.settings import Settings

@@ -68,7 +68,7 @@ _STATUS = {
 }
 
 
-def status(exc: errors.NetmonError) -> ExitStatus:
+def exit_status(exc: errors.NetmonError) -> ExitStatus:
     """The exit status of an error: its class's, or the nearest mapped base class's
     (a subclass of a mapped error gets its parent's status, not the default)."""
     return next((_STATUS[c] for c in type(exc).__mro__ if c in _STATUS), ExitStatus.ERROR)
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.ERROR
     except errors.NetmonError as exc:
         _fail(str(exc))
-        return status(exc)
+        return exit_status(exc)
     except KeyboardInterrupt:  # before the monitor's own handler was installed
         return ExitStatus.SUCCESS
     except OSError as exc:

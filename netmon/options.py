@@ -22,8 +22,7 @@ from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.host import system
 from netmon.host.interfaces import ANY, Selection
 from netmon.kernel.abi import MAX_SNAPLEN
-from netmon.kernel.attach import Method, Mode
-from netmon.kernel.hooks import Hook
+from netmon.kernel.choices import Hook, Method, Mode
 from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
                              FlowSettings, Settings, TotalsSettings)
 from netmon.sinks.ipfix import DEFAULT_DOMAIN

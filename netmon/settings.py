@@ -14,8 +14,7 @@ from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.host.interfaces import Selection
 from netmon.kernel.abi import MAX_SNAPLEN
-from netmon.kernel.attach import Method, Mode
-from netmon.kernel.hooks import Hook
+from netmon.kernel.choices import Hook, Method, Mode
 from netmon.totals.store import DEFAULT_EVERY as DEFAULT_TOTALS_EVERY
 from netmon.totals.store import DEFAULT_KEEP_DAYS
 

@@ -55,7 +55,7 @@ def pytest_runtest_setup(item):
 
 @pytest.fixture
 def netns():
-    from tests.netns import NetnsPair
+    from tests.support.netns import NetnsPair
 
     with NetnsPair() as pair:
         yield pair

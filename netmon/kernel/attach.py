@@ -11,7 +11,6 @@ run uses for an interface is policy, above kernel/ (sources/policy.py).
 
 from __future__ import annotations
 
-import enum
 import errno
 import os
 import struct
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 
 from netmon.errors import AttachFailed, InterfaceGone, LibbpfError, PermissionProblem, XdpBusy
 from netmon.kernel import libbpf, netlink
+from netmon.kernel.choices import Method, Mode
 from netmon.kernel.abi import CONFIG, CONFIG_OWNER_OFFSET, DIR_IN, DIR_NAMES, XDP_PROGRAM
 from netmon.kernel.libbpf import ffi
 
@@ -30,24 +30,6 @@ from netmon.kernel.libbpf import ffi
 TC_PRIORITY, TC_PRIORITY_LATER = 1, 0x4E4D
 # Their handle marks them: "N" in the top byte, the pid of the netmon in the rest.
 TC_HANDLE_MARK = 0x4E << 24
-
-
-class Mode(str, enum.Enum):
-    """How the XDP program hooks the interface."""
-
-    AUTO = "auto"
-    NATIVE = "native"  # in the driver (XDP_FLAGS_DRV_MODE)
-    GENERIC = "generic"  # in the stack after the skb is built (XDP_FLAGS_SKB_MODE)
-
-
-class Method(str, enum.Enum):
-    """Which kernel interface attaches it."""
-
-    AUTO = "auto"
-    # bpf_link (XDP, tcx): detached by the kernel when netmon dies, even on kill -9
-    LINK = "link"
-    # XDP by netlink (< 5.9), tc by a cls_bpf filter (< 6.6): netmon detaches it
-    NETLINK = "netlink"
 
 
 _MODE_FLAGS = {Mode.NATIVE: libbpf.XDP_FLAGS_DRV_MODE, Mode.GENERIC: libbpf.XDP_FLAGS_SKB_MODE}

@@ -9,21 +9,12 @@ lives above kernel/ (sources/policy.py); everything here takes plain values.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Callable
 
 from netmon.kernel import attach
 from netmon.kernel.abi import DIR_IN, DIR_OUT
-from netmon.kernel.attach import Method, Mode
-
-
-class Hook(str, enum.Enum):
-    """Which hook watches ingress, as asked for (--hook)."""
-
-    AUTO = "auto"  # XDP, or tc where XDP is taken or many interfaces are watched
-    XDP = "xdp"
-    TC = "tc"
+from netmon.kernel.choices import Method, Mode
 
 
 @dataclass(frozen=True)

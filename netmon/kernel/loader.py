@@ -22,10 +22,11 @@ from pathlib import Path
 
 from netmon.errors import (KernelTooOld, LibbpfError, NetmonError, ObjectMismatch,
                            PermissionProblem, ProgramRejected)
-from netmon.expression import ebpf, translate
+from netmon.expression import ebpf
 from netmon.kernel import drops, facts, libbpf, splice
 from netmon.kernel.abi import CONFIG, FLOW_TABLES, HDR_BUF, STRUCTS
-from netmon.kernel.attach import Attachment, Method, Mode
+from netmon.kernel.attach import Attachment
+from netmon.kernel.choices import Method, Mode
 from netmon.kernel.hooks import HOOKS
 from netmon.kernel.libbpf import ffi
 from netmon.kernel.slots import Slots
@@ -273,10 +274,13 @@ class MonitorProgram:
         self.close()
 
 
-def expression_target(hook: str, frags: bool) -> translate.Target:
-    """What a hook offers a filter expression (HOOKS[hook].target): XDP reads past its
-    first buffer only where the program is frags-aware; netmon drops reads a copy of the
-    packet's first HDR_BUF bytes."""
+def expression_target(hook: str, frags: bool):
+    """What a hook offers a filter expression (HOOKS[hook].target, as a translate.Target):
+    XDP reads past its first buffer only where the program is frags-aware; netmon drops
+    reads a copy of the packet's first HDR_BUF bytes. (translate loads libpcap's cffi
+    module: only runs with an expression import it.)"""
+    from netmon.expression import translate
+
     kind = HOOKS[hook].target
     if kind == "xdp":
         return translate.XDP_FRAGS if frags else translate.XDP

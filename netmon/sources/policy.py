@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from netmon.kernel import attach, facts
 from netmon.kernel.abi import DIR_IN
-from netmon.kernel.hooks import Hook
+from netmon.kernel.choices import Hook
 from netmon.settings import Settings
 
 

@@ -17,7 +17,8 @@ import zipfile
 import pytest
 
 from tests.conftest import ROOT
-from tests.netns import Netmon, NetnsPair, ping
+from tests.support.netns import NetnsPair, ping
+from tests.support.runner import Netmon
 
 pytestmark = pytest.mark.kernel
 

@@ -21,15 +21,17 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from netmon.host import system
-from netmon.filters import FilterSpec
 from netmon.kernel.flowtable import FlowTable
-from netmon.kernel.loader import FRAGS_KERNEL, MonitorProgram, prog_test_run
-from tests.netns import ROOT, Netmon, pane, scaled, send, wait_pane
+from netmon.kernel import facts
+from netmon.kernel.loader import MonitorProgram, prog_test_run
+from netmon.kernel import config as nm_config
+from tests.support.netns import ROOT, scaled, send
+from tests.support.runner import Netmon
+from tests.support.tmux import pane, wait_pane
 
 pytestmark = pytest.mark.kernel
 
-LIVE_FRAMES = pytest.mark.skipif(system.kernel_version() < FRAGS_KERNEL,
+LIVE_FRAMES = pytest.mark.skipif(not facts.supports("frags"),
                                  reason="the traffic generator's live frames need Linux 5.18")
 GENERATOR = Path(ROOT) / "build" / "xdp_tx.bpf.o"  # make test builds it
 
@@ -90,7 +92,7 @@ def test_reading_the_tables_loses_no_count(hook):
     and read a hundred times over: every packet is in exactly one read."""
     frames = flow_frames("02:00:00:00:00:01", "02:00:00:00:00:02", "10.9.0.1", "10.9.0.2")
     repeat = 20000  # runs per call: few calls, as an XDP test run costs ~16 ms a call here
-    with MonitorProgram(FilterSpec().kernel_config(flows=True), hooks=(hook,),
+    with MonitorProgram(nm_config.pack(flows=True), hooks=(hook,),
                         flow_entries=64) as prog:
         table = FlowTable(prog, 64)
         enough = threading.Event()  # set once the reads have overlapped the packets enough

@@ -16,12 +16,12 @@ from netmon.pcapng import writer as pcapng
 from netmon.kernel import abi
 from netmon.sources import records as capture
 from netmon.pcapng import reader as savefile
-from netmon.filters import FilterSpec
-from netmon.kernel.hooks import xdp_can_capture
+from netmon.sources.policy import xdp_can_capture
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.sources.reader import PerfReader
-from tests.frames import MIN_FRAME, Runner, sample_frames
-from tests.test_savefiles import tshark_fields
+from netmon.kernel import config as nm_config
+from tests.support.frames import MIN_FRAME, Runner, sample_frames
+from tests.support.tshark import tshark_fields
 
 pytestmark = pytest.mark.kernel
 
@@ -51,7 +51,7 @@ class Capturing:
 
     def __init__(self, hook: str, path, events: bool, snaplen: int = abi.MAX_SNAPLEN,
                  pages: int = 64):
-        config = FilterSpec().kernel_config(snaplen, events, EPOCH)
+        config = nm_config.pack(snaplen=snaplen, cap_events=events, epoch_ns=EPOCH)
         self.prog = MonitorProgram(config, hooks=(hook,), capture=True)
         self.fd = self.prog.prog_fds[hook]
         self.reader = PerfReader(self.prog.events_fd, pages)

@@ -24,7 +24,7 @@ import pytest
 from netmon.pcapng import writer as pcapng
 from netmon.pcapng import reader as savefile
 from tests.conftest import CORPUS, ROOT
-from tests.reference import Expected, reference
+from tests.support.reference import Expected, reference
 
 pytestmark = pytest.mark.kernel
 

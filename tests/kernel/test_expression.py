@@ -22,12 +22,14 @@ from netmon.errors import ExpressionInvalid
 from netmon.expression import cbpf, libpcap
 from netmon.expression import translate as t
 from netmon.pcapng import reader as savefile
+from netmon.kernel import config as nm_config
 
-from tests.exprprog import FRAME_AT, ExprProgram
-from tests.netns import Netmon, scaled, send
-from tests.test_dissection import frames as drawn_frames
+from tests.support.exprprog import FRAME_AT, ExprProgram
+from tests.support.netns import scaled, send
+from tests.support.runner import Netmon
+from tests.kernel.test_dissection import frames as drawn_frames
 
-DATA = Path(__file__).parent / "data" / "tcpdump"
+DATA = Path(__file__).parent.parent / "data" / "tcpdump"
 
 EXPRESSIONS = [
     "tcp port 443 and host 10.0.0.5",
@@ -224,8 +226,8 @@ def test_direction_and_interface_are_the_hooks(netns, expression, want):
 def test_an_expression_with_options_flows_and_capture(netns, tmp_path):
     """ANDed with the options; the same in --flows and in -w, where tshark reads what
     tcpdump -w with the same expression wrote, frame for frame (ARP too: not IP, written)."""
-    from tests.test_capture import Tcpdump
-    from tests.test_savefiles import tshark_fields
+    from tests.kernel.test_capture import Tcpdump
+    from tests.support.tshark import tshark_fields
 
     n = netns
     expression = "udp[8:2] = 0x7878 or arp"  # payload "xx...": udp's first data bytes
@@ -282,7 +284,8 @@ def test_a_long_or_chain_is_verified_in_each_program(hook):
     spec = FilterSpec(expression=LONG_OR)
     frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(dport=1199))
     miss = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(dport=1200))
-    with MonitorProgram(spec.kernel_config(), hooks=(hook,), expression=LONG_OR) as prog:
+    with MonitorProgram(nm_config.pack(spec.kernel_filters()), hooks=(hook,),
+                        expression=LONG_OR) as prog:
         for f in (frame, miss, frame):
             prog_test_run(prog.prog_fds[hook], f)
         assert prog.counters()["matched"] == 2
@@ -308,7 +311,7 @@ def test_reading_a_file_gives_tcpdumps_frames(tmp_path):
     import subprocess
     import sys
 
-    from tests.netns import ROOT
+    from tests.support.netns import ROOT
 
     whole = DATA / "ldp-common-session.pcap"
     cut = tmp_path / "cut.pcap"
@@ -437,7 +440,7 @@ def test_reading_with_w_writes_the_frames_the_expression_matched(tmp_path):
     from scapy.layers.l2 import ARP, Ether
 
     from netmon.pcapng import writer as pcapng
-    from tests.netns import ROOT
+    from tests.support.netns import ROOT
 
     eth = Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff")
     frames = [bytes(f) for f in (eth / ARP(pdst="10.0.0.2"), eth / IP(src="10.0.0.1", dst="10.0.0.2") / ICMP(),
@@ -472,7 +475,7 @@ def test_a_translation_past_what_a_jump_reaches_is_one_line(monkeypatch):
     insns = (Insn(ja, 0, 0, 1000),) + (Insn(ldh_ind, 0, 0, 14),) * 1000 + (Insn(ret, 0, 0, 1),)
     monkeypatch.setattr(expression, "compiled", lambda text: insns)
     with pytest.raises(ExpressionInvalid) as exc:
-        expression.body("a thousand loads", "tc_in", FRAME_AT)
+        expression.body("a thousand loads", t.TC, FRAME_AT)
     assert "too long" in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -484,9 +487,11 @@ def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(mon
     from netmon import expression
     from netmon.expression.libpcap import Insn
     from netmon.filters import FilterSpec
-    from netmon.kernel.loader import MonitorProgram
+    from netmon.kernel import facts
+    from netmon.kernel.loader import MonitorProgram, expression_target
 
     ldh_ind, ld_imm, ret = 0x48, 0x00, 0x06  # ldh [x + k], ld #k, ret #k
+    xdp = expression_target("xdp", facts.supports("frags"))  # as the program's XDP hook
     program = ()
     monkeypatch.setattr(expression, "compiled", lambda _: program)
 
@@ -496,7 +501,7 @@ def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(mon
         nonlocal program
         program = (Insn(ldh_ind, 0, 0, 14),) + (Insn(ld_imm, 0, 0, 7),) * n + (Insn(ret, 0, 0, 1),)
         try:
-            expression.body("immediates", "xdp", FRAME_AT)
+            expression.body("immediates", xdp, FRAME_AT)
             return True
         except ExpressionInvalid:
             return False
@@ -507,6 +512,6 @@ def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(mon
         low, high = (mid, high) if fits(mid) else (low, mid)
     assert fits(low)  # the longest that fits in itself
     with pytest.raises(ExpressionInvalid) as exc:
-        MonitorProgram(FilterSpec(expression="immediates").kernel_config(), hooks=("xdp",),
-                       expression="immediates")
+        MonitorProgram(nm_config.pack(FilterSpec(expression="immediates").kernel_filters()),
+                       hooks=("xdp",), expression="immediates")
     assert "too long" in str(exc.value) and "\n" not in str(exc.value)

@@ -3,8 +3,10 @@
 import pytest
 
 from netmon.events import DIR_IN, DIR_OUT
-from netmon.kernel.hooks import HOOKS, PROGRAM_NAMES, for_interface, ingress, to_load
-from netmon.settings import Capture, Hook, Settings
+from netmon.kernel.choices import Hook
+from netmon.kernel.hooks import HOOKS, PROGRAM_NAMES
+from netmon.settings import Capture, Settings
+from netmon.sources.policy import for_interface, ingress, to_load
 from netmon.host.interfaces import Selection
 
 ONE = Selection(("eth0",))

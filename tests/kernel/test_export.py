@@ -24,7 +24,9 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
 from scapy.layers.l2 import Ether
 
-from tests.netns import Netmon, ping, scaled, send
+from tests.support.http import free_port, http_get
+from tests.support.netns import ping, scaled, send
+from tests.support.runner import Netmon
 
 pytestmark = pytest.mark.kernel
 
@@ -180,18 +182,6 @@ def test_a_collector_that_is_not_there_stops_nothing(netns):
                   rf"messages \((\d+) records\) not sent", "\n".join(nm.err))
     sent, failed, unsent = map(int, m.groups())
     assert failed >= 1 and unsent >= 1 and sent + unsent == 3
-
-
-def free_port(n, ns: str) -> int:
-    code = "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); " \
-           "print(s.getsockname()[1])"
-    return int(n.python(ns, code).stdout)
-
-
-def http_get(n, url: str) -> str:
-    code = "import sys, urllib.request; " \
-           "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
-    return n.python(n.b, code, url).stdout
 
 
 def _promql(n, prom_port: int, query: str, want: str, prom) -> str | None:

@@ -1,6 +1,7 @@
 import pytest
 
-from netmon import errors, system
+from netmon import errors
+from netmon.host import system
 
 ROUTES = """Iface	Destination	Gateway 	Flags	RefCnt	Use	Metric	Mask		MTU	Window	IRTT
 ens18	0000A8C0	00000000	0001	0	0	0	00FFFFFF	0	0	0
@@ -15,19 +16,6 @@ def test_default_interface_is_the_lowest_metric_default_route():
 
 def test_default_interface_falls_back_to_eth0():
     assert system.default_interface(ROUTES.splitlines()[0] + "\n") == "eth0"
-
-
-@pytest.mark.parametrize("release,version", [
-    ("6.1.0-18-amd64", (6, 1)), ("5.10.0-28-amd64", (5, 10)), ("4.19.0", (4, 19)), ("x", (0, 0)),
-])
-def test_kernel_version(release, version):
-    assert system.kernel_version(release) == version
-
-
-def test_old_kernel_is_refused():
-    with pytest.raises(errors.KernelTooOld, match="4.19.0-26-amd64 is too old"):
-        system.check_kernel("4.19.0-26-amd64")
-    system.check_kernel("5.10.0-28-amd64")
 
 
 def caps(*bits):

@@ -1,4 +1,4 @@
-"""Test traffic, run inside a test namespace: ``python -m tests.traffic KIND ...``.
+"""Test traffic, run inside a test namespace: ``python -m tests.support.traffic KIND ...``.
 
 udp SRC SPORT DST DPORT PAYLOAD [COUNT]   datagrams of PAYLOAD bytes
 flows SRC SPORT DST DPORT PAYLOAD FLOWS COUNT  COUNT datagrams to each of FLOWS
@@ -16,7 +16,7 @@ import socket
 import sys
 import time
 
-from tests.netns import scaled
+from tests.support.netns import scaled
 
 
 def _family(addr: str) -> int:

@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from netmon.host import system
-from netmon.kernel.loader import FRAGS_KERNEL
-from tests.netns import Listener, Netmon, ping, send
+from netmon.kernel import facts
+from tests.support.netns import Listener, ping, send
+from tests.support.runner import Netmon
 
 pytestmark = pytest.mark.kernel
 
@@ -263,7 +263,7 @@ def test_auto_falls_back_to_generic_where_native_cannot_attach(netns):
     assert nm.out == [f"ICMP 127.0.0.1 -> 127.0.0.1 ({ICMP_ECHO}b)"]
 
 
-@pytest.mark.skipif(system.kernel_version() < FRAGS_KERNEL,
+@pytest.mark.skipif(not facts.supports("frags"),
                     reason="multi-buffer XDP needs Linux >= 5.18")
 def test_jumbo_frames_are_counted_whole(netns):
     n = netns
@@ -365,7 +365,7 @@ def test_without_capabilities(netns):
     import subprocess
     import sys
 
-    from tests.netns import ROOT
+    from tests.support.netns import ROOT
 
     res = subprocess.run([*cmd, sys.executable, "-m", "netmon", "-i", netns.b_if],
                          capture_output=True, text=True, cwd=ROOT)
@@ -401,7 +401,7 @@ TCP6_SYN = 14 + 40 + 40
 
 @pytest.fixture
 def netns6():
-    from tests.netns import NetnsPair
+    from tests.support.netns import NetnsPair
 
     with NetnsPair(ipv6=True) as pair:
         yield pair

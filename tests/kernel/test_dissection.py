@@ -30,8 +30,8 @@ from scapy.packet import Raw
 
 from netmon.kernel import libbpf
 from netmon.kernel.libbpf import XDP_PASS, ffi
-from tests.frames import MAC, MIN_FRAME, Runner
-from tests.reference import of_event, reference
+from tests.support.frames import MAC, MIN_FRAME, Runner
+from tests.support.reference import of_event, reference
 
 pytestmark = pytest.mark.kernel
 

@@ -1,5 +1,3 @@
-import ipaddress
-
 import pytest
 
 from netmon import filters, protocols
@@ -91,55 +89,6 @@ def test_python_predicate(fs, matching):
     assert {name for name, ev in evs.items() if fs.matches(ev)} == matching
 
 
-def test_kernel_config_layout():
-    cfg = spec(protocol=6, src=net("192.168.0.0/16"), dport=(443, 8443),
-               host=net("2001:db8::/32"), port=22, vlan=100, expression="tcp").kernel_config(
-        snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242,
-        replay=True, any_if=True, netns=77)
-    alt = filters.ALT
-    assert len(cfg) == filters.CONFIG_SIZE == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 24
-    fields = filters.CONFIG_FORMAT.unpack(cfg)
-    prefixes = [fields[i:i + 3] for i in range(0, 3 * 3 * alt, 3)]
-    src, dst, host = prefixes[:alt], prefixes[alt:2 * alt], prefixes[2 * alt:]
-    rest = fields[9 * alt:]
-    sport, dport, port, vlan = (rest[i * alt:(i + 1) * alt] for i in range(4))
-    rest = rest[4 * alt:]
-    match, proto, counts = rest[0], rest[1:1 + alt], rest[1 + alt:1 + 2 * alt]
-    replay, any_if, snaplen, cap_events, flows, quiet, expr, epoch_ns, owner, netns = \
-        rest[1 + 2 * alt:]
-    assert (replay, any_if, netns) == (1, 1, 77)
-    assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
-        1500, 1, 1, 1, 1, 7 << 60, 4242)
-    snet, smask, sfam = src[0]
-    assert snet[:4] == ipaddress.ip_address("192.168.0.0").packed and snet[4:] == bytes(12)
-    assert smask == b"\xff\xff" + bytes(14) and sfam == 4
-    assert all(p == (bytes(16), bytes(16), 0) for p in src[1:] + dst)
-    assert host[0] == (ipaddress.ip_address("2001:db8::").packed, b"\xff" * 4 + bytes(12), 6)
-    assert (sport, dport[:3], port[:2], vlan[:2], proto[:2]) == (
-        (0,) * alt, (443, 8443, 0), (22, 0), (100, 0), (6, 0))
-    # src, dst, host, sport, dport, port, vlan, protocol: how many values each
-    assert counts == (1, 0, 1, 0, 2, 1, 1, 1)
-    assert match == (filters.M_PROTO | filters.M_SADDR | filters.M_DPORT | filters.M_HOST
-                     | filters.M_PORT | filters.M_VLAN)
-
-
-def test_an_expression_says_what_it_reads():
-    """The hooks fill in the length (XDP asks a helper) and the interface only for an
-    expression that reads them."""
-    expr_at = -4  # nm_config.expr: then epoch_ns, owner, netns
-
-    def flags(text):
-        return filters.CONFIG_FORMAT.unpack(spec(expression=text).kernel_config())[expr_at]
-    on, length, interface = filters.EXPR_ON, filters.EXPR_LEN, filters.EXPR_IF
-    assert flags("tcp") == on
-    for text in ("greater 100", "len < 64", "tcp and less 1000"):
-        assert flags(text) == on | length
-    for text in ("inbound", "ifindex 3", "outbound and greater 100"):
-        assert flags(text) & (on | interface) == on | interface
-    assert flags("outbound and greater 100") == on | length | interface
-    assert filters.CONFIG_FORMAT.unpack(spec().kernel_config())[expr_at] == 0
-
-
 def test_repeated_values_mean_or():
     s = spec(port=(53, 80), protocol=(6, 17), host=(net("10.0.0.0/8"), net("fd00::/8")))
     assert s.describe() == [("Protocol", "tcp or udp"),
@@ -152,10 +101,6 @@ def test_repeated_values_mean_or():
         spec(protocol=(6, 1), port=53)
     assert spec(src=(net("10.0.0.0/8"), net("fd00::/8")), dst=net("fd00::1")).impossible() is None
     assert "no packet matches both" in spec(src=net("10.0.0.0/8"), dst=net("fd00::1")).impossible()
-
-
-def test_empty_spec_turns_every_filter_off():
-    assert spec().kernel_config() == bytes(filters.CONFIG_SIZE)
 
 
 def test_describe_for_the_banner():

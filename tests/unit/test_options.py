@@ -1,10 +1,10 @@
-"""The option table (settings.RULES) and the Settings it lets through: no terminal, no kernel."""
+"""The option table (options.RULES) and the Settings it lets through: no terminal, no kernel."""
 
 import pytest
 
 from netmon.errors import UsageError
 from netmon.events import DIR_IN, DIR_OUT
-from netmon.settings import (GIVEN, RULES, DEFAULT_PAGES, Direction, Hook, Options, build,
+from netmon.options import (GIVEN, RULES, DEFAULT_PAGES, Direction, Hook, Options, build,
                              capture_pages, conflict)
 
 

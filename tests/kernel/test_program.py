@@ -12,8 +12,9 @@ from netmon.kernel import libbpf
 from netmon.filters import FilterSpec, parse_network
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.sources.reader import SAMPLE_SIZE, PerfReader
-from tests.frames import XDP_PASS, Runner, run_frames, sample_frames, without_time
-from tests.reference import of_event, reference
+from netmon.kernel import config as nm_config
+from tests.support.frames import XDP_PASS, Runner, run_frames, sample_frames, without_time
+from tests.support.reference import of_event, reference
 
 pytestmark = pytest.mark.kernel
 
@@ -167,7 +168,7 @@ def test_random_specs_agree(unfiltered, spec):
 def test_a_full_buffer_is_counted_not_hidden(one_cpu):
     frame = FRAMES[0]
     runs = 2000
-    with MonitorProgram(FilterSpec().kernel_config()) as prog, \
+    with MonitorProgram(nm_config.pack()) as prog, \
             PerfReader(prog.events_fd, pages=1) as reader:
         retval, _ = prog_test_run(prog.prog_fd, frame, repeat=runs)
         got = sum(len(chunk) for chunk in reader.drain()) // SAMPLE_SIZE
@@ -220,8 +221,9 @@ EVERY_FILTER = {
 def test_the_verifier_walks_few_paths(hook, delivery, filters):
     from netmon.kernel.loader import verified_insns
 
-    config = EVERY_FILTER[filters].kernel_config(
-        snaplen=1500 if delivery == "capture" else 0, flows=delivery == "flows")
+    config = nm_config.pack(EVERY_FILTER[filters].kernel_filters(),
+                            snaplen=1500 if delivery == "capture" else 0,
+                            flows=delivery == "flows")
     with MonitorProgram(config, hooks=(hook,), capture=delivery == "capture",
                         flow_entries=64 if delivery == "flows" else 0) as prog:
         insns = verified_insns(prog.prog_fds[hook])

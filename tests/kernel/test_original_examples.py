@@ -14,7 +14,8 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.netns import Netmon, NetnsPair, ping
+from tests.support.netns import NetnsPair, ping
+from tests.support.runner import Netmon
 
 ORIGINAL = ROOT.parent / "shared" / "original-tool.md"
 BINARY = "aya-network-monitor"

@@ -19,10 +19,10 @@ import pytest
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
-from netmon.host import system
-from netmon.kernel.hooks import FRAGS_KERNEL
+from netmon.kernel import facts
 from netmon.pcapng import reader as savefile
-from tests.netns import ROOT, Netmon, NetnsPair, send, sh
+from tests.support.netns import ROOT, NetnsPair, send, sh
+from tests.support.runner import Netmon
 
 pytestmark = pytest.mark.kernel
 
@@ -39,7 +39,7 @@ def _frames(n: NetnsPair) -> list[bytes]:
 
 
 def _hook_can_capture(hook: str) -> None:
-    if hook == "xdp" and system.kernel_version() < FRAGS_KERNEL:
+    if hook == "xdp" and not facts.supports("frags"):
         pytest.skip("XDP copies packets from Linux 5.18 on")
 
 
@@ -132,7 +132,7 @@ def test_a_tag_the_bridge_leaves_in_metadata_at_egress(bridged, tmp_path, mode):
     args = ["--json"] if mode == "json" else ["-w", str(path)]
     with Netmon(n, "--hook", "tc", "-Q", "out", "--protocol", "udp", *args, "--count", "1") as nm:
         nm.wait_ready()
-        n.run(n.b, sys.executable, "-m", "tests.traffic", "raw", "vx0", on_wire.hex(), cwd=ROOT)
+        n.run(n.b, sys.executable, "-m", "tests.support.traffic", "raw", "vx0", on_wire.hex(), cwd=ROOT)
         assert nm.wait_exit() == 0
     if mode == "json":
         (ev,) = [json.loads(line) for line in nm.out]

@@ -25,7 +25,8 @@ from netmon.totals import report as totals_report
 from netmon.totals import store as totals
 from netmon.errors import TotalsUnavailable, UsageError
 from netmon.totals.store import Key, Writer
-from tests.netns import ROOT, Netmon, NetnsPair, ping, scaled
+from tests.support.netns import ROOT, NetnsPair, ping, scaled
+from tests.support.runner import Netmon
 
 kernel = pytest.mark.kernel
 ICMP_ECHO = 98  # bytes on the wire of ping's echo request or reply (56 bytes of data)

@@ -154,7 +154,7 @@ def test_the_plain_rooms_load_no_kernel_binding():
     import subprocess
     import sys
 
-    code = ("import sys, netmon.sinks, netmon.settings, netmon.pipeline, netmon.report, "
+    code = ("import sys, netmon.sinks, netmon.settings, netmon.options, netmon.pipeline, netmon.report, "
             "netmon.flows, netmon.sinks.formats, netmon.filters, netmon.events; "
             "print(sorted(m for m in sys.modules if m == 'cffi' or m.startswith('_cffi') "
             "or m.endswith('libbpf') or m.endswith('_libbpf_ffi')))")

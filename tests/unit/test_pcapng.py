@@ -12,17 +12,10 @@ import pytest
 from netmon.pcapng import writer as pcapng
 from netmon.kernel import abi
 from netmon.pcapng import reader as savefile
+from tests.support.tshark import tshark_fields
 
 FRAME = bytes.fromhex("0200000000020200000000010800") + bytes(range(46))  # 60 bytes
 epb = pcapng.enhanced_packet
-
-
-def tshark_fields(path, *fields: str) -> list[list[str]]:
-    args = ["tshark", "-r", str(path), "-T", "fields"]
-    for f in fields:
-        args += ["-e", f]
-    res = subprocess.run(args, capture_output=True, text=True, check=True)
-    return [line.split("\t") for line in res.stdout.splitlines()]
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from netmon.kernel.libbpf import XDP_PASS
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.settings import DEFAULT_PAGES
 from netmon.sources.reader import SAMPLE_HEAD, SAMPLE_TAIL, PerfReader
+from netmon.kernel import config as nm_config
 
 MAC = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 MIN_FRAME = 14  # BPF_PROG_TEST_RUN refuses frames shorter than Ethernet's header
@@ -76,7 +77,7 @@ class Runner:
     """One loaded program and its perf buffer: a frame in, (return value, event) out."""
 
     def __init__(self, spec: FilterSpec = FilterSpec()):
-        self.prog = MonitorProgram(spec.kernel_config())
+        self.prog = MonitorProgram(nm_config.pack(spec.kernel_filters()))
         self.reader = PerfReader(self.prog.events_fd, DEFAULT_PAGES)
         self.decoder = events.Decoder()
 

@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from netmon.host import system
-from tests.netns import Netmon, ping, scaled, send, sh
-from tests.test_monitor import ICMP_ECHO, TCP_SYN, summary
+from netmon.kernel import facts
+from tests.support.netns import ping, scaled, send, sh
+from tests.support.runner import Netmon
+from tests.kernel.test_lines import ICMP_ECHO, TCP_SYN, summary
 
 pytestmark = pytest.mark.kernel
 
 TCP_RST = 14 + 20 + 20
-TCX_KERNEL = (6, 6)
 
 
 def test_egress_shows_what_the_interface_sends(netns):
@@ -78,7 +78,7 @@ def test_several_interfaces_and_any(netns):
                           f"veth3 in ICMP {a2} -> {b2} ({ICMP_ECHO}b)"], selection
     # 'any' watches with tc: XDP on every interface would reconfigure NIC rings.
     assert "Attach mode: veth1 in tc (tcx); veth3 in tc (tcx)" in nm.err or \
-        system.kernel_version() < TCX_KERNEL
+        not facts.supports("tcx")
 
 
 def test_a_glob_follows_interfaces_that_come_and_go(netns):
@@ -211,7 +211,7 @@ def test_kill_9_leaves_no_tc_hook_behind(netns, method):
     assert ids
     nm.proc.send_signal(signal.SIGKILL)
     nm.proc.wait()
-    if method == "auto" and system.kernel_version() >= TCX_KERNEL:
+    if method == "auto" and facts.supports("tcx"):
         assert _gone(ids, "tc_egress")
         return
     # A dead netmon's cls_bpf filter stays on the hook until the next netmon.

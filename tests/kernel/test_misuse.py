@@ -19,8 +19,11 @@ import pytest
 from netmon import cli, endpoint
 from netmon.cli import ExitStatus
 from netmon.report import Summary
+from netmon.kernel import config as nm_config
 from tests.conftest import CORPUS, ROOT
-from tests.netns import Netmon, ping, scaled, wait_pane
+from tests.support.netns import ping, scaled
+from tests.support.runner import Netmon
+from tests.support.tmux import wait_pane
 
 CAPTURE = CORPUS / "dns_tcp_8053.pcap"  # 11 TCP frames
 # An interface that does not exist: should a refusal below ever regress, the run stops at
@@ -160,13 +163,13 @@ def test_enodev_while_attaching_means_the_interface_went_away():
 
     from netmon.errors import InterfaceGone, LibbpfError
     from netmon.kernel import attach
-    from netmon.settings import Mode
+    from netmon.kernel.choices import Mode
 
     exc = attach._attach_error(LibbpfError(errno.ENODEV, "attaching XDP to fx: No such device"),
                                "fx", Mode.NATIVE)
     assert isinstance(exc, InterfaceGone) and str(exc) == "interface fx went away"
     assert str(attach._tc_error(-errno.ENODEV, "fx in")) == "interface fx went away"
-    assert cli._STATUS[InterfaceGone] == ExitStatus.INTERFACE_GONE
+    assert cli.exit_status(exc) == ExitStatus.INTERFACE_GONE
 
 
 @pytest.mark.kernel
@@ -277,13 +280,12 @@ def test_a_running_netmons_xdp_program_is_left_alone(netns):
 
 @pytest.mark.kernel
 def test_the_verifiers_instruction_count_is_read_back():
-    from netmon.host import system
-    from netmon.filters import FilterSpec
+    from netmon.kernel import facts
     from netmon.kernel.loader import MonitorProgram, verified_insns
 
-    with MonitorProgram(FilterSpec().kernel_config(), hooks=("xdp",)) as prog:
+    with MonitorProgram(nm_config.pack(), hooks=("xdp",)) as prog:
         insns = verified_insns(prog.prog_fd)
-    if system.kernel_version() < (5, 16):
+    if not facts.supports("verified_insns"):
         assert insns is None
     else:
         assert insns > 1000  # the parser's paths: tens of thousands at the least

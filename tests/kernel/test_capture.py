@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from netmon.host import system
-from netmon.kernel.loader import FRAGS_KERNEL
-from tests.netns import ROOT, Netmon, ping, scaled, send
-from tests.test_savefiles import tshark_fields
+from netmon.kernel import facts
+from tests.support.netns import ROOT, ping, scaled, send
+from tests.support.runner import Netmon
+from tests.support.tshark import tshark_fields
 
 pytestmark = pytest.mark.kernel
 
@@ -131,7 +131,7 @@ def test_a_signal_leaves_a_whole_file(netns, tmp_path, sig):
     assert info["Number of packets"] == "50"
 
 
-@pytest.mark.skipif(system.kernel_version() < FRAGS_KERNEL,
+@pytest.mark.skipif(not facts.supports("frags"),
                     reason="multi-buffer XDP needs Linux >= 5.18")
 def test_jumbo_frames_are_captured_whole(netns, tmp_path):
     n = netns

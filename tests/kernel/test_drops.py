@@ -16,7 +16,10 @@ import pytest
 
 from netmon.sinks import formats
 from netmon.kernel import drops
-from tests.netns import Netmon, NetnsPair, pane, ping, scaled, send
+from netmon.kernel import config as nm_config
+from tests.support.netns import NetnsPair, ping, scaled, send
+from tests.support.runner import Netmon
+from tests.support.tmux import pane
 
 kernel = pytest.mark.kernel
 
@@ -69,7 +72,7 @@ def test_the_program_counts_drops_by_interface_and_reason(netns, expression, cou
     n = netns
     netns_ino = os.stat(f"/run/netns/{n.b}").st_ino
     index = _ifindex(n, n.b, n.b_if)
-    config = FilterSpec(expression=expression).kernel_config(netns=netns_ino)
+    config = nm_config.pack(FilterSpec(expression=expression).kernel_filters(), netns=netns_ino)
     with MonitorProgram(config, hooks=("drops",), expression=expression) as prog:
         prog.slots.register(index)
         send(n, "udp", n.a_ip, 40095, n.b_ip, 5095, 10, 4)
@@ -212,7 +215,7 @@ def test_what_drops_cannot_do_is_one_line(capsys, argv):
 @kernel
 def test_metrics_count_drops_by_interface_and_reason(netns):
     """--metrics with --quiet: netmon_drops_total, from the kernel's table."""
-    from tests.test_export import free_port, http_get
+    from tests.support.http import free_port, http_get
 
     n = netns
     port = free_port(n, n.b)
@@ -396,7 +399,7 @@ def test_top_drops_panel_as_a_person_sees_it(netns):
     import subprocess
     import sys
 
-    from tests.netns import ROOT
+    from tests.support.netns import ROOT
 
     if subprocess.run(["which", "tmux"], capture_output=True).returncode:
         pytest.skip("needs tmux (apt-get install tmux)")
