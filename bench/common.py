@@ -37,12 +37,19 @@ def udp_frame(n: NetnsPair, dport: int = DPORT, payload: int = 18) -> bytes:
                  / UDP(sport=40000, dport=dport) / (b"x" * payload))
 
 
+# The generators that offered the run's frames (bench/trafficgen.py: XDP live frames,
+# or a packet socket where the kernel refuses them): the tables say which.
+GENERATORS: set[str] = set()
+
+
 def offer(n: NetnsPair, frame: bytes, count: int, rate: float, flows: int = 1) -> dict:
     """``flows``: the frame (UDP, checksum 0) from that many source ports in turn."""
     res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
                 str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
                 str(flows), cwd=ROOT)
-    return json.loads(res.stdout)
+    gen = json.loads(res.stdout)
+    GENERATORS.add(gen["generator"])
+    return gen
 
 
 def rx_packets(n: NetnsPair) -> int:

@@ -49,8 +49,8 @@ from netmon.kernel.loader import BpfObject, MonitorProgram
 from netmon.sources.reader import PerfReader
 from netmon.kernel import config as nm_config
 from tests.support.netns import NetnsPair
-from bench.common import (BUILD, DPORT, GEN_CPU, ROOT, TOOL_CPU, Tool, bench_rate, best_runs,
-                          offer, rx_packets, timed_run, udp_frame)
+from bench.common import (BUILD, DPORT, GEN_CPU, GENERATORS, ROOT, TOOL_CPU, Tool, bench_rate,
+                          best_runs, offer, rx_packets, timed_run, udp_frame)
 
 
 def netmon_lost(stderr: list[str]) -> int:
@@ -495,6 +495,8 @@ def main() -> None:
                         [[r["argv"], f"{r['flows']:,}", f"{r['cpu_pct']:.1f}"]
                          for r in bench_top_cost(n)])
         shutil.rmtree(tmp, ignore_errors=True)
+    if GENERATORS:
+        print(f"\nFrames offered by: {', '.join(sorted(GENERATORS))} (bench/trafficgen.py)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from netmon.kernel.choices import Hook, Method, Mode
 from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
                              FlowSettings, Settings, TotalsSettings)
 from netmon.sinks.ipfix import DEFAULT_DOMAIN
-from netmon.sinks.top import BYS, SORTS
+from netmon.sinks.top.view import BYS, SORTS
 
 # Capturing, records carry whole packets: 32 MiB per CPU (a ring wakes the reader at
 # 2 MiB, sources/records.py), ~50 ms of 1500-byte frames at 400,000/s: with 8 MiB a

@@ -51,7 +51,7 @@ MATRIX = {"5.10": "bullseye", "6.1": "bookworm", "6.12": "trixie"}
 # banner, both directions at once, globs, two netmons, foreign programs, the fallback to
 # generic, --flows' table overflow, the other VLAN and expression variants.
 GUEST_TESTS = [
-    *(f"tests/test_program.py::{t}" for t in (
+    *(f"tests/kernel/test_program.py::{t}" for t in (
         "test_every_frame_passes", "test_counters_account_for_every_frame",
         "test_matched_packets_are_counted_by_protocol",
         "test_every_sample_frame_matches_the_reference", "test_decoded_fields",
@@ -66,38 +66,38 @@ GUEST_TESTS = [
         "test_the_verifier_walks_few_paths[flows-tc_out-one value each]")),
     # XDP: bpf_link from 5.9, netlink before; what a killed netmon left through netlink
     # is read back from the program's .rodata and removed; ENODEV while attaching.
-    "tests/test_monitor.py::test_attach_modes[auto-native]",
-    "tests/test_monitor.py::test_a_tiny_memlock_limit_is_no_obstacle",
-    "tests/test_hardening.py::test_the_xdp_program_a_killed_netmon_left_is_removed_by_the_next",
-    "tests/test_hardening.py::test_an_interface_deleted_while_netmon_starts_is_gone_not_a_driver_problem[0.4]",
+    "tests/kernel/test_lines.py::test_attach_modes[auto-native]",
+    "tests/kernel/test_lines.py::test_a_tiny_memlock_limit_is_no_obstacle",
+    "tests/kernel/test_misuse.py::test_the_xdp_program_a_killed_netmon_left_is_removed_by_the_next",
+    "tests/kernel/test_misuse.py::test_an_interface_deleted_while_netmon_starts_is_gone_not_a_driver_problem[0.4]",
     # tc: tcx on 6.12 and the running kernel, clsact + cls_bpf on 5.10 and 6.1.
-    "tests/test_directions.py::test_egress_shows_what_the_interface_sends",
-    "tests/test_directions.py::test_kill_9_leaves_no_tc_hook_behind[netlink]",
+    "tests/kernel/test_directions.py::test_egress_shows_what_the_interface_sends",
+    "tests/kernel/test_directions.py::test_kill_9_leaves_no_tc_hook_behind[netlink]",
     # Capture: pcapng blocks built by the kernel; -r through test runs, which take a page
     # per frame before 5.18; multi-buffer XDP from 5.18.
-    "tests/test_capture_records.py",
-    "tests/test_capture.py::test_jumbo_frames_are_captured_whole",
-    "tests/test_corpus.py::test_corpus_agrees_with_the_reference",
+    "tests/kernel/test_capture_records.py",
+    "tests/kernel/test_capture.py::test_jumbo_frames_are_captured_whole",
+    "tests/kernel/test_corpus.py::test_corpus_agrees_with_the_reference",
     # Flows: the tables read while packets come (batch ops from 5.6, the atomic OR 5.12).
-    "tests/test_flow_table.py::test_reading_the_tables_loses_no_count",
+    "tests/kernel/test_flow_table.py::test_reading_the_tables_loses_no_count",
     # One frame, one answer: the tag the kernel keeps in skb metadata at tc.
-    "tests/test_vlan.py::test_tagged_frames_read_alike_at_every_hook[tc]",
+    "tests/kernel/test_vlan.py::test_tagged_frames_read_alike_at_every_hook[tc]",
     # Expressions: translations through each kernel's verifier, against libpcap; spliced
     # into netmon's programs, a 200-term or chain among them; and live at tc egress.
-    "tests/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[tcp port 443 and host 10.0.0.5-xdp]",
-    "tests/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[vlan 20 and icmp6-tc]",
-    "tests/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[ip[2:2] / ip[8] > 3-xdp]",
-    "tests/test_expression.py::test_a_long_or_chain_is_verified_in_each_program",
-    "tests/test_expression.py::test_an_expression_at_every_hook[tc-out]",
+    "tests/kernel/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[tcp port 443 and host 10.0.0.5-xdp]",
+    "tests/kernel/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[vlan 20 and icmp6-tc]",
+    "tests/kernel/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[ip[2:2] / ip[8] > 3-xdp]",
+    "tests/kernel/test_expression.py::test_a_long_or_chain_is_verified_in_each_program",
+    "tests/kernel/test_expression.py::test_an_expression_at_every_hook[tc-out]",
     # Drops: the BTF tracepoint's program through each verifier (a reason from 5.17, CO-RE
     # guards that keep 5.10 from reading one), an expression spliced in; the reasons' names
     # from the kernel's BTF; one live run (locations only on 5.10).
-    "tests/test_drops.py::test_the_program_counts_drops_by_interface_and_reason",
-    "tests/test_drops.py::test_the_kernels_reasons_are_read_from_its_btf",
-    "tests/test_drops.py::test_a_port_with_no_socket_drops_each_datagram",
+    "tests/kernel/test_drops.py::test_the_program_counts_drops_by_interface_and_reason",
+    "tests/kernel/test_drops.py::test_the_kernels_reasons_are_read_from_its_btf",
+    "tests/kernel/test_drops.py::test_a_port_with_no_socket_drops_each_datagram",
     # dropwatch beside netmon: the drop monitor it needs is a module of Debian's kernels
     # (the running one here has none, and skips it).
-    "tests/test_drops.py::test_netmon_counts_what_dropwatch_counts_and_says_why",
+    "tests/kernel/test_drops.py::test_netmon_counts_what_dropwatch_counts_and_says_why",
 ]
 
 

@@ -59,24 +59,24 @@ USERLANDS = {
 # the wheel's own object): load and test runs, attach, lines, directions, flows, and
 # the exporters. The kernel matrix covers kernels; make test the whole suite.
 TESTS = [
-    "tests/test_program.py",
-    "tests/test_monitor.py::test_every_protocol_unfiltered",
-    "tests/test_monitor.py::test_banner_and_summary_go_to_stderr",
-    "tests/test_monitor.py::test_filters",
-    "tests/test_monitor.py::test_attach_modes",
-    "tests/test_monitor.py::test_a_tiny_memlock_limit_is_no_obstacle",
-    "tests/test_directions.py::test_egress_shows_what_the_interface_sends",
-    "tests/test_flow_table.py::test_reading_the_tables_loses_no_count",
-    "tests/test_flow_table.py::test_a_table_too_small_counts_the_overflow",
-    "tests/test_export.py::test_a_collector_that_is_not_there_stops_nothing",
-    "tests/test_export.py::test_a_metrics_port_in_use_is_one_line",
+    "tests/kernel/test_program.py",
+    "tests/kernel/test_lines.py::test_every_protocol_unfiltered",
+    "tests/kernel/test_lines.py::test_banner_and_summary_go_to_stderr",
+    "tests/kernel/test_lines.py::test_filters",
+    "tests/kernel/test_lines.py::test_attach_modes",
+    "tests/kernel/test_lines.py::test_a_tiny_memlock_limit_is_no_obstacle",
+    "tests/kernel/test_directions.py::test_egress_shows_what_the_interface_sends",
+    "tests/kernel/test_flow_table.py::test_reading_the_tables_loses_no_count",
+    "tests/kernel/test_flow_table.py::test_a_table_too_small_counts_the_overflow",
+    "tests/kernel/test_export.py::test_a_collector_that_is_not_there_stops_nothing",
+    "tests/kernel/test_export.py::test_a_metrics_port_in_use_is_one_line",
     # Filter expressions: the userland's own libpcap compiles them (Debian 13 renamed
     # the package), the wheel's translation is spliced into its object by its libbpf.
-    "tests/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[tcp port 443 and host 10.0.0.5-xdp]",
-    "tests/test_expression.py::test_a_long_or_chain_is_verified_in_each_program",
-    "tests/test_expression.py::test_an_expression_at_every_hook[xdp-in]",
+    "tests/kernel/test_expression.py::test_the_corpus_gets_libpcaps_verdicts[tcp port 443 and host 10.0.0.5-xdp]",
+    "tests/kernel/test_expression.py::test_a_long_or_chain_is_verified_in_each_program",
+    "tests/kernel/test_expression.py::test_an_expression_at_every_hook[xdp-in]",
 ]
-SKIP = ["tests/test_program.py::test_random_specs_agree"]  # slow, and the same everywhere
+SKIP = ["tests/kernel/test_program.py::test_random_specs_agree"]  # slow, and the same everywhere
 PIP_PACKAGES = ["pytest", "hypothesis", "scapy"]
 
 

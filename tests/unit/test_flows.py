@@ -15,7 +15,7 @@ from netmon.sinks import formats
 from netmon.cli import ExitStatus
 from netmon.flows import (END_ACTIVE, END_FORCED, END_IDLE, FLOW_KEY, FlowBook, FlowKey,
                           FlowRecord)
-from netmon.sinks.top import BYS, Groups, TopView, human
+from netmon.sinks.top.view import BYS, Groups, TopView, human
 
 S = 1_000_000_000  # ns
 
@@ -199,7 +199,7 @@ def test_top_shows_what_sorting_every_flow_would():
 
     from netmon.events import DIR_NAMES
     from netmon.flows import WINDOWS
-    from netmon.sinks.top import TopView
+    from netmon.sinks.top.view import TopView
 
     def reference(book, sort, n):
         def full(f):

@@ -1,0 +1,135 @@
+"""top on a terminal: rich redraws the view in place; keys are read one at a time."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+import termios
+import time
+import tty
+from typing import TextIO
+
+from netmon.flows import WINDOWS
+from netmon.sinks.top.view import DROP_ROWS, DropRates, TopView, human
+
+def _in_foreground(fd: int) -> bool:
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def _retry(call, *args):
+    """A terminal call, again when a signal (SIGCONT, SIGWINCH) interrupted it."""
+    while True:
+        try:
+            return call(*args)
+        except termios.error as exc:
+            if exc.args[0] != errno.EINTR:
+                raise
+
+
+class Screen:
+    """The view on a terminal: rich redraws it in place; keys are read unbuffered."""
+
+    def __init__(self, view: TopView, out: TextIO):
+        from rich.console import Console
+        from rich.live import Live
+
+        self._view = view
+        self._console = Console(file=out)
+        self._live = Live(console=self._console, auto_refresh=False, screen=True,
+                          transient=True)
+        self._stdin = sys.stdin.fileno() if sys.stdin.isatty() else None
+        self._saved = None
+        self._continued = False  # SIGCONT came: after Ctrl-Z and fg, the keys need re-arming
+        self._previous_cont = None
+
+    def _arm(self) -> None:
+        """Keys one at a time, unechoed, if the terminal is ours (the foreground's): a
+        background process that touched its modes would be stopped (SIGTTOU)."""
+        if self._stdin is None or not _in_foreground(self._stdin):
+            return
+        if self._saved is None:
+            self._saved = _retry(termios.tcgetattr, self._stdin)
+        _retry(tty.setcbreak, self._stdin)
+
+    def _on_cont(self, signum, frame) -> None:
+        self._continued = True
+
+    def __enter__(self) -> "Screen":
+        self._arm()
+        self._previous_cont = signal.signal(signal.SIGCONT, self._on_cont)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._live.__exit__(*exc)
+        signal.signal(signal.SIGCONT, self._previous_cont or signal.SIG_DFL)
+        if self._saved is not None and _in_foreground(self._stdin):
+            _retry(termios.tcsetattr, self._stdin, termios.TCSADRAIN, self._saved)
+
+    def resumed(self) -> bool:
+        """Back from a stop (Ctrl-Z, then fg): keys re-armed; True once, to redraw."""
+        if not self._continued:
+            return False
+        self._continued = False
+        self._arm()
+        return True
+
+    @property
+    def keys_fd(self) -> int | None:
+        return self._stdin
+
+    def key(self) -> str:
+        """The key pressed (stdin was readable)."""
+        try:
+            return os.read(self._stdin, 16).decode(errors="replace")[-1:]
+        except OSError:
+            return ""
+
+    def draw(self, title: str, lost: int, overflow: int, drops: DropRates | None = None) -> None:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        width = self._console.width
+        windows = WINDOWS if width >= 72 else WINDOWS[:1]
+        where = self._view.where_title if width >= 60 else None
+        table = Table(box=None, pad_edge=False, expand=True, header_style="bold",
+                      padding=(0, 1, 0, 0))
+        flows = self._view.by == "flow"
+        if flows:
+            table.add_column("PROTO", no_wrap=True)
+        table.add_column(self._view.key_title, no_wrap=True, overflow="ellipsis", ratio=1)
+        if where:
+            table.add_column(where, no_wrap=True, overflow="ellipsis", max_width=16)
+        table.add_column("PKT/S", justify="right", no_wrap=True)
+        for w in windows:
+            table.add_column(f"{w}s", justify="right", no_wrap=True)
+        table.add_column("TOTAL", justify="right", no_wrap=True)
+        for r in self._view.top():
+            cells = ([r.proto] if flows else []) + [r.endpoints] + ([r.where] if where else [])
+            cells += [f"{r.pps:.0f}"] + [human(b, "b") for b in r.bps[:len(windows)]]
+            table.add_row(*cells, human(r.total, "B"))
+        head = self._view.header(title, lost, overflow)
+        hint = Text("s: sort  b: by  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
+        lines = [Text(head[0], style="bold"), Text(head[1]), hint]
+        for line in lines:  # one row each, whatever the width
+            line.no_wrap, line.overflow = True, "ellipsis"
+        parts = [*lines, table]
+        if drops is not None:
+            panel = Table(box=None, pad_edge=False, expand=True, header_style="bold",
+                          padding=(0, 1, 0, 0))
+            panel.add_column("DROPS", no_wrap=True, overflow="ellipsis", max_width=16)
+            panel.add_column("WHY", no_wrap=True, overflow="ellipsis", ratio=1)
+            for w in windows:
+                panel.add_column(f"{w}s/s", justify="right", no_wrap=True)
+            panel.add_column("TOTAL", justify="right", no_wrap=True)
+            for where_, why, rates, total in drops.top(DROP_ROWS):
+                panel.add_row(where_, why, *(f"{r:.0f}" for r in rates[:len(windows)]),
+                              str(total))
+            parts += [Text(""), panel if panel.row_count else Text("no drops", style="dim")]
+        self._live.update(Group(*parts), refresh=True)
