@@ -114,7 +114,8 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
             source.finish()
             pipeline.close()
         except BrokenPipeError:
+            # The reader of a live run's output went away: stop quietly. -r's (-r | head)
+            # ends in the error's one line, as it always has.
             if not live:
-                raise  # -r | head: as before, the error's one line
-            pass  # the reader of our output went away: stop quietly
+                raise
         return pipeline.tally()

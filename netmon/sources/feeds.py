@@ -32,6 +32,7 @@ class Feed:
     flow_entries = 0  # flows: the tables' size
     wakeup: int | None = None  # bytes a ring holds when it wakes the reader (None: default)
     sample = sample_size(events.EVENT_SIZE)
+    book: FlowBook | None = None  # the flows, where they are counted
 
     def __init__(self, pipeline: Pipeline, pages: int, poll_ms: int):
         self._pipeline = pipeline
@@ -148,7 +149,7 @@ class FlowFeed(Feed):
         self._settings = flows
         self.flow_entries = flows.entries
         self._table: FlowTable | None = None
-        self.book: FlowBook | None = None  # made once attached: its first interval starts
+        self.book = None  # made once attached: its first interval starts then
         self._next = 0.0
 
     def config(self) -> dict:

@@ -159,7 +159,7 @@ class LiveSource:
     @property
     def book(self) -> FlowBook | None:
         """The flows, when they are counted (top, --flows, --ipfix)."""
-        return getattr(self._feed, "book", None)
+        return self._feed.book
 
     def counters(self) -> dict[str, int]:
         return self.prog.counters()
