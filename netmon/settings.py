@@ -22,6 +22,7 @@ from netmon.totals.store import DEFAULT_KEEP_DAYS
 # the reader to be late, as on a busy host it will be.
 DEFAULT_PAGES = 128
 
+
 @dataclass(frozen=True)
 class Capture:
     """-w and its companions: where packets go, how much of each, how files rotate."""
