@@ -30,7 +30,6 @@ from netmon.settings import Settings
 from netmon.sinks import formats
 from netmon.sources import policy
 from netmon.sources.live import LiveSource
-from netmon.sources.replay import ReplaySource
 
 
 class _Stop:
@@ -93,6 +92,9 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
             source = LiveSource(stack, settings, delivery(kinds), pipeline, ctx.interfaces,
                                 say, shows_lines, clock.offset_ns, ctx.drop_names)
         else:
+            # Imported here: a live run's start-up does not pay for the capture reader.
+            from netmon.sources.replay import ReplaySource
+
             source = ReplaySource(stack, settings, pipeline, ctx.interfaces)
         pipeline.make(kinds, Start.ATTACHING, ctx)
         notes = source.start()
