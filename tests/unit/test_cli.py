@@ -112,3 +112,28 @@ def test_capture_through_xdp_on_a_kernel_without_xdp_load_bytes(capsys, monkeypa
     status, _, err = run_cli(capsys, "-i", "nmt-none0", "--hook", "xdp", "-w", "x.pcapng")
     assert status == ExitStatus.USAGE and err.count("\n") == 1
     assert "capturing (-w) through XDP needs Linux 5.18 or later" in err
+
+
+def test_an_error_gets_the_status_of_its_nearest_mapped_class(capsys, monkeypatch):
+    """The status is looked up along the error's class hierarchy: a subclass of a mapped
+    error gets its parent's status, not the default (1); only an error no mapped class
+    covers gets 1. Through main(), as a user meets it."""
+    from netmon import errors
+
+    class FromAFutureAttach(errors.AttachFailed):
+        pass
+
+    class Unmapped(errors.NetmonError):
+        pass
+
+    assert cli.exit_status(FromAFutureAttach("x")) == ExitStatus.ATTACH
+    assert cli.exit_status(errors.ExpressionInvalid("x")) == ExitStatus.USAGE  # its own row
+    assert cli.exit_status(Unmapped("x")) == ExitStatus.ERROR
+
+    def fails(*args, **kw):
+        raise FromAFutureAttach("cannot attach to nmt-x0: a reason to come")
+
+    monkeypatch.setattr(cli, "run", fails)
+    status, out, err = run_cli(capsys, "-i", "lo")
+    assert status == ExitStatus.ATTACH
+    assert err == "netmon: error: cannot attach to nmt-x0: a reason to come\n" and out == ""
