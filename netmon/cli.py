@@ -28,6 +28,7 @@ from netmon.options import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEF
 # typer raises click's exceptions (vendored as typer._click in newer releases);
 # find the class through typer's public API so either layout works.
 DEFAULT_METRICS_HOST = "127.0.0.1"  # an endpoint others can reach is asked for by address
+MAX_GUEST = 999_999_999  # Proxmox VE's largest guest id
 
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
@@ -131,7 +132,7 @@ _FOLLOW = typer.Option(
     help="When a named interface goes away, wait for it to come back and watch it "
          "again (Proxmox recreates a VM's tap when it restarts).")
 _GUEST = typer.Option(
-    None, "--guest", metavar="VMID", min=1,
+    None, "--guest", metavar="VMID", min=1, max=MAX_GUEST,
     help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default).")
 # The filter options: each may be repeated, for any of its values ("or").
 _PROTOCOL = typer.Option(
@@ -368,6 +369,7 @@ def totals(
         help="The N guests and interfaces with the most bytes in the period [default "
              "period: this month]."),
     guest: Optional[List[int]] = typer.Option(None, "--guest", metavar="VMID", min=1,
+                                              max=MAX_GUEST,
                                               help="Only this guest (repeat for more)."),
     since: Optional[str] = typer.Option(
         None, "--since", metavar="TIME", help="From TIME: YYYY-MM, YYYY-MM-DD or "

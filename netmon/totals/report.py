@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
 from netmon.totals import store
-from netmon.errors import UsageError
+from netmon.errors import TotalsUnavailable, UsageError
 
 VIEWS = ("hours", "days", "months")
 # How far back a view goes when --since is not given.
@@ -161,6 +162,8 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
         since, until = _span(q)
         rows = _rows(db, q, since, until, q.view == "hours" and q.top is None)
         names = dict(db.execute("SELECT guest, name FROM guests").fetchall())
+    except sqlite3.DatabaseError as exc:  # a damaged page met on the way
+        raise TotalsUnavailable(f"{q.db}: damaged ({exc})") from None
     finally:
         db.close()
     out: dict[Who, dict[str, Figures]] = {}

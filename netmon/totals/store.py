@@ -7,6 +7,10 @@ go on across VM restarts, new tap ifindexes, netmon restarts and reboots; any
 other interface is keyed by its name. Hourly rows older than ``keep_days`` are
 folded into daily rows (local days), which are kept.
 
+netmon's files are marked (SQLite's application_id, APPLICATION_ID): a file that is
+not SQLite, another program's database, or a damaged one (``PRAGMA quick_check``) is
+refused in one line and left as it is, before anything is written to it.
+
 The writer takes an exclusive flock(2) on the file: a second netmon writing it is
 refused. SQLite's own locks are POSIX locks, which flock does not touch; the
 flock's descriptor stays open until SQLite has closed (closing any descriptor of
@@ -21,6 +25,7 @@ import fcntl
 import os
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 
 from netmon.errors import TotalsUnavailable
@@ -31,6 +36,9 @@ DEFAULT_KEEP_DAYS = 90
 DEFAULT_EVERY = 60.0  # seconds between two writes
 HOUR = 3600
 SCHEMA_VERSION = 1
+APPLICATION_ID = 0x4E4D5444  # "NMTD" in the header of every database netmon makes
+SQLITE_HEADER = b"SQLite format 3\x00"
+OUR_TABLES = {"meta", "guests", "hourly", "daily"}
 
 # ``start``: the Unix time the hour (or the local day) began. A host interface is
 # guest 0, nic -1 and its name; a guest's NIC has interface ''. Each table is one
@@ -94,29 +102,65 @@ def day_start(t: float) -> int:
     return int(time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1)))
 
 
+def _uri(path: str, mode: str) -> str:
+    """A file: URI for ``path``, whatever characters it holds (?, #, %)."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?{mode}"
+
+
 def connect_read(path: str) -> sqlite3.Connection:
     """The database for reading (no write access needed); TotalsUnavailable if there is
     none. A WAL database needs its -shm file, which a reader without write access to
     the directory cannot make: with no writer running there is none, and the file is
     then read as it is (immutable: nothing is writing it)."""
     try:
-        os.stat(path)
+        st = os.stat(path)
     except FileNotFoundError:
         raise TotalsUnavailable(f"{path}: no such database (netmon --totals {path} makes "
                                 f"it)") from None
     except OSError as exc:
         raise TotalsUnavailable(f"{path}: {exc.strerror}") from None
+    if os.path.isdir(path) or not st.st_size:
+        raise TotalsUnavailable(f"{path}: not a netmon totals database ("
+                                f"{'a directory' if os.path.isdir(path) else 'empty'})")
     if not os.access(path, os.R_OK):
         raise TotalsUnavailable(f"{path}: not readable by this user")
+    error: Exception | None = None
     for mode in ("mode=ro", "immutable=1"):
+        db = None
         try:
-            db = sqlite3.connect(f"file:{path}?{mode}", uri=True)
+            db = sqlite3.connect(_uri(path, mode), uri=True)
             db.execute("SELECT count(*) FROM hourly").fetchall()  # all: no read left open
             return db
         except sqlite3.DatabaseError as exc:
             error = exc
-            db.close()
+            if db is not None:
+                db.close()
     raise TotalsUnavailable(f"{path}: not a netmon totals database ({error})")
+
+
+def _refusal(path: str, fd: int) -> str | None:
+    """Why the file at ``path`` (open as ``fd``) is not netmon's to write, or None: empty
+    (a new one), or marked as netmon's (or unmarked with netmon's tables: made before the
+    mark). Read as an immutable file: no lock, no -shm or -wal made, nothing changed."""
+    if not os.fstat(fd).st_size:
+        return None
+    if os.pread(fd, 16, 0) != SQLITE_HEADER:
+        return "not a SQLite database; netmon leaves it as it is"
+    db = None
+    try:
+        db = sqlite3.connect(_uri(path, "immutable=1"), uri=True)
+        app = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'table'")}
+    except sqlite3.DatabaseError as exc:
+        return f"damaged ({exc}); netmon leaves it as it is"
+    finally:
+        if db is not None:
+            db.close()
+    if app != APPLICATION_ID and not (app == 0 and OUR_TABLES <= tables):
+        return (f"another program's database (application_id {app:#x}, tables "
+                f"{', '.join(sorted(tables)) or 'none'}); netmon leaves it as it is")
+    return None
 
 
 class Writer:
@@ -148,9 +192,22 @@ class Writer:
             raise TotalsUnavailable(
                 f"--totals {path}: another netmon is writing it{self._writer_pid()}; "
                 f"one writer at a time") from None
+        why = _refusal(path, self._lock_fd)
+        if why:
+            raise TotalsUnavailable(f"--totals {path}: {why}")
         try:
             # autocommit off (isolation_level None: transactions are begun by hand)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            # Damaged pages are refused now, not met by every write later.
+            try:
+                check = [r[0] for r in self._db.execute("PRAGMA quick_check")]
+            except sqlite3.DatabaseError as exc:
+                check = [str(exc)]
+            if check != ["ok"]:
+                raise TotalsUnavailable(f"--totals {path}: damaged ({check[0]}); netmon "
+                                        f"leaves it as it is")
+            # The mark first: a new file's goes into the file itself, not the WAL.
+            self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             self._db.execute("PRAGMA journal_mode=WAL")
             # WAL with NORMAL: a killed process loses no committed transaction; only a
             # power cut can lose the last ones (never the file's integrity).

@@ -359,3 +359,102 @@ def test_kill_9_loses_at_most_the_last_interval_and_leaves_an_intact_database(ne
     result = subprocess.run(["sqlite3", str(db), "pragma integrity_check"],
                             capture_output=True, text=True)
     assert result.stdout.strip() == "ok", result
+
+
+# -- a ledger that is never wrong: what is not netmon's, or is damaged, is refused -------
+
+
+def _sqlite(path, *sql: str) -> None:
+    db = sqlite3.connect(path)
+    for statement in sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_another_programs_database_and_a_file_that_is_not_sqlite_are_left_untouched(
+        tmp_path):
+    app = str(tmp_path / "app.db")
+    _sqlite(app, "CREATE TABLE users(name TEXT)", "INSERT INTO users VALUES ('ann')")
+    one_byte = tmp_path / "one.db"
+    one_byte.write_bytes(b"x")
+    before = {p: open(p, "rb").read() for p in (app, str(one_byte))}
+    with pytest.raises(TotalsUnavailable, match=r"another program's database \(application_id "
+                                                r"0x0, tables users\); netmon leaves it"):
+        Writer(app)
+    with pytest.raises(TotalsUnavailable, match="not a SQLite database; netmon leaves it"):
+        Writer(str(one_byte))
+    assert {p: open(p, "rb").read() for p in before} == before
+    assert sorted(os.listdir(tmp_path)) == ["app.db", "one.db"]  # no -wal, no -shm
+    db = sqlite3.connect(app)
+    assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    db.close()
+
+
+def test_netmons_files_are_marked_and_an_unmarked_one_of_its_own_is_taken(tmp_path):
+    path = str(tmp_path / "t.db")
+    Writer(path).close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone() == (totals.APPLICATION_ID,)
+    db.execute("PRAGMA application_id = 0")  # as a netmon before the mark made it
+    db.commit()
+    db.close()
+    with Writer(path) as w:  # netmon's tables: its own, marked now
+        w.add([(totals.hour_of(time.time()), Key(100, 0), "in", "tcp", 3, 30)], {})
+    assert json.loads(_run_totals(path, "--json", "--since", "1970-01"))["in_packets"] == 3
+
+
+def _damage(path: str, table: str) -> None:
+    """Garbage over the first page of ``table``'s B-tree."""
+    db = sqlite3.connect(path)
+    page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+                      ).fetchone()[0]
+    size = db.execute("PRAGMA page_size").fetchone()[0]
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek((page - 1) * size + 8)
+        f.write(b"\xff" * 64)
+
+
+@pytest.mark.parametrize("table", ["hourly", "guests", "daily"])
+def test_a_damaged_database_is_refused_at_start_and_read_in_one_line(tmp_path, capsys,
+                                                                      table):
+    path = str(tmp_path / "t.db")
+    hour = totals.hour_of(time.time())
+    with Writer(path, keep_days=1) as w:  # a fold fills daily too
+        w.add([(hour - 3 * 86400, Key(100, 0), "in", "tcp", 3, 30),
+               (hour, Key(101, 0), "in", "tcp", 3, 30)], {100: "web", 101: "db"})
+    _damage(path, table)
+    with pytest.raises(TotalsUnavailable, match=rf"--totals {re.escape(path)}: damaged \("):
+        Writer(path)
+    assert cli.main(["totals", "--db", path, "--months", "--since", "1970-01"]) == \
+        cli.ExitStatus.TOTALS
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"netmon: error: {path}: ")
+
+
+@pytest.mark.parametrize("name", ["x?y.db", "e%41.db", "a#b.db", "dir"])
+def test_any_db_path_is_read_as_named_or_refused_in_one_line(tmp_path, capsys, name):
+    path = tmp_path / name
+    if name == "dir":
+        path.mkdir()
+    else:
+        with Writer(str(path)) as w:
+            w.add([(totals.hour_of(time.time()), Key(100, 0), "in", "tcp", 4, 40)], {})
+    status = cli.main(["totals", "--db", str(path), "--json", "--since", "1970-01"])
+    out, err = capsys.readouterr()
+    # Nothing but the database's own files (a file "a" for a#b.db, as a URI would cut it)
+    assert all(f.startswith(name) for f in os.listdir(tmp_path)), os.listdir(tmp_path)
+    if name == "dir":
+        assert status == cli.ExitStatus.TOTALS
+        assert err == f"netmon: error: {path}: not a netmon totals database (a directory)\n"
+    else:
+        assert status == 0 and json.loads(out)["in_packets"] == 4, err
+
+
+def test_a_guest_id_past_any_proxmox_guests_is_a_usage_error(tmp_path, capsys):
+    status = cli.main(["totals", "--db", str(tmp_path / "t.db"), "--guest",
+                       "999999999999999999999"])
+    assert status == cli.ExitStatus.USAGE
+    assert capsys.readouterr().err.count("\n") == 1
