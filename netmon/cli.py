@@ -345,7 +345,9 @@ def monitor(
     # Live runs end with a blank line after the events; -r's summary follows them directly.
     gap = "" if settings.read is not None else "\n"
     sys.stderr.write(gap + "".join(f"netmon: {line}\n" for line in summary.lines()))
-    return ExitStatus.INTERFACE_GONE if summary.gone else ExitStatus.SUCCESS
+    if summary.gone:
+        return ExitStatus.INTERFACE_GONE
+    return ExitStatus.TOTALS if summary.totals_lost else ExitStatus.SUCCESS
 
 
 totals_app = typer.Typer(add_completion=False, rich_markup_mode=None)

@@ -42,7 +42,14 @@ class Summary:
     noun: str = "packets"  # what was seen: packets, or drops (netmon drops)
     # netmon drops: interface, reason, where (see LiveSource._drops), drops
     drops: list[tuple[str, str, str, int]] | None = None
-    totals: tuple[str, int, int] | None = None  # --totals: the database, writes, failed ones
+    # --totals: the database, writes, failed ones, and what the last (at exit) could not
+    # write (packets, bytes) or None
+    totals: tuple[str, int, int, tuple[int, int] | None] | None = None
+
+    @property
+    def totals_lost(self) -> bool:
+        """Counts --totals could not write at exit: the run ends with status 12."""
+        return bool(self.totals and self.totals[3])
 
     @property
     def lost(self) -> int:
@@ -98,10 +105,14 @@ class Summary:
             rows.append(f"{n.records} flow records sent to {where} as IPFIX, {n.errors} "
                         f"messages ({n.unsent} records) not sent")
         if self.totals:
-            path, writes, failed = self.totals
-            rows.append(f"totals: {writes} writes to {path}"
-                        + (f", {failed} failed (the counts they held were kept for the "
-                           f"next)" if failed else ""))
+            path, writes, failed, unwritten = self.totals
+            if unwritten:  # the last write, at exit, failed: there is no next
+                rows.append(f"totals: {writes} writes to {path}, {failed} failed; the last, at "
+                            f"exit: {unwritten[0]} packets ({unwritten[1]} bytes) not written")
+            else:
+                rows.append(f"totals: {writes} writes to {path}"
+                            + (f", {failed} failed (the counts they held were kept for the "
+                               f"next)" if failed else ""))
         if self.written:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path

@@ -42,6 +42,7 @@ class TotalsSink(Sink):
         self._next = time.monotonic() + self._every
         self.writes = 0
         self.failed = 0
+        self.unwritten: tuple[int, int] | None = None  # packets, bytes the last write lost
 
     def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
                hour: int) -> None:
@@ -66,14 +67,22 @@ class TotalsSink(Sink):
             for direction, counts in by_direction.items():
                 self._grown(ifindex, ifname, direction, counts, hour)
 
-    def _write(self) -> None:
+    def _write(self, last: bool = False) -> None:
+        """The pending counts into the database. One that fails (a full disk, say) is kept
+        and tried again next time; the ``last`` one, at exit, has no next time: what it
+        held is said, and the run's exit status says so too (Summary.totals)."""
         rows = [(hour, key, d, p, n, b) for (hour, key, d, p), (n, b) in self._pending.items()]
         try:
             self._writer.add(rows, self._names)
-        except sqlite3.Error as exc:  # a full disk, say: kept, and tried again next time
+        except sqlite3.Error as exc:
             self.failed += 1
-            self._ctx.err.write(f"netmon: --totals {self._writer.path}: {exc}; "
-                                f"trying again in {self._every:g} s\n")
+            if last:
+                self.unwritten = (sum(n for n, _ in self._pending.values()),
+                                  sum(b for _, b in self._pending.values()))
+                then = "at exit: {} packets ({} bytes) are not in it".format(*self.unwritten)
+            else:
+                then = f"trying again in {self._every:g} s"
+            self._ctx.err.write(f"netmon: --totals {self._writer.path}: {exc}; {then}\n")
             self._ctx.err.flush()
             return
         self.writes += 1
@@ -98,12 +107,12 @@ class TotalsSink(Sink):
         self._write()
 
     def report(self, summary) -> None:
-        summary.totals = (self._writer.path, self.writes, self.failed)
+        summary.totals = (self._writer.path, self.writes, self.failed, self.unwritten)
 
     def close(self) -> None:
         try:
             self._read()
         except Exception:  # noqa: BLE001 - the program is gone (an error path): keep what was read
             pass
-        self._write()
+        self._write(last=True)
         self._writer.close()

@@ -458,3 +458,32 @@ def test_a_guest_id_past_any_proxmox_guests_is_a_usage_error(tmp_path, capsys):
                        "999999999999999999999"])
     assert status == cli.ExitStatus.USAGE
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@kernel
+def test_a_write_that_fails_at_exit_says_what_it_lost_and_exits_12(netns, tmp_path):
+    """A full file system at exit: there is no next write to keep the counts for. The
+    packets and bytes not written are said, and the status is 12 (it was 0, and "kept
+    for the next")."""
+    n = netns
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "nmt-totals", str(small)],
+                   check=True)
+    try:
+        db = small / "totals.db"
+        with Netmon(n, "-Q", "both", "--quiet", "--totals", str(db)) as nm:
+            nm.wait_ready()
+            ping(n, n.b_ip, 5)
+            with open(small / "filler", "wb", buffering=0) as f:  # the disk fills up
+                with pytest.raises(OSError, match="No space left"):
+                    while True:
+                        f.write(bytes(65536))
+            status = nm.stop()
+        assert status == cli.ExitStatus.TOTALS, nm.err
+        assert (f"netmon: totals: 0 writes to {db}, 1 failed; the last, at exit: 10 packets "
+                f"({10 * ICMP_ECHO} bytes) not written") in nm.err
+        assert any(line.startswith(f"netmon: --totals {db}: ") and line.endswith(
+            f"at exit: 10 packets ({10 * ICMP_ECHO} bytes) are not in it") for line in nm.err)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
