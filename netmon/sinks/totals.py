@@ -17,6 +17,7 @@ import time
 from netmon.totals import store
 from netmon.events import DIR_NAMES
 from netmon.kernel.abi import PROTO_NAMES
+from netmon.errors import TotalsUnavailable
 from netmon.pipeline import Context, Sink, Start
 from netmon.host import proxmox
 
@@ -73,8 +74,9 @@ class TotalsSink(Sink):
         held is said, and the run's exit status says so too (Summary.totals)."""
         rows = [(hour, key, d, p, n, b) for (hour, key, d, p), (n, b) in self._pending.items()]
         try:
+            self._follow_the_path()
             self._writer.add(rows, self._names)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TotalsUnavailable) as exc:
             self.failed += 1
             if last:
                 self.unwritten = (sum(n for n, _ in self._pending.values()),
@@ -82,12 +84,27 @@ class TotalsSink(Sink):
                 then = "at exit: {} packets ({} bytes) are not in it".format(*self.unwritten)
             else:
                 then = f"trying again in {self._every:g} s"
-            self._ctx.err.write(f"netmon: --totals {self._writer.path}: {exc}; {then}\n")
+            where = "" if isinstance(exc, TotalsUnavailable) else f"--totals {self._writer.path}: "
+            self._ctx.err.write(f"netmon: {where}{exc}; {then}\n")
             self._ctx.err.flush()
             return
         self.writes += 1
         self._pending.clear()
         self._names.clear()
+
+    def _follow_the_path(self) -> None:
+        """The database deleted or replaced under a running netmon: said, and a new one
+        opened at the path, so that what comes next is not written into a file no one can
+        read (TotalsUnavailable: another netmon took the path meanwhile)."""
+        if not self._writer.is_open:  # the last try to open it failed, and said so
+            self._writer.reopen()
+            return
+        moved = self._writer.moved()
+        if moved:
+            self._ctx.err.write(f"netmon: --totals {self._writer.path}: the database was "
+                                f"{moved} while netmon wrote it; writing to a new one there\n")
+            self._ctx.err.flush()
+            self._writer.reopen()
 
     def tick(self) -> None:
         if time.monotonic() < self._next:

@@ -21,9 +21,12 @@ Plain Python: no kernel. sinks/totals.py feeds it, totals/report.py reads it.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -110,8 +113,9 @@ def _uri(path: str, mode: str) -> str:
 def connect_read(path: str) -> sqlite3.Connection:
     """The database for reading (no write access needed); TotalsUnavailable if there is
     none. A WAL database needs its -shm file, which a reader without write access to
-    the directory cannot make: with no writer running there is none, and the file is
-    then read as it is (immutable: nothing is writing it)."""
+    the directory cannot make (or recover, after a writer was killed): such a reader
+    reads a private copy of the database and its WAL (_private_copy), and gets the
+    figures every reader gets."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -125,17 +129,33 @@ def connect_read(path: str) -> sqlite3.Connection:
     if not os.access(path, os.R_OK):
         raise TotalsUnavailable(f"{path}: not readable by this user")
     error: Exception | None = None
-    for mode in ("mode=ro", "immutable=1"):
+    for where, mode in ((path, "mode=ro"), (None, "mode=ro")):
         db = None
         try:
-            db = sqlite3.connect(_uri(path, mode), uri=True)
+            if where is None:  # no -shm this user may use: a copy of its own
+                where = _private_copy(path)
+            db = sqlite3.connect(_uri(where, mode), uri=True)
             db.execute("SELECT count(*) FROM hourly").fetchall()  # all: no read left open
             return db
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, OSError) as exc:
             error = exc
             if db is not None:
                 db.close()
     raise TotalsUnavailable(f"{path}: not a netmon totals database ({error})")
+
+
+def _private_copy(path: str) -> str:
+    """The database and its WAL, copied where this user can make the -shm file: a reader
+    without write access (no -shm there, or one left by a killed writer that a read-only
+    reader cannot recover) then reads what the writer committed, WAL included, as root
+    does. Removed at exit. (No writer runs then: a running one keeps a -shm readers use.)"""
+    where = tempfile.mkdtemp(prefix="netmon-totals-")
+    atexit.register(shutil.rmtree, where, True)
+    copy = os.path.join(where, "totals.db")
+    shutil.copyfile(path, copy)
+    if os.path.exists(path + "-wal"):
+        shutil.copyfile(path + "-wal", copy + "-wal")
+    return copy
 
 
 def _refusal(path: str, fd: int) -> str | None:
@@ -225,6 +245,32 @@ class Writer:
         except sqlite3.DatabaseError as exc:
             raise TotalsUnavailable(f"--totals {path}: not a netmon totals database "
                                     f"({exc})") from None
+
+    @property
+    def is_open(self) -> bool:
+        return self._db is not None
+
+    def moved(self) -> str | None:
+        """Whether the path still names the file this writer holds: None, or "deleted" or
+        "replaced" (the path's device and inode are another file's)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return "deleted"
+        except OSError:
+            return None  # not knowable now (a directory gone unreadable): write on
+        held = os.fstat(self._lock_fd)
+        return None if (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino) else "replaced"
+
+    def reopen(self) -> None:
+        """Let go of the file held and open what the path names now (a new database where
+        there is none): the lock goes with it, so two netmons never write one path."""
+        self.close()
+        try:
+            self._open()
+        except BaseException:
+            self.close()  # the descriptor a refused open took, too
+            raise
 
     def _writer_pid(self) -> str:
         try:
