@@ -21,7 +21,7 @@ from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.host import system
 from netmon.host.interfaces import ANY, Selection
-from netmon.kernel.abi import MAX_SNAPLEN
+from netmon.kernel.abi import HDR_BUF, MAX_SNAPLEN
 from netmon.kernel.choices import Hook, Method, Mode
 from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
                              FlowSettings, Settings, TotalsSettings)
@@ -188,7 +188,7 @@ def conflict(options: Options) -> str | None:
     return None
 
 
-def _check_expression(text: str, reading: bool) -> None:
+def _check_expression(text: str, reading: bool, drops: bool) -> None:
     """Compiled now, so that a bad expression is one line before anything else happens
     (and host names are looked up once, as tcpdump does)."""
     from netmon import expression
@@ -198,6 +198,14 @@ def _check_expression(text: str, reading: bool) -> None:
         raise UsageError(f"a capture file's frames have no direction or interface index the "
                          f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
                          f"not with -r: {text!r}")
+    if drops and expression.reads_the_interface(text):
+        raise UsageError(f"a drop has no direction netmon can tell (as --direction, "
+                         f"`inbound`, `outbound` and `ifindex` go without netmon drops; "
+                         f"-i names the interfaces): {text!r}")
+    if drops and expression.farthest_read(text) > HDR_BUF:
+        raise UsageError(f"netmon drops copies the first {HDR_BUF} bytes of a dropped "
+                         f"packet, and this expression reads past them (up to byte "
+                         f"{expression.farthest_read(text)}): {text!r}")
 
 
 def build(o: Options, cpus: int = 1,
@@ -212,7 +220,7 @@ def build(o: Options, cpus: int = 1,
     if message:
         raise UsageError(message)
     if o.spec.expression is not None:
-        _check_expression(o.spec.expression, o.read is not None)
+        _check_expression(o.spec.expression, o.read is not None, o.drops and not o.top)
     flows = None
     if o.flow_records or o.top or o.ipfix:
         flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,

@@ -40,6 +40,20 @@ def reads_the_length(text: str) -> bool:
                for i in compiled(text))
 
 
+def farthest_read(text: str) -> int:
+    """How far into the frame its packet loads can reach at the least: the largest
+    offset + size of an absolute or indexed load (an index only adds to it); 0 for none.
+    A hook that holds fewer bytes can never answer a load past them."""
+    from netmon.expression import cbpf
+
+    return max((i.k + (cbpf.SIZE_BYTES[cbpf.size(i.code)] if cbpf.mode(i.code) != cbpf.MSH
+                       else 1)
+                for i in compiled(text)
+                if cbpf.cls(i.code) in (cbpf.LD, cbpf.LDX)
+                and cbpf.mode(i.code) in (cbpf.ABS, cbpf.IND, cbpf.MSH)
+                and i.k < cbpf.SKF_AD_OFF), default=0)
+
+
 def body(text: str, target, frame: int) -> bytes:
     """The expression translated for a hook's ``target`` (a translate.Target), to put in
     place of a call whose caller keeps its struct nm_expr_frame at r10 + frame."""

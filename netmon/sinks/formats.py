@@ -166,7 +166,8 @@ class DropText:
 
 class DropJson:
     """One JSON object per drop: an event's fields (not its direction: a drop has none
-    netmon can tell), ``reason`` (null before 5.17) and ``location``."""
+    netmon can tell; ``ifname`` null for a drop with no device), ``reason`` (null before
+    5.17) and ``location``."""
 
     def __init__(self, ifinfo: Callable[[int], dict], reason: Callable[[int], str | None],
                  where: Callable[[int], str], clock: Clock | None = None):
@@ -177,6 +178,8 @@ class DropJson:
     def line(self, row: Row) -> str:
         fields = self._json.fields(row[:6])
         del fields["dir"], fields["segs"]
+        if not row[1]:  # dropped with no device: none to name (the text's "-")
+            fields["ifname"] = None
         fields.update(reason=self._reason(row[7]), location=self._where(row[6]))
         return self._dumps(fields)
 

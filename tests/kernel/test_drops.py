@@ -199,11 +199,21 @@ def test_a_drop_line_and_its_json():
     assert (js["reason"], js["location"], js["guest"], js["guest_name"], js["dport"]) == (
         "NETFILTER_DROP", "nf_hook_slow+0x10a", 100, "web", 51000)
     assert "dir" not in js
+    # A drop with no device (ifindex 0): no name in JSON, as "-" in the text and metrics.
+    deviceless = (*make_event(10**9, 0, 60, 4, 6, "10.0.0.5", "10.0.0.9", 443, 51000),
+                  0xffffffff8100110a, 5)
+    assert text.render([deviceless]).startswith("- TCP 10.0.0.5:443")
+    js = json.loads(formats.DropJson(lambda i: {"ifname": str(i)}, {5: "NETFILTER_DROP"}.get,
+                                     lambda a: "nf_hook_slow+0x10a",
+                                     formats.Clock(0)).line(deviceless))
+    assert js["ifname"] is None
 
 
 @pytest.mark.parametrize("argv", [["drops", "-w", "x.pcapng"], ["drops", "--flows"],
                                   ["drops", "-Q", "out"], ["drops", "--hook", "tc"],
-                                  ["drops", "-r", "x.pcap"]])
+                                  ["drops", "-r", "x.pcap"], ["drops", "inbound"],
+                                  ["drops", "outbound", "and", "udp"], ["drops", "ifindex", "3"],
+                                  ["drops", "udp[300:4]", "=", "1"], ["drops", "ip[250:4]=0"]])
 def test_what_drops_cannot_do_is_one_line(capsys, argv):
     from netmon import cli
 
