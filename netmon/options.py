@@ -117,6 +117,9 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "-Q out": lambda o: o.direction is Direction.OUT,
     "--sort other": lambda o: o.sort not in SORTS,
     "--by": lambda o: o.by != "flow",
+    "--sort": lambda o: o.sort != "rate",
+    "--flow-*": lambda o: (o.flow_entries, o.flow_idle, o.flow_active) != (
+        DEFAULT_ENTRIES, DEFAULT_IDLE, DEFAULT_ACTIVE),
     "--by other": lambda o: o.by not in BYS,
     "--json": lambda o: o.json,
     "drops": lambda o: o.drops,
@@ -167,6 +170,10 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.EXCLUDES, ("--flows", "top", "--ipfix"), ("--sort other",),
      "--sort takes rate, bytes or packets, not {o.sort!r}"),
     (Rule.NEEDS, ("--by",), ("top",), "--by says what a row of top is: it goes with top"),
+    (Rule.NEEDS, ("--sort",), ("top",), "--sort orders the rows of top: it goes with top"),
+    (Rule.NEEDS, ("--flow-*",), ("--flows", "top", "--ipfix"),
+     "--flow-entries, --flow-idle and --flow-active size and time the flow table: they go "
+     "with --flows, top or --ipfix"),
     (Rule.EXCLUDES, ("top",), ("--by other",),
      "--by takes flow, guest, interface, host or port, not {o.by!r}"),
     (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),

@@ -122,7 +122,9 @@ def _span(q: Query) -> tuple[int, int]:
     if until is None:
         until = store.hour_of(q.now) + store.HOUR
     if until <= since:
-        raise UsageError("--until is before --since: the period is empty")
+        if q.until:
+            raise UsageError("--until is before --since: the period is empty")
+        raise UsageError(f"--since {q.since} is after now: the period is empty")
     return since, until
 
 

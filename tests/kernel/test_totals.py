@@ -559,3 +559,11 @@ def test_a_reader_without_write_access_sees_what_a_killed_writer_committed(shm):
             "in_packets"] == 800
     finally:
         shutil.rmtree(where)
+
+
+def test_a_since_after_now_says_so(tmp_path, capsys):
+    path = str(tmp_path / "t.db")
+    Writer(path).close()
+    assert cli.main(["totals", "--db", path, "--since", "9999-12-31"]) == cli.ExitStatus.USAGE
+    assert capsys.readouterr().err == ("netmon: error: --since 9999-12-31 is after now: the "
+                                       "period is empty\n")  # not "--until is before --since"

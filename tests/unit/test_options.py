@@ -32,6 +32,11 @@ def test_every_rule_names_options_the_table_knows():
     (dict(read="x", follow=True), "-r reads a capture file"),
     (dict(read="x", guest=(100,)), "-r reads a capture file"),
     (dict(hook=Hook.XDP, direction=Direction.OUT), "--hook xdp watches ingress only"),
+    # Options that would do nothing (they were accepted in silence).
+    (dict(sort="name"), "--sort orders the rows of top"),
+    (dict(flow_records=True, sort="bytes"), "--sort orders the rows of top"),
+    (dict(flow_entries=10), "--flow-entries, --flow-idle and --flow-active size and time"),
+    (dict(flow_idle=5.0, write="x"), "--flow-entries, --flow-idle and --flow-active"),
 ])
 def test_conflicts_are_one_line(kw, fragment):
     assert fragment in conflict(Options(**kw))
@@ -48,7 +53,8 @@ def test_the_first_broken_rule_is_the_one_shown():
     dict(), dict(write="x", file_mb=1.0, file_count=2), dict(write="-", print_lines=True),
     dict(top=True, sort="bytes"), dict(flow_records=True, ipfix=("127.0.0.1", 4739)),
     dict(quiet=True, metrics=("127.0.0.1", 9)), dict(read="x", write="y", count=3),
-    dict(hook=Hook.XDP, direction=Direction.IN), dict(sort="name"),
+    dict(hook=Hook.XDP, direction=Direction.IN), dict(ipfix=("127.0.0.1", 4739), flow_idle=5.0),
+    dict(flow_records=True, flow_entries=10), dict(top=True, flow_active=30.0),
 ])
 def test_what_goes_together_passes(kw):
     assert conflict(Options(**kw)) is None
