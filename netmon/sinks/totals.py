@@ -44,6 +44,7 @@ class TotalsSink(Sink):
         self.writes = 0
         self.failed = 0
         self.unwritten: tuple[int, int] | None = None  # packets, bytes the last write lost
+        self._failing = False  # the last write failed (and that was said)
 
     def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
                hour: int) -> None:
@@ -82,12 +83,20 @@ class TotalsSink(Sink):
                 self.unwritten = (sum(n for n, _ in self._pending.values()),
                                   sum(b for _, b in self._pending.values()))
                 then = "at exit: {} packets ({} bytes) are not in it".format(*self.unwritten)
+            elif self._failing:  # said once, until a write succeeds again
+                return
             else:
-                then = f"trying again in {self._every:g} s"
+                then = f"trying again every {self._every:g} s"
+            self._failing = True
             where = "" if isinstance(exc, TotalsUnavailable) else f"--totals {self._writer.path}: "
             self._ctx.err.write(f"netmon: {where}{exc}; {then}\n")
             self._ctx.err.flush()
             return
+        if self._failing:
+            self._failing = False
+            self._ctx.err.write(f"netmon: --totals {self._writer.path}: written again, with "
+                                f"the counts the failed writes held\n")
+            self._ctx.err.flush()
         self.writes += 1
         self._pending.clear()
         self._names.clear()

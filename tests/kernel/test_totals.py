@@ -567,3 +567,33 @@ def test_a_since_after_now_says_so(tmp_path, capsys):
     assert cli.main(["totals", "--db", path, "--since", "9999-12-31"]) == cli.ExitStatus.USAGE
     assert capsys.readouterr().err == ("netmon: error: --since 9999-12-31 is after now: the "
                                        "period is empty\n")  # not "--until is before --since"
+
+
+@kernel
+def test_a_full_disk_is_said_once_and_its_counts_written_when_there_is_room(netns, tmp_path):
+    n = netns
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "nmt-totals", str(small)],
+                   check=True)
+    try:
+        db = small / "totals.db"
+        with Netmon(n, "-Q", "both", "--quiet", "--totals", str(db), "--totals-every", "1"
+                    ) as nm:
+            nm.wait_ready()
+            with open(small / "filler", "wb", buffering=0) as f:
+                with pytest.raises(OSError, match="No space left"):
+                    while True:
+                        f.write(bytes(65536))
+            ping(n, n.b_ip, 3)
+            nm.wait_stderr(f"netmon: --totals {db}: ")
+            time.sleep(scaled(3.5))  # three more writes that fail
+            (small / "filler").unlink()
+            nm.wait_stderr(f"netmon: --totals {db}: written again")
+            assert nm.stop() == 0
+        failing = [line for line in nm.err if line.startswith(f"netmon: --totals {db}: ")
+                   and "trying again every 1 s" in line]
+        assert len(failing) == 1, nm.err
+        assert _written(db) == 6
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
