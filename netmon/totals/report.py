@@ -176,11 +176,16 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
     return out, names, (since, until)
 
 
+NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON: whole)
+
+
 def _label(who: Who, names: dict[int, str | None]) -> str:
     guest, interface = who
     if not guest:
         return interface
     name = names.get(guest)
+    if name and len(name) > NAME_WIDTH:
+        name = name[:NAME_WIDTH - 1] + "…"
     return f"guest {guest}" + (f" ({name})" if name else "")
 
 

@@ -597,3 +597,17 @@ def test_a_full_disk_is_said_once_and_its_counts_written_when_there_is_room(netn
         assert _written(db) == 6
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_long_guest_name_is_cut_in_tables_and_whole_in_json(tmp_path, capsys):
+    path = str(tmp_path / "t.db")
+    long_name = "a-very-long-guest-name-" * 3  # 69 characters
+    with Writer(path) as w:
+        w.add([(totals.hour_of(time.time()), Key(999999999, 0), "in", "tcp", 10**9, 10**15)],
+              {999999999: long_name})
+    assert cli.main(["totals", "--db", path, "--top", "5"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100  # it was past 130
+    assert "(a-very-long-guest-name-…)" in lines[2]
+    assert cli.main(["totals", "--db", path, "--top", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["guest_name"] == long_name
