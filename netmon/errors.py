@@ -5,6 +5,16 @@ The CLI maps each class to an exit status; nothing below it knows exit codes.
 
 from __future__ import annotations
 
+QUOTED_MAX = 100  # characters of what was typed that an error quotes whole
+
+
+def quoted(text: str) -> str:
+    """What the user typed, quoted as an error shows it: whole if short, else its start and
+    how long it is (an expression of 10,000 terms, or a whole -F file, is no line)."""
+    if len(text) <= QUOTED_MAX:
+        return repr(text)
+    return f"{text[:QUOTED_MAX - 40]!r}... ({len(text):,} characters)"
+
 
 class NetmonError(Exception):
     """Base class: something the user can understand and usually fix."""

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from netmon.errors import UsageError
+from netmon.errors import UsageError, quoted
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
@@ -204,15 +204,15 @@ def _check_expression(text: str, reading: bool, drops: bool) -> None:
     if reading and expression.reads_the_interface(text):
         raise UsageError(f"a capture file's frames have no direction or interface index the "
                          f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
-                         f"not with -r: {text!r}")
+                         f"not with -r: {quoted(text)}")
     if drops and expression.reads_the_interface(text):
         raise UsageError(f"a drop has no direction netmon can tell (as --direction, "
                          f"`inbound`, `outbound` and `ifindex` go without netmon drops; "
-                         f"-i names the interfaces): {text!r}")
+                         f"-i names the interfaces): {quoted(text)}")
     if drops and expression.farthest_read(text) > HDR_BUF:
         raise UsageError(f"netmon drops copies the first {HDR_BUF} bytes of a dropped "
                          f"packet, and this expression reads past them (up to byte "
-                         f"{expression.farthest_read(text)}): {text!r}")
+                         f"{expression.farthest_read(text)}): {quoted(text)}")
 
 
 def build(o: Options, cpus: int = 1,

@@ -68,7 +68,7 @@ def body(text: str, target, frame: int) -> bytes:
 def too_long(text: str, exc: Exception) -> Exception:
     """The one-line error for a translation past what a BPF jump reaches, in itself or
     in the program it goes into."""
-    from netmon.errors import ExpressionInvalid
+    from netmon.errors import ExpressionInvalid, quoted
 
     return ExpressionInvalid(f"netmon cannot run this expression in the kernel: it is "
-                             f"too long ({exc}, past what a BPF jump reaches): {text!r}")
+                             f"too long ({exc}, past what a BPF jump reaches): {quoted(text)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from netmon.errors import ExpressionInvalid, LibpcapMissing, ObjectMismatch
+from netmon.errors import ExpressionInvalid, LibpcapMissing, ObjectMismatch, quoted
 
 try:
     from netmon.expression._pcap_ffi import ffi
@@ -62,7 +62,7 @@ def compile(expression: str) -> tuple[Insn, ...]:
     try:
         if lib().pcap_compile(handle, prog, expression.encode(), 1, PCAP_NETMASK_UNKNOWN) != 0:
             message = ffi.string(lib().pcap_geterr(handle)).decode(errors="replace")
-            raise ExpressionInvalid(f"{message}: {expression!r}")
+            raise ExpressionInvalid(f"{message}: {quoted(expression)}")
         insns = tuple(Insn(i.code, i.jt, i.jf, i.k) for i in prog.bf_insns[0:prog.bf_len])
         lib().pcap_freecode(prog)
         return insns

@@ -515,3 +515,17 @@ def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(mon
         MonitorProgram(nm_config.pack(FilterSpec(expression="immediates").kernel_filters()),
                        hooks=("xdp",), expression="immediates")
     assert "too long" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_error_quotes_a_long_expression_cut(capsys, tmp_path):
+    """An error shows the start of a long expression and its length, not all of it (one
+    line of ~200 KB for 10,000 terms, or a whole -F file)."""
+    from netmon import cli
+
+    text = " or ".join(f"port {i}" for i in range(1, 3000)) + " and ("
+    (tmp_path / "filter").write_text(text)
+    assert cli.main(["-i", "lo", "-F", str(tmp_path / "filter")]) == cli.ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and len(err) < 200
+    assert err.endswith(f"'port 1 or port 2 or port 3 or port 4 or port 5 or port 6 or '... "
+                        f"({len(text):,} characters)\n")
