@@ -130,7 +130,8 @@ _HOOK = typer.Option(
 _FOLLOW = typer.Option(
     False, "--follow",
     help="When a named interface goes away, wait for it to come back and watch it "
-         "again (Proxmox recreates a VM's tap when it restarts).")
+         "again (Proxmox recreates a VM's tap when it restarts); one not there yet is "
+         "waited for too.")
 _GUEST = typer.Option(
     None, "--guest", metavar="VMID", min=1, max=MAX_GUEST,
     help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default).")

@@ -72,13 +72,16 @@ def existing() -> dict[int, str]:
     return {idx: name for idx, name in socket.if_nameindex()}
 
 
-def targets(selection: Selection) -> dict[int, str]:
-    """The interfaces to watch now: the named ones (which must exist), then the matches."""
+def targets(selection: Selection, follow: bool = False) -> dict[int, str]:
+    """The interfaces to watch now: the named ones (which must exist, unless ``follow``:
+    then one not there yet is waited for), then the matches."""
     present = existing()
     by_name = {name: idx for idx, name in present.items()}
     targets = {}
     for name in selection.names:
         idx = by_name.get(name)
+        if idx is None and follow:
+            continue  # --follow: watched when it appears (a guest's tap at boot)
         targets[idx if idx is not None else system.ifindex(name)] = name
     for idx, name in sorted(present.items(), key=lambda item: item[1]):
         if idx not in targets and selection.matches(name):

@@ -134,10 +134,12 @@ class LiveSource:
             cap_events=shows_lines or s.count is not None, epoch_ns=epoch_offset_ns)
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
-        self._targets = targets(s.selection)
+        self._targets = targets(s.selection, s.follow)
         # What a killed netmon left first: then its interfaces are free for XDP again.
         self._notes = [note for idx, name in self._targets.items()
                        for note in self._stale(idx, name)]
+        self._notes += [f"interface {name} does not exist yet; waiting for it to appear"
+                        for name in s.selection.names if name not in self._targets.values()]
         xdp_captures = policy.xdp_can_capture()
         busy = [bool(policy.foreign_xdp(s, xdp_captures, idx)) for idx in self._targets
                 if not s.drops_alone]

@@ -129,6 +129,20 @@ def test_follow_waits_for_the_interface_and_watches_it_again(netns):
         assert nm.stop() == 0
 
 
+def test_follow_waits_for_an_interface_that_is_not_there_yet(netns):
+    """A unit started at boot before the guest's tap exists: with --follow it waits for
+    it (it exited 4, and a unit restarted it in a loop)."""
+    n = netns
+    with Netmon(n, "--protocol", "icmp", "--follow", interface="veth3") as nm:
+        nm.wait_ready()
+        assert "Note: interface veth3 does not exist yet; waiting for it to appear" in nm.err
+        a2, b2 = n.link("veth2", "veth3")  # the guest starts
+        nm.wait_stderr("netmon: watching veth3")
+        ping(n, b2)
+        assert nm.wait_lines(1) == [f"ICMP {a2} -> {b2} ({ICMP_ECHO}b)"]
+        assert nm.stop() == 0
+
+
 def test_two_netmons_on_one_interface_both_see_everything(netns):
     n = netns
     with Netmon(n, "--protocol", "icmp", "--count", "3") as first:
