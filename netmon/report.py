@@ -40,6 +40,7 @@ class Summary:
     flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
     exported: tuple[str, object] | None = None  # --ipfix: the collector, its ExportCounts
     noun: str = "packets"  # what was seen: packets, or drops (netmon drops)
+    clamped: int = 0  # -r -w: frames whose time pcapng's nanoseconds cannot hold
     # netmon drops: interface, reason, where (see LiveSource._drops), drops
     drops: list[tuple[str, str, str, int]] | None = None
     # --totals: the database, writes, failed ones, and what the last (at exit) could not
@@ -117,7 +118,9 @@ class Summary:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path
             rows.append(f"{packets} packets written to {where}"
-                        + (f" and the {files - 1} files after it" if files > 1 else ""))
+                        + (f" and the {files - 1} files after it" if files > 1 else "")
+                        + (f"; {self.clamped} of them at the nearest time pcapng holds (their "
+                           f"own was before 1970 or after 2554)" if self.clamped else ""))
         return rows + [self.line()]
 
 

@@ -66,9 +66,20 @@ def interface_description(name: str | None, snaplen: int) -> bytes:
     return _block(BT_IDB, struct.pack("=HHI", LINKTYPE_ETHERNET, 0, snaplen) + options)
 
 
+TS_MAX = (1 << 64) - 1  # an EPB's stamp: 64 bits of nanoseconds, 1970 to 2554
+
+
+def in_range(ts_ns: int) -> int:
+    """The nearest stamp an EPB holds: a file read with -r may say any time (a pcapng's
+    if_tsoffset, a microsecond stamp of 2^64 - 1), and tcpdump reads such files."""
+    return min(max(ts_ns, 0), TS_MAX)
+
+
 def enhanced_packet(interface: int, ts_ns: int, data: bytes, origlen: int,
                     outbound: bool) -> bytes:
-    """One EPB: nanosecond stamp (the IDB says so), direction in epb_flags."""
+    """One EPB: nanosecond stamp (the IDB says so; in_range() of it), direction in
+    epb_flags."""
+    ts_ns = in_range(ts_ns)
     pad = _PADS[len(data) % 4]
     length = _EPB_HEAD.size + len(data) + len(pad) + _EPB_TAIL.size
     return b"".join((

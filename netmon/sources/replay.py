@@ -67,6 +67,7 @@ class ReplaySource:
         self._batch: list[tuple[int, savefile.Frame]] = []
         self._limits = list(RUN_LIMITS)
         self._short = 0  # frames too short to run: malformed
+        self._clamped = 0  # -w: frames whose time a pcapng EPB cannot hold
         self._prog: MonitorProgram | None = None
         self._reader: PerfReader | None = None
         self.done = False
@@ -183,6 +184,8 @@ class ReplaySource:
                 DIR_OUT if frame.outbound else DIR_IN, row[1]))
             numbers.append(frame.number)
             if self._snaplen is not None:
+                if pcapng.in_range(frame.ts_ns) != frame.ts_ns:
+                    self._clamped += 1
                 blocks.append(pcapng.enhanced_packet(
                     ifindex - _FIRST_INDEX, frame.ts_ns, frame.data[:self._snaplen],
                     frame.origlen, frame.outbound))
@@ -195,3 +198,4 @@ class ReplaySource:
         summary.undecodable = self._decoder.undecodable + self._reader.foreign
         for name in ("seen", "malformed"):
             summary.counters[name] = summary.counters.get(name, 0) + self._short
+        summary.clamped = self._clamped

@@ -14,7 +14,11 @@ import time
 
 import pytest
 
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
 from netmon.kernel import facts
+from netmon.pcapng import reader as savefile
 from tests.support.netns import ROOT, ping, scaled, send
 from tests.support.runner import Netmon
 from tests.support.tshark import tshark_fields
@@ -263,3 +267,33 @@ def test_a_pcap_names_no_interface():
     assert res.returncode == 0, res.stderr
     events = [json.loads(line) for line in res.stdout.splitlines()]
     assert events and {ev["ifname"] for ev in events} == {None}
+
+
+@pytest.mark.parametrize("tsoffset,stamp", [(0, (1 << 64) - 1), (1 << 62, 0), (-(1 << 62), 0)])
+def test_r_w_writes_times_pcapng_cannot_hold_at_the_nearest_it_can(tmp_path, tsoffset, stamp):
+    """A pcapng whose stamps (microseconds by default) or if_tsoffset put a frame before
+    1970 or after 2554: -r -w crashed (struct.error); tcpdump reads such files. The frame
+    is written at the nearest time an EPB holds, and the summary says how many were."""
+    import struct
+
+    def block(kind: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("=II", kind, len(body) + 12) + body + struct.pack("=I", len(body) + 12)
+
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+                  / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2))
+    options = (struct.pack("=HHq", 14, 8, tsoffset) if tsoffset else b"") + bytes(4)
+    shb = block(0x0A0D0D0A, struct.pack("=IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb = block(1, struct.pack("=HHI", 1, 0, 0) + options)
+    epb = block(6, struct.pack("=IIIII", 0, stamp >> 32, stamp & 0xFFFFFFFF, len(frame),
+                               len(frame)) + frame)
+    src, out = tmp_path / "odd.pcapng", tmp_path / "out.pcapng"
+    src.write_bytes(shb + idb + epb)
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(src), "-w", str(out)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert (f"1 packets written to {out}; 1 of them at the nearest time pcapng holds (their "
+            f"own was before 1970 or after 2554)") in res.stderr
+    got = list(savefile.frames(out))
+    assert [f.data for f in got] == [frame]
+    assert got[0].ts_ns in (0, (1 << 64) - 1)
