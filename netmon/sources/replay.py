@@ -71,15 +71,18 @@ class ReplaySource:
         self._prog: MonitorProgram | None = None
         self._reader: PerfReader | None = None
         self.done = False
-        # -w with an expression and no filter option: the frames it matches that carry no
-        # IP packet are written too, as live (the kernel sends no event for them; it
-        # counts them, and libpcap, whose verdicts the kernel's equal, picks them here).
-        self._others = None
+        # An expression and no filter option: the frames it matches that carry no IP
+        # packet are counted, and written by -w, as live (the kernel sends no event for
+        # them; it counts them, and libpcap, whose verdicts the kernel's equal, picks them
+        # here). Frames shorter than an Ethernet header, which a test run refuses, are
+        # libpcap's to judge alone (tcpdump's `less 40`, `ether[0] = 2` match them).
+        self._libpcap = None
         spec = settings.spec
-        if self._snaplen is not None and spec.expression is not None \
-                and not spec.has_options:
+        if spec.expression is not None and not spec.has_options:
             from netmon.expression import compiled, libpcap
-            self._others = libpcap.Program(compiled(spec.expression))
+            self._libpcap = libpcap.Program(compiled(spec.expression))
+        self._others = self._libpcap if self._snaplen is not None else None
+        self._short_matched = 0  # of the short frames, those the expression matched
 
     def start(self) -> list[str]:
         """Load the program (its XDP hook alone) and open its rings; no notes."""
@@ -114,11 +117,15 @@ class ReplaySource:
                 if self._pipeline.count_reached:
                     self.done = True
                     break
+                start = time.monotonic_ns()
                 if len(frame.data) < ETH_HLEN:
                     self._short += 1
-                    continue
-                start = time.monotonic_ns()
-                self._test_run(frame)
+                    if self._libpcap is None or not self._libpcap.matches(frame.data,
+                                                                         frame.origlen):
+                        continue
+                    self._short_matched += 1  # in the batch, with no test run: no event
+                else:
+                    self._test_run(frame)
                 self._batch.append((start, frame))
                 if len(self._batch) >= BATCH:
                     break
@@ -198,4 +205,7 @@ class ReplaySource:
         summary.undecodable = self._decoder.undecodable + self._reader.foreign
         for name in ("seen", "malformed"):
             summary.counters[name] = summary.counters.get(name, 0) + self._short
+        # As the kernel counts a frame the expression matched that is not IP.
+        summary.counters["expr_not_ip"] = (summary.counters.get("expr_not_ip", 0)
+                                           + self._short_matched)
         summary.clamped = self._clamped

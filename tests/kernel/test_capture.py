@@ -297,3 +297,24 @@ def test_r_w_writes_times_pcapng_cannot_hold_at_the_nearest_it_can(tmp_path, tso
     got = list(savefile.frames(out))
     assert [f.data for f in got] == [frame]
     assert got[0].ts_ns in (0, (1 << 64) - 1)
+
+
+@pytest.mark.parametrize("expression", ["less 40", "ether[0] = 2"])
+def test_r_frames_shorter_than_ethernet_get_the_expressions_verdict(tmp_path, expression):
+    """A 13-byte frame: tcpdump matches `less 40` and `ether[0] = 2` on it; netmon counted
+    it malformed and never matched. Now -w writes it, and the summary counts it among the
+    frames the expression matched that are not IP."""
+    import struct
+
+    short = bytes.fromhex("02000000000102000000000208")  # 13 bytes
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="04:00:00:00:00:02")  # matches neither
+                  / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / bytes(60))
+    records = b"".join(struct.pack("=IIII", 1, 0, len(f), len(f)) + f for f in (short, frame))
+    src, out = tmp_path / "short.pcap", tmp_path / "out.pcapng"
+    src.write_bytes(struct.pack("=IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + records)
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(src), "-w", str(out),
+                          expression], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert [f.data for f in savefile.frames(out)] == [short]
+    assert "2 packets seen (0 not IP, 1 malformed, 1 of them matched by the expression)" \
+        in res.stderr
