@@ -405,7 +405,9 @@ def test_netmons_files_are_marked_and_an_unmarked_one_of_its_own_is_taken(tmp_pa
 
 
 def _damage(path: str, table: str) -> None:
-    """Garbage over the first page of ``table``'s B-tree."""
+    """Garbage over the start of ``table``'s B-tree root page, its header included (a page
+    type that is none: garbage in the cell pointers alone is found, or read past, as the
+    bytes beyond the page happen to be)."""
     db = sqlite3.connect(path)
     page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
                       ).fetchone()[0]
@@ -413,7 +415,7 @@ def _damage(path: str, table: str) -> None:
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
     with open(path, "r+b") as f:
-        f.seek((page - 1) * size + 8)
+        f.seek((page - 1) * size)
         f.write(b"\xff" * 64)
 
 
