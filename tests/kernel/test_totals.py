@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 
 import pytest
 
@@ -462,33 +463,45 @@ def test_a_guest_id_past_any_proxmox_guests_is_a_usage_error(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@contextmanager
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs of the test's own, unmounted on every path."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "nmt-totals", str(small)],
+                   check=True)
+    try:
+        yield small
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def fill(disk) -> None:
+    """``disk`` filled up, by a file of its own (filler)."""
+    with open(disk / "filler", "wb", buffering=0) as f:
+        with pytest.raises(OSError, match="No space left"):
+            while True:
+                f.write(bytes(65536))
+
+
 @kernel
 def test_a_write_that_fails_at_exit_says_what_it_lost_and_exits_12(netns, tmp_path):
     """A full file system at exit: there is no next write to keep the counts for. The
     packets and bytes not written are said, and the status is 12 (it was 0, and "kept
     for the next")."""
     n = netns
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "nmt-totals", str(small)],
-                   check=True)
-    try:
+    with small_disk(tmp_path) as small:
         db = small / "totals.db"
         with Netmon(n, "-Q", "both", "--quiet", "--totals", str(db)) as nm:
             nm.wait_ready()
             ping(n, n.b_ip, 5)
-            with open(small / "filler", "wb", buffering=0) as f:  # the disk fills up
-                with pytest.raises(OSError, match="No space left"):
-                    while True:
-                        f.write(bytes(65536))
+            fill(small)
             status = nm.stop()
         assert status == cli.ExitStatus.TOTALS, nm.err
         assert (f"netmon: totals: 0 writes to {db}, 1 failed; the last, at exit: 10 packets "
                 f"({10 * ICMP_ECHO} bytes) not written") in nm.err
         assert any(line.startswith(f"netmon: --totals {db}: ") and line.endswith(
             f"at exit: 10 packets ({10 * ICMP_ECHO} bytes) are not in it") for line in nm.err)
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def _until(what, want, seconds: float = 15):
@@ -574,19 +587,12 @@ def test_a_since_after_now_says_so(tmp_path, capsys):
 @kernel
 def test_a_full_disk_is_said_once_and_its_counts_written_when_there_is_room(netns, tmp_path):
     n = netns
-    small = tmp_path / "small"
-    small.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "nmt-totals", str(small)],
-                   check=True)
-    try:
+    with small_disk(tmp_path) as small:
         db = small / "totals.db"
         with Netmon(n, "-Q", "both", "--quiet", "--totals", str(db), "--totals-every", "1"
                     ) as nm:
             nm.wait_ready()
-            with open(small / "filler", "wb", buffering=0) as f:
-                with pytest.raises(OSError, match="No space left"):
-                    while True:
-                        f.write(bytes(65536))
+            fill(small)
             ping(n, n.b_ip, 3)
             nm.wait_stderr(f"netmon: --totals {db}: ")
             time.sleep(scaled(3.5))  # three more writes that fail
@@ -597,8 +603,6 @@ def test_a_full_disk_is_said_once_and_its_counts_written_when_there_is_room(netn
                    and "trying again every 1 s" in line]
         assert len(failing) == 1, nm.err
         assert _written(db) == 6
-    finally:
-        subprocess.run(["umount", "-l", str(small)], check=False)
 
 
 def test_a_long_guest_name_is_cut_in_tables_and_whole_in_json(tmp_path, capsys):
