@@ -46,6 +46,8 @@ class Summary:
     # --totals: the database, writes, failed ones, and what the last (at exit) could not
     # write (packets, bytes) or None
     totals: tuple[str, int, int, tuple[int, int] | None] | None = None
+    # Lines made but not read: the reader of the stream named went away before them
+    unread: dict[str, int] = field(default_factory=dict)
 
     @property
     def totals_lost(self) -> bool:
@@ -71,7 +73,9 @@ class Summary:
         copies = c.get("copy_failed", 0)
         overflow = self.not_in_flows
         unkeyed = c.get("drop_unkeyed", 0)
-        return (f"{_counts_line(c, self.noun)}, {self.shown} shown, {self.lost} lost "
+        # What a reader that went away never got was not shown (sinks.stream).
+        shown = self.shown - sum(self.unread.values())
+        return (f"{_counts_line(c, self.noun)}, {shown} shown, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
                 f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
                 + (f", {copies} not captured (bytes unreadable)" if copies else "")
@@ -121,6 +125,8 @@ class Summary:
                         + (f" and the {files - 1} files after it" if files > 1 else "")
                         + (f"; {self.clamped} of them at the nearest time pcapng holds (their "
                            f"own was before 1970 or after 2554)" if self.clamped else ""))
+        rows += [f"{n} lines did not reach {where}: its reader went away"
+                 for where, n in self.unread.items()]
         return rows + [self.line()]
 
 

@@ -4,10 +4,11 @@ the place it dropped it."""
 from __future__ import annotations
 
 from netmon.sinks import formats
-from netmon.pipeline import Context, Delivery, Sink
+from netmon.pipeline import Context, Delivery
+from netmon.sinks.stream import LinesOut
 
 
-class DropLinesSink(Sink):
+class DropLinesSink(LinesOut):
     wants = Delivery.DROPS
     shows_events = True
 
@@ -21,7 +22,7 @@ class DropLinesSink(Sink):
 
     def __init__(self, ctx: Context):
         s = ctx.settings
-        self._out = ctx.out
+        super().__init__(ctx.out, "standard output")
         # The kernel's names for reasons and places, through the context: a sink stays
         # plain Python (DESIGN's wall).
         reason, where = ctx.drop_names.reason, ctx.drop_names.location
@@ -32,4 +33,3 @@ class DropLinesSink(Sink):
 
     def rows(self, rows, blocks=None, frames=None) -> None:
         self._out.write(self._fmt.render(rows))
-        self._out.flush()

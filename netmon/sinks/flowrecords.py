@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from netmon.sinks import formats
-from netmon.pipeline import Context, Delivery, Sink
+from netmon.pipeline import Context, Delivery
+from netmon.sinks.stream import LinesOut
 
 
-class FlowRecordsSink(Sink):
+class FlowRecordsSink(LinesOut):
     wants = Delivery.FLOWS
 
     @classmethod
@@ -19,7 +20,7 @@ class FlowRecordsSink(Sink):
         return True
 
     def __init__(self, ctx: Context):
-        self._out = ctx.out
+        super().__init__(ctx.out, "standard output")
         if ctx.settings.json:
             self._fmt = formats.FlowRecordJson(ctx.interfaces.info, ctx.clock)
         else:
@@ -29,5 +30,4 @@ class FlowRecordsSink(Sink):
         if not records:
             return 0
         self._out.write(self._fmt.render(records))
-        self._out.flush()
         return len(records)

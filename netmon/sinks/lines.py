@@ -7,10 +7,11 @@ On stdout; on stderr when -w writes the packets and --print asks for lines too
 from __future__ import annotations
 
 from netmon.sinks import formats
-from netmon.pipeline import Context, Delivery, Sink
+from netmon.pipeline import Context, Delivery
+from netmon.sinks.stream import LinesOut
 
 
-class LinesSink(Sink):
+class LinesSink(LinesOut):
     wants = Delivery.EVENTS
     shows_events = True
 
@@ -26,7 +27,10 @@ class LinesSink(Sink):
 
     def __init__(self, ctx: Context):
         s = ctx.settings
-        self._out = ctx.err if s.capture is not None else ctx.out
+        if s.capture is not None:
+            super().__init__(ctx.err, "standard error")
+        else:
+            super().__init__(ctx.out, "standard output")
         if s.json:
             self._fmt = formats.JsonFormat(ctx.interfaces.info, ctx.clock)
         else:
@@ -38,7 +42,6 @@ class LinesSink(Sink):
             rows = [rows[i] for i in keep]
             frames = [frames[i] for i in keep] if frames is not None else None
         self._out.write(self._fmt.render(rows, frames))
-        self._out.flush()
 
     def forget(self, ifindex: int, last) -> None:
         if isinstance(self._fmt, formats.TextFormat):

@@ -8,15 +8,18 @@ failed to exclude would show up ahead of the expected lines.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
 from netmon.kernel import facts
-from tests.support.netns import Listener, ping, send
-from tests.support.runner import Netmon
+from tests.support.netns import ROOT, Listener, ping, scaled, send
+from tests.support.runner import READY, Netmon
 
 pytestmark = pytest.mark.kernel
 
@@ -210,6 +213,73 @@ def test_output_is_flushed_while_running(netns):
         assert nm.stop(signal.SIGTERM) == 0
     counts = summary(nm.err[-1])
     assert (counts["matched"], counts["shown"], counts["lost"]) == (1, 1, 0)
+
+
+def _netmon_into_a_pipe(n, *args):
+    """netmon whose stdout is a pipe this test reads when it chooses: (process, read end)."""
+    r, w = os.pipe()
+    proc = subprocess.Popen(n.exec_args(n.b, sys.executable, "-m", "netmon", "-i", n.b_if,
+                                        *args), stdout=w, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT)
+    os.close(w)
+    for line in proc.stderr:
+        if READY in line:
+            return proc, r
+    proc.kill()
+    raise AssertionError(f"netmon did not start: {proc.wait()}")
+
+
+def _read_to_end(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    return data
+
+
+def test_a_stop_while_the_reader_lags_writes_every_line_it_counts(netns):
+    # 600 JSON lines, about 150 kB: more than the pipe holds, so netmon is blocked in a
+    # write when SIGINT comes; Python's own write() dropped the rest (272 arrived).
+    n = netns
+    proc, r = _netmon_into_a_pipe(n, "--json", "udp")
+    try:
+        send(n, "udp", n.a_ip, 40016, n.b_ip, 5016, 100, 600)
+        time.sleep(scaled(1))  # not measured: lets netmon fill the pipe and block
+        proc.send_signal(signal.SIGINT)
+        lines = _read_to_end(r).decode().splitlines()
+        assert proc.wait(scaled(30)) == 0
+        err = proc.stderr.read().splitlines()
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(r)
+    assert len(lines) == 600 and all(json.loads(line)["dport"] == 5016 for line in lines)
+    counts = summary(err[-1])
+    assert (counts["matched"], counts["shown"], counts["lost"]) == (600, 600, 0)
+
+
+def test_a_reader_that_goes_away_is_told_in_the_summary(netns):
+    n = netns
+    proc, r = _netmon_into_a_pipe(n, "--json", "udp")
+    try:
+        send(n, "udp", n.a_ip, 40017, n.b_ip, 5017, 100, 600)
+        time.sleep(scaled(1))
+        got = os.read(r, 10_000)  # the first forty-odd lines and part of the next
+        os.close(r)
+        r = None
+        assert proc.wait(scaled(30)) == 0  # it stops by itself: no one reads
+        err = proc.stderr.read().splitlines()
+    finally:
+        proc.kill()
+        proc.wait()
+        if r is not None:
+            os.close(r)
+    unread = int(re.fullmatch(r"netmon: (\d+) lines did not reach standard output: its "
+                              r"reader went away", err[-2]).group(1))
+    counts = summary(err[-1])
+    assert counts["matched"] == 600 and counts["shown"] + unread == 600
+    # What was read whole was shown; what the pipe held when it was closed had left
+    # netmon whole too, and counts as shown.
+    assert counts["shown"] >= got.count(b"\n") and unread > 0
 
 
 def test_stats_lines_on_stderr(netns):
