@@ -66,6 +66,8 @@ class FilterSpec:
     port: tuple[int, ...] = ()
     vlan: tuple[int, ...] = ()
     expression: str | None = None  # tcpdump's filter language (netmon/expression/)
+    # What its `ip broadcast` compares with (options.py: the interface's, a file's 0)
+    netmask: int = 0xFFFFFFFF  # libpcap's PCAP_NETMASK_UNKNOWN
 
     def __post_init__(self):
         for name in OPTIONS:
@@ -113,8 +115,9 @@ class FilterSpec:
             from netmon import expression
 
             values.update(expression=True,
-                          expr_len=expression.reads_the_length(self.expression),
-                          expr_if=expression.reads_the_interface(self.expression))
+                          expr_len=expression.reads_the_length(self.expression, self.netmask),
+                          expr_if=expression.reads_the_interface(self.expression,
+                                                                 self.netmask))
         return values
 
     # -- the Python side -------------------------------------------------

@@ -10,17 +10,19 @@ the CLI: each row names options by how the user types them (``GIVEN``).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from netmon.errors import UsageError, quoted
+from netmon.errors import ExpressionInvalid, UsageError, quoted
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
 from netmon.host import system
-from netmon.host.interfaces import ANY, Selection
+from netmon.expression import FILE_NETMASK, NETMASK_UNKNOWN
+from netmon.host.interfaces import ANY, Selection, netmask
 from netmon.kernel.abi import HDR_BUF, MAX_SNAPLEN
 from netmon.kernel.choices import Hook, Method, Mode
 from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
@@ -195,24 +197,40 @@ def conflict(options: Options) -> str | None:
     return None
 
 
-def _check_expression(text: str, reading: bool, drops: bool) -> None:
-    """Compiled now, so that a bad expression is one line before anything else happens
-    (and host names are looked up once, as tcpdump does)."""
+def _expression(o: Options, mask: int) -> FilterSpec:
+    """The spec with the netmask its expression is compiled with, the expression
+    compiled now, so that a bad one is one line before anything is touched (and host
+    names are looked up once, as tcpdump does)."""
+    if o.spec.expression is None:
+        return o.spec
+    spec = dataclasses.replace(o.spec, netmask=mask)
+    try:
+        _check_expression(spec.expression, mask, o.read is not None, o.drops and not o.top)
+    except ExpressionInvalid as exc:
+        if mask == NETMASK_UNKNOWN and "netmask not known" in str(exc):
+            raise ExpressionInvalid(f"{exc} (netmon knows the netmask when -i names one "
+                                    f"interface with an IPv4 address, as tcpdump does)"
+                                    ) from None
+        raise
+    return spec
+
+
+def _check_expression(text: str, mask: int, reading: bool, drops: bool) -> None:
     from netmon import expression
 
-    expression.compiled(text)
-    if reading and expression.reads_the_interface(text):
+    expression.compiled(text, mask)
+    if reading and expression.reads_the_interface(text, mask):
         raise UsageError(f"a capture file's frames have no direction or interface index the "
                          f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
                          f"not with -r: {quoted(text)}")
-    if drops and expression.reads_the_interface(text):
+    if drops and expression.reads_the_interface(text, mask):
         raise UsageError(f"a drop has no direction netmon can tell (as --direction, "
                          f"`inbound`, `outbound` and `ifindex` go without netmon drops; "
                          f"-i names the interfaces): {quoted(text)}")
-    if drops and expression.farthest_read(text) > HDR_BUF:
+    if drops and expression.farthest_read(text, mask) > HDR_BUF:
         raise UsageError(f"netmon drops copies the first {HDR_BUF} bytes of a dropped "
                          f"packet, and this expression reads past them (up to byte "
-                         f"{expression.farthest_read(text)}): {quoted(text)}")
+                         f"{expression.farthest_read(text, mask)}): {quoted(text)}")
 
 
 def build(o: Options, cpus: int = 1,
@@ -226,8 +244,6 @@ def build(o: Options, cpus: int = 1,
     message = conflict(o) or o.spec.impossible() or _same_file(o.read, o.write)
     if message:
         raise UsageError(message)
-    if o.spec.expression is not None:
-        _check_expression(o.spec.expression, o.read is not None, o.drops and not o.top)
     flows = None
     if o.flow_records or o.top or o.ipfix:
         flows = FlowSettings(top=o.top, entries=o.flow_entries, idle=o.flow_idle,
@@ -238,8 +254,8 @@ def build(o: Options, cpus: int = 1,
         capture = Capture(o.write, o.snaplen or MAX_SNAPLEN, o.file_mb, o.file_count,
                           o.rotate_seconds, o.print_lines)
     if o.read is not None:
-        return Settings(selection=Selection(("-",)), spec=o.spec, json=o.json, count=o.count,
-                        pages=pages, capture=capture, read=o.read)
+        return Settings(selection=Selection(("-",)), spec=_expression(o, FILE_NETMASK),
+                        json=o.json, count=o.count, pages=pages, capture=capture, read=o.read)
     # Drops are anywhere: every interface unless some are named.
     names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
@@ -248,8 +264,12 @@ def build(o: Options, cpus: int = 1,
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)
+    # As tcpdump: the netmask of the one interface it watches, where it has an IPv4
+    # address; else none is known (and `ip broadcast` is refused).
+    mask = netmask(selection.names[0]) if selection.single and not o.drops else None
+    spec = _expression(o, NETMASK_UNKNOWN if mask is None else mask)
     return Settings(
-        selection=selection, spec=o.spec, directions=DIRECTIONS[direction], hook=o.hook,
+        selection=selection, spec=spec, directions=DIRECTIONS[direction], hook=o.hook,
         follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,

@@ -49,18 +49,21 @@ def version() -> str:
     return ffi.string(lib().pcap_lib_version()).decode()
 
 
-def compile(expression: str) -> tuple[Insn, ...]:
-    """The expression as classic BPF for Ethernet frames, optimized as tcpdump does.
+def compile(expression: str, netmask: int = PCAP_NETMASK_UNKNOWN,
+            linktype: int = DLT_EN10MB) -> tuple[Insn, ...]:
+    """The expression as classic BPF for frames of ``linktype`` (Ethernet unless said),
+    optimized as tcpdump does; ``netmask`` (IPv4, host order) is what `ip broadcast`
+    compares with: the interface's, 0 for a file (tcpdump's), or unknown.
 
     Raises ExpressionInvalid with libpcap's own message and the expression. Host names
     are resolved here, once, as tcpdump does.
     """
-    handle = lib().pcap_open_dead(DLT_EN10MB, SNAPLEN)
+    handle = lib().pcap_open_dead(linktype, SNAPLEN)
     if handle == ffi.NULL:
         raise MemoryError("pcap_open_dead")
     prog = ffi.new("struct bpf_program *")
     try:
-        if lib().pcap_compile(handle, prog, expression.encode(), 1, PCAP_NETMASK_UNKNOWN) != 0:
+        if lib().pcap_compile(handle, prog, expression.encode(), 1, netmask) != 0:
             message = ffi.string(lib().pcap_geterr(handle)).decode(errors="replace")
             raise ExpressionInvalid(f"{message}: {quoted(expression)}")
         insns = tuple(Insn(i.code, i.jt, i.jf, i.k) for i in prog.bf_insns[0:prog.bf_len])

@@ -7,14 +7,17 @@ guests match whatever exists now and whatever appears later.
 
 from __future__ import annotations
 
+import fcntl
 import fnmatch
 import socket
+import struct
 from dataclasses import dataclass
 
 from netmon.host import system
 from netmon.host import proxmox
 
 ANY = "any"
+SIOCGIFNETMASK = 0x891B
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,19 @@ class Selection:
 def existing() -> dict[int, str]:
     """Every interface of this network namespace, by index."""
     return {idx: name for idx, name in socket.if_nameindex()}
+
+
+def netmask(name: str) -> int | None:
+    """The netmask of the interface's (first) IPv4 address, as an integer in host order,
+    as libpcap's pcap_lookupnet() reads it for tcpdump; None if it has none or is not
+    there."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifreq = fcntl.ioctl(s.fileno(), SIOCGIFNETMASK,
+                                struct.pack("16s16x", name.encode()[:15]))
+    except (OSError, UnicodeEncodeError):
+        return None
+    return struct.unpack_from("!I", ifreq, 20)[0]  # sockaddr_in's address, after the name
 
 
 def targets(selection: Selection, follow: bool = False) -> dict[int, str]:

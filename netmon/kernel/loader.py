@@ -150,12 +150,13 @@ class MonitorProgram:
 
     def __init__(self, config: bytes, path: Path | None = None,
                  hooks: typing.Iterable[str] = tuple(HOOKS), capture: bool = False,
-                 flow_entries: int = 0, expression: str | None = None):
+                 flow_entries: int = 0, expression: str | None = None,
+                 netmask: int = 0xFFFFFFFF):
         """``capture``: the config has a snaplen; each CPU gets a record builder, and
         interface slots (the capture's interface ids) are never given out twice.
         ``flow_entries``: the config counts flows, in tables of this many entries.
         ``expression``: a filter expression (the config says so too), spliced into each
-        program as it loads."""
+        program as it loads, compiled with ``netmask`` (FilterSpec.netmask)."""
         if len(config) != CONFIG.size:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG.size}")
         self._config = config
@@ -169,10 +170,11 @@ class MonitorProgram:
         self._splicer = None
         if expression is not None:
             from netmon import expression as expr
-            expr.compiled(expression)  # its errors before anything loads
+            expr.compiled(expression, netmask)  # its errors before anything loads
             self._splicer = splice.Splicer({
                 HOOKS[h].program: functools.partial(expr.body, expression,
-                                                    expression_target(h, self._frags))
+                                                    expression_target(h, self._frags),
+                                                    netmask=netmask)
                 for h in self.hooks})
         try:
             with self._splicer or contextlib.nullcontext():

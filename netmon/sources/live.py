@@ -149,7 +149,8 @@ class LiveSource:
                if s.drops else {}))
         self.prog = stack.enter_context(MonitorProgram(
             packed, hooks=policy.to_load(s, busy, xdp_captures), capture=self._feed.capture,
-            flow_entries=self._feed.flow_entries, expression=s.spec.expression))
+            flow_entries=self._feed.flow_entries, expression=s.spec.expression,
+            netmask=s.spec.netmask))
         self._reader = stack.enter_context(PerfReader(
             self.prog.events_fd, self._feed.pages, wakeup=self._feed.wakeup,
             sample=self._feed.sample))

@@ -80,7 +80,7 @@ class ReplaySource:
         spec = settings.spec
         if spec.expression is not None and not spec.has_options:
             from netmon.expression import compiled, libpcap
-            self._libpcap = libpcap.Program(compiled(spec.expression))
+            self._libpcap = libpcap.Program(compiled(spec.expression, spec.netmask))
         self._others = self._libpcap if self._snaplen is not None else None
         self._short_matched = 0  # of the short frames, those the expression matched
 
@@ -89,7 +89,7 @@ class ReplaySource:
         s = self._settings
         self._prog = self._stack.enter_context(MonitorProgram(
             config.pack(s.spec.kernel_filters(), replay=True), hooks=("xdp",),
-            expression=s.spec.expression))
+            expression=s.spec.expression, netmask=s.spec.netmask))
         self._reader = self._stack.enter_context(PerfReader(self._prog.events_fd, s.pages))
         self._pipeline.reports(self._fill)
         return []

@@ -303,6 +303,60 @@ def test_a_long_or_chain_loads(netns):
     assert json.loads(nm.out[0])["dport"] == 1199
 
 
+def _udp_frame(src: str, dst: str) -> str:
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    return bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / IP(src=src, dst=dst)
+                 / UDP(sport=40070, dport=5070)).hex()
+
+
+@pytest.mark.kernel
+def test_ip_broadcast_live_uses_the_interfaces_netmask(netns):
+    """As tcpdump: the netmask of the one interface watched (b's /24), so the subnet's
+    broadcast address matches and a host address does not."""
+    n = netns
+    with Netmon(n, "--json", "--count", "1", "ip", "broadcast") as nm:
+        nm.wait_ready()
+        send(n, "frames", n.a_if, 1, _udp_frame(n.a_ip, n.b_ip),
+             _udp_frame(n.a_ip, f"{n.prefix}.255"))
+        assert nm.wait_exit() == 0
+    assert [json.loads(line)["dst"] for line in nm.out] == [f"{n.prefix}.255"]
+    assert " 1 matched, " in nm.err[-1]
+
+
+def test_ip_broadcast_without_a_known_netmask_is_one_line(capsys):
+    status, _, err = _cli(capsys, "-i", "nmt-none*", "ip", "broadcast")
+    assert status == 2
+    assert err == ("netmon: error: netmask not known, so 'ip broadcast' not supported: "
+                   "'ip broadcast' (netmon knows the netmask when -i names one interface "
+                   "with an IPv4 address, as tcpdump does)\n")
+
+
+@pytest.mark.kernel
+def test_ip_broadcast_in_a_file_is_tcpdumps(tmp_path):
+    """tcpdump -r compiles with the netmask 0: 255.255.255.255 and 0.0.0.0 match."""
+    import subprocess
+    import sys
+
+    from scapy.utils import wrpcap
+    from scapy.layers.l2 import Ether
+    from tests.support.netns import ROOT
+
+    path = tmp_path / "b.pcap"
+    dsts = ("255.255.255.255", "10.0.0.255", "0.0.0.0", "10.0.0.2")
+    wrpcap(str(path), [Ether(bytes.fromhex(_udp_frame("10.0.0.1", d))) for d in dsts])
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path), "--json", "ip",
+                          "broadcast"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    tcpdump = subprocess.run(["tcpdump", "-nr", str(path), "ip", "broadcast"],
+                             capture_output=True, text=True, check=True).stdout
+    assert [json.loads(line)["dst"] for line in res.stdout.splitlines()] == \
+        ["255.255.255.255", "0.0.0.0"]
+    assert [line.split(" > ")[1].rsplit(".", 1)[0] for line in tcpdump.splitlines()] == \
+        ["255.255.255.255", "0.0.0.0"]
+
+
 @pytest.mark.kernel
 def test_reading_a_file_gives_tcpdumps_frames(tmp_path):
     """netmon -r FILE EXPR and tcpdump -r FILE EXPR pick the same frames (IP frames:
