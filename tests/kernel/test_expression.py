@@ -303,7 +303,7 @@ def test_a_long_or_chain_loads(netns):
     assert json.loads(nm.out[0])["dport"] == 1199
 
 
-def _udp_frame(src: str, dst: str) -> str:
+def _to_broadcast(src: str, dst: str) -> str:
     from scapy.layers.inet import IP, UDP
     from scapy.layers.l2 import Ether
 
@@ -318,8 +318,8 @@ def test_ip_broadcast_live_uses_the_interfaces_netmask(netns):
     n = netns
     with Netmon(n, "--json", "--count", "1", "ip", "broadcast") as nm:
         nm.wait_ready()
-        send(n, "frames", n.a_if, 1, _udp_frame(n.a_ip, n.b_ip),
-             _udp_frame(n.a_ip, f"{n.prefix}.255"))
+        send(n, "frames", n.a_if, 1, _to_broadcast(n.a_ip, n.b_ip),
+             _to_broadcast(n.a_ip, f"{n.prefix}.255"))
         assert nm.wait_exit() == 0
     assert [json.loads(line)["dst"] for line in nm.out] == [f"{n.prefix}.255"]
     assert " 1 matched, " in nm.err[-1]
@@ -345,7 +345,7 @@ def test_ip_broadcast_in_a_file_is_tcpdumps(tmp_path):
 
     path = tmp_path / "b.pcap"
     dsts = ("255.255.255.255", "10.0.0.255", "0.0.0.0", "10.0.0.2")
-    wrpcap(str(path), [Ether(bytes.fromhex(_udp_frame("10.0.0.1", d))) for d in dsts])
+    wrpcap(str(path), [Ether(bytes.fromhex(_to_broadcast("10.0.0.1", d))) for d in dsts])
     res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path), "--json", "ip",
                           "broadcast"], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
@@ -527,7 +527,7 @@ def test_a_translation_past_what_a_jump_reaches_is_one_line(monkeypatch):
 
     ldh_ind, ja, ret = 0x48, 0x05, 0x06  # ldh [x + k], ja k, ret #k
     insns = (Insn(ja, 0, 0, 1000),) + (Insn(ldh_ind, 0, 0, 14),) * 1000 + (Insn(ret, 0, 0, 1),)
-    monkeypatch.setattr(expression, "compiled", lambda text: insns)
+    monkeypatch.setattr(expression, "compiled", lambda text, *_: insns)
     with pytest.raises(ExpressionInvalid) as exc:
         expression.body("a thousand loads", t.TC, FRAME_AT)
     assert "too long" in str(exc.value) and "\n" not in str(exc.value)
@@ -547,7 +547,7 @@ def test_a_translation_that_stretches_the_programs_jumps_too_far_is_one_line(mon
     ldh_ind, ld_imm, ret = 0x48, 0x00, 0x06  # ldh [x + k], ld #k, ret #k
     xdp = expression_target("xdp", facts.supports("frags"))  # as the program's XDP hook
     program = ()
-    monkeypatch.setattr(expression, "compiled", lambda _: program)
+    monkeypatch.setattr(expression, "compiled", lambda *_: program)
 
     def fits(n: int) -> bool:
         """Whether a load, n immediates, then ret translate within a jump's reach (the
