@@ -53,6 +53,16 @@ class Frame:
     outbound: bool | None  # the direction, where the file records it
     offset: int  # of the record in the file
     number: int  # of the packet in the file, from 1 (tcpdump -# counts the same way)
+    linktype: int = 1  # the file's LINKTYPE_* for it
+    raw: bytes | None = None  # as the file holds it, where that is not ``data`` (SLL)
+
+    @property
+    def as_filed(self) -> tuple[bytes, int]:
+        """Its bytes and length on the wire as the file has them: what tcpdump's
+        expression reads on a Linux cooked capture."""
+        if self.raw is None:
+            return self.data, self.origlen
+        return self.raw, self.origlen - len(self.data) + len(self.raw)
 
 
 @dataclass
@@ -138,8 +148,8 @@ def frames(path: str | Path) -> Iterator[Frame]:
             records = _pcapng(inp)
         else:
             raise CaptureUnreadable(f"{path}: not a pcap or pcapng file")
-        for number, fields in enumerate(records, start=1):
-            yield Frame(*fields, number)
+        for number, (*fields, linktype, raw) in enumerate(records, start=1):
+            yield Frame(*fields, number, linktype, raw)
 
 
 def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
@@ -159,9 +169,9 @@ def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
             raise CaptureDamaged(inp.path, offset, f"record claims {caplen} captured bytes")
         data = inp.read(min(caplen, snaplen), "packet data")
         inp.skip(caplen - len(data), "packet data")  # past the snaplen: cut, as tcpdump does
-        data, outbound, added = _to_ethernet(linktype, data)
-        yield (sec * 1_000_000_000 + frac * ns_per_unit, data, origlen + added, None,
-               outbound, offset)
+        made, outbound, added = _to_ethernet(linktype, data)
+        yield (sec * 1_000_000_000 + frac * ns_per_unit, made, origlen + added, None,
+               outbound, offset, linktype, None if made is data else data)
 
 
 def _options(body: bytes, order: str) -> dict[int, bytes]:
@@ -268,12 +278,12 @@ def _packet(block_type: int, body: bytes, length: int, order: str,
         if flags and len(flags) == 4:
             direction = struct.unpack(order + "I", flags)[0] & 3
             outbound = {1: False, 2: True}.get(direction)
-    data, sll_outbound, added = _to_ethernet(iface.linktype, data)
+    made, sll_outbound, added = _to_ethernet(iface.linktype, data)
     if outbound is None:
         outbound = sll_outbound
     if iface.ns_per_unit:
         ts_ns = ts * iface.ns_per_unit
     else:
         ts_ns = ts * 1_000_000_000 // iface.units_per_s
-    return (ts_ns + iface.offset_s * 1_000_000_000, data, origlen + added, iface.name,
-           outbound, offset)
+    return (ts_ns + iface.offset_s * 1_000_000_000, made, origlen + added, iface.name,
+            outbound, offset, iface.linktype, None if made is data else data)

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import bisect
 import errno
+import itertools
 import time
 from contextlib import ExitStack
 
 from netmon import events
-from netmon.errors import LibbpfError
+from netmon.errors import CaptureUnreadable, LibbpfError
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.flows import FlowBook
 from netmon.host.interfaces import Interfaces
@@ -76,23 +77,59 @@ class ReplaySource:
         # them; it counts them, and libpcap, whose verdicts the kernel's equal, picks them
         # here). Frames shorter than an Ethernet header, which a test run refuses, are
         # libpcap's to judge alone (tcpdump's `less 40`, `ether[0] = 2` match them).
+        # Compiled for the file's link type (start()).
         self._libpcap = None
-        spec = settings.spec
-        if spec.expression is not None and not spec.has_options:
-            from netmon.expression import compiled, libpcap
-            self._libpcap = libpcap.Program(compiled(spec.expression, spec.netmask))
-        self._others = self._libpcap if self._snaplen is not None else None
+        self._alone = settings.spec.expression is not None and not settings.spec.has_options
+        self._others = False
+        self._cooked = False  # not Ethernet: libpcap's verdict, then the program's
+        self._linktype = None
         self._short_matched = 0  # of the short frames, those the expression matched
+        self._rejected = 0  # cooked frames the expression did not match: seen, no more
 
     def start(self) -> list[str]:
         """Load the program (its XDP hook alone) and open its rings; no notes."""
         s = self._settings
+        expression = s.spec.expression
+        if expression is not None:
+            expression = self._expression_for_the_file(expression)
         self._prog = self._stack.enter_context(MonitorProgram(
             config.pack(s.spec.kernel_filters(), replay=True), hooks=("xdp",),
-            expression=s.spec.expression, netmask=s.spec.netmask))
+            expression=expression, netmask=s.spec.netmask))
         self._reader = self._stack.enter_context(PerfReader(self._prog.events_fd, s.pages))
         self._pipeline.reports(self._fill)
         return []
+
+    def _expression_for_the_file(self, text: str) -> str | None:
+        """What the program runs of the expression: compiled as tcpdump compiles it, for
+        the link type of the file's first frame. On Ethernet, the expression itself. On
+        a Linux cooked capture (SLL, SLL2), whose frames the program is given with a
+        made-up Ethernet header, libpcap's verdict on the frame as filed, and the program
+        none spliced in: its nm_expr() as compiled takes every frame it is given, and the
+        counters still count as an expression's (libpcap refuses what the link type cannot
+        answer: `vlan`, `ether host` on SLL, as tcpdump does)."""
+        from netmon.expression import libpcap
+
+        spec = self._settings.spec
+        first = next(self._frames, None)
+        if first is None:
+            return text
+        self._frames = itertools.chain((first,), self._frames)
+        self._linktype = first.linktype
+        self._cooked = first.linktype != savefile.LINKTYPE_ETHERNET
+        if self._cooked or self._alone:
+            self._libpcap = libpcap.Program(libpcap.compile(text, spec.netmask,
+                                                            first.linktype))
+        self._others = self._alone and self._snaplen is not None
+        return None if self._cooked else text
+
+    def _matches(self, frame: savefile.Frame) -> bool:
+        """libpcap's verdict on the frame, as tcpdump -r gives it."""
+        if frame.linktype != self._linktype:
+            raise CaptureUnreadable(
+                f"{self._settings.read}: frame {frame.number} is of link type "
+                f"{frame.linktype}, the first of {self._linktype}: netmon compiles a filter "
+                f"expression for one link type, as tcpdump does")
+        return self._libpcap.matches(*frame.as_filed)
 
     def attached(self) -> list:
         return []
@@ -118,10 +155,12 @@ class ReplaySource:
                     self.done = True
                     break
                 start = time.monotonic_ns()
+                if self._cooked and not self._matches(frame):
+                    self._rejected += 1
+                    continue
                 if len(frame.data) < ETH_HLEN:
                     self._short += 1
-                    if self._libpcap is None or not self._libpcap.matches(frame.data,
-                                                                         frame.origlen):
+                    if not self._alone or not self._matches(frame):
                         continue
                     self._short_matched += 1  # in the batch, with no test run: no event
                 else:
@@ -178,10 +217,10 @@ class ReplaySource:
         for ts, _, _, key, _, segs in rows:
             frame = batch[bisect.bisect_right(starts, ts) - 1][1]
             found.append((frame, (key, segs)))
-        if self._others is not None:
+        if self._others:
             shown = {frame.number for frame, _ in found}
             found += [(frame, None) for _, frame in batch if frame.number not in shown
-                      and self._others.matches(frame.data, frame.origlen)]
+                      and self._matches(frame)]
             found.sort(key=lambda item: item[0].number)
         fixed, numbers, blocks = [], [], []
         for frame, row in found:
@@ -205,6 +244,7 @@ class ReplaySource:
         summary.undecodable = self._decoder.undecodable + self._reader.foreign
         for name in ("seen", "malformed"):
             summary.counters[name] = summary.counters.get(name, 0) + self._short
+        summary.counters["seen"] += self._rejected
         # As the kernel counts a frame the expression matched that is not IP.
         summary.counters["expr_not_ip"] = (summary.counters.get("expr_not_ip", 0)
                                            + self._short_matched)
