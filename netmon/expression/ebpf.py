@@ -7,6 +7,7 @@ backward jumps to labels, helper calls, exit.
 
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 
@@ -127,8 +128,37 @@ class Asm:
     def exit(self) -> None:
         self.emit(JMP | EXIT)
 
+    def reachable(self) -> list[bool]:
+        """Which instructions some path from the first reaches. Falling off the end is
+        the caller going on (a translation is put in place of a call)."""
+        n = len(self.insns)
+        seen = [False] * n
+        todo = [0]
+        while todo:
+            pc = todo.pop()
+            if pc >= n or seen[pc]:
+                continue
+            seen[pc] = True
+            insn = self.insns[pc]
+            op = insn.code & 0xF0
+            if insn.code & 0x07 in (JMP, JMP32) and op == EXIT:
+                continue
+            if insn.target is not None:
+                todo.append(self.labels[insn.target])
+                if insn.code & 0x07 == JMP and op == JA:
+                    continue
+            todo.append(pc + 1)
+        return seen
+
     def assemble(self) -> list[Insn]:
-        """The instructions with every jump's offset filled in."""
+        """The instructions with every jump's offset filled in, those no path reaches
+        left out: the verifier refuses a program with any (a constant expression, `32 >
+        0`, compiles to a lone `ret`, and the reject path after it is never taken)."""
+        keep = self.reachable()
+        if not all(keep):
+            moved = list(itertools.accumulate(keep, initial=0))  # old index -> new index
+            self.labels = {name: moved[at] for name, at in self.labels.items()}
+            self.insns = [insn for insn, kept in zip(self.insns, keep) if kept]
         out = []
         for pc, insn in enumerate(self.insns):
             if insn.target is not None:
