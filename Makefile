@@ -21,7 +21,7 @@ BUILD_DEPS := clang llvm libbpf-dev bpftool make python3 python3-venv python3-pi
 APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-linux tshark tmux \
 	nfdump softflowd prometheus nftables dropwatch sqlite3
 
-.PHONY: all vmlinux deps deps-build wheel venv install test test-unit test-kernels test-userlands \
+.PHONY: all vmlinux deps deps-build wheel venv install test fuzz test-unit test-kernels test-userlands \
 	wheel-container bench clean
 
 all: $(BPF_OBJ)
@@ -77,6 +77,12 @@ install: $(BPF_OBJ)
 # The flow tests offer traffic with the bench's generator (build/xdp_tx.bpf.o).
 test: venv $(BUILD)/xdp_tx.bpf.o
 	$(VENV)/bin/python -m pytest -ra tests
+
+# The fuzzers' long run (the tests run short ones): capture files, totals databases,
+# and expressions against libpcap. SEED=N replays a run; findings go to build/.
+FUZZ_ARGS ?= --expressions 10000 --captures 200000 --totals 3000
+fuzz: venv
+	$(VENV)/bin/python -m tests.fuzz $(FUZZ_ARGS) $(if $(SEED),--seed $(SEED))
 
 test-unit: install
 	$(VENV)/bin/python -m pytest -ra -m 'not kernel' tests

@@ -55,6 +55,7 @@ class Frame:
     number: int  # of the packet in the file, from 1 (tcpdump -# counts the same way)
     linktype: int = 1  # the file's LINKTYPE_* for it
     raw: bytes | None = None  # as the file holds it, where that is not ``data`` (SLL)
+    filed_len: int = 0  # with ``raw``: the length on the wire the file says
 
     @property
     def as_filed(self) -> tuple[bytes, int]:
@@ -62,7 +63,7 @@ class Frame:
         expression reads on a Linux cooked capture."""
         if self.raw is None:
             return self.data, self.origlen
-        return self.raw, self.origlen - len(self.data) + len(self.raw)
+        return self.raw, self.filed_len
 
 
 @dataclass
@@ -75,22 +76,22 @@ class _Interface:
     offset_s: int = 0
 
 
-def _to_ethernet(linktype: int, data: bytes) -> tuple[bytes, bool | None, int]:
-    """(Ethernet frame, outbound or None, bytes added to the length)."""
+def _to_ethernet(linktype: int, data: bytes) -> tuple[bytes, bool | None]:
+    """(Ethernet frame, outbound or None): ``data`` itself where it is one already."""
     if linktype == LINKTYPE_ETHERNET:
-        return data, None, 0
+        return data, None
     if linktype == LINKTYPE_LINUX_SLL:
         if len(data) < 16:
-            return data, None, 0
+            return data, None
         pkttype, _, addrlen = struct.unpack_from(">HHH", data)
         addr, proto, head = data[6:6 + min(addrlen, 8)], data[14:16], 16
     else:  # SLL2
         if len(data) < 20:
-            return data, None, 0
+            return data, None
         proto, pkttype, addrlen = data[0:2], data[10], data[11]
         addr, head = data[12:12 + min(addrlen, 8)], 20
     src = addr if len(addr) == 6 else b"\0" * 6
-    return b"\0" * 6 + src + proto + data[head:], pkttype == PACKET_OUTGOING, 14 - head
+    return b"\0" * 6 + src + proto + data[head:], pkttype == PACKET_OUTGOING
 
 
 def _refuse(path: str, linktype: int) -> CaptureUnreadable:
@@ -148,8 +149,11 @@ def frames(path: str | Path) -> Iterator[Frame]:
             records = _pcapng(inp)
         else:
             raise CaptureUnreadable(f"{path}: not a pcap or pcapng file")
-        for number, (*fields, linktype, raw) in enumerate(records, start=1):
-            yield Frame(*fields, number, linktype, raw)
+        for number, (ts, data, origlen, *fields, linktype, raw) in enumerate(records, 1):
+            # A cooked frame's header is made Ethernet's: its length on the wire too,
+            # never below 0 (a file may say 0 for a frame of any size).
+            made = origlen if raw is None else max(0, origlen + len(data) - len(raw))
+            yield Frame(ts, data, made, *fields, number, linktype, raw, origlen)
 
 
 def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
@@ -169,8 +173,8 @@ def _pcap(inp: _Input, order: str, ns_per_unit: int) -> Iterator[tuple]:
             raise CaptureDamaged(inp.path, offset, f"record claims {caplen} captured bytes")
         data = inp.read(min(caplen, snaplen), "packet data")
         inp.skip(caplen - len(data), "packet data")  # past the snaplen: cut, as tcpdump does
-        made, outbound, added = _to_ethernet(linktype, data)
-        yield (sec * 1_000_000_000 + frac * ns_per_unit, made, origlen + added, None,
+        made, outbound = _to_ethernet(linktype, data)
+        yield (sec * 1_000_000_000 + frac * ns_per_unit, made, origlen, None,
                outbound, offset, linktype, None if made is data else data)
 
 
@@ -278,12 +282,12 @@ def _packet(block_type: int, body: bytes, length: int, order: str,
         if flags and len(flags) == 4:
             direction = struct.unpack(order + "I", flags)[0] & 3
             outbound = {1: False, 2: True}.get(direction)
-    made, sll_outbound, added = _to_ethernet(iface.linktype, data)
+    made, sll_outbound = _to_ethernet(iface.linktype, data)
     if outbound is None:
         outbound = sll_outbound
     if iface.ns_per_unit:
         ts_ns = ts * iface.ns_per_unit
     else:
         ts_ns = ts * 1_000_000_000 // iface.units_per_s
-    return (ts_ns + iface.offset_s * 1_000_000_000, made, origlen + added, iface.name,
+    return (ts_ns + iface.offset_s * 1_000_000_000, made, origlen, iface.name,
             outbound, offset, iface.linktype, None if made is data else data)

@@ -168,12 +168,37 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
         raise TotalsUnavailable(f"{q.db}: damaged ({exc})") from None
     finally:
         db.close()
+    _check(q.db, rows, names)
     out: dict[Who, dict[str, Figures]] = {}
     for start, guest, interface, direction, protocol, packets, octets in rows:
         period = "" if q.top is not None else _period(start, q)
         figures = out.setdefault((guest, interface), {}).setdefault(period, Figures())
         figures.add(direction, protocol, packets, octets)
     return out, names, (since, until)
+
+
+def _check(path: str, rows: list, names: dict) -> None:
+    """Every value as netmon writes it, or the database is damaged: SQLite keeps any
+    value in any column, and a page changed on disk can hold a NULL hour, a direction
+    that is neither in nor out, a name that is a number. A ledger is refused whole
+    rather than read in part."""
+    for row in rows:
+        start, guest, interface, direction, protocol, packets, octets = row
+        if not (type(start) is int and type(guest) is int and guest >= 0
+                and type(interface) is str and direction in ("in", "out")
+                and type(protocol) is str and type(packets) is int and packets >= 0
+                and type(octets) is int and octets >= 0):
+            raise TotalsUnavailable(f"{path}: damaged (a row netmon did not write: "
+                                    f"{_shown_row(row)})")
+    for guest, name in names.items():
+        if type(guest) is not int or not (name is None or type(name) is str):
+            raise TotalsUnavailable(f"{path}: damaged (a guest netmon did not write: "
+                                    f"{_shown_row((guest, name))})")
+
+
+def _shown_row(row: tuple) -> str:
+    # What the damage put there, shown as data and cut: it may be anything.
+    return ascii(row)[:80]
 
 
 NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON: whole)

@@ -131,6 +131,30 @@ def test_the_corpus_gets_libpcaps_verdicts(expression, hook):
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("expression", ["32 > 0", "tcp or 8 > 0"])
+def test_a_constant_expression_loads_and_matches_everything(expression, hook):
+    """libpcap compiles these to a lone `ret`: the reject path after it is reached by no
+    jump, and the verifier refused the program it was left in (found by tests/fuzz)."""
+    got, want = verdicts(expression, hook, corpus()[:200])
+    assert got == want and all(got)
+
+
+@pytest.mark.kernel
+def test_netmon_runs_a_constant_expression(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.netns import ROOT
+
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(DATA / "afs.pcap"),
+                          "tcp or 8 > 0"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.splitlines()[-1].startswith("netmon: 601 packets seen (0 not IP, "
+                                                  "0 malformed), 601 matched")
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("hook", HOOKS)
 def test_every_prefix_of_a_frame_gets_libpcaps_verdict(hook):
     """Cut one byte at a time: each load's bounds, exactly."""
     frames = [f for f in corpus() if 60 <= len(f) <= 200][::97][:12]

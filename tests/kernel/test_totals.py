@@ -437,6 +437,28 @@ def test_a_damaged_database_is_refused_at_start_and_read_in_one_line(tmp_path, c
     assert err.count("\n") == 1 and err.startswith(f"netmon: error: {path}: ")
 
 
+@pytest.mark.parametrize("change,views", [
+    # Days and months read the hour through date(): a fraction of a second is harmless.
+    ("UPDATE hourly SET start = start + 0.5", [["--hours"]]),
+    ("UPDATE hourly SET direction = 'o'", None), ("UPDATE hourly SET bytes = -1", None),
+    ("UPDATE hourly SET packets = 1.5", None), ("UPDATE guests SET name = x'1b5b324a'", None)])
+def test_values_netmon_never_writes_are_damage_in_one_line(tmp_path, capsys, change, views):
+    """SQLite keeps any value in any column: a changed page can hold a NULL hour or a
+    direction that is neither (tracebacks the fuzzer found). The ledger is refused whole."""
+    path = str(tmp_path / "t.db")
+    with Writer(path) as w:
+        w.add([(totals.hour_of(time.time()), Key(100, 0), "in", "tcp", 3, 30)], {100: "web"})
+    db = sqlite3.connect(path)
+    db.execute(change)
+    db.commit()
+    db.close()
+    for view in views or (["--days"], ["--hours"], ["--months", "--json"], ["--top", "2"]):
+        status = cli.main(["totals", "--db", path, "--since", "1970-01", *view])
+        err = capsys.readouterr().err
+        assert status == cli.ExitStatus.TOTALS, (change, view)
+        assert err.startswith(f"netmon: error: {path}: damaged (a ") and err.count("\n") == 1
+
+
 @pytest.mark.parametrize("name", ["x?y.db", "e%41.db", "a#b.db", "dir"])
 def test_any_db_path_is_read_as_named_or_refused_in_one_line(tmp_path, capsys, name):
     path = tmp_path / name

@@ -150,6 +150,17 @@ def test_linux_cooked_captures_become_ethernet(tmp_path):
         assert frame.outbound is outbound and frame.origlen == 60 + 14 - len(head)
 
 
+def test_a_cooked_frame_the_file_says_is_shorter_than_its_header(tmp_path):
+    # A record's length on the wire of 0: the made-up Ethernet length stays 0, not -6
+    # (-w could not encode it: found by tests/fuzz), and libpcap gets the file's 0.
+    sll2 = b"\x08\x00" + b"\0\0" + struct.pack(">IHBB", 2, 1, 0, 6) + bytes(8)
+    path = tmp_path / "x.pcap"
+    path.write_bytes(_pcap("<", 0xA1B2C3D4, 276, 65535, [(1, 0, sll2 + FRAME[14:], 0)]))
+    (frame,) = savefile.frames(path)
+    assert frame.origlen == 0 and frame.as_filed == (sll2 + FRAME[14:], 0)
+    pcapng.enhanced_packet(0, frame.ts_ns, frame.data, frame.origlen, False)
+
+
 def test_other_link_types_and_formats_are_refused(tmp_path):
     path = tmp_path / "x.pcap"
     path.write_bytes(_pcap("<", 0xA1B2C3D4, 101, 65535, [(1, 0, FRAME[14:], 46)]))
