@@ -328,7 +328,7 @@ def monitor(
                           expression=expression)
     except ValueError as exc:
         raise errors.UsageError(str(exc)) from None
-    settings = build(Options(
+    options = Options(
         interface=tuple(interface or ()), guest=tuple(guest or ()), direction=direction,
         hook=hook, mode=mode, attach=attach, follow=follow, spec=spec, write=write,
         print_lines=print_lines, snaplen=snaplen, file_mb=file_mb, file_count=file_count,
@@ -337,8 +337,13 @@ def monitor(
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
-        totals_every=totals_every, totals_keep=totals_keep),
-        cpus=os.cpu_count() or 1)
+        totals_every=totals_every, totals_keep=totals_keep)
+    try:
+        settings = build(options, cpus=os.cpu_count() or 1)
+    except errors.ExpressionInvalid as exc:
+        if expression_file is None:
+            raise
+        raise exc.from_file(expression_file) from None
     if 1 in _closed_fds and any(k.writes_stdout(settings) for k in sinks.for_run(settings)):
         raise errors.UsageError("standard output is closed, and this run writes to it: "
                                 "redirect it (>/dev/null), or use --quiet or -w FILE")

@@ -5,6 +5,8 @@ The CLI maps each class to an exit status; nothing below it knows exit codes.
 
 from __future__ import annotations
 
+import re
+
 QUOTED_MAX = 100  # characters of what was typed that an error quotes whole
 
 
@@ -25,7 +27,24 @@ class UsageError(NetmonError):
 
 
 class ExpressionInvalid(UsageError):
-    """A filter expression libpcap refused, or one netmon cannot run in the kernel."""
+    """A filter expression libpcap refused, or one netmon cannot run in the kernel: the
+    reason, then the expression quoted (cut when long)."""
+
+    def __init__(self, reason: str, expression: str):
+        super().__init__(f"{reason}: {quoted(expression)}")
+        self.reason = reason
+
+    def from_file(self, path: str) -> "ExpressionInvalid":
+        """The same refusal for an expression -F read from ``path``, which shows nothing
+        of the file: it may be any file (-F /etc/shadow, through a sudo rule), and
+        libpcap's reason may quote a word of it (unknown host 'root:$6$...')."""
+        reason = re.sub(r"'[^']*'", "…", self.reason)  # unknown host '…'
+        reason = re.sub(r"(illegal token)\b.*", r"\1", reason)  # illegal token: x
+        error = ExpressionInvalid.__new__(ExpressionInvalid)
+        UsageError.__init__(error, f"-F {path}: not a filter expression netmon can run "
+                                   f"({reason})")
+        error.reason = reason
+        return error
 
 
 class LibpcapMissing(NetmonError):

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from netmon.errors import ExpressionInvalid, UsageError, quoted
+from netmon.errors import ExpressionInvalid, UsageError
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
@@ -207,10 +207,10 @@ def _expression(o: Options, mask: int) -> FilterSpec:
     try:
         _check_expression(spec.expression, mask, o.read is not None, o.drops and not o.top)
     except ExpressionInvalid as exc:
-        if mask == NETMASK_UNKNOWN and "netmask not known" in str(exc):
-            raise ExpressionInvalid(f"{exc} (netmon knows the netmask when -i names one "
-                                    f"interface with an IPv4 address, as tcpdump does)"
-                                    ) from None
+        if mask == NETMASK_UNKNOWN and "netmask not known" in exc.reason:
+            raise ExpressionInvalid(f"{exc.reason} (netmon knows the netmask when -i names "
+                                    f"one interface with an IPv4 address, as tcpdump does)",
+                                    spec.expression) from None
         raise
     return spec
 
@@ -220,17 +220,17 @@ def _check_expression(text: str, mask: int, reading: bool, drops: bool) -> None:
 
     expression.compiled(text, mask)
     if reading and expression.reads_the_interface(text, mask):
-        raise UsageError(f"a capture file's frames have no direction or interface index the "
-                         f"kernel knows: `inbound`, `outbound` and `ifindex` work live, "
-                         f"not with -r: {quoted(text)}")
+        raise ExpressionInvalid("a capture file's frames have no direction or interface "
+                                "index the kernel knows: `inbound`, `outbound` and `ifindex` "
+                                "work live, not with -r", text)
     if drops and expression.reads_the_interface(text, mask):
-        raise UsageError(f"a drop has no direction netmon can tell (as --direction, "
-                         f"`inbound`, `outbound` and `ifindex` go without netmon drops; "
-                         f"-i names the interfaces): {quoted(text)}")
+        raise ExpressionInvalid("a drop has no direction netmon can tell (as --direction, "
+                                "`inbound`, `outbound` and `ifindex` go without netmon "
+                                "drops; -i names the interfaces)", text)
     if drops and expression.farthest_read(text, mask) > HDR_BUF:
-        raise UsageError(f"netmon drops copies the first {HDR_BUF} bytes of a dropped "
-                         f"packet, and this expression reads past them (up to byte "
-                         f"{expression.farthest_read(text, mask)}): {quoted(text)}")
+        raise ExpressionInvalid(f"netmon drops copies the first {HDR_BUF} bytes of a "
+                                f"dropped packet, and this expression reads past them (up to "
+                                f"byte {expression.farthest_read(text, mask)})", text)
 
 
 def build(o: Options, cpus: int = 1,

@@ -76,7 +76,7 @@ def body(text: str, target, frame: int, netmask: int = NETMASK_UNKNOWN) -> bytes
 def too_long(text: str, exc: Exception) -> Exception:
     """The one-line error for a translation past what a BPF jump reaches, in itself or
     in the program it goes into."""
-    from netmon.errors import ExpressionInvalid, quoted
+    from netmon.errors import ExpressionInvalid
 
     return ExpressionInvalid(f"netmon cannot run this expression in the kernel: it is "
-                             f"too long ({exc}, past what a BPF jump reaches): {quoted(text)}")
+                             f"too long ({exc}, past what a BPF jump reaches)", text)

@@ -8,7 +8,7 @@ linux/filter.h and pcap/bpf.h define the encoding: class in bits 0-2, then size 
 
 from __future__ import annotations
 
-from netmon.errors import ExpressionInvalid, quoted
+from netmon.errors import ExpressionInvalid
 from netmon.expression.libpcap import Insn
 
 # classes
@@ -90,8 +90,8 @@ def check(insns: tuple[Insn, ...], expression: str) -> None:
     path before it is written (its value would be undefined).
     """
     def refuse(what: str) -> ExpressionInvalid:
-        return ExpressionInvalid(f"netmon cannot run this expression in the kernel: {what}: "
-                                 f"{quoted(expression)}")
+        return ExpressionInvalid(f"netmon cannot run this expression in the kernel: {what}",
+                                 expression)
 
     if not insns:
         raise refuse("it compiled to nothing")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from netmon.errors import ExpressionInvalid, LibpcapMissing, ObjectMismatch, quoted
+from netmon.errors import ExpressionInvalid, LibpcapMissing, ObjectMismatch
 
 try:
     from netmon.expression._pcap_ffi import ffi
@@ -65,7 +65,7 @@ def compile(expression: str, netmask: int = PCAP_NETMASK_UNKNOWN,
     try:
         if lib().pcap_compile(handle, prog, expression.encode(), 1, netmask) != 0:
             message = ffi.string(lib().pcap_geterr(handle)).decode(errors="replace")
-            raise ExpressionInvalid(f"{message}: {quoted(expression)}")
+            raise ExpressionInvalid(message, expression)
         insns = tuple(Insn(i.code, i.jt, i.jf, i.k) for i in prog.bf_insns[0:prog.bf_len])
         lib().pcap_freecode(prog)
         return insns

@@ -165,7 +165,7 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
         rows = _rows(db, q, since, until, q.view == "hours" and q.top is None)
         names = dict(db.execute("SELECT guest, name FROM guests").fetchall())
     except sqlite3.DatabaseError as exc:  # a damaged page met on the way
-        raise TotalsUnavailable(f"{q.db}: damaged ({exc})") from None
+        raise TotalsUnavailable(f"{q.db}: damaged ({store.told(exc)})") from None
     finally:
         db.close()
     _check(q.db, rows, names)
@@ -181,24 +181,24 @@ def _check(path: str, rows: list, names: dict) -> None:
     """Every value as netmon writes it, or the database is damaged: SQLite keeps any
     value in any column, and a page changed on disk can hold a NULL hour, a direction
     that is neither in nor out, a name that is a number. A ledger is refused whole
-    rather than read in part."""
+    rather than read in part; the error names the column, never what is in it."""
+    def whole(v) -> bool:
+        return type(v) is int and v >= 0
+
     for row in rows:
         start, guest, interface, direction, protocol, packets, octets = row
-        if not (type(start) is int and type(guest) is int and guest >= 0
-                and type(interface) is str and direction in ("in", "out")
-                and type(protocol) is str and type(packets) is int and packets >= 0
-                and type(octets) is int and octets >= 0):
-            raise TotalsUnavailable(f"{path}: damaged (a row netmon did not write: "
-                                    f"{_shown_row(row)})")
+        for column, good in (("start", type(start) is int), ("guest", whole(guest)),
+                             ("interface", type(interface) is str),
+                             ("direction", direction in ("in", "out")),
+                             ("protocol", type(protocol) is str), ("packets", whole(packets)),
+                             ("bytes", whole(octets))):
+            if not good:
+                raise TotalsUnavailable(f"{path}: damaged (a traffic row's {column} is not "
+                                        f"one netmon writes)")
     for guest, name in names.items():
         if type(guest) is not int or not (name is None or type(name) is str):
-            raise TotalsUnavailable(f"{path}: damaged (a guest netmon did not write: "
-                                    f"{_shown_row((guest, name))})")
-
-
-def _shown_row(row: tuple) -> str:
-    # What the damage put there, shown as data and cut: it may be anything.
-    return ascii(row)[:80]
+            raise TotalsUnavailable(f"{path}: damaged (a guest's number or name is not one "
+                                    f"netmon writes)")
 
 
 NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON: whole)

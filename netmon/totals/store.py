@@ -105,6 +105,14 @@ def day_start(t: float) -> int:
     return int(time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1)))
 
 
+def told(exc: Exception) -> str:
+    """SQLite's reason, without what it may quote of the file (a schema's object names:
+    `malformed database schema (name) - ...`): an error never shows a file's contents."""
+    if isinstance(exc, sqlite3.Error):
+        return str(exc).split(" (")[0].split(" - ")[0]
+    return getattr(exc, "strerror", None) or type(exc).__name__
+
+
 def _uri(path: str, mode: str) -> str:
     """A file: URI for ``path``, whatever characters it holds (?, #, %)."""
     return f"file:{urllib.parse.quote(os.path.abspath(path))}?{mode}"
@@ -141,7 +149,7 @@ def connect_read(path: str) -> sqlite3.Connection:
             error = exc
             if db is not None:
                 db.close()
-    raise TotalsUnavailable(f"{path}: not a netmon totals database ({error})")
+    raise TotalsUnavailable(f"{path}: not a netmon totals database ({told(error)})")
 
 
 def _private_copy(path: str) -> str:
@@ -173,13 +181,13 @@ def _refusal(path: str, fd: int) -> str | None:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
                                            "'table'")}
     except sqlite3.DatabaseError as exc:
-        return f"damaged ({exc}); netmon leaves it as it is"
+        return f"damaged ({told(exc)}); netmon leaves it as it is"
     finally:
         if db is not None:
             db.close()
     if app != APPLICATION_ID and not (app == 0 and OUR_TABLES <= tables):
-        return (f"another program's database (application_id {app:#x}, tables "
-                f"{', '.join(sorted(tables)) or 'none'}); netmon leaves it as it is")
+        return (f"another program's database (application_id {app:#x}, {len(tables)} "
+                f"tables, not netmon's); netmon leaves it as it is")
     return None
 
 
@@ -244,7 +252,7 @@ class Writer:
                            (os.getpid(),))
         except sqlite3.DatabaseError as exc:
             raise TotalsUnavailable(f"--totals {path}: not a netmon totals database "
-                                    f"({exc})") from None
+                                    f"({told(exc)})") from None
 
     @property
     def is_open(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -352,9 +353,9 @@ def test_ip_broadcast_live_uses_the_interfaces_netmask(netns):
 def test_ip_broadcast_without_a_known_netmask_is_one_line(capsys):
     status, _, err = _cli(capsys, "-i", "nmt-none*", "ip", "broadcast")
     assert status == 2
-    assert err == ("netmon: error: netmask not known, so 'ip broadcast' not supported: "
-                   "'ip broadcast' (netmon knows the netmask when -i names one interface "
-                   "with an IPv4 address, as tcpdump does)\n")
+    assert err == ("netmon: error: netmask not known, so 'ip broadcast' not supported "
+                   "(netmon knows the netmask when -i names one interface with an IPv4 "
+                   "address, as tcpdump does): 'ip broadcast'\n")
 
 
 @pytest.mark.kernel
@@ -534,6 +535,23 @@ def test_an_expression_file_as_tcpdumps(tmp_path, monkeypatch):
     assert cli.read_expression(None, str(path)) == "tcp port 443 and not host 10.0.0.1"
     assert cli.read_expression(["udp", "port", "53"], None) == "udp port 53"
     assert cli.read_expression([], None) is None
+
+
+@pytest.mark.parametrize("text,reason", [
+    ("root:$6$salt$hash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",
+     "can't parse filter expression: syntax error"),
+    ("host secret-host.invalid\n", "unknown host …"),
+])
+def test_an_expression_file_is_never_shown(capsys, tmp_path, text, reason):
+    """-F may name any file (through a sudo rule that allows netmon): the error names the
+    file, never a word of it (libpcap's reason quotes the word it could not look up)."""
+    path = tmp_path / "shadow"
+    path.write_text(text)
+    status, out, err = _cli(capsys, "-r", str(DATA / "afs.pcap"), "-F", str(path))
+    assert status == 2 and out == ""
+    assert err == f"netmon: error: -F {path}: not a filter expression netmon can run ({reason})\n"
+    told = err.replace(str(path), "")
+    assert not {"root", "salt", "hash", "daemon", "secret"} & set(re.split(r"\W+", told))
 
 
 def test_without_libpcap_one_line_names_the_package(capsys, monkeypatch):

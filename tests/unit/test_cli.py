@@ -127,7 +127,7 @@ def test_an_error_gets_the_status_of_its_nearest_mapped_class(capsys, monkeypatc
         pass
 
     assert cli.exit_status(FromAFutureAttach("x")) == ExitStatus.ATTACH
-    assert cli.exit_status(errors.ExpressionInvalid("x")) == ExitStatus.USAGE  # its own row
+    assert cli.exit_status(errors.ExpressionInvalid("x", "y")) == ExitStatus.USAGE  # its own row
     assert cli.exit_status(Unmapped("x")) == ExitStatus.ERROR
 
     def fails(*args, **kw):
