@@ -105,11 +105,19 @@ def day_start(t: float) -> int:
     return int(time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, 0, 0, 0, 0, 0, -1)))
 
 
+def _text(raw: bytes) -> str:
+    # A damaged page can hold bytes that are not UTF-8 where text should be: shown
+    # replaced, never a UnicodeDecodeError (found by tests/fuzz).
+    return raw.decode("utf-8", "replace")
+
+
 def told(exc: Exception) -> str:
     """SQLite's reason, without what it may quote of the file (a schema's object names:
     `malformed database schema (name) - ...`): an error never shows a file's contents."""
     if isinstance(exc, sqlite3.Error):
         return str(exc).split(" (")[0].split(" - ")[0]
+    if isinstance(exc, UnicodeDecodeError):  # SQLite's own message was not UTF-8
+        return "text that is not UTF-8"
     return getattr(exc, "strerror", None) or type(exc).__name__
 
 
@@ -143,9 +151,10 @@ def connect_read(path: str) -> sqlite3.Connection:
             if where is None:  # no -shm this user may use: a copy of its own
                 where = _private_copy(path)
             db = sqlite3.connect(_uri(where, mode), uri=True)
+            db.text_factory = _text
             db.execute("SELECT count(*) FROM hourly").fetchall()  # all: no read left open
             return db
-        except (sqlite3.DatabaseError, OSError) as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError, OSError) as exc:
             error = exc
             if db is not None:
                 db.close()
@@ -180,7 +189,7 @@ def _refusal(path: str, fd: int) -> str | None:
         app = db.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
                                            "'table'")}
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         return f"damaged ({told(exc)}); netmon leaves it as it is"
     finally:
         if db is not None:
@@ -226,11 +235,12 @@ class Writer:
         try:
             # autocommit off (isolation_level None: transactions are begun by hand)
             self._db = sqlite3.connect(path, isolation_level=None, timeout=10)
+            self._db.text_factory = _text
             # Damaged pages are refused now, not met by every write later.
             try:
                 check = [r[0] for r in self._db.execute("PRAGMA quick_check")]
-            except sqlite3.DatabaseError as exc:
-                check = [str(exc)]
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+                check = [told(exc)]
             if check != ["ok"]:
                 raise TotalsUnavailable(f"--totals {path}: damaged ({check[0]}); netmon "
                                         f"leaves it as it is")
@@ -250,7 +260,7 @@ class Writer:
                            (SCHEMA_VERSION,))
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('writer_pid', ?)",
                            (os.getpid(),))
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise TotalsUnavailable(f"--totals {path}: not a netmon totals database "
                                     f"({told(exc)})") from None
 

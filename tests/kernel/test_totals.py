@@ -462,6 +462,23 @@ def test_values_netmon_never_writes_are_damage_in_one_line(tmp_path, capsys, cha
         assert "not one netmon writes" in err
 
 
+def test_a_schema_that_is_not_utf8_is_damage_in_one_line(tmp_path, capsys):
+    """Bytes that are not UTF-8 where SQLite keeps text (the schema, here): Python's
+    sqlite3 raised UnicodeDecodeError, a traceback (found by tests/fuzz)."""
+    path = tmp_path / "t.db"
+    with Writer(str(path)) as w:
+        w.add([(totals.hour_of(time.time()), Key(100, 0), "in", "tcp", 3, 30)], {100: "web"})
+    data = bytearray(path.read_bytes())
+    # A keyword of the guests table's SQL: SQLite's error quotes the bytes near it.
+    at = data.index(b"CREATE TABLE guests") + 3
+    data[at] = 0xEB
+    path.write_bytes(bytes(data))
+    for args in (["totals", "--db", str(path), "--months"], ["--totals", str(path)]):
+        assert cli.main(args) == cli.ExitStatus.TOTALS
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "(text that is not UTF-8)" in err, err
+
+
 @pytest.mark.parametrize("name", ["x?y.db", "e%41.db", "a#b.db", "dir"])
 def test_any_db_path_is_read_as_named_or_refused_in_one_line(tmp_path, capsys, name):
     path = tmp_path / name
