@@ -20,6 +20,7 @@ from typing import TextIO
 
 from netmon import sinks
 from netmon.errors import UsageError
+from netmon.escape import visible
 from netmon.host import system
 from netmon.host.interfaces import Interfaces
 from netmon.kernel import drops, facts, libbpf
@@ -80,7 +81,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
                   drop_names=drops.Names() if settings.drops else None)
 
     def say(text: str) -> None:
-        err.write(f"netmon: {text}\n")
+        err.write(f"netmon: {visible(text)}\n")
         err.flush()
 
     with ExitStack() as stack:
@@ -99,7 +100,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         pipeline.make(kinds, Start.ATTACHING, ctx)
         notes = source.start()
         if live:  # -r's output is the events alone, and the summary after them
-            err.write(banner(settings, source.attached(), notes))
+            err.write(visible(banner(settings, source.attached(), notes)))
             err.flush()
         ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book
         pipeline.make(kinds, Start.RUNNING, ctx)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import sys
 from typing import List, Optional
 
 import typer
 
 from netmon import __version__, endpoint, errors, protocols, sinks
+from netmon.escape import visible
 from netmon.totals import report as totals_report
 from netmon.totals import store as totals_store
 from netmon.app import run
@@ -350,7 +352,7 @@ def monitor(
     summary = run(settings, sys.stdout, sys.stderr)
     # Live runs end with a blank line after the events; -r's summary follows them directly.
     gap = "" if settings.read is not None else "\n"
-    sys.stderr.write(gap + "".join(f"netmon: {line}\n" for line in summary.lines()))
+    sys.stderr.write(gap + "".join(f"netmon: {visible(line)}\n" for line in summary.lines()))
     if summary.gone:
         return ExitStatus.INTERFACE_GONE
     return ExitStatus.TOTALS if summary.totals_lost else ExitStatus.SUCCESS
@@ -477,7 +479,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str) -> None:
-    sys.stderr.write(f"netmon: error: {' '.join(message.split())}\n")
+    # One line (runs of spaces, tabs and newlines one space), and nothing in it a
+    # terminal acts on (a name, a path, a word of input: netmon/escape.py).
+    line = " ".join(re.split(r"[ \t\n]+", message.strip(" \t\n")))
+    sys.stderr.write(f"netmon: error: {visible(line)}\n")
     sys.stderr.flush()
 
 

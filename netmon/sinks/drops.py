@@ -22,7 +22,7 @@ class DropLinesSink(LinesOut):
 
     def __init__(self, ctx: Context):
         s = ctx.settings
-        super().__init__(ctx.out, "standard output")
+        super().__init__(ctx.out, "standard output", escape=not ctx.settings.json)
         # The kernel's names for reasons and places, through the context: a sink stays
         # plain Python (DESIGN's wall).
         reason, where = ctx.drop_names.reason, ctx.drop_names.location

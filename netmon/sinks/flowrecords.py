@@ -20,7 +20,7 @@ class FlowRecordsSink(LinesOut):
         return True
 
     def __init__(self, ctx: Context):
-        super().__init__(ctx.out, "standard output")
+        super().__init__(ctx.out, "standard output", escape=not ctx.settings.json)
         if ctx.settings.json:
             self._fmt = formats.FlowRecordJson(ctx.interfaces.info, ctx.clock)
         else:

@@ -28,9 +28,9 @@ class LinesSink(LinesOut):
     def __init__(self, ctx: Context):
         s = ctx.settings
         if s.capture is not None:
-            super().__init__(ctx.err, "standard error")
+            super().__init__(ctx.err, "standard error", escape=not s.json)
         else:
-            super().__init__(ctx.out, "standard output")
+            super().__init__(ctx.out, "standard output", escape=not s.json)
         if s.json:
             self._fmt = formats.JsonFormat(ctx.interfaces.info, ctx.clock)
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from netmon.escape import visible
 from netmon.pipeline import Context, Sink
 
 
@@ -23,5 +24,5 @@ class StatsSink(Sink):
             return
         self._next += self._every
         for line in self._tally().lines():
-            self._err.write(f"netmon: stats: {line}\n")
+            self._err.write(f"netmon: stats: {visible(line)}\n")
         self._err.flush()

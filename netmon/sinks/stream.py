@@ -14,16 +14,19 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
+from netmon.escape import visible
 from netmon.pipeline import Sink
 
 
 class LineStream:
-    """Whole lines to ``out``; ``unread``: lines its reader never got (it went away)."""
+    """Whole lines to ``out``; ``unread``: lines its reader never got (it went away).
+    ``escape``: lines for a person (text, not JSON), made visible (netmon/escape.py)."""
 
-    def __init__(self, out: TextIO, name: str):
+    def __init__(self, out: TextIO, name: str, escape: bool = False):
         self.name = name  # "standard output": what the summary calls it
         self.unread = 0
         self.gone = False
+        self._escape = escape
         self._out = out
         try:
             self._fd = out.fileno()
@@ -35,6 +38,8 @@ class LineStream:
     def write(self, text: str) -> None:
         if not text:
             return
+        if self._escape:
+            text = visible(text)
         if self.gone:
             self.unread += text.count("\n")
             return
@@ -60,8 +65,8 @@ class LinesOut(Sink):
     """A sink whose lines go to a LineStream: it stops the run when the reader has gone,
     and the summary counts what did not reach the reader."""
 
-    def __init__(self, out: TextIO, name: str):
-        self._out = LineStream(out, name)
+    def __init__(self, out: TextIO, name: str, escape: bool):
+        self._out = LineStream(out, name, escape)
 
     @property
     def stop(self) -> bool:

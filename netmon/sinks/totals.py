@@ -14,6 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 
+from netmon.escape import visible
 from netmon.totals import store
 from netmon.events import DIR_NAMES
 from netmon.kernel.abi import PROTO_NAMES
@@ -89,13 +90,13 @@ class TotalsSink(Sink):
                 then = f"trying again every {self._every:g} s"
             self._failing = True
             where = "" if isinstance(exc, TotalsUnavailable) else f"--totals {self._writer.path}: "
-            self._ctx.err.write(f"netmon: {where}{exc}; {then}\n")
+            self._ctx.err.write(visible(f"netmon: {where}{exc}; {then}") + "\n")
             self._ctx.err.flush()
             return
         if self._failing:
             self._failing = False
-            self._ctx.err.write(f"netmon: --totals {self._writer.path}: written again, with "
-                                f"the counts the failed writes held\n")
+            self._ctx.err.write(visible(f"netmon: --totals {self._writer.path}: written "
+                                        f"again, with the counts the failed writes held") + "\n")
             self._ctx.err.flush()
         self.writes += 1
         self._pending.clear()
@@ -110,8 +111,9 @@ class TotalsSink(Sink):
             return
         moved = self._writer.moved()
         if moved:
-            self._ctx.err.write(f"netmon: --totals {self._writer.path}: the database was "
-                                f"{moved} while netmon wrote it; writing to a new one there\n")
+            self._ctx.err.write(visible(f"netmon: --totals {self._writer.path}: the database "
+                                        f"was {moved} while netmon wrote it; writing to a new "
+                                        f"one there") + "\n")
             self._ctx.err.flush()
             self._writer.reopen()
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from netmon.escape import visible
 from netmon.totals import store
 from netmon.errors import TotalsUnavailable, UsageError
 
@@ -164,7 +165,7 @@ def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | Non
         since, until = _span(q)
         rows = _rows(db, q, since, until, q.view == "hours" and q.top is None)
         names = dict(db.execute("SELECT guest, name FROM guests").fetchall())
-    except sqlite3.DatabaseError as exc:  # a damaged page met on the way
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged page met on the way
         raise TotalsUnavailable(f"{q.db}: damaged ({store.told(exc)})") from None
     finally:
         db.close()
@@ -207,8 +208,10 @@ NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON
 def _label(who: Who, names: dict[int, str | None]) -> str:
     guest, interface = who
     if not guest:
-        return interface
+        return visible(interface)
     name = names.get(guest)
+    if name:  # stored as read; shown visible, then cut (an escape is not split: ok if it is)
+        name = visible(name)
     if name and len(name) > NAME_WIDTH:
         name = name[:NAME_WIDTH - 1] + "…"
     return f"guest {guest}" + (f" ({name})" if name else "")

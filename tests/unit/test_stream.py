@@ -51,7 +51,7 @@ def test_a_reader_gone_before_the_write_misses_every_line():
     r, w = os.pipe()
     os.close(r)
     with open(w, "w", closefd=False) as out:
-        sink = LinesOut(out, "standard output")
+        sink = LinesOut(out, "standard output", escape=False)
         sink._out.write("one\ntwo\n")
         assert sink.stop  # the run ends: no one reads
         sink._out.write("three\n")  # a batch already on its way: counted, not written

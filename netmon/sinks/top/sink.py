@@ -6,6 +6,7 @@ from __future__ import annotations
 import select
 import time
 
+from netmon.escape import visible
 from netmon.flows import Flow
 from netmon.pipeline import Context, Delivery, Sink
 from netmon.sinks.top.screen import Screen
@@ -53,8 +54,8 @@ class TopSink(Sink):
 
     @staticmethod
     def _shown(info: dict) -> str:
-        return info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
-                                          else info["ifname"])
+        return visible(info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
+                                                  else info["ifname"]))
 
     def _name(self, ifname: str) -> str:
         """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""

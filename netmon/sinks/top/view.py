@@ -10,6 +10,7 @@ import operator
 from dataclasses import dataclass
 from typing import Callable
 
+from netmon.escape import visible
 from netmon import protocols
 from netmon.events import DIR_NAMES
 from netmon.flows import WINDOWS, Flow, FlowBook
@@ -60,10 +61,10 @@ class Groups:
             info = self._info(k.ifindex)
             if by == "guest" and "guest" in info:
                 name = info.get("guest_name")
-                label = f"{name} ({info['guest']})" if name else f"vm{info['guest']}"
+                label = f"{visible(name)} ({info['guest']})" if name else f"vm{info['guest']}"
                 return [(("g", info["guest"], where), label, where)]
             name = info["ifname"] or f"if{k.ifindex}"
-            return [(("i", name, where), name, where)]
+            return [(("i", name, where), visible(name), where)]
         if by == "host":
             return [(("h", k.src), k.src, ""), (("h", k.dst), k.dst, "")]
         proto = protocols.name(k.ipproto)
