@@ -228,6 +228,11 @@ _METRICS = typer.Option(
     callback=_parsed(lambda v: endpoint.parse(v, DEFAULT_METRICS_HOST)),
     help="Serve Prometheus metrics (packets and bytes by interface, direction and "
          "protocol; losses) at http://ADDR:PORT/metrics [ADDR: 127.0.0.1].")
+_WEB_CONFIG = typer.Option(
+    None, "--web-config", metavar="FILE",
+    help="Serve --metrics as the Prometheus exporter toolkit's web configuration says "
+         "(tls_server_config, basic_auth_users with bcrypt hashes): node_exporter's file "
+         "works.")
 _IPFIX = typer.Option(
     None, "--ipfix", metavar="HOST:PORT", callback=_parsed(endpoint.parse),
     help="Count flows in the kernel and send their records to an IPFIX collector "
@@ -309,6 +314,7 @@ def monitor(
     flow_idle: float = _FLOW_IDLE,
     flow_active: float = _FLOW_ACTIVE,
     metrics: Optional[str] = _METRICS,
+    web_config: Optional[str] = _WEB_CONFIG,
     ipfix: Optional[str] = _IPFIX,
     ipfix_domain: int = _IPFIX_DOMAIN,
     quiet: bool = _QUIET,
@@ -337,7 +343,7 @@ def monitor(
         rotate_seconds=rotate_seconds, read=read, flow_records=flow_records, top=top, sort=sort,
         by=by,
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
-        metrics=metrics, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
+        metrics=metrics, web_config=web_config, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
         totals_every=totals_every, totals_keep=totals_keep)
     try:

@@ -82,6 +82,7 @@ class Options:
     flow_idle: float = DEFAULT_IDLE
     flow_active: float = DEFAULT_ACTIVE
     metrics: tuple[str, int] | None = None
+    web_config: str | None = None
     ipfix: tuple[str, int] | None = None
     ipfix_domain: int = DEFAULT_DOMAIN
     quiet: bool = False
@@ -111,6 +112,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--ipfix": lambda o: o.ipfix is not None,
     "--count": lambda o: bool(o.count),
     "--metrics": lambda o: o.metrics is not None,
+    "--web-config": lambda o: o.web_config is not None,
     "-i": lambda o: bool(o.interface),
     "--guest": lambda o: bool(o.guest),
     "--direction": lambda o: o.direction is not None,
@@ -179,6 +181,8 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.EXCLUDES, ("top",), ("--by other",),
      "--by takes flow, guest, interface, host or port, not {o.by!r}"),
     (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
+    (Rule.NEEDS, ("--web-config",), ("--metrics",),
+     "--web-config says how --metrics is served: give --metrics too"),
     (Rule.EXCLUDES, ("-r",), ("-i", "--guest", "--direction", "--follow"),
      "-r reads a capture file: -i, --guest, --direction and --follow are for live interfaces"),
     (Rule.EXCLUDES, ("--hook xdp",), ("-Q out",),
@@ -272,6 +276,7 @@ def build(o: Options, cpus: int = 1,
         selection=selection, spec=spec, directions=DIRECTIONS[direction], hook=o.hook,
         follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
+        web_config=o.web_config,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,

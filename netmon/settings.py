@@ -74,6 +74,7 @@ class Settings:
     capture: Capture | None = None  # -w: matching packets into pcapng files
     flows: FlowSettings | None = None  # top, --flows, --ipfix: packets counted as flows
     metrics: tuple[str, int] | None = None  # --metrics: serve counters on this address
+    web_config: str | None = None  # --web-config: TLS and users for --metrics
     ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
     quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
     read: str | None = None  # -r: frames from this file instead of interfaces

@@ -54,11 +54,17 @@ class Metrics:
         self.registry.register(self)
         self._server = None
 
-    def serve(self, host: str, port: int) -> "Metrics":
-        from prometheus_client import start_http_server
+    def serve(self, host: str, port: int, web_config: str | None = None) -> "Metrics":
+        """Serve /metrics (sinks/web.py: timeouts, a bound on connections; TLS and
+        passwords as ``web_config`` says)."""
+        from prometheus_client import make_wsgi_app
 
+        from netmon.sinks import web
+
+        config = web.load_web_config(web_config) if web_config else web.WebConfig()
         try:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            self._server, self._thread = web.serve(host, port, make_wsgi_app(self.registry),
+                                                   config)
         except OSError as exc:
             raise MetricsUnavailable(f"cannot serve metrics on {endpoint.display(host, port)}: "
                                      f"{exc.strerror or exc}") from None
@@ -154,7 +160,8 @@ class MetricsSink(Sink):
         return settings.metrics is not None
 
     def __init__(self, ctx: Context):
-        self._metrics = Metrics(ctx.libbpf_version).serve(*ctx.settings.metrics)
+        self._metrics = Metrics(ctx.libbpf_version).serve(*ctx.settings.metrics,
+                                                          ctx.settings.web_config)
         self._tally = ctx.tally
         self._next = time.monotonic()
         self._guests: dict[str, tuple[str, str]] = {}  # ifname -> (guest id, name)

@@ -293,3 +293,84 @@ def test_a_metrics_port_in_use_is_one_line(netns):
     finally:
         holder.kill()
         holder.wait()
+
+
+SLOW_CLIENTS = """
+import socket, subprocess, sys, time
+port, timeout = int(sys.argv[1]), float(sys.argv[2])
+socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]  # say nothing
+scrape = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time",
+                         str(timeout), f"http://127.0.0.1:{port}/metrics"],
+                        capture_output=True, text=True).stdout
+closed = 0
+for s in socks:  # each is closed by netmon once its time is up, not held open
+    s.settimeout(timeout + 20)
+    try:
+        closed += s.recv(1) == b""
+    except OSError:
+        pass
+print(scrape, closed)
+"""
+
+
+def test_slow_clients_cannot_hold_the_metrics_endpoint(netns):
+    """200 connections that say nothing: a scrape still answers (curl's limit is a second,
+    scaled), and netmon closes each slow one after its request time, not never."""
+    n = netns
+    port = free_port(n, n.b)
+    with Netmon(n, "--quiet", "--metrics", str(port)) as nm:
+        nm.wait_ready()
+        res = n.python(n.b, SLOW_CLIENTS, str(port), str(scaled(1)))
+        assert nm.stop() == 0
+    assert res.stdout.split() == ["200", "200"], res.stderr
+
+
+def test_metrics_over_tls_with_a_password(netns, tmp_path):
+    """--web-config in the exporter toolkit's format: TLS with a self-signed certificate,
+    basic auth with a bcrypt hash. curl without the password gets 401, with it the
+    metrics; plain HTTP gets nothing."""
+    import bcrypt
+
+    n = netns
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")],
+                   check=True, capture_output=True)
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    config = tmp_path / "web.yml"
+    config.write_text("tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n"
+                      f"basic_auth_users:\n  prom: '{hashed}'\n")
+    port = free_port(n, n.b)
+    url = f"https://127.0.0.1:{port}/metrics"
+
+    def curl(*args: str) -> str:
+        return n.run(n.b, "curl", "-s", "--max-time", str(scaled(5)), "-o", "/dev/null", "-w",
+                     "%{http_code}", "--cacert", str(tmp_path / "cert.pem"), *args,
+                     check=False).stdout
+
+    with Netmon(n, "--quiet", "--metrics", str(port), "--web-config", str(config)) as nm:
+        nm.wait_ready()
+        assert curl(url) == "401"
+        assert curl("-u", "prom:wrong", url) == "401"
+        assert curl("-u", "prom:s3cret", url) == "200"
+        body = n.run(n.b, "curl", "-s", "--cacert", str(tmp_path / "cert.pem"), "-u",
+                     "prom:s3cret", url).stdout
+        assert "netmon_packets_total" in body or "netmon_build_info" in body
+        assert curl(f"http://127.0.0.1:{port}/metrics") in ("000", "400")  # no plain HTTP
+        assert nm.stop() == 0
+
+
+@pytest.mark.parametrize("text,said", [
+    ("tls_server_config:\n  cert_file: nope.pem\n  key_file: nope.pem\n",
+     "the certificate or key cannot be used (No such file or directory)"),
+    ("basic_auth_users:\n  prom: plaintext\n", "basic_auth_users maps users to bcrypt hashes"),
+    ("http_server_config:\n  http2: true\n", "netmon does not take 'http_server_config' (it "
+     "takes tls_server_config and basic_auth_users)"),
+])
+def test_a_web_config_netmon_cannot_use_is_one_line(netns, tmp_path, text, said):
+    n = netns
+    config = tmp_path / "web.yml"
+    config.write_text(text)
+    with Netmon(n, "--metrics", str(free_port(n, n.b)), "--web-config", str(config)) as nm:
+        assert nm.wait_exit() == 2
+    assert nm.err == [f"netmon: error: --web-config {config}: {said}"]
