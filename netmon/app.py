@@ -21,7 +21,7 @@ from typing import TextIO
 from netmon import sinks
 from netmon.errors import UsageError
 from netmon.escape import visible
-from netmon.host import system
+from netmon.host import privileges, system
 from netmon.host.interfaces import Interfaces
 from netmon.kernel import drops, facts, libbpf
 from netmon.kernel.choices import Hook
@@ -66,6 +66,23 @@ def _check(settings: Settings) -> None:
                          "(bpf_xdp_load_bytes); leave out --hook xdp to capture with tc")
 
 
+def _relinquish(settings: Settings) -> privileges.Kept | None:
+    """Everything is open, loaded and attached: become the -Z user (-r: the package's
+    user, else nobody, by default; live runs stay root unless -Z says), keeping only what
+    the run still needs. -r: the bpf() calls of its test runs and map reads (nothing from
+    Linux 6.5). Live: those, and CAP_NET_ADMIN with CAP_BPF for interfaces attached later
+    and detached through netlink."""
+    user = settings.user or (privileges.default_user() if settings.read else "root")
+    if user == "root":
+        return privileges.Kept("root") if settings.user else None
+    release = facts.kernel_version()
+    keep = privileges.kept_for_bpf(release)
+    if settings.read is None:
+        keep |= {system.CAP_NET_ADMIN,
+                 system.CAP_BPF if release >= (5, 8) else system.CAP_SYS_ADMIN}
+    return privileges.drop(user, keep)
+
+
 def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     """Monitor until stopped, or read the file -r names; the summary of what was seen."""
     _check(settings)
@@ -102,6 +119,9 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         if live:  # -r's output is the events alone, and the summary after them
             err.write(visible(banner(settings, source.attached(), notes)))
             err.flush()
+        kept = _relinquish(settings)
+        if kept is not None:
+            pipeline.summary.kept = kept.describe()
         ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book
         pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])

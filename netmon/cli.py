@@ -273,6 +273,11 @@ _TOTALS_EVERY = typer.Option(
 _TOTALS_KEEP = typer.Option(
     DEFAULT_KEEP_DAYS, "--totals-keep", metavar="DAYS", min=1,
     help="With --totals, keep hourly rows for DAYS days, then fold them into daily rows.")
+_USER = typer.Option(
+    None, "-Z", "--relinquish-privileges", metavar="USER",
+    help="Once the program is loaded and attached and the files are open, become USER, "
+         "keeping only the capabilities the run still needs (as tcpdump -Z). -r does so "
+         "by default (as the netmon user, else nobody); -Z root keeps root.")
 _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                         help="Show the version and exit.")
 
@@ -327,6 +332,7 @@ def monitor(
     totals: Optional[str] = _TOTALS,
     totals_every: float = _TOTALS_EVERY,
     totals_keep: int = _TOTALS_KEEP,
+    user: Optional[str] = _USER,
     version: bool = _VERSION,
 ) -> int:
     expression = read_expression(expression_words, expression_file)
@@ -345,7 +351,7 @@ def monitor(
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, web_config=web_config, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
-        totals_every=totals_every, totals_keep=totals_keep)
+        totals_every=totals_every, totals_keep=totals_keep, user=user)
     try:
         settings = build(options, cpus=os.cpu_count() or 1)
     except errors.ExpressionInvalid as exc:

@@ -74,6 +74,7 @@ class Options:
     file_count: int | None = None
     rotate_seconds: float | None = None
     read: str | None = None
+    user: str | None = None
     flow_records: bool = False
     top: bool = False
     sort: str = "rate"
@@ -259,7 +260,8 @@ def build(o: Options, cpus: int = 1,
                           o.rotate_seconds, o.print_lines)
     if o.read is not None:
         return Settings(selection=Selection(("-",)), spec=_expression(o, FILE_NETMASK),
-                        json=o.json, count=o.count, pages=pages, capture=capture, read=o.read)
+                        json=o.json, count=o.count, pages=pages, capture=capture, read=o.read,
+                        user=o.user)
     # Drops are anywhere: every interface unless some are named.
     names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
@@ -276,7 +278,7 @@ def build(o: Options, cpus: int = 1,
         selection=selection, spec=spec, directions=DIRECTIONS[direction], hook=o.hook,
         follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
-        web_config=o.web_config,
+        web_config=o.web_config, user=o.user,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,

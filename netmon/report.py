@@ -48,6 +48,7 @@ class Summary:
     totals: tuple[str, int, int, tuple[int, int] | None] | None = None
     # Lines made but not read: the reader of the stream named went away before them
     unread: dict[str, int] = field(default_factory=dict)
+    kept: str | None = None  # -Z: who the run became and what it kept (privileges.Kept)
 
     @property
     def totals_lost(self) -> bool:
@@ -86,7 +87,7 @@ class Summary:
 
     def lines(self) -> list[str]:
         """Per interface and direction when there is more than one, then the total."""
-        rows = []
+        rows = [self.kept] if self.kept else []
         if self.drops is not None:
             rows.append("drops by interface and reason:" if self.drops else "no drops")
             width = max([len(row[0]) for row in self.drops], default=0)

@@ -123,18 +123,23 @@ class _Input:
             n -= len(self.read(min(n, 1 << 20), what))
 
 
-def frames(path: str | Path) -> Iterator[Frame]:
+def open_capture(path: str) -> BinaryIO:
+    """The file -r names, open: before netmon gives up root (it may be root's alone)."""
+    try:
+        # "-": standard input, as tcpdump -r - reads it (a pipe reads as a file does).
+        return open(0, "rb", closefd=False) if path == "-" else open(path, "rb")
+    except OSError as exc:
+        raise CaptureUnreadable(f"cannot read {path}: {exc.strerror}") from None
+
+
+def frames(path: str | Path, opened: BinaryIO | None = None) -> Iterator[Frame]:
     """Every frame of a pcap or pcapng file ("-": standard input), in file order.
 
     Raises CaptureUnreadable before the first frame for a file netmon cannot
     read, and CaptureDamaged where a damaged file stops making sense.
     """
     path = str(path)
-    try:
-        # "-": standard input, as tcpdump -r - reads it (a pipe reads as a file does).
-        f = open(0, "rb", closefd=False) if path == "-" else open(path, "rb")
-    except OSError as exc:
-        raise CaptureUnreadable(f"cannot read {path}: {exc.strerror}") from None
+    f = opened if opened is not None else open_capture(path)
     if path == "-":
         path = "standard input"
     with f:

@@ -59,7 +59,9 @@ class ReplaySource:
         loads nothing yet (start())."""
         self._stack = stack
         self._settings = settings
-        self._frames = iter(savefile.frames(settings.read))
+        # Open now, as root: the frames are read after the run gave root up (-Z).
+        self._frames = iter(savefile.frames(settings.read, savefile.open_capture(
+            settings.read)))
         self._pipeline = pipeline
         self._interfaces = interfaces
         self._snaplen = settings.capture.snaplen if settings.capture else None

@@ -1,0 +1,124 @@
+"""Least privilege (issue 27): once opened, loaded and attached, netmon becomes the -Z
+user and keeps only the capabilities the run still needs. -r does so by default: an
+untrusted capture is parsed as nobody, with nothing (from Linux 6.5: an fd's holder may
+run the program) or CAP_BPF alone."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from netmon.host import privileges
+from netmon.host.system import CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN
+from netmon.kernel import facts
+from tests.support.netns import ROOT, ping, scaled
+from tests.support.runner import Netmon
+
+DATA = Path(__file__).parent.parent / "data" / "tcpdump"
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+def _mask(caps) -> int:
+    return sum(1 << c for c in caps)
+
+
+def _status(pid: int) -> tuple[int, int]:
+    """(real uid, effective capabilities) of a running process."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    uid = int(re.search(r"^Uid:\s+(\d+)", text, re.M).group(1))
+    return uid, int(re.search(r"^CapEff:\s+([0-9a-f]+)", text, re.M).group(1), 16)
+
+
+def _wait_for(pid: int, uid: int) -> tuple[int, int]:
+    deadline = time.monotonic() + scaled(20)
+    status = _status(pid)
+    while status[0] != uid and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = _status(pid)
+    return status
+
+
+def test_what_each_kernel_keeps_for_bpf():
+    assert privileges.kept_for_bpf((6, 5), 2) == set()
+    assert privileges.kept_for_bpf((6, 1), 2) == {CAP_BPF}
+    assert privileges.kept_for_bpf((5, 10), 1) == {CAP_BPF}
+    assert privileges.kept_for_bpf((5, 4), 2) == {CAP_SYS_ADMIN}
+    assert privileges.kept_for_bpf((6, 1), 0) == set()  # unprivileged BPF allowed
+    assert privileges.Kept("nobody").describe() == "running as nobody with no capabilities"
+    assert privileges.Kept("nobody", (CAP_NET_ADMIN, CAP_BPF)).describe() == \
+        "running as nobody with CAP_NET_ADMIN, CAP_BPF"
+
+
+@pytest.mark.kernel
+def test_reading_a_capture_runs_as_nobody(tmp_path):
+    """`netmon -r -` from a pipe, the frames held back: while it waits for them it is
+    nobody with what its kernel's bpf() calls need; the frames are then read as before.
+    A capture only root may read is opened before the drop."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    capture = private / "afs.pcap"
+    shutil.copy(DATA / "afs.pcap", capture)
+    capture.chmod(0o600)
+    data = capture.read_bytes()
+    proc = subprocess.Popen([sys.executable, "-m", "netmon", "-r", "-", "--json"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        proc.stdin.write(data[:24 + 16 + 86])  # the header and the first frame
+        proc.stdin.flush()
+        uid, caps = _wait_for(proc.pid, NOBODY)
+        proc.stdin.write(data[24 + 16 + 86:])
+        proc.stdin.close()
+        out = proc.stdout.read()
+        err = proc.stderr.read()
+        proc.wait(scaled(60))
+    finally:
+        proc.kill()
+        proc.wait()
+    want = privileges.kept_for_bpf(facts.kernel_version())
+    assert (uid, caps) == (NOBODY, _mask(want))
+    assert proc.returncode == 0, err
+    assert len(out.splitlines()) == 601
+    assert err.decode().splitlines()[-2] == privileges.Kept("nobody", tuple(
+        sorted(want))).describe().join(["netmon: ", ""])
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(capture), "-c", "1"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0 and len(res.stdout.splitlines()) == 1, res.stderr
+    res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(capture), "-c", "1",
+                          "-Z", "root"], capture_output=True, text=True, cwd=ROOT)
+    assert "netmon: running as root, every privilege kept (-Z root)" in res.stderr
+
+
+@pytest.mark.kernel
+def test_a_live_run_with_z_keeps_what_attaching_needs(netns):
+    """-Z nobody on a live run: the packets still show, the summary says what was kept,
+    and the program is detached at exit (through its link, or netlink: CAP_NET_ADMIN)."""
+    n = netns
+    with Netmon(n, "-Z", "nobody", "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        release = facts.kernel_version()
+        want = privileges.kept_for_bpf(release) | {
+            CAP_NET_ADMIN, CAP_BPF if release >= (5, 8) else CAP_SYS_ADMIN}
+        # `ip netns exec` execs netmon: the same process
+        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        ping(n, n.b_ip, 2)
+        assert len(nm.wait_lines(2)) == 2
+        assert nm.stop() == 0
+    assert any(line.startswith("netmon: running as nobody with CAP_NET_ADMIN") for line in nm.err)
+    assert n.xdp_prog_id() == 0
+
+
+def test_an_unknown_user_is_one_line(capsys):
+    from netmon import cli
+
+    assert cli.main(["-r", str(DATA / "afs.pcap"), "-Z", "nmt-no-such-user"]) == \
+        cli.ExitStatus.USAGE
+    assert capsys.readouterr().err == "netmon: error: -Z nmt-no-such-user: no such user\n"
