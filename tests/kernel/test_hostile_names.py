@@ -17,7 +17,7 @@ from netmon import cli
 from netmon.escape import visible
 from tests.support.netns import ROOT, ping, scaled
 from tests.support.runner import Netmon
-from tests.support.tmux import pane, wait_pane
+from tests.support.tmux import wait_pane
 
 pytestmark = pytest.mark.kernel
 

@@ -5,7 +5,6 @@ run the program) or CAP_BPF alone."""
 
 from __future__ import annotations
 
-import os
 import pwd
 import re
 import shutil
