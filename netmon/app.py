@@ -24,7 +24,7 @@ from netmon.escape import visible
 from netmon.host import privileges, system
 from netmon.host.interfaces import Interfaces
 from netmon.kernel import drops, facts, libbpf
-from netmon.kernel.choices import Hook
+from netmon.kernel.choices import Hook, Method
 from netmon.pipeline import Context, Pipeline, Start, delivery
 from netmon.report import Summary, banner
 from netmon.settings import Settings
@@ -66,20 +66,24 @@ def _check(settings: Settings) -> None:
                          "(bpf_xdp_load_bytes); leave out --hook xdp to capture with tc")
 
 
-def _relinquish(settings: Settings) -> privileges.Kept | None:
+def _relinquish(settings: Settings, attached: list) -> privileges.Kept | None:
     """Everything is open, loaded and attached: become the -Z user (-r: the package's
     user, else nobody, by default; live runs stay root unless -Z says), keeping only what
-    the run still needs. -r: the bpf() calls of its test runs and map reads (nothing from
-    Linux 6.5). Live: those, and CAP_NET_ADMIN with CAP_BPF for interfaces attached later
-    and detached through netlink."""
+    the run still needs: the bpf() calls of test runs and map reads (nothing from Linux
+    6.5); CAP_NET_ADMIN with CAP_BPF where interfaces are attached later (--follow, globs,
+    guests, any); CAP_NET_ADMIN alone where a hook goes through netlink, to detach it. A
+    fixed set of interfaces whose links close with their fds keeps nothing more."""
     user = settings.user or (privileges.default_user() if settings.read else "root")
     if user == "root":
         return privileges.Kept("root") if settings.user else None
     release = facts.kernel_version()
     keep = privileges.kept_for_bpf(release)
     if settings.read is None:
-        keep |= {system.CAP_NET_ADMIN,
-                 system.CAP_BPF if release >= (5, 8) else system.CAP_SYS_ADMIN}
+        if settings.follow or settings.selection.dynamic:
+            keep |= {system.CAP_NET_ADMIN,
+                     system.CAP_BPF if release >= (5, 8) else system.CAP_SYS_ADMIN}
+        elif any(hook.method is not Method.LINK for _, hooks in attached for hook in hooks):
+            keep.add(system.CAP_NET_ADMIN)
     return privileges.drop(user, keep)
 
 
@@ -119,7 +123,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         if live:  # -r's output is the events alone, and the summary after them
             err.write(visible(banner(settings, source.attached(), notes)))
             err.flush()
-        kept = _relinquish(settings)
+        kept = _relinquish(settings, source.attached())
         if kept is not None:
             pipeline.summary.kept = kept.describe()
         ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book

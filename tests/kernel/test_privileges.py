@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -96,23 +97,76 @@ def test_reading_a_capture_runs_as_nobody(tmp_path):
     assert "netmon: running as root, every privilege kept (-Z root)" in res.stderr
 
 
+def _attach_caps(release) -> set:
+    return {CAP_NET_ADMIN, CAP_BPF if release >= (5, 8) else CAP_SYS_ADMIN}
+
+
 @pytest.mark.kernel
-def test_a_live_run_with_z_keeps_what_attaching_needs(netns):
-    """-Z nobody on a live run: the packets still show, the summary says what was kept,
-    and the program is detached at exit (through its link, or netlink: CAP_NET_ADMIN)."""
+@pytest.mark.parametrize("method", ["link", "netlink"])
+def test_a_fixed_interface_keeps_only_what_detaching_needs(netns, method):
+    """-Z nobody on one interface: attached through a bpf_link, nothing beyond what the
+    kernel's bpf() calls need (the link closes with its fd); through netlink, also
+    CAP_NET_ADMIN, to detach it. Lines still come; the program is gone at exit."""
     n = netns
-    with Netmon(n, "-Z", "nobody", "--protocol", "icmp") as nm:
+    with Netmon(n, "-Z", "nobody", "--attach", method, "--protocol", "icmp") as nm:
         nm.wait_ready()
         release = facts.kernel_version()
-        want = privileges.kept_for_bpf(release) | {
-            CAP_NET_ADMIN, CAP_BPF if release >= (5, 8) else CAP_SYS_ADMIN}
+        want = privileges.kept_for_bpf(release) | (
+            {CAP_NET_ADMIN} if method == "netlink" else set())
         # `ip netns exec` execs netmon: the same process
         assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
         ping(n, n.b_ip, 2)
         assert len(nm.wait_lines(2)) == 2
         assert nm.stop() == 0
-    assert any(line.startswith("netmon: running as nobody with CAP_NET_ADMIN") for line in nm.err)
+    assert f"netmon: {privileges.Kept('nobody', tuple(sorted(want))).describe()}" in nm.err
     assert n.xdp_prog_id() == 0
+
+
+@pytest.mark.kernel
+def test_follow_keeps_what_attaching_later_needs(netns):
+    """--follow: the interface is made after netmon gave root up; netmon, as nobody with
+    CAP_NET_ADMIN and CAP_BPF, attaches to it and shows its packets."""
+    n = netns
+    with Netmon(n, "-Z", "nobody", "--follow", "--protocol", "icmp", "-i", "nmt-late",
+                interface=None) as nm:
+        nm.wait_ready()
+        want = privileges.kept_for_bpf(facts.kernel_version()) | _attach_caps(
+            facts.kernel_version())
+        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        _, ip = n.link("nmt-late0", "nmt-late")
+        nm.wait_stderr("netmon: watching nmt-late")
+        ping(n, ip, 2)
+        assert len(nm.wait_lines(2)) == 2, nm.err
+        assert nm.stop() == 0
+
+
+@pytest.mark.kernel
+def test_totals_and_rotation_keep_writing_as_the_user(netns):
+    """--totals and -w with rotation under -Z nobody, in a directory nobody owns (as
+    tcpdump's -Z wants for -C): the database and every file are written."""
+    n = netns
+    where = Path(tempfile.mkdtemp(prefix="nmt-z-"))
+    try:
+        shutil.chown(where, "nobody", "nogroup")
+        with Netmon(n, "-Z", "nobody", "--protocol", "icmp", "--quiet", "--totals",
+                    str(where / "t.db"), "--totals-every", "1") as nm:
+            nm.wait_ready()
+            ping(n, n.b_ip, 3)
+            time.sleep(scaled(1.5))
+            assert nm.stop() == 0
+        assert "netmon: totals: " in "\n".join(nm.err) and " failed" not in "\n".join(nm.err)
+        with Netmon(n, "-Z", "nobody", "--protocol", "icmp", "-w", str(where / "c.pcapng"),
+                    "-G", "1") as nm:
+            nm.wait_ready()
+            for _ in range(3):
+                ping(n, n.b_ip)
+                time.sleep(scaled(1.2))
+            assert nm.stop() == 0
+        files = sorted(p.name for p in where.glob("c.pcapng*"))
+        assert len(files) >= 2, (files, nm.err)
+        assert all((where / f).stat().st_size > 0 for f in files)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def test_an_unknown_user_is_one_line(capsys):
