@@ -44,9 +44,13 @@ def for_interface(settings: Settings, xdp_busy: bool, xdp_captures: bool) -> lis
 
 def to_load(settings: Settings, busy_now: list[bool], xdp_captures: bool) -> set[str]:
     """Every hook the run may attach: for the interfaces there now (``busy_now``: whether
-    each has a foreign XDP program), and, with --follow, for one that comes back with one."""
+    each has a foreign XDP program), for one that comes back with one (--follow), and for
+    one that gets one between the look and the attach: with --hook auto, tc is loaded
+    beside XDP (two netmons started at once each found the interface free, and the
+    second, finding the first's program there, wanted a tc program it had not loaded:
+    KeyError 'tc_in')."""
     states = set(busy_now) or {False}
-    if settings.follow:
+    if settings.follow or settings.hook is Hook.AUTO:
         states |= {False, True}
     hooks = {h for busy in states for h in for_interface(settings, busy, xdp_captures)}
     return hooks | {"drops"} if settings.drops else hooks  # top --drops: its panel too

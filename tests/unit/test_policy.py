@@ -48,8 +48,10 @@ def test_one_hook_per_direction():
 
 
 @pytest.mark.parametrize("settings,busy,want", [
-    (s(), [False], {"xdp"}),
-    (s(), [True], {"tc_in"}),
+    # --hook auto: tc beside XDP, for an interface that gets a foreign XDP program between
+    # netmon's look and its attach (another netmon started at the same moment)
+    (s(), [False], {"xdp", "tc_in"}),
+    (s(), [True], {"xdp", "tc_in"}),
     (s(), [False, True], {"xdp", "tc_in"}),
     (s(follow=True), [False], {"xdp", "tc_in"}),  # it may come back with a foreign program
     (s(hook=Hook.XDP, follow=True), [False], {"xdp"}),
