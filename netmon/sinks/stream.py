@@ -3,7 +3,7 @@
 Why not ``stream.write()``: Python's buffered writer returns a short count when a
 signal interrupts a write to a full pipe, and the text layer above it drops the
 rest without a word (SIGINT while the reader of ``netmon --json | slow`` lagged
-lost 300 of 600 lines, all counted as shown). tcpdump writes out what it formatted
+lost 328 of 600 lines, all counted as shown). tcpdump writes out what it formatted
 before it exits; so does this, with os.write() in a loop until the last byte is
 taken. Where the reader has gone (EPIPE), the lines that did not reach it whole are
 counted, the sink asks the run to stop, and the summary says how many.
