@@ -82,7 +82,8 @@ def _relinquish(settings: Settings, attached: list) -> privileges.Kept | None:
         if settings.follow or settings.selection.dynamic:
             keep |= {system.CAP_NET_ADMIN,
                      system.CAP_BPF if release >= (5, 8) else system.CAP_SYS_ADMIN}
-        elif any(hook.method is not Method.LINK for _, hooks in attached for hook in hooks):
+        elif any(getattr(hook, "method", Method.LINK) is not Method.LINK  # drops': a link
+                 for _, hooks in attached for hook in hooks):
             keep.add(system.CAP_NET_ADMIN)
     return privileges.drop(user, keep)
 

@@ -175,3 +175,24 @@ def test_an_unknown_user_is_one_line(capsys):
     assert cli.main(["-r", str(DATA / "afs.pcap"), "-Z", "nmt-no-such-user"]) == \
         cli.ExitStatus.USAGE
     assert capsys.readouterr().err == "netmon: error: -Z nmt-no-such-user: no such user\n"
+
+
+@pytest.mark.kernel
+def test_drops_as_nobody(netns):
+    """netmon drops -Z nobody: the tracepoint's link and the kernel's names were taken as
+    root; as nobody it still tells each drop, with its reason and place."""
+    import json
+
+    from tests.support.netns import send
+
+    n = netns
+    with Netmon(n, "drops", "-i", n.b_if, "--json", "-Z", "nobody", interface=None) as nm:
+        nm.wait_ready()
+        want = privileges.kept_for_bpf(facts.kernel_version())
+        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        send(n, "udp", n.a_ip, 40092, n.b_ip, 5092, 10, 3)
+        nm.wait_lines(3)
+        assert nm.stop() == 0
+    got = [json.loads(line) for line in nm.out]
+    assert [(d["ifname"], d["dport"]) for d in got] == [(n.b_if, 5092)] * 3
+    assert all(d["location"].startswith("__udp4_lib_rcv+0x") for d in got)
