@@ -135,8 +135,9 @@ _FOLLOW = typer.Option(
          "again (Proxmox recreates a VM's tap when it restarts); one not there yet is "
          "waited for too.")
 _GUEST = typer.Option(
-    None, "--guest", metavar="VMID", min=1, max=MAX_GUEST,
-    help="Watch a Proxmox VE guest's tap/veth interfaces (both directions by default).")
+    None, "--guest", metavar="VMID|NAME",
+    help="Watch a Proxmox VE guest's tap/veth interfaces, VM or container, by id or name "
+         "(both directions by default; repeat for more).")
 # The filter options: each may be repeated, for any of its values ("or").
 _PROTOCOL = typer.Option(
     None, "--protocol", "-p", metavar="PROTO", callback=_parsed_each(protocols.parse),
@@ -292,7 +293,7 @@ def monitor(
     direction: Optional[Direction] = _DIRECTION,
     hook: Hook = _HOOK,
     follow: bool = _FOLLOW,
-    guest: Optional[List[int]] = _GUEST,
+    guest: Optional[List[str]] = _GUEST,
     protocol: Optional[List[str]] = _PROTOCOL,
     src_ip: Optional[List[str]] = _SRC_IP,
     dst_ip: Optional[List[str]] = _DST_IP,

@@ -16,11 +16,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from netmon.errors import ExpressionInvalid, UsageError
+from netmon.errors import ExpressionInvalid, InterfaceNotFound, UsageError, quoted
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.filters import FilterSpec
 from netmon.flows import DEFAULT_ACTIVE, DEFAULT_ENTRIES, DEFAULT_IDLE
-from netmon.host import system
+from netmon.host import proxmox, system
 from netmon.expression import FILE_NETMASK, NETMASK_UNKNOWN
 from netmon.host.interfaces import ANY, Selection, netmask
 from netmon.kernel.abi import HDR_BUF, MAX_SNAPLEN
@@ -60,7 +60,7 @@ class Options:
     """What was typed, as typed (None: not given). The CLI's only product."""
 
     interface: tuple[str, ...] = ()
-    guest: tuple[int, ...] = ()
+    guest: tuple[int | str, ...] = ()  # ids, or names (resolved by build())
     direction: Direction | None = None
     hook: Hook = Hook.AUTO
     mode: Mode = Mode.AUTO
@@ -265,8 +265,9 @@ def build(o: Options, cpus: int = 1,
     # Drops are anywhere: every interface unless some are named.
     names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
+    guests = _guests(o.guest, o.follow)
     try:
-        selection = Selection.parse(names, list(o.guest))
+        selection = Selection.parse(names, guests)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)
@@ -283,6 +284,37 @@ def build(o: Options, cpus: int = 1,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,
     )
+
+
+MAX_GUEST = 999_999_999  # Proxmox VE's largest guest id
+
+
+def _guests(values, follow: bool) -> list[int]:
+    """--guest values (an id or a name) as ids. A name must name one guest with a config
+    here; an id without one is refused, or with --follow waited for (a guest made later:
+    the banner says so)."""
+    known = proxmox.guests() if values else {}
+    ids = []
+    for value in values:
+        text = str(value)
+        if text.isdigit():
+            guest = int(text)
+            if not 1 <= guest <= MAX_GUEST:
+                raise UsageError(f"--guest {text}: a guest id is 1 to {MAX_GUEST}")
+            if guest not in known and not follow:
+                raise InterfaceNotFound(f"--guest {text}: no such guest on this node (no "
+                                        f"qemu-server or lxc config in {proxmox.pve_dir()}); "
+                                        f"with --follow netmon waits for it")
+        else:
+            matches = [g for g, name in known.items() if name == text]
+            if len(matches) != 1:
+                have = ", ".join(f"{g} ({n})" if n else str(g) for g, n in known.items())
+                why = "several guests are" if matches else "no guest is"
+                raise InterfaceNotFound(f"--guest {quoted(text)}: {why} named so on this "
+                                        f"node (guests: {have or 'none'})")
+            guest = matches[0]
+        ids.append(guest)
+    return list(dict.fromkeys(ids))
 
 
 def _same_file(read: str | None, write: str | None) -> str | None:

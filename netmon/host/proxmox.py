@@ -51,6 +51,22 @@ def pve_dir() -> Path:
     return Path(os.environ.get(PVE_DIR_ENV, "/etc/pve"))
 
 
+def guests(root: Path | None = None) -> dict[int, str | None]:
+    """Every guest this node has a config for (VMs and containers), with its name."""
+    root = root or pve_dir()
+    found: dict[int, str | None] = {}
+    for sub in ("qemu-server", "lxc"):
+        try:
+            names = os.listdir(root / sub)
+        except OSError:
+            continue
+        for name in names:
+            stem, _, ext = name.partition(".")
+            if ext == "conf" and stem.isdigit():
+                found[int(stem)] = guest_name(int(stem), root)
+    return dict(sorted(found.items()))
+
+
 def guest_name(guest: int, root: Path | None = None) -> str | None:
     """A VM's ``name:`` or a container's ``hostname:``, where the config is readable."""
     root = root or pve_dir()

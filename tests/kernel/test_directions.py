@@ -270,7 +270,8 @@ def test_proxmox_guest_interfaces_and_names(netns, tmp_path, icmp):
     a2, b2 = n.link("nmt-g0", "tap100i0")
     n.link("nmt-g1", "tap101i0")  # another guest's: not watched
     env = {"NETMON_PVE_DIR": str(tmp_path)}
-    with Netmon(n, "--guest", "100", "--json", "--count", "2", *icmp,
+    guest = "web1" if icmp == ["icmp"] else "100"  # by name or by id
+    with Netmon(n, "--guest", guest, "--json", "--count", "2", *icmp,
                 interface=None, env=env) as nm:
         nm.wait_ready()
         ping(n, b2)
@@ -281,3 +282,4 @@ def test_proxmox_guest_interfaces_and_names(netns, tmp_path, icmp):
                               ("tap100i0", "out", 100, "web1", 0)]
     assert any(line.startswith("Interfaces: tap100i*, veth100i* (now: tap100i0;")
                for line in nm.err)
+    assert "Guests: 100 (web1)" in nm.err

@@ -32,7 +32,7 @@ def run_cli(capsys, *argv):
     (["--hook", "xdp", "-Q", "out"], "--hook xdp watches ingress only"),
     (["--direction", "sideways"], "--direction"),
     (["--hook", "ebpf"], "--hook"),
-    (["--guest", "abc"], "--guest"),
+    (["--guest", "0"], "--guest 0: a guest id is 1 to 999999999"),
     (["--print"], "--print, -C, -W and -G go with -w FILE"),
     (["-w", "x.pcapng", "-W", "3"], "-W N needs -C or -G"),
     (["-w", "-", "-C", "10"], "-w - writes to standard output"),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from netmon.errors import UsageError
+from netmon.errors import InterfaceNotFound, UsageError
 from netmon.events import DIR_IN, DIR_OUT
 from netmon.options import (GIVEN, RULES, DEFAULT_PAGES, Direction, Hook, Options, build,
                              capture_pages, conflict)
@@ -65,8 +65,29 @@ def test_defaults():
     s = settings()
     assert s.selection.names == ("eth9",) and s.directions == (DIR_IN,)
     assert s.pages == DEFAULT_PAGES and s.capture is None and s.flows is None
-    assert settings(guest=(100,)).directions == (DIR_IN, DIR_OUT)
+    assert settings(guest=(100,), follow=True).directions == (DIR_IN, DIR_OUT)
     assert settings(write="x").pages == capture_pages(2)
+
+
+def test_guests_by_id_or_name(tmp_path, monkeypatch):
+    """--guest takes an id or a name (a VM's name:, a container's hostname:); one that is
+    not there is refused in one line, or with --follow waited for."""
+    (tmp_path / "qemu-server").mkdir()
+    (tmp_path / "lxc").mkdir()
+    (tmp_path / "qemu-server" / "100.conf").write_text("name: web1\n")
+    (tmp_path / "lxc" / "101.conf").write_text("hostname: mail1\n")
+    (tmp_path / "qemu-server" / "102.conf").write_text("name: web1\n")
+    monkeypatch.setenv("NETMON_PVE_DIR", str(tmp_path))
+    assert settings(guest=("mail1", "100", "101")).selection.guests == (101, 100)
+    with pytest.raises(InterfaceNotFound, match=r"--guest 'web1': several guests are named "
+                                                r"so on this node \(guests: 100 \(web1\), "
+                                                r"101 \(mail1\), 102 \(web1\)\)"):
+        settings(guest=("web1",))
+    with pytest.raises(InterfaceNotFound, match="--guest 'db1': no guest is named so"):
+        settings(guest=("db1",))
+    with pytest.raises(InterfaceNotFound, match="--guest 999: no such guest on this node"):
+        settings(guest=("999",))
+    assert settings(guest=("999",), follow=True).selection.guests == (999,)
 
 
 def test_modes_become_their_settings():
