@@ -124,12 +124,13 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         if live:  # -r's output is the events alone, and the summary after them
             err.write(visible(banner(settings, source.attached(), notes)))
             err.flush()
-        kept = _relinquish(settings, source.attached())
-        if kept is not None:
-            pipeline.summary.kept = kept.describe()
         ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book
         pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])
+        # Everything is open now (a view's terminal too): root is given up.
+        kept = _relinquish(settings, source.attached())
+        if kept is not None:
+            pipeline.summary.kept = kept.describe()
         # Everything made so far lives until exit; keep the collector from walking it
         # again and again while the loop allocates rows by the thousand.
         gc.freeze()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import signal
 import sys
@@ -37,6 +38,11 @@ class Screen:
     def __init__(self, view: TopView, out: TextIO):
         from rich.console import Console
         from rich.live import Live
+
+        # What draw() needs, imported now: after -Z the interpreter's own files may be
+        # out of the user's reach (a Python under /root).
+        for module in ("rich.table", "rich.text"):
+            importlib.import_module(module)
 
         self._view = view
         self._console = Console(file=out)
