@@ -196,3 +196,27 @@ def test_drops_as_nobody(netns):
     got = [json.loads(line) for line in nm.out]
     assert [(d["ifname"], d["dport"]) for d in got] == [(n.b_if, 5092)] * 3
     assert all(d["location"].startswith("__udp4_lib_rcv+0x") for d in got)
+
+
+@pytest.mark.kernel
+def test_top_as_nobody_draws_and_quits(netns):
+    """top -Z nobody in tmux: everything it needs is opened and imported before the drop
+    (its first draw imported rich's table after it, which a Python under /root refuses)."""
+    from tests.support.tmux import wait_pane
+
+    if shutil.which("tmux") is None:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    n = netns
+    session = f"nmt-ztop-{n.id}"
+    cmd = " ".join(n.exec_args(n.b, sys.executable, "-m", "netmon", "top", "-i", n.b_if,
+                               "-Z", "nobody"))
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+                    f"cd {ROOT} && {cmd}; sleep 30"], check=True)
+    try:
+        wait_pane(session, "no traffic yet")  # attached, and root given up
+        ping(n, n.b_ip, 3)
+        screen = wait_pane(session, "ICMP")
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    assert "netmon top" in screen and "ICMP" in screen, screen
