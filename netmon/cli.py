@@ -135,9 +135,9 @@ _FOLLOW = typer.Option(
          "again (Proxmox recreates a VM's tap when it restarts); one not there yet is "
          "waited for too.")
 _GUEST = typer.Option(
-    None, "--guest", metavar="VMID|NAME",
-    help="Watch a Proxmox VE guest's tap/veth interfaces, VM or container, by id or name "
-         "(both directions by default; repeat for more).")
+    None, "--guest", metavar="VMID|NAME|all",
+    help="Watch a Proxmox VE guest's tap/veth interfaces, VM or container, by id or name, "
+         "or every guest with 'all' (both directions by default; repeat for more).")
 # The filter options: each may be repeated, for any of its values ("or").
 _PROTOCOL = typer.Option(
     None, "--protocol", "-p", metavar="PROTO", callback=_parsed_each(protocols.parse),

@@ -265,9 +265,9 @@ def build(o: Options, cpus: int = 1,
     # Drops are anywhere: every interface unless some are named.
     names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
-    guests = _guests(o.guest, o.follow)
+    guests = _guests([g for g in o.guest if g != proxmox.ALL], o.follow)
     try:
-        selection = Selection.parse(names, guests)
+        selection = Selection.parse(names, guests, proxmox.ALL in o.guest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)

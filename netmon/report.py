@@ -142,13 +142,15 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
         now = ", ".join(name for name, _ in attached) or "none yet"
         later = "; more are watched as they appear" if sel.dynamic else ""
         lines.append(f"Interfaces: {sel.describe()} (now: {now}{later})")
-    if sel.guests:  # by id and name, as the user may have named it
+    if sel.guests or sel.all_guests:  # by id and name, as the user may have named it
         from netmon.host import proxmox
 
         known = proxmox.guests()
         lines.append("Guests: " + ", ".join(
-            (f"{g} ({known[g]})" if known[g] else str(g)) if g in known
-            else f"{g} (no config yet: waited for)" for g in sel.guests))
+            ["all: every VM's taps and container's veths, as they come and go"]
+            * sel.all_guests + [
+                (f"{g} ({known[g]})" if known[g] else str(g)) if g in known
+                else f"{g} (no config yet: waited for)" for g in sel.guests]))
     hooks = [(name, h) for name, hs in attached for h in hs]
     if settings.drops_alone:
         lines.append("Watching: the packets the kernel drops (the tracepoint "

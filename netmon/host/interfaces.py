@@ -26,10 +26,13 @@ class Selection:
     patterns: tuple[str, ...] = ()  # globs (``any`` is ``*`` less lo)
     any: bool = False
     guests: tuple[int, ...] = ()
+    all_guests: bool = False  # --guest all
 
     @classmethod
-    def parse(cls, values: list[str], guests: list[int] = ()) -> "Selection":
-        """``-i`` values (each may hold several, comma-separated) and ``--guest`` ids."""
+    def parse(cls, values: list[str], guests: list[int] = (),
+              all_guests: bool = False) -> "Selection":
+        """``-i`` values (each may hold several, comma-separated), ``--guest`` ids, and
+        every guest (VMs and containers alike)."""
         names, patterns, any_ = [], [], False
         for value in values:
             for item in (v.strip() for v in value.split(",")):
@@ -45,8 +48,10 @@ class Selection:
                     names.append(item)
         for guest in guests:
             patterns += proxmox.guest_patterns(guest)
+        if all_guests:
+            patterns += proxmox.ALL_PATTERNS
         return cls(tuple(dict.fromkeys(names)), tuple(dict.fromkeys(patterns)), any_,
-                   tuple(guests))
+                   tuple(guests), all_guests)
 
     @property
     def dynamic(self) -> bool:

@@ -42,6 +42,10 @@ def interface_info(ifname: str) -> dict:
     return info
 
 
+ALL = "all"  # --guest all: every guest, VM or container
+ALL_PATTERNS = ("tap*", "veth*")  # every VM's taps, every container's veths
+
+
 def guest_patterns(guest: int) -> tuple[str, ...]:
     """The interfaces that carry a guest's traffic: its VM taps and container veths."""
     return (f"tap{guest}i*", f"veth{guest}i*")

@@ -70,8 +70,8 @@ def _as_the_unit_runs_it(n, db: Path, caps: str) -> None:
     command = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups",
                f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
                f"--bounding-set=-all,{caps}", "--no-new-privs", "--",
-               sys.executable, "-m", "netmon", "-i", "tap*,veth*", "-Q", "both", "--quiet",
-               "--totals", str(db), "--totals-every", "1"]
+               sys.executable, "-m", "netmon", "--guest", "all", "--quiet",
+               "--totals", str(db), "--totals-every", "1"]  # the unit's, and a write a second
     with Netmon(n, command=command, interface=None) as nm:
         nm.wait_ready()
         status = Path(f"/proc/{nm.proc.pid}/status").read_text()

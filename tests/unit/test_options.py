@@ -88,6 +88,10 @@ def test_guests_by_id_or_name(tmp_path, monkeypatch):
     with pytest.raises(InterfaceNotFound, match="--guest 999: no such guest on this node"):
         settings(guest=("999",))
     assert settings(guest=("999",), follow=True).selection.guests == (999,)
+    # Every guest, VMs and containers alike: one way to say it.
+    every = settings(guest=("all",))
+    assert every.selection.patterns == ("tap*", "veth*") and every.selection.all_guests
+    assert every.directions == (DIR_IN, DIR_OUT)
 
 
 def test_modes_become_their_settings():
