@@ -43,7 +43,7 @@ def interface_info(ifname: str) -> dict:
 
 
 ALL = "all"  # --guest all: every guest, VM or container
-ALL_PATTERNS = ("tap*", "veth*")  # every VM's taps, every container's veths
+ALL_PATTERNS = ("tap[0-9]*i[0-9]*", "veth[0-9]*i[0-9]*")  # VMs' taps, containers' veths (not Docker's)
 
 
 def guest_patterns(guest: int) -> tuple[str, ...]:

@@ -158,6 +158,32 @@ def test_two_netmons_on_one_interface_both_see_everything(netns):
     assert n.xdp_prog_id() == 0
 
 
+def test_guest_all_watches_vms_and_containers_alike(netns, tmp_path):
+    """--guest all: a VM's tap and a container's veth (and one that appears later), both
+    directions, named; a host interface is not watched."""
+    n = netns
+    (tmp_path / "qemu-server").mkdir()
+    (tmp_path / "lxc").mkdir()
+    (tmp_path / "qemu-server" / "100.conf").write_text("name: web1\n")
+    (tmp_path / "lxc" / "101.conf").write_text("hostname: mail1\n")
+    _, vm = n.link("nmt-g0", "tap100i0")
+    with Netmon(n, "--guest", "all", "--json", "--protocol", "icmp", interface=None,
+                env={"NETMON_PVE_DIR": str(tmp_path)}) as nm:
+        nm.wait_ready()
+        _, ct = n.link("nmt-g1", "veth101i0")  # a container started after netmon
+        nm.wait_stderr("netmon: watching veth101i0")
+        ping(n, vm)
+        ping(n, ct)
+        ping(n, n.b_ip)  # the host's own interface: not a guest's
+        nm.wait_lines(4)
+        time.sleep(scaled(0.5))
+        assert nm.stop() == 0
+    got = [(e["guest"], e["guest_name"], e["dir"]) for e in map(json.loads, nm.out)]
+    assert got == [(100, "web1", "in"), (100, "web1", "out"), (101, "mail1", "in"),
+                   (101, "mail1", "out")]
+    assert "Guests: all: every VM's taps and container's veths, as they come and go" in nm.err
+
+
 def test_two_netmons_started_at_the_same_moment_both_run(netns):
     """Each finds the interface free; the one that attaches second finds the first's XDP
     program there and watches with tc. It wanted a tc program it had not loaded and died

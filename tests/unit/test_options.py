@@ -90,7 +90,9 @@ def test_guests_by_id_or_name(tmp_path, monkeypatch):
     assert settings(guest=("999",), follow=True).selection.guests == (999,)
     # Every guest, VMs and containers alike: one way to say it.
     every = settings(guest=("all",))
-    assert every.selection.patterns == ("tap*", "veth*") and every.selection.all_guests
+    assert every.selection.patterns == ("tap[0-9]*i[0-9]*", "veth[0-9]*i[0-9]*")
+    assert every.selection.all_guests and every.selection.matches("veth101i0")
+    assert not every.selection.matches("veth1") and not every.selection.matches("vethab12")
     assert every.directions == (DIR_IN, DIR_OUT)
 
 
