@@ -24,13 +24,12 @@ from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.options import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
                             DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TOTALS_EVERY, Direction,
-                            Hook, Method, Mode, Options, build)
+                            MAX_GUEST, Hook, Method, Mode, Options, build)
 
 
 # typer raises click's exceptions (vendored as typer._click in newer releases);
 # find the class through typer's public API so either layout works.
 DEFAULT_METRICS_HOST = "127.0.0.1"  # an endpoint others can reach is asked for by address
-MAX_GUEST = 999_999_999  # Proxmox VE's largest guest id
 
 _ClickException = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 

@@ -5,7 +5,7 @@ prometheus_client's own server starts a thread per connection and never times on
 out: 400 clients that connect and say nothing held 400 threads for as long as they
 liked, with a listen backlog of 5. Here a connection has REQUEST_SECONDS for its whole
 request (a watchdog closes one that dribbles a byte at a time), at most CONNECTIONS are
-served at once (more are closed at once, and counted), and the backlog is BACKLOG. A
+served at once (more are closed at once), and the backlog is BACKLOG. A
 TLS handshake happens in the connection's own thread, under the same watchdog.
 
 --web-config FILE takes the Prometheus exporter toolkit's web configuration, so the
@@ -169,7 +169,6 @@ class Server(socketserver.ThreadingMixIn, WSGIServer):
         self.address_family = family
         self._slots = threading.BoundedSemaphore(CONNECTIONS)
         self._tls = config.tls
-        self.refused = 0  # connections closed because CONNECTIONS were being served
         super().__init__(address, _Handler)
         self.set_app(_with_auth(app, config.users) if config.users else app)
 
@@ -187,8 +186,7 @@ class Server(socketserver.ThreadingMixIn, WSGIServer):
 
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):
-            self.refused += 1
-            self.shutdown_request(request)
+            self.shutdown_request(request)  # CONNECTIONS are being served
             return
         try:
             super().process_request(request, client_address)
