@@ -66,15 +66,15 @@ def _check(settings: Settings) -> None:
                          "(bpf_xdp_load_bytes); leave out --hook xdp to capture with tc")
 
 
-def _relinquish(settings: Settings, attached: list) -> privileges.Kept | None:
-    """Everything is open, loaded and attached: become the -Z user (-r: the package's
-    user, else nobody, by default; live runs stay root unless -Z says), keeping only what
-    the run still needs: the bpf() calls of test runs and map reads (nothing from Linux
-    6.5); CAP_NET_ADMIN with CAP_BPF where interfaces are attached later (--follow, globs,
-    guests, any); CAP_NET_ADMIN alone where a hook goes through netlink, to detach it. A
-    fixed set of interfaces whose links close with their fds keeps nothing more."""
-    user = settings.user or (privileges.default_user() if settings.read else "root")
-    if user == "root":
+def _relinquish(settings: Settings, account, attached: list) -> privileges.Kept | None:
+    """Everything is open, loaded and attached: become ``account`` (privileges.account():
+    the -Z user, by default the package's user, else nobody; None, -Z root, stays root),
+    keeping only what the run still needs: the bpf() calls of test runs and map reads
+    (nothing from Linux 6.5); CAP_NET_ADMIN with CAP_BPF where interfaces are attached
+    later (--follow, globs, guests, any); CAP_NET_ADMIN alone where a hook goes through
+    netlink, to detach it. A fixed set of interfaces whose links close with their fds
+    keeps nothing more."""
+    if account is None:
         return privileges.Kept("root") if settings.user else None
     release = facts.kernel_version()
     keep = privileges.kept_for_bpf(release)
@@ -85,12 +85,13 @@ def _relinquish(settings: Settings, attached: list) -> privileges.Kept | None:
         elif any(getattr(hook, "method", Method.LINK) is not Method.LINK  # drops': a link
                  for _, hooks in attached for hook in hooks):
             keep.add(system.CAP_NET_ADMIN)
-    return privileges.drop(user, keep)
+    return privileges.drop(account, keep)
 
 
 def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     """Monitor until stopped, or read the file -r names; the summary of what was seen."""
     _check(settings)
+    account = privileges.account(settings.user)  # an unknown -Z user before anything opens
     live = settings.read is None
     kinds = sinks.for_run(settings)
     shows_lines = any(k.shows_events for k in kinds)
@@ -100,7 +101,8 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     clock = formats.Clock() if live else formats.Clock(0)
     ctx = Context(settings, out, err, clock, Interfaces(), tally=pipeline.tally,
                   libbpf_version=libbpf.version() if settings.metrics else "",
-                  drop_names=drops.Names() if settings.drops else None)
+                  drop_names=drops.Names() if settings.drops else None,
+                  owner=(account.pw_uid, account.pw_gid) if account else None)
 
     def say(text: str) -> None:
         err.write(f"netmon: {visible(text)}\n")
@@ -128,7 +130,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         pipeline.make(kinds, Start.RUNNING, ctx)
         source.wake_on([fd for sink in pipeline.sinks for fd in sink.watch_fds()])
         # Everything is open now (a view's terminal too): root is given up.
-        kept = _relinquish(settings, source.attached())
+        kept = _relinquish(settings, account, source.attached())
         if kept is not None:
             pipeline.summary.kept = kept.describe()
         # Everything made so far lives until exit; keep the collector from walking it

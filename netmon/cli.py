@@ -276,8 +276,8 @@ _TOTALS_KEEP = typer.Option(
 _USER = typer.Option(
     None, "-Z", "--relinquish-privileges", metavar="USER",
     help="Once the program is loaded and attached and the files are open, become USER, "
-         "keeping only the capabilities the run still needs (as tcpdump -Z). -r does so "
-         "by default (as the netmon user, else nobody); -Z root keeps root.")
+         "keeping only the capabilities the run still needs (as tcpdump -Z). Without -Z: "
+         "the netmon user, else nobody. -Z root keeps root.")
 _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                         help="Show the version and exit.")
 

@@ -63,6 +63,9 @@ class Context:
     book: object = None  # flows.FlowBook, when flows are counted
     libbpf_version: str = ""
     drop_names: object = None  # kernel.drops.Names: reasons' names, locations as function+offset
+    # (uid, gid) the run becomes once attached: files it makes before then and must open
+    # again after (-w's ring) are given to it. None: the run stays who it is.
+    owner: tuple[int, int] | None = None
 
 
 class Sink:

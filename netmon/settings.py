@@ -78,7 +78,7 @@ class Settings:
     ipfix: tuple[str, int, int] | None = None  # --ipfix: collector host, port, domain
     quiet: bool = False  # count only: no lines (the counters, --metrics, --stats)
     read: str | None = None  # -r: frames from this file instead of interfaces
-    # -Z: the user the run becomes once attached (None: -r's default user; live, root)
+    # -Z: the user the run becomes once attached (None: the netmon user, else nobody)
     user: str | None = None
     # The packets the kernel dropped: netmon drops (flows None), or top's panel beside flows
     drops: bool = False

@@ -53,6 +53,20 @@ def pytest_runtest_setup(item):
     pytest.skip(f"kernel test: {reason}")
 
 
+@pytest.fixture(autouse=True)
+def _reachable_tmp_path(request):
+    """netmon gives root up once attached (README: Privileges): what a test hands it in
+    its tmp_path after that (a fake /etc/pve to read, rotated captures and a totals
+    database made anew to write) must be open to the user it becomes, as a directory
+    given to tcpdump -Z must be. pytest makes them root's alone."""
+    if "tmp_path" not in request.fixturenames:
+        return
+    tmp = request.getfixturevalue("tmp_path")
+    tmp.chmod(0o777)
+    for parent in (tmp.parent, tmp.parent.parent):  # pytest-N, pytest-of-root
+        parent.chmod(0o711)
+
+
 @pytest.fixture
 def netns():
     from tests.support.netns import NetnsPair

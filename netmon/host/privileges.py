@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from netmon.errors import PermissionProblem, UsageError
-from netmon.host.system import CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN
+from netmon.host import system
+from netmon.host.system import (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SETPCAP,
+                                CAP_SYS_ADMIN)
 
 CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
              CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
@@ -64,6 +66,23 @@ def default_user() -> str:
     return "root"
 
 
+def account(user: str | None) -> pwd.struct_passwd | None:
+    """Whom a run becomes once attached (None: it stays as it is), checked before anything
+    is opened: -Z USER, else the package's user, else nobody; -Z root stays root. A netmon
+    started without root (a unit's User= with ambient capabilities) is already who it
+    runs as: it can only give capabilities up, and -Z naming someone else is refused."""
+    name = user or default_user()
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise UsageError(f"-Z {name}: no such user") from None
+    if os.geteuid() != 0:
+        if user is not None and pw.pw_uid != os.geteuid():
+            raise UsageError(f"-Z {name}: only root can become another user")
+        return pwd.getpwuid(os.geteuid())
+    return None if pw.pw_uid == 0 else pw
+
+
 def kept_for_bpf(release: tuple[int, int], unprivileged_disabled: int | None = None) -> set:
     """What the bpf() calls of a running program (map reads, test runs) need: nothing from
     6.5 (an fd's holder may use it), else CAP_BPF, or CAP_SYS_ADMIN before 5.8, where
@@ -81,6 +100,18 @@ def kept_for_bpf(release: tuple[int, int], unprivileged_disabled: int | None = N
     return {CAP_BPF} if release >= (5, 8) else {CAP_SYS_ADMIN}
 
 
+def _pve_group() -> int | None:
+    """The group that may read Proxmox's guest configs (www-data), where there are any:
+    kept so that guests are still named after the drop. Never root's group."""
+    from netmon.host import proxmox
+
+    try:
+        gid = os.stat(proxmox.pve_dir()).st_gid
+    except OSError:
+        return None
+    return gid or None
+
+
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
@@ -91,28 +122,30 @@ def _check(ret: int, what: str) -> None:
         raise PermissionProblem(f"cannot drop privileges ({what}: {os.strerror(err)})")
 
 
-def drop(user: str, keep: Iterable[int]) -> Kept:
-    """Become ``user`` with ``keep`` alone (root: nothing changes)."""
+def drop(pw: pwd.struct_passwd, keep: Iterable[int]) -> Kept:
+    """Become ``pw`` (from account()) with ``keep`` alone. Already ``pw`` (not started as
+    root): the capabilities beyond ``keep`` are given up all the same; the bounding set
+    only where CAP_SETPCAP allows it (a unit's CapabilityBoundingSet= has bounded it)."""
     keep = tuple(sorted(set(keep)))
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise UsageError(f"-Z {user}: no such user") from None
-    if pw.pw_uid == 0:
-        return Kept(user)
     libc = _libc()
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
             last = int(f.read())
     except (OSError, ValueError):
         last = 40
-    for cap in range(last + 1):
-        if cap not in keep:
-            _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "the bounding set")
-    _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keeping capabilities")
-    os.initgroups(pw.pw_name, pw.pw_gid)  # its groups (www-data on Proxmox: guest names)
-    os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
-    os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
+    switch = os.geteuid() != pw.pw_uid
+    if switch or system.effective_caps() >> CAP_SETPCAP & 1:
+        for cap in range(last + 1):
+            if cap not in keep:
+                _check(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0), "the bounding set")
+    if switch:
+        _check(libc.prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0), "keeping capabilities")
+        os.initgroups(pw.pw_name, pw.pw_gid)  # its groups (the netmon user's www-data)
+        pve = _pve_group()
+        if pve and pve not in os.getgroups():  # guest names: /etc/pve is root:www-data
+            os.setgroups(os.getgroups() + [pve])
+        os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
+        os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
     mask = [0, 0]
     for cap in keep:
         mask[cap // 32] |= 1 << (cap % 32)
@@ -121,4 +154,4 @@ def drop(user: str, keep: Iterable[int]) -> Kept:
     _check(libc.capset(ctypes.byref(header), data), "capset")
     _check(libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient set")
     _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    return Kept(user, keep)
+    return Kept(pw.pw_name, keep)

@@ -10,6 +10,7 @@ import socket
 
 from netmon.errors import InterfaceNotFound, PermissionProblem
 
+CAP_SETPCAP = 8  # changes the bounding set
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38

@@ -119,8 +119,10 @@ class PcapngWriter:
     """
 
     def __init__(self, path: str, snaplen: int, file_mb: float | None = None,
-                 file_count: int | None = None, rotate_seconds: float | None = None):
+                 file_count: int | None = None, rotate_seconds: float | None = None,
+                 owner: tuple[int, int] | None = None):
         self.path = path
+        self._owner = owner
         self.snaplen = snaplen
         self._limit = int(file_mb * 1_000_000) if file_mb else None
         self._count = file_count
@@ -146,7 +148,7 @@ class PcapngWriter:
         else:
             name = self.file_name(self._number)
             try:
-                self._fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._fd = self._create(name)
             except OSError as exc:
                 raise CaptureWriteError(f"cannot write {name}: {exc.strerror}") from None
         self._size = 0
@@ -157,10 +159,23 @@ class PcapngWriter:
         self._pending[:0] = head
         self._pending_size += sum(len(b) for b in head)
 
+    def _create(self, name: str) -> int:
+        """A file made by a run that will give root up is given to the user it becomes (as
+        tcpdump -Z makes it as that user): a ring (-W) opens it again after the drop. One
+        that was there already keeps its owner."""
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return os.open(name, os.O_WRONLY | os.O_TRUNC)
+        if self._owner is not None and os.geteuid() == 0:
+            os.fchown(fd, *self._owner)
+        return fd
+
     def _rotate(self) -> None:
         self.flush()
         if self._fd != 1:
-            os.close(self._fd)
+            fd, self._fd = self._fd, -1  # closed, whether the next opens or not
+            os.close(fd)
         self._number += 1
         if self._count and self._number >= self._count:
             self._number = 0

@@ -22,7 +22,7 @@ class PcapngSink(Sink):
     def __init__(self, ctx: Context):
         c = self._capture = ctx.settings.capture
         self.writer = PcapngWriter(c.path, c.snaplen, c.file_mb, c.file_count,
-                                   c.rotate_seconds)
+                                   c.rotate_seconds, ctx.owner)
         self._closed = False
 
     def rows(self, rows, blocks=None, frames=None) -> None:

@@ -293,7 +293,9 @@ def test_stats_lines_on_stderr(netns):
         nm.wait_stderr("netmon: stats: ", after=len(nm.err))  # one taken after the pings
         assert nm.stop() == 0
     stats = [summary(line, "netmon: stats: ") for line in nm.err
-             if line.startswith("netmon: stats: ")]
+             if line.startswith("netmon: stats: ") and " packets seen " in line]
+    # Each says who the run became, too.
+    assert any(line.startswith("netmon: stats: running as ") for line in nm.err)
     assert stats, nm.err
     final = summary(nm.err[-1])
     assert stats[-1] == final

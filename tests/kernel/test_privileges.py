@@ -1,7 +1,7 @@
 """Least privilege (issue 27): once opened, loaded and attached, netmon becomes the -Z
-user and keeps only the capabilities the run still needs. -r does so by default: an
-untrusted capture is parsed as nobody, with nothing (from Linux 6.5: an fd's holder may
-run the program) or CAP_BPF alone."""
+user (by default the package's user, else nobody) and keeps only the capabilities the
+run still needs: an untrusted capture is parsed as nobody, with nothing (from Linux 6.5:
+an fd's holder may run the program) or CAP_BPF alone."""
 
 from __future__ import annotations
 
@@ -120,6 +120,31 @@ def test_a_fixed_interface_keeps_only_what_detaching_needs(netns, method):
         assert nm.stop() == 0
     assert f"netmon: {privileges.Kept('nobody', tuple(sorted(want))).describe()}" in nm.err
     assert n.xdp_prog_id() == 0
+
+
+@pytest.mark.kernel
+def test_a_live_run_gives_root_up_by_default_and_z_root_keeps_it(netns):
+    """Without -Z a live run becomes the package's user (nobody where there is none), as
+    -r does; -Z root keeps every privilege, as before, and says so."""
+    n = netns
+    user = pwd.getpwnam(privileges.default_user())
+    want = privileges.kept_for_bpf(facts.kernel_version())
+    with Netmon(n, "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        assert _wait_for(nm.proc.pid, user.pw_uid) == (user.pw_uid, _mask(want))
+        ping(n, n.b_ip, 2)
+        assert len(nm.wait_lines(2)) == 2
+        assert nm.stop() == 0
+    assert f"netmon: {privileges.Kept(user.pw_name, tuple(sorted(want))).describe()}" \
+        in nm.err
+    with Netmon(n, "-Z", "root", "--protocol", "icmp") as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip, 1)
+        nm.wait_lines(1)
+        uid, caps = _status(nm.proc.pid)
+        assert nm.stop() == 0
+    assert uid == 0 and caps & _mask(_attach_caps(facts.kernel_version())), (uid, caps)
+    assert "netmon: running as root, every privilege kept (-Z root)" in nm.err
 
 
 @pytest.mark.kernel

@@ -71,6 +71,41 @@ def test_rotation_by_size_keeps_n_whole_files(tmp_path, tshark):
     assert seen < 200  # the ring dropped the oldest files
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_files_made_for_a_run_that_gives_root_up_are_its_users(tmp_path):
+    """A file the writer makes is given to the user the run becomes (a ring opens it
+    again after the drop); one that was there already keeps its owner."""
+    there = tmp_path / "ring.pcapng.1"
+    there.write_bytes(b"old")
+    path = tmp_path / "ring.pcapng"
+    with pcapng.PcapngWriter(str(path), 65535, file_mb=0.001, file_count=3,
+                             owner=(65534, 65534)) as w:
+        w.describe(0, "eth0")
+        for i in range(40):
+            w.write([epb(0, 1_700_000_000_000_000_000 + i, FRAME, 60, False)])
+            w.flush()
+    owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in tmp_path.iterdir()}
+    assert owners == {"ring.pcapng": (65534, 65534), "ring.pcapng.1": (0, 0),
+                      "ring.pcapng.2": (65534, 65534)}
+    assert there.stat().st_size > 3  # truncated and written all the same
+
+
+def test_a_file_the_ring_cannot_open_again_is_one_clear_error(tmp_path):
+    """The next file of a ring cannot be made: the error names it and why, and closing the
+    writer afterwards does not close the file before it a second time (EBADF)."""
+    where = tmp_path / "gone"
+    where.mkdir()
+    w = pcapng.PcapngWriter(str(where / "ring.pcapng"), 65535, file_mb=0.001, file_count=3)
+    w.describe(0, "eth0")
+    shutil.rmtree(where)
+    with pytest.raises(pcapng.CaptureWriteError,
+                       match=r"cannot write .*ring\.pcapng\.1: No such file or directory"):
+        for i in range(40):
+            w.write([epb(0, 1_700_000_000_000_000_000 + i, FRAME, 60, False)])
+            w.flush()
+    w.close()
+
+
 def test_a_run_of_blocks_is_written_whole_or_split_where_a_file_fills(tmp_path, tshark):
     """Runs are what the kernel's records become (sources/records.py): EPBs with gap
     blocks between them, given as parts cut anywhere (a ring's wrap)."""

@@ -8,6 +8,7 @@ import time
 
 from netmon.escape import visible
 from netmon.flows import Flow
+from netmon.host import proxmox
 from netmon.pipeline import Context, Delivery, Sink
 from netmon.sinks.top.screen import Screen
 from netmon.sinks.top.view import DROP_ROWS, ROWS_DEFAULT, DropRates, Groups, TopView
@@ -59,8 +60,6 @@ class TopSink(Sink):
 
     def _name(self, ifname: str) -> str:
         """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""
-        from netmon.host import proxmox
-
         return self._shown(proxmox.interface_info(ifname))
 
     def watch_fds(self) -> list[int]:
