@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from netmon import __version__, endpoint
 from netmon.errors import MetricsUnavailable
 from netmon.events import DIR_NAMES
+from netmon.host import proxmox
 from netmon.kernel.abi import PROTO_NAMES
 from netmon.pipeline import Context, Sink, Start
 
@@ -37,6 +38,9 @@ class Snapshot:
     exporter: dict[str, int] = field(default_factory=dict)  # --ipfix: records, errors
     drops: list[tuple[str, str, str, int]] | None = None  # netmon drops (Summary.drops)
     guests: dict[str, tuple[str, str]] = field(default_factory=dict)  # ifname -> id, name
+    # netmon drops counts no traffic: its packets and bytes would be series of zeros that
+    # a dashboard reads as "no traffic".
+    traffic: bool = True
 
 
 class Metrics:
@@ -88,16 +92,17 @@ class Metrics:
         octets = CounterMetricFamily(
             "netmon_bytes", "Bytes on the wire of the packets that matched the filters",
             labels=labels)
-        for (ifname, direction), c in snap.per_interface.items():
-            guest, name = snap.guests.get(ifname, ("", ""))
-            for proto in PROTO_NAMES:
-                where = [ifname, DIR_NAMES[direction], proto, guest, name]
-                packets.add_metric(where, c.get(f"packets_{proto}", 0))
-                octets.add_metric(where, c.get(f"bytes_{proto}", 0))
-        yield packets
-        yield octets
+        if snap.traffic:
+            for (ifname, direction), c in snap.per_interface.items():
+                guest, name = snap.guests.get(ifname, ("", ""))
+                for proto in PROTO_NAMES:
+                    where = [ifname, DIR_NAMES[direction], proto, guest, name]
+                    packets.add_metric(where, c.get(f"packets_{proto}", 0))
+                    octets.add_metric(where, c.get(f"bytes_{proto}", 0))
+            yield packets
+            yield octets
         if snap.drops is not None:
-            yield self._drops(snap.drops)
+            yield self._drops(snap.drops, snap.guests)
         yield CounterMetricFamily(
             "netmon_events_lost", "Packets that matched but were not shown, written or "
             "counted (a full perf buffer, unreadable bytes, a full flow table)",
@@ -117,20 +122,19 @@ class Metrics:
         yield info
 
     @staticmethod
-    def _drops(rows: list[tuple[str, str, str, int]]):
-        """netmon drops: by interface, its guest (Proxmox VE; "" for none) and reason
-        ("" where the kernel gives none, before 5.17); locations summed."""
+    def _drops(rows: list[tuple[str, str, str, int]], guests: dict[str, tuple[str, str]]):
+        """netmon drops: by interface, its guest and the guest's name (Proxmox VE; "" for
+        none, as the traffic's series) and reason ("" where the kernel gives none, before
+        5.17); locations summed."""
         from prometheus_client.core import CounterMetricFamily
 
-        from netmon.host import proxmox
-
-        total: dict[tuple[str, str, str], int] = {}
+        total: dict[tuple[str, str, str, str], int] = {}
         for ifname, reason, _, n in rows:
-            guest = proxmox.guest_of(ifname) if ifname != "-" else None
-            key = (ifname, "" if guest is None else str(guest), reason)
+            key = (ifname, *guests.get(ifname, ("", "")), reason)
             total[key] = total.get(key, 0) + n
         family = CounterMetricFamily("netmon_drops", "Packets the kernel dropped, by the "
-                                     "reason it gave", labels=["interface", "guest", "reason"])
+                                     "reason it gave",
+                                     labels=["interface", "guest", "guest_name", "reason"])
         for labels, n in sorted(total.items()):
             family.add_metric(list(labels), n)
         return family
@@ -163,6 +167,7 @@ class MetricsSink(Sink):
         self._metrics = Metrics(ctx.libbpf_version).serve(*ctx.settings.metrics,
                                                           ctx.settings.web_config)
         self._tally = ctx.tally
+        self._drops_alone = ctx.settings.drops_alone
         self._next = time.monotonic()
         self._guests: dict[str, tuple[str, str]] = {}  # ifname -> (guest id, name)
         self._guests_at = 0.0
@@ -170,8 +175,6 @@ class MetricsSink(Sink):
     def _guest_labels(self, names) -> dict[str, tuple[str, str]]:
         """Each guest interface's (id, name), names read again once a minute (a guest
         renamed in Proxmox shows so without a restart)."""
-        from netmon.host import proxmox
-
         now = time.monotonic()
         if now - self._guests_at > GUEST_NAMES_EVERY:
             self._guests, self._guests_at = {}, now
@@ -188,10 +191,12 @@ class MetricsSink(Sink):
         self._next = time.monotonic() + EVERY
         s = self._tally()
         exported = s.exported[1] if s.exported else None
+        named = {name for name, _ in s.per_interface} | {
+            row[0] for row in s.drops or () if row[0] != "-"}  # "-": a drop with no device
         self._metrics.update(Snapshot(
             dict(s.per_interface), s.lost + s.not_in_flows, s.not_in_flows,
             {"records": exported.records, "errors": exported.errors} if exported else {},
-            s.drops, self._guest_labels({name for name, _ in s.per_interface})))
+            s.drops, self._guest_labels(named), traffic=not self._drops_alone))
 
     def close(self) -> None:
         self._metrics.close()

@@ -178,6 +178,27 @@ def test_metrics_name_each_interfaces_guest(tmp_path, monkeypatch):
     m.close()
 
 
+def test_drops_alone_export_drops_named_by_guest_and_no_traffic():
+    """netmon drops --metrics: no series of zero packets and bytes (a dashboard would read
+    "no traffic"); each drop carries its guest's id and name, as the traffic's series do."""
+    from prometheus_client import generate_latest
+
+    from netmon.sinks.metrics import Metrics, Snapshot
+
+    m = Metrics()
+    drops = [("tap100i0", "NO_SOCKET", "__udp4_lib_rcv+0x1", 4),
+             ("tap100i0", "NO_SOCKET", "__udp6_lib_rcv+0x2", 1), ("-", "NOT_SPECIFIED", "", 2)]
+    m.update(Snapshot({("tap100i0", 0): {}}, drops=drops,
+                      guests={"tap100i0": ("100", "web")}, traffic=False))
+    text = generate_latest(m.registry).decode()
+    assert "netmon_packets_total{" not in text and "netmon_bytes_total{" not in text
+    assert ('netmon_drops_total{guest="100",guest_name="web",interface="tap100i0",'
+            'reason="NO_SOCKET"} 5.0') in text
+    assert ('netmon_drops_total{guest="",guest_name="",interface="-",'
+            'reason="NOT_SPECIFIED"} 2.0') in text
+    m.close()
+
+
 def test_the_exporter_resends_templates_and_counts_what_it_could_not_send(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(ipfix.time, "monotonic", lambda: now[0])
