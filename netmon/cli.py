@@ -7,6 +7,7 @@ take plain values, so tests can call them without a terminal.
 
 from __future__ import annotations
 
+import copy
 import enum
 import os
 import re
@@ -15,7 +16,7 @@ from typing import List, Optional
 
 import typer
 
-from netmon import __version__, endpoint, errors, protocols, sinks
+from netmon import __version__, endpoint, errors, protocols, sinks, usage
 from netmon.escape import visible
 from netmon.totals import report as totals_report
 from netmon.totals import store as totals_store
@@ -284,8 +285,7 @@ _VERSION = typer.Option(False, "--version", "-V", callback=_version, is_eager=Tr
 
 @app.command(
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Show every IP packet an interface receives (or sends), one line each, filtered in "
-         "the kernel.",
+    help=usage.MONITOR.summary, epilog=usage.epilog(usage.MONITOR),
 )
 def monitor(
     interface: Optional[List[str]] = _INTERFACE,
@@ -375,10 +375,7 @@ totals_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 @totals_app.command(
     context_settings={"help_option_names": ["-h", "--help"]},
-    help="Show what 'netmon --totals' kept: traffic by guest (its NICs together) and host "
-         "interface, per hour, day or month. 'in' and 'out' are as the host's interface "
-         "sees them (a guest's tap receives what the guest sends). Needs read access to "
-         "the database only.")
+    help=usage.TOTALS.summary, epilog=usage.epilog(usage.TOTALS))
 def totals(
     db: str = typer.Option(totals_store.DEFAULT_PATH, "--db", metavar="PATH",
                            help="The database netmon --totals writes."),
@@ -465,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(totals_app if argv[:1] == ["totals"] else app)
     prog = "netmon"
+    if argv[:1] in (["top"], ["drops"]) and _asks_help(argv):
+        sys.stdout.write(_help_of(argv[0], command))
+        return ExitStatus.SUCCESS
     if argv[:1] == ["totals"]:  # netmon totals ...: what --totals kept
         argv, prog = argv[1:], "netmon totals"
     elif argv[:1] == ["top"]:  # netmon top ...: the live flow view
@@ -488,6 +488,22 @@ def main(argv: list[str] | None = None) -> int:
         return ExitStatus.ERROR
     _close_stdout()
     return int(status or 0)
+
+
+def _asks_help(argv: list[str]) -> bool:
+    words = argv[:argv.index("--")] if "--" in argv else argv
+    return "-h" in words or "--help" in words
+
+
+def _help_of(name: str, command) -> str:
+    """netmon top and netmon drops are netmon's command with another mode: their help is
+    its own (usage.py), with the options the mode takes."""
+    about = usage.BY_NAME[name]
+    own = copy.copy(command)
+    own.params = [p for p in command.params if p.name not in about.without]
+    own.help, own.epilog = about.summary, usage.epilog(about)
+    ctx = command.context_class(own, info_name=f"netmon {name}", **own.context_settings)
+    return own.get_help(ctx) + "\n"
 
 
 def _fail(message: str) -> None:
