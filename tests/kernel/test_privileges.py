@@ -37,10 +37,13 @@ def _status(pid: int) -> tuple[int, int]:
     return uid, int(re.search(r"^CapEff:\s+([0-9a-f]+)", text, re.M).group(1), 16)
 
 
-def _wait_for(pid: int, uid: int) -> tuple[int, int]:
+def _wait_for(pid: int, uid: int, caps: int) -> tuple[int, int]:
+    """(uid, effective capabilities) once they are these, or as they are when the time is
+    up. Both: between setresuid() and capset() the uid has changed and the effective set
+    is empty for a moment."""
     deadline = time.monotonic() + scaled(20)
     status = _status(pid)
-    while status[0] != uid and time.monotonic() < deadline:
+    while status != (uid, caps) and time.monotonic() < deadline:
         time.sleep(0.05)
         status = _status(pid)
     return status
@@ -74,7 +77,8 @@ def test_reading_a_capture_runs_as_nobody(tmp_path):
     try:
         proc.stdin.write(data[:24 + 16 + 86])  # the header and the first frame
         proc.stdin.flush()
-        uid, caps = _wait_for(proc.pid, NOBODY)
+        want = privileges.kept_for_bpf(facts.kernel_version())
+        uid, caps = _wait_for(proc.pid, NOBODY, _mask(want))
         proc.stdin.write(data[24 + 16 + 86:])
         proc.stdin.close()
         out = proc.stdout.read()
@@ -83,7 +87,6 @@ def test_reading_a_capture_runs_as_nobody(tmp_path):
     finally:
         proc.kill()
         proc.wait()
-    want = privileges.kept_for_bpf(facts.kernel_version())
     assert (uid, caps) == (NOBODY, _mask(want))
     assert proc.returncode == 0, err
     assert len(out.splitlines()) == 601
@@ -114,7 +117,7 @@ def test_a_fixed_interface_keeps_only_what_detaching_needs(netns, method):
         want = privileges.kept_for_bpf(release) | (
             {CAP_NET_ADMIN} if method == "netlink" else set())
         # `ip netns exec` execs netmon: the same process
-        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        assert _wait_for(nm.proc.pid, NOBODY, _mask(want)) == (NOBODY, _mask(want))
         ping(n, n.b_ip, 2)
         assert len(nm.wait_lines(2)) == 2
         assert nm.stop() == 0
@@ -131,7 +134,7 @@ def test_a_live_run_gives_root_up_by_default_and_z_root_keeps_it(netns):
     want = privileges.kept_for_bpf(facts.kernel_version())
     with Netmon(n, "--protocol", "icmp") as nm:
         nm.wait_ready()
-        assert _wait_for(nm.proc.pid, user.pw_uid) == (user.pw_uid, _mask(want))
+        assert _wait_for(nm.proc.pid, user.pw_uid, _mask(want)) == (user.pw_uid, _mask(want))
         ping(n, n.b_ip, 2)
         assert len(nm.wait_lines(2)) == 2
         assert nm.stop() == 0
@@ -157,7 +160,7 @@ def test_follow_keeps_what_attaching_later_needs(netns):
         nm.wait_ready()
         want = privileges.kept_for_bpf(facts.kernel_version()) | _attach_caps(
             facts.kernel_version())
-        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        assert _wait_for(nm.proc.pid, NOBODY, _mask(want)) == (NOBODY, _mask(want))
         _, ip = n.link("nmt-late0", "nmt-late")
         nm.wait_stderr("netmon: watching nmt-late")
         ping(n, ip, 2)
@@ -214,7 +217,7 @@ def test_drops_as_nobody(netns):
     with Netmon(n, "drops", "-i", n.b_if, "--json", "-Z", "nobody", interface=None) as nm:
         nm.wait_ready()
         want = privileges.kept_for_bpf(facts.kernel_version())
-        assert _wait_for(nm.proc.pid, NOBODY) == (NOBODY, _mask(want))
+        assert _wait_for(nm.proc.pid, NOBODY, _mask(want)) == (NOBODY, _mask(want))
         send(n, "udp", n.a_ip, 40092, n.b_ip, 5092, 10, 3)
         nm.wait_lines(3)
         assert nm.stop() == 0
