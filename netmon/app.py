@@ -124,7 +124,9 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
         pipeline.make(kinds, Start.ATTACHING, ctx)
         notes = source.start()
         if live:  # -r's output is the events alone, and the summary after them
-            err.write(visible(banner(settings, source.attached(), notes)))
+            screen = any(k.takes_terminal(settings, out) for k in kinds)
+            err.write(visible(banner(settings, source.attached(), notes,
+                                      how_to_stop=not screen)))
             err.flush()
         ctx.counters, ctx.watched, ctx.book = source.counters, source.watched, source.book
         pipeline.make(kinds, Start.RUNNING, ctx)

@@ -15,6 +15,7 @@ import collections
 import operator
 import socket
 from dataclasses import dataclass
+from typing import Callable
 
 from netmon.kernel.abi import DIR_NAMES, FLOW_KEY, FLOW_KEY4
 
@@ -79,6 +80,8 @@ class Flow:
     total_bytes: int = 0
     born: int = 0  # the interval it was first seen in (FlowBook's count)
     serial: int = 0  # order of appearance: ties in top go to the older flow
+    ended: bool = False  # its record is made; it stays in the rate windows it has packets in
+    raw: bytes = b""  # the kernel's key, as FlowBook.flows holds it
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class FlowBook:
         self.window: list[dict[Flow, list[int]]] = [{} for _ in WINDOWS]
         self.kinds: collections.Counter = collections.Counter()  # (direction, ipproto) of flows
         self._last_tick = start_ns
+        self.on_end: Callable[[Flow], None] | None = None  # told of each flow that ends
 
     @property
     def active(self) -> int:
@@ -139,7 +143,7 @@ class FlowBook:
             flow = self.flows.get(raw)
             if flow is None:
                 flow = self.flows[raw] = Flow(FlowKey.decode(raw), first, last,
-                                              born=self._ticks, serial=self.seen)
+                                              born=self._ticks, serial=self.seen, raw=raw)
                 self.kinds[(flow.key.dir, flow.key.ipproto)] += 1
                 self.seen += 1
             flow.packets += packets
@@ -180,9 +184,12 @@ class FlowBook:
             self._spans[n] = sum(intervals[-n:])
 
     def _end(self, raw: bytes) -> Flow:
+        # An ended flow leaves the windows as its intervals age out of them, not at once:
+        # top shows its rate over 40 s though it ended (idle) after 15.
         flow = self.flows.pop(raw)
-        for window in self.window:
-            window.pop(flow, None)
+        flow.ended = True
+        if self.on_end is not None:
+            self.on_end(flow)
         kind = (flow.key.dir, flow.key.ipproto)
         self.kinds[kind] -= 1
         if not self.kinds[kind]:
@@ -218,6 +225,17 @@ class FlowBook:
         self.ended += 1
         return FlowRecord(flow.key, flow.first_ns, flow.last_ns, flow.packets, flow.bytes,
                           flow.tcp_flags, reason)
+
+    def recent(self, distinct: bool = True) -> list[Flow]:
+        """The flows in the book, then those that ended with packets still in the longest
+        window: what top shows. ``distinct``: not an ended one whose key came back (a row
+        per flow would show it twice); a group sums them all."""
+        return [*self.flows.values(), *(f for f in self.window[-1]
+                                         if f.ended and not (distinct and self.live(f)))]
+
+    def live(self, flow: Flow) -> bool:
+        """Its key is in the book now (the flow, or one that came back after it ended)."""
+        return flow.raw in self.flows
 
     @property
     def ticks(self) -> int:

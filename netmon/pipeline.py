@@ -85,6 +85,11 @@ class Sink:
         """Does it write to standard output in such a run (a closed one is then refused)?"""
         return False
 
+    @classmethod
+    def takes_terminal(cls, settings, out) -> bool:
+        """Does it draw a full-screen view on ``out`` (its own keys say how to stop)?"""
+        return False
+
     def rows(self, rows: list, blocks: list | None = None, frames: list | None = None) -> None:
         """Events as rows; with -w each one's pcapng block, with -r its frame number."""
 

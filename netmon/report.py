@@ -131,9 +131,11 @@ class Summary:
         return rows + [self.line()]
 
 
-def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
+def banner(settings, attached: list[tuple[str, list]], notes: list[str],
+           how_to_stop: bool = True) -> str:
     """``attached``: each watched interface's name and its hooks (each has a direction and
-    describe()), in the order they were watched."""
+    describe()), in the order they were watched. ``how_to_stop``: end with it; not
+    above a full-screen view (top's says q), which leaves it on the screen after."""
     sel = settings.selection
     lines = [RULE, "     netmon: eBPF/XDP network traffic monitor", RULE]
     if sel.single:
@@ -191,5 +193,6 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str]) -> str:
     else:
         lines.append("Filters: none (every drop)" if settings.drops_alone
                      else "Filters: none (all IP traffic)")
-    lines += [RULE, "", "Monitoring...", "Press Ctrl-C to stop", ""]
+    lines += [RULE, "", "Monitoring...", "Press Ctrl-C to stop", ""] if how_to_stop else \
+        [RULE, ""]
     return "\n".join(lines)

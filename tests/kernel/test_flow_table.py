@@ -315,3 +315,38 @@ def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path
         assert row is not None, screen
         ten = rate(row[len(label):].split()[2])  # PKT/S, 2s, 10s
         assert abs(ten - bits) <= 0.1 * bits, (label, ten, bits, screen)
+
+
+@pytest.mark.kernel
+def test_top_at_80_columns_shows_whole_flows_names_nics_and_leaves_cleanly(netns, tmp_path):
+    """top on two of a guest's NICs in an 80-column tmux pane: each flow's addresses and
+    ports whole (the optional columns give way), each NIC named (web1/net0, web1/net1);
+    after q the summary, and no "Press Ctrl-C to stop" left above it."""
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    n = netns
+    pve = tmp_path / "pve"
+    (pve / "qemu-server").mkdir(parents=True)
+    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    a0, b0 = n.link("nmt-g0", "tap100i0")
+    a1, b1 = n.link("nmt-g1", "tap100i1")
+    session = f"nmt-top80-{n.id}"
+    cmd = " ".join(["env", f"NETMON_PVE_DIR={pve}", *n.exec_args(
+        n.b, sys.executable, "-m", "netmon", "top", "-i", "'tap*'", "--protocol", "udp")])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
+                    f"cd {ROOT} && {cmd}; sleep 60"], check=True)
+    try:
+        wait_pane(session, "no traffic yet")
+        send(n, "udp", a0, 50123, b0, 44443, 100, 20)
+        send(n, "udp", a1, 50124, b1, 44444, 100, 20)
+        flows = [f"{a0}:50123 -> {b0}:44443", f"{a1}:50124 -> {b1}:44444"]
+        screen = wait_pane(session, flows[1])
+        screen = wait_pane(session, flows[0]) if flows[0] not in screen else screen
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        after = wait_pane(session, "packets seen")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+    rows = {f: next((line for line in screen.splitlines() if f in line), None) for f in flows}
+    assert all(rows.values()), screen
+    assert "web1/net0" in rows[flows[0]] and "web1/net1" in rows[flows[1]], screen
+    assert "netmon: " in after and "Press Ctrl-C to stop" not in after, after

@@ -170,6 +170,75 @@ def test_top_by_guest_interface_host_and_port_sums_the_flows():
     assert seen == ["guest", "interface", "host", "port", "flow"]
 
 
+def test_top_keeps_a_row_for_the_longest_window_and_the_runs_totals():
+    """A flow that ended (idle, 15 s) stays in top while it has packets in the 40 s
+    window; a guest keeps its row and the run's TOTAL, also once its flows ended and left
+    every window, and the header no longer says "no traffic yet"."""
+    book = FlowBook(0, idle=15, active=600)
+    info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web1"}}
+    view = TopView(book, None, by="guest", groups=Groups(info.__getitem__, both=False))
+    assert view.header("t", 0, 0)[1] == "no traffic yet"
+    raw = key(40001, 443)
+    book.add([row(raw, 10, 100_000, 1 * S, 1 * S)], 1 * S)
+
+    def rows(by):
+        view.by = by
+        return [(r.endpoints, r.bps[-1] > 0, r.total) for r in view.top()]
+
+    for t in range(2, 21):
+        book.add([], t * S)
+    assert book.active == 0  # ended at 16 s
+    assert rows("flow") == [("10.0.0.1:40001 -> 10.0.0.2:443", True, 100_000)]
+    assert rows("guest") == [("web1 (100)", True, 100_000)]
+    assert view.header("t", 0, 0)[1] == "no traffic in the last 2 s"
+    for t in range(21, 61):
+        book.add([], t * S)
+    assert rows("flow") == []  # out of the 40 s window
+    assert rows("guest") == [("web1 (100)", False, 100_000)]  # the run's total
+    book.add([row(raw, 5, 50_000, 61 * S, 61 * S)], 61 * S)  # it comes back
+    assert rows("guest") == [("web1 (100)", True, 150_000)]
+    assert rows("flow") == [("10.0.0.1:40001 -> 10.0.0.2:443", True, 50_000)]
+
+
+def test_a_flow_that_comes_back_is_one_row():
+    book = FlowBook(0, idle=3, active=600)
+    raw = key(40001, 443)
+    book.add([row(raw, 1, 1000, 1 * S, 1 * S)], 1 * S)
+    for t in range(2, 6):
+        book.add([], t * S)
+    book.add([row(raw, 1, 500, 6 * S, 6 * S)], 6 * S)  # ended at 4 s, back at 6 s
+    view = TopView(book, None)
+    assert [r.total for r in view.top()] == [500]
+
+
+def test_top_on_a_terminal_draws_brackets_as_they_are(monkeypatch):
+    """rich reads "[...]" in a str as markup: an IPv6 flow's "[fd00::1]:443" vanished
+    from the view, and a guest named "[blink]web" would have styled it. Cells are text."""
+    import io
+    import re
+
+    from netmon.sinks.top.screen import Screen
+    from netmon.sinks.top.view import Row
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    view = TopView(FlowBook(0), lambda f: "", "WHERE")
+    monkeypatch.setattr(view, "top", lambda: [Row(
+        "UDP", "[fd00::1]:40003 -> [fd00::2]:443", "[blink]w", 1, (8.0, 8.0, 8.0), 100)])
+    out = Terminal()
+    screen = Screen(view, out)
+    screen.__enter__()
+    try:
+        screen.draw("t", 0, 0)
+        drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+    finally:
+        screen.__exit__(None, None, None)
+    row = next(line for line in drawn.splitlines() if line.startswith("UDP"))
+    assert "[fd00::1]:40003 -> [fd00::2]:443" in row and "[blink]w" in row, row
+
+
 def test_human_units():
     assert [human(v, "b") for v in (0, 999, 1000, 1234567, 5.5e9)] == \
         ["0b", "999b", "1kb", "1.23Mb", "5.5Gb"]
@@ -206,7 +275,9 @@ def test_top_shows_what_sorting_every_flow_would():
             rates = [book.rate(f, w)[0] for w in WINDOWS]
             return {"rate": (*rates, f.total_bytes), "bytes": f.total_bytes,
                     "packets": f.total_packets}[sort]
-        return sorted(book.flows.values(), key=full, reverse=True)[:n]
+        # Ties to the older flow (the lower serial): the book's order, ended flows too.
+        return sorted(sorted(book.recent(), key=lambda f: f.serial), key=full,
+                      reverse=True)[:n]
 
     for seed in range(6):
         rnd = random.Random(seed)
@@ -223,7 +294,9 @@ def test_top_shows_what_sorting_every_flow_would():
                 view = TopView(book, None, sort=sort, rows=rnd.choice([3, 20]))
                 assert view._chosen() == reference(book, sort, view.rows)
             totals = {}
-            for f in book.flows.values():
+            for f in sorted(book.recent(distinct=False), key=lambda f: f.serial):
+                if f.ended and f not in book.window[0]:
+                    continue  # its kind is shown while a flow of it is in the book
                 k = (DIR_NAMES[f.key.dir], protocols.name(f.key.ipproto))
                 totals[k] = totals.get(k, 0.0) + book.rate(f, WINDOWS[0])[0]
             assert view.totals() == totals

@@ -32,6 +32,37 @@ def _retry(call, *args):
                 raise
 
 
+WHERE_MAX = 16  # the WHERE column's width at most: a guest's name and NIC, a direction
+# The width a key may claim from the other columns: a whole IPv4 flow with its ports
+# ("255.255.255.255:65535 -> 255.255.255.255:65535"). Longer ones (IPv6, ICMP's types) get
+# what is left and are cut at the end where that is not enough.
+KEY_CLAIM = 45
+# What gives way when a row does not fit, first to last: the flow's addresses and ports are
+# what a row is, so they are cut only when nothing else is left to give.
+GIVES_WAY = ("10", "PKT/S", "40")
+
+
+def _fitting(width: int, rows, flows: bool, where: str | None) -> set:
+    """The optional columns that fit beside the rows' keys (PKT/S and the windows'
+    seconds), the others given up in GIVES_WAY's order."""
+    def need(title: str, cells) -> int:
+        return max([len(title), *map(len, cells)]) + 1  # one space between columns
+
+    fixed = min(need("", [r.endpoints for r in rows]), KEY_CLAIM + 1)
+    fixed += need("PROTO", [r.proto for r in rows]) if flows else 0
+    fixed += min(need(where, [r.where for r in rows]), WHERE_MAX + 1) if where else 0
+    fixed += need("TOTAL", [human(r.total, "B") for r in rows])
+    optional = {"PKT/S": need("PKT/S", [f"{r.pps:.0f}" for r in rows])}
+    for i, w in enumerate(WINDOWS):
+        optional[str(w)] = need(f"{w}s", [human(r.bps[i], "b") for r in rows])
+    chosen = dict(optional)
+    for name in GIVES_WAY:
+        if fixed + sum(chosen.values()) <= width:
+            break
+        del chosen[name]
+    return {int(k) if k.isdigit() else k for k in chosen}
+
+
 class Screen:
     """The view on a terminal: rich redraws it in place; keys are read unbuffered."""
 
@@ -102,24 +133,30 @@ class Screen:
         from rich.text import Text
 
         width = self._console.width
-        windows = WINDOWS if width >= 72 else WINDOWS[:1]
+        rows = self._view.top()
+        flows = self._view.by == "flow"
         where = self._view.where_title if width >= 60 else None
+        optional = _fitting(width, rows, flows, where)
         table = Table(box=None, pad_edge=False, expand=True, header_style="bold",
                       padding=(0, 1, 0, 0))
-        flows = self._view.by == "flow"
         if flows:
             table.add_column("PROTO", no_wrap=True)
         table.add_column(self._view.key_title, no_wrap=True, overflow="ellipsis", ratio=1)
         if where:
-            table.add_column(where, no_wrap=True, overflow="ellipsis", max_width=16)
-        table.add_column("PKT/S", justify="right", no_wrap=True)
-        for w in windows:
-            table.add_column(f"{w}s", justify="right", no_wrap=True)
+            table.add_column(where, no_wrap=True, overflow="ellipsis", max_width=WHERE_MAX)
+        if "PKT/S" in optional:
+            table.add_column("PKT/S", justify="right", no_wrap=True)
+        shown = [i for i, w in enumerate(WINDOWS) if w in optional]
+        for i in shown:
+            table.add_column(f"{WINDOWS[i]}s", justify="right", no_wrap=True)
         table.add_column("TOTAL", justify="right", no_wrap=True)
-        for r in self._view.top():
+        for r in rows:
             cells = ([r.proto] if flows else []) + [r.endpoints] + ([r.where] if where else [])
-            cells += [f"{r.pps:.0f}"] + [human(b, "b") for b in r.bps[:len(windows)]]
-            table.add_row(*cells, human(r.total, "B"))
+            cells += [f"{r.pps:.0f}"] if "PKT/S" in optional else []
+            cells += [human(r.bps[i], "b") for i in shown]
+            # Text, not str: rich reads "[...]" in a str as markup, and an IPv6 address in
+            # brackets ([fd00::1]:443) or a guest named "[blink]x" is not.
+            table.add_row(*map(Text, cells), Text(human(r.total, "B")))
         head = self._view.header(title, lost, overflow)
         hint = Text("s: sort  b: by  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
         lines = [Text(head[0], style="bold"), Text(head[1]), hint]
@@ -131,11 +168,11 @@ class Screen:
                           padding=(0, 1, 0, 0))
             panel.add_column("DROPS", no_wrap=True, overflow="ellipsis", max_width=16)
             panel.add_column("WHY", no_wrap=True, overflow="ellipsis", ratio=1)
-            for w in windows:
-                panel.add_column(f"{w}s/s", justify="right", no_wrap=True)
+            for i in shown:
+                panel.add_column(f"{WINDOWS[i]}s/s", justify="right", no_wrap=True)
             panel.add_column("TOTAL", justify="right", no_wrap=True)
             for where_, why, rates, total in drops.top(DROP_ROWS):
-                panel.add_row(where_, why, *(f"{r:.0f}" for r in rates[:len(windows)]),
-                              str(total))
+                panel.add_row(*map(Text, [where_, why, *(f"{rates[i]:.0f}" for i in shown),
+                                          str(total)]))
             parts += [Text(""), panel if panel.row_count else Text("no drops", style="dim")]
         self._live.update(Group(*parts), refresh=True)

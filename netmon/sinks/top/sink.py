@@ -26,6 +26,10 @@ class TopSink(Sink):
     def writes_stdout(cls, settings) -> bool:
         return True
 
+    @classmethod
+    def takes_terminal(cls, settings, out) -> bool:
+        return out.isatty()
+
     def __init__(self, ctx: Context):
         s = ctx.settings
         self._counters = ctx.counters
@@ -41,7 +45,7 @@ class TopSink(Sink):
                              "WHERE" if self._many else "DIR", s.flows.sort,
                              ROWS_DEFAULT - DROP_ROWS - 2 if s.drops else ROWS_DEFAULT,
                              s.flows.by, Groups(self._interfaces.info, self._both))
-        self._screen = Screen(self._view, ctx.out) if ctx.out.isatty() else None
+        self._screen = Screen(self._view, ctx.out) if self.takes_terminal(s, ctx.out) else None
         self._quit = False
         if self._screen is not None:
             self._screen.__enter__()
@@ -55,8 +59,13 @@ class TopSink(Sink):
 
     @staticmethod
     def _shown(info: dict) -> str:
-        return visible(info.get("guest_name") or (f"vm{info['guest']}" if "guest" in info
-                                                  else info["ifname"]))
+        """A host interface by name; a guest's by the guest's name (vmN without one) and
+        the NIC, as its config names it (web1/net1 is tap100i1): two NICs read apart."""
+        if "guest" not in info:
+            return visible(info["ifname"])
+        name = info.get("guest_name") or f"vm{info['guest']}"
+        nic = proxmox.guest_nic(info["ifname"])
+        return visible(f"{name}/net{nic[1]}" if nic else name)
 
     def _name(self, ifname: str) -> str:
         """A drop's interface as the view shows interfaces (its guest's name for a guest's)."""

@@ -22,6 +22,10 @@ BYS = ("flow", "guest", "interface", "host", "port")
 BY_TITLES = {"flow": "FLOW", "guest": "GUEST", "interface": "INTERFACE", "host": "HOST",
              "port": "PORT"}
 ROWS_DEFAULT = 20
+# Groups whose flows all ended keep their totals (TOTAL is the run's); hosts and ports are
+# unbounded, so at most this many groups per --by are remembered, the least recent first
+# forgotten.
+RETIRED_MAX = 4096
 PORTED = (6, 17, 132)  # TCP, UDP, SCTP: ports name a service
 
 
@@ -91,6 +95,21 @@ class TopView:
         self._groups = groups
         self.rows = rows
         self._cached_at, self._cache = -1, {}
+        # Per --by: the totals of its groups' flows that ended, key -> [label, where,
+        # bytes, packets], least recently added to first.
+        self._retired: dict[str, dict[tuple, list]] = {by: {} for by in BYS[1:]}
+        if groups is not None:
+            book.on_end = self._retire
+
+    def _retire(self, flow: Flow) -> None:
+        for by, retired in self._retired.items():
+            for key, label, where in self._groups.of(by, flow):
+                r = retired.pop(key, None) or [label, where, 0, 0]
+                r[2] += flow.total_bytes
+                r[3] += flow.total_packets
+                retired[key] = r  # now the most recent
+                if len(retired) > RETIRED_MAX:
+                    del retired[next(iter(retired))]
 
     @property
     def where_title(self) -> str | None:
@@ -124,24 +143,38 @@ class TopView:
         return rows
 
     def _grouped(self) -> list[Row]:
-        """One row per group: its flows' rates and totals summed, in the sort's order."""
+        """One row per group: its flows' rates and the run's totals summed (those of its
+        flows that ended too), in the sort's order. A group stays while any of its flows has
+        packets in the longest window, or it has totals."""
         book = self.book
-        busy = list(book.window[-1])  # flows with packets in the longest window
-        bits = self._bits(busy)
+        recent = book.recent(distinct=False)
+        busy = book.window[-1]  # flows with packets in the longest window
+        bits = self._bits([f for f in recent if f in busy])
         sums: dict[tuple, list] = {}  # key -> [label, where, bits per window, pps, bytes, packets]
-        # book.flows holds flows in the order they appeared (serial): ties go to the first.
-        for flow in book.flows.values():
-            rate = bits.get(flow) if flow in book.window[-1] else None
+
+        def group(key, label, where) -> list:
+            g = sums.get(key)
+            if g is None:
+                g = sums[key] = [label, where, [0.0] * len(WINDOWS), 0.0, 0, 0]
+            return g
+
+        # Live flows in the order they appeared (serial), then the ended: ties go to the
+        # first.
+        for flow in recent:
+            rate = bits.get(flow) if flow in busy else None
             pps = book.rate(flow, WINDOWS[0])[1] if rate else 0.0
             for key, label, where in self._groups.of(self.by, flow):
-                g = sums.get(key)
-                if g is None:
-                    g = sums[key] = [label, where, [0.0] * len(WINDOWS), 0.0, 0, 0]
+                g = group(key, label, where)
                 if rate:
                     g[2] = [a + b for a, b in zip(g[2], rate)]
                     g[3] += pps
-                g[4] += flow.total_bytes
-                g[5] += flow.total_packets
+                if not flow.ended:  # an ended flow's totals are in _retired
+                    g[4] += flow.total_bytes
+                    g[5] += flow.total_packets
+        for key, (label, where, nbytes, packets) in self._retired[self.by].items():
+            g = group(key, label, where)
+            g[4] += nbytes
+            g[5] += packets
         if self.sort == "rate":
             order = lambda g: (*g[2], g[4])  # noqa: E731
         else:
@@ -156,7 +189,7 @@ class TopView:
         book, n = self.book, self.rows
         if self.sort != "rate":
             total = operator.attrgetter("total_bytes" if self.sort == "bytes" else "total_packets")
-            return heapq.nlargest(n, book.flows.values(), key=lambda f: (total(f), -f.serial))
+            return heapq.nlargest(n, book.recent(), key=lambda f: (total(f), -f.serial))
         # A flow with packets in a shorter window outranks every flow without: take the
         # flows of the 2 s window first, then of the 10 s and 40 s ones, then the idle.
         chosen: list[Flow] = []
@@ -164,7 +197,7 @@ class TopView:
         for tier in (*book.window, book.flows.values()):
             if len(chosen) >= n:
                 break
-            rest = [f for f in tier if f not in taken]
+            rest = [f for f in tier if f not in taken and not (f.ended and book.live(f))]
             bits = self._bits(rest)
             chosen += heapq.nlargest(n - len(chosen), rest,
                                      key=lambda f: (*bits[f], f.total_bytes, -f.serial))
@@ -211,7 +244,8 @@ class TopView:
         by = f"  by: {self.by}" if self.by != "flow" else ""
         return [f"{title}  sort: {self.sort}{by}  flows: {self.book.active}  "
                 f"lost: {lost}  overflow: {overflow}",
-                "  ".join(parts) or "no traffic yet"]
+                "  ".join(parts) or (f"no traffic in the last {WINDOWS[0]} s" if self.book.seen
+                                     else "no traffic yet")]
 
     def plain(self, title: str, lost: int, overflow: int) -> str:
         """The view as plain text: for a pipe or a file, one block per interval."""
