@@ -274,6 +274,11 @@ _TOTALS_EVERY = typer.Option(
 _TOTALS_KEEP = typer.Option(
     DEFAULT_KEEP_DAYS, "--totals-keep", metavar="DAYS", min=1,
     help="With --totals, keep hourly rows for DAYS days, then fold them into daily rows.")
+_TOTALS_SNAPSHOT = typer.Option(
+    None, "--totals-snapshot", metavar="PATH",
+    help="With --totals, a consistent copy of the database at PATH every 5 minutes and at "
+         "exit (SQLite's online backup, one file): for a cluster's shared storage, where "
+         "'netmon totals --db' reads every node's.")
 _USER = typer.Option(
     None, "-Z", "--relinquish-privileges", metavar="USER",
     help="Once the program is loaded and attached and the files are open, become USER, "
@@ -332,6 +337,7 @@ def monitor(
     totals: Optional[str] = _TOTALS,
     totals_every: float = _TOTALS_EVERY,
     totals_keep: int = _TOTALS_KEEP,
+    totals_snapshot: Optional[str] = _TOTALS_SNAPSHOT,
     user: Optional[str] = _USER,
     version: bool = _VERSION,
 ) -> int:
@@ -351,7 +357,8 @@ def monitor(
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, web_config=web_config, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
-        totals_every=totals_every, totals_keep=totals_keep, user=user)
+        totals_every=totals_every, totals_keep=totals_keep,
+        totals_snapshot=totals_snapshot, user=user)
     try:
         settings = build(options, cpus=os.cpu_count() or 1)
     except errors.ExpressionInvalid as exc:
@@ -377,8 +384,12 @@ totals_app = typer.Typer(add_completion=False, rich_markup_mode=None)
     context_settings={"help_option_names": ["-h", "--help"]},
     help=usage.TOTALS.summary, epilog=usage.epilog(usage.TOTALS))
 def totals(
-    db: str = typer.Option(totals_store.DEFAULT_PATH, "--db", metavar="PATH",
-                           help="The database netmon --totals writes."),
+    db: Optional[List[str]] = typer.Option(
+        None, "--db", metavar="PATH",
+        help="The database netmon --totals writes [default: "
+             f"{totals_store.DEFAULT_PATH}]. Repeat it, or give a glob ('/mnt/pve/shared/"
+             "netmon/*.db'), to read several (each node's): their counts are summed, and "
+             "copies of one database are read once."),
     hours: bool = typer.Option(False, "--hours", help="Per hour [default: the last 24]."),
     days: bool = typer.Option(False, "--days", help="Per day [default: the last 30] "
                                                     "(the default view)."),
@@ -401,14 +412,18 @@ def totals(
                                                 "billing cycles."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line, exact "
                                                         "counts."),
+    csv_out: bool = typer.Option(False, "--csv", help="CSV for a spreadsheet: a header, "
+                                                      "then a row per guest and period."),
+    by_nic: bool = typer.Option(False, "--by-nic", help="A row per guest NIC (net0, net1) "
+                                                        "instead of its NICs together."),
 ) -> int:
     views = [v for v, on in (("hours", hours), ("days", days), ("months", months)) if on]
     if len(views) > 1:
         raise errors.UsageError("--hours, --days and --months: one at a time")
     totals_report.report(totals_report.Query(
-        db=db, view=views[0] if views else "days", since=since, until=until,
-        guests=tuple(guest or ()), top=top, month_start=month_start, json=json_out),
-        sys.stdout)
+        db=tuple(db or (totals_store.DEFAULT_PATH,)), view=views[0] if views else "days",
+        since=since, until=until, guests=tuple(guest or ()), top=top,
+        month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic), sys.stdout)
     return ExitStatus.SUCCESS
 
 

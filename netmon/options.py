@@ -95,6 +95,7 @@ class Options:
     totals: str | None = None
     totals_every: float = DEFAULT_TOTALS_EVERY
     totals_keep: int = DEFAULT_KEEP_DAYS
+    totals_snapshot: str | None = None
 
 
 # Each option a rule can name, as the user types it: is it given?
@@ -134,6 +135,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--totals": lambda o: o.totals is not None,
     "--totals-every": lambda o: o.totals_every != DEFAULT_TOTALS_EVERY,
     "--totals-keep": lambda o: o.totals_keep != DEFAULT_KEEP_DAYS,
+    "--totals-snapshot": lambda o: o.totals_snapshot is not None,
 }
 
 
@@ -156,8 +158,8 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
      "--ipfix"),
     (Rule.NEEDS, ("--print", "-C", "-W", "-G"), ("-w",),
      "--print, -C, -W and -G go with -w FILE"),
-    (Rule.NEEDS, ("--totals-every", "--totals-keep"), ("--totals",),
-     "--totals-every and --totals-keep go with --totals PATH"),
+    (Rule.NEEDS, ("--totals-every", "--totals-keep", "--totals-snapshot"), ("--totals",),
+     "--totals-every, --totals-keep and --totals-snapshot go with --totals PATH"),
     (Rule.NEEDS, ("-s",), ("-w",), "-s sets how much of each packet -w keeps: it goes with -w FILE"),
     (Rule.NEEDS, ("-W",), ("-C", "-G"), "-W N needs -C or -G: it limits the files they rotate "
                                         "through"),
@@ -282,7 +284,8 @@ def build(o: Options, cpus: int = 1,
         web_config=o.web_config, user=o.user,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
         drops=o.drops,
-        totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep) if o.totals else None,
+        totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep,
+                              o.totals_snapshot) if o.totals else None,
     )
 
 

@@ -46,6 +46,7 @@ class Summary:
     # --totals: the database, writes, failed ones, and what the last (at exit) could not
     # write (packets, bytes) or None
     totals: tuple[str, int, int, tuple[int, int] | None] | None = None
+    totals_snapshots: tuple[str, int] | None = None  # --totals-snapshot: (path, copies made)
     # Lines made but not read: the reader of the stream named went away before them
     unread: dict[str, int] = field(default_factory=dict)
     kept: str | None = None  # -Z: who the run became and what it kept (privileges.Kept)
@@ -119,6 +120,9 @@ class Summary:
                 rows.append(f"totals: {writes} writes to {path}"
                             + (f", {failed} failed (the counts they held were kept for the "
                                f"next)" if failed else ""))
+        if self.totals_snapshots:
+            path, n = self.totals_snapshots
+            rows.append(f"totals: {n} snapshots to {path}")
         if self.written:
             packets, files, path = self.written
             where = "standard output" if path == "-" else path

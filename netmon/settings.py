@@ -55,6 +55,7 @@ class TotalsSettings:
     path: str
     every: float = DEFAULT_TOTALS_EVERY  # seconds between two writes
     keep_days: int = DEFAULT_KEEP_DAYS  # hourly rows kept; older ones are folded into days
+    snapshot: str | None = None  # --totals-snapshot: a consistent copy kept here, for others
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from netmon.pipeline import Context, Sink, Start
 from netmon.host import proxmox
 
 Counts = dict[str, int]
+SNAPSHOT_EVERY = 300.0  # seconds between two --totals-snapshot copies
 
 
 class TotalsSink(Sink):
@@ -46,6 +47,10 @@ class TotalsSink(Sink):
         self.failed = 0
         self.unwritten: tuple[int, int] | None = None  # packets, bytes the last write lost
         self._failing = False  # the last write failed (and that was said)
+        self._snapshot = t.snapshot
+        self._next_snapshot = time.monotonic()  # the first with the first write
+        self.snapshots = 0
+        self._snapshot_failing = False
 
     def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
                hour: int) -> None:
@@ -90,7 +95,8 @@ class TotalsSink(Sink):
                 then = f"trying again every {self._every:g} s"
             self._failing = True
             where = "" if isinstance(exc, TotalsUnavailable) else f"--totals {self._writer.path}: "
-            self._ctx.err.write(visible(f"netmon: {where}{exc}; {then}") + "\n")
+            why = exc if isinstance(exc, TotalsUnavailable) else store.told(exc)
+            self._ctx.err.write(visible(f"netmon: {where}{why}; {then}") + "\n")
             self._ctx.err.flush()
             return
         if self._failing:
@@ -101,6 +107,30 @@ class TotalsSink(Sink):
         self.writes += 1
         self._pending.clear()
         self._names.clear()
+        if self._snapshot and (last or time.monotonic() >= self._next_snapshot):
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        """A copy for the cluster's shared storage. One that fails is said once and tried
+        again at the next write; the database itself is not touched by it."""
+        self._next_snapshot = time.monotonic() + SNAPSHOT_EVERY
+        try:
+            self._writer.snapshot(self._snapshot)
+        except (sqlite3.Error, OSError) as exc:
+            self._next_snapshot = time.monotonic()  # again with the next write
+            if not self._snapshot_failing:
+                self._snapshot_failing = True
+                why = store.told(exc)
+                self._ctx.err.write(visible(f"netmon: --totals-snapshot {self._snapshot}: "
+                                            f"{why}; trying again with each write") + "\n")
+                self._ctx.err.flush()
+            return
+        if self._snapshot_failing:
+            self._snapshot_failing = False
+            self._ctx.err.write(visible(f"netmon: --totals-snapshot {self._snapshot}: "
+                                        f"written again") + "\n")
+            self._ctx.err.flush()
+        self.snapshots += 1
 
     def _follow_the_path(self) -> None:
         """The database deleted or replaced under a running netmon: said, and a new one
@@ -136,6 +166,8 @@ class TotalsSink(Sink):
 
     def report(self, summary) -> None:
         summary.totals = (self._writer.path, self.writes, self.failed, self.unwritten)
+        if self._snapshot:
+            summary.totals_snapshots = (self._snapshot, self.snapshots)
 
     def close(self) -> None:
         try:

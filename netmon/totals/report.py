@@ -8,8 +8,11 @@ receives what the guest sends. Times are local, as the host's clock shows them.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import glob
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -23,12 +26,14 @@ VIEWS = ("hours", "days", "months")
 # How far back a view goes when --since is not given.
 DEFAULT_SPAN = {"hours": 24, "days": 30, "months": 12}
 
-Who = tuple[int, str]  # (guest, "") or (0, interface)
+Who = tuple[int, int, str]  # (guest, NIC, "") (NIC -1: all of them) or (0, -1, interface)
 
 
 @dataclass
 class Query:
-    db: str = store.DEFAULT_PATH
+    # Databases (a glob matches several): read together, their counts summed; one
+    # ledger's copies (a snapshot, and the file it was taken of) are read once.
+    db: tuple[str, ...] = (store.DEFAULT_PATH,)
     view: str = "days"
     since: str | None = None
     until: str | None = None
@@ -36,6 +41,8 @@ class Query:
     top: int | None = None
     month_start: int = 1  # the day of the month a (billing) month begins on
     json: bool = False
+    csv: bool = False
+    by_nic: bool = False  # a row per guest NIC (net0, net1) instead of per guest
     now: float = field(default_factory=time.time)
 
 
@@ -137,14 +144,14 @@ def _rows(db, q: Query, since: int, until: int, hourly_only: bool):
     if q.guests:
         where += f" AND guest IN ({','.join('?' * len(q.guests))})"
         args += list(q.guests)
-    cols = "guest, interface, direction, protocol, sum(packets), sum(bytes)"
+    cols = "guest, nic, interface, direction, protocol, sum(packets), sum(bytes)"
     if hourly_only:
         return db.execute(f"SELECT start, {cols} FROM hourly WHERE {where} "
-                          f"GROUP BY 1, 2, 3, 4, 5", args).fetchall()
+                          f"GROUP BY 1, 2, 3, 4, 5, 6", args).fetchall()
     return db.execute(
-        f"SELECT {store.DAY_OF_START}, {cols} FROM hourly WHERE {where} GROUP BY 1, 2, 3, 4, 5 "
-        f"UNION ALL SELECT start, {cols} FROM daily WHERE {where} GROUP BY 1, 2, 3, 4, 5",
-        args + args).fetchall()
+        f"SELECT {store.DAY_OF_START}, {cols} FROM hourly WHERE {where} "
+        f"GROUP BY 1, 2, 3, 4, 5, 6 UNION ALL SELECT start, {cols} FROM daily WHERE {where} "
+        f"GROUP BY 1, 2, 3, 4, 5, 6", args + args).fetchall()
 
 
 def _period(start: int, q: Query) -> str:
@@ -157,25 +164,80 @@ def _period(start: int, q: Query) -> str:
     return first.strftime("%Y-%m") if q.month_start == 1 else first.isoformat()
 
 
-def gather(q: Query) -> tuple[dict[Who, dict[str, Figures]], dict[int, str | None],
-                              tuple[int, int]]:
-    """Figures per key and period, the guests' names, and the period [since, until)."""
-    db = store.connect_read(q.db)
+def databases(given: tuple[str, ...]) -> list[str]:
+    """The paths --db names: as given, or what a glob among them matches (sorted); each
+    once. A glob that matches nothing is refused (a missing file by its own error)."""
+    paths: list[str] = []
+    for path in given:
+        matched = sorted(glob.glob(path)) if glob.has_magic(path) and \
+            not os.path.exists(path) else [path]
+        if not matched:
+            raise TotalsUnavailable(f"{path}: no database matches")
+        paths += [p for p in matched if p not in paths]
+    return paths
+
+
+def _read(path: str, q: Query, since: int, until: int):
+    """One database's rows, its guests' names (with when each was seen) and its ledger."""
+    db = store.connect_read(path)
     try:
-        since, until = _span(q)
         rows = _rows(db, q, since, until, q.view == "hours" and q.top is None)
-        names = dict(db.execute("SELECT guest, name FROM guests").fetchall())
+        names = db.execute("SELECT guest, name, seen FROM guests").fetchall()
+        ledger = store.ledger_of(db, path)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:  # a damaged page met on the way
-        raise TotalsUnavailable(f"{q.db}: damaged ({store.told(exc)})") from None
+        raise TotalsUnavailable(f"{path}: damaged ({store.told(exc)})") from None
     finally:
         db.close()
-    _check(q.db, rows, names)
+    _check(path, rows, {guest: name for guest, name, _ in names})
+    return rows, names, ledger
+
+
+@dataclass
+class Gathered:
+    figures: dict[Who, dict[str, Figures]]  # per key and period
+    names: dict[int, str | None]  # each guest's name, as last seen in any database
+    span: tuple[int, int]  # [since, until)
+    ledgers: list[store.Ledger]  # those read, in order
+    copies: list[tuple[str, str]]  # (path left out, the path of its ledger that was read)
+
+    @property
+    def as_of(self) -> int | None:
+        """When the oldest of the databases read was last written: every figure is whole
+        up to then (None: one was written by a netmon that did not keep the time)."""
+        times = [ledger.written for ledger in self.ledgers]
+        return None if None in times else min(times, default=None)
+
+
+def gather(q: Query) -> Gathered:
+    """Figures per key and period from every database --db names, summed exactly."""
+    since, until = _span(q)
+    read = [(path, *_read(path, q, since, until)) for path in databases(q.db)]
+    # A ledger's copies (the file and a snapshot of it, or two copies collected) hold the
+    # same counts: the one written last is read, the rest left out and said.
+    newest: dict[str, tuple] = {}
+    for entry in read:
+        ledger = entry[3]
+        if ledger.ledger is None:
+            continue
+        best = newest.get(ledger.ledger)
+        if best is None or (ledger.written or 0) > (best[3].written or 0):
+            newest[ledger.ledger] = entry
+    kept = [e for e in read if e[3].ledger is None or newest[e[3].ledger] is e]
+    copies = [(e[0], newest[e[3].ledger][0]) for e in read if e not in kept]
     out: dict[Who, dict[str, Figures]] = {}
-    for start, guest, interface, direction, protocol, packets, octets in rows:
-        period = "" if q.top is not None else _period(start, q)
-        figures = out.setdefault((guest, interface), {}).setdefault(period, Figures())
-        figures.add(direction, protocol, packets, octets)
-    return out, names, (since, until)
+    seen: dict[int, tuple[int, str | None]] = {}  # guest -> (seen, name)
+    for _, rows, names, _ in kept:
+        for guest, name, when in names:
+            if guest not in seen or (type(when) is int and when >= seen[guest][0]
+                                     and name is not None):
+                seen[guest] = (when if type(when) is int else 0, name)
+        for start, guest, nic, interface, direction, protocol, packets, octets in rows:
+            period = "" if q.top is not None else _period(start, q)
+            who = (guest, nic if q.by_nic and guest else -1, interface)
+            figures = out.setdefault(who, {}).setdefault(period, Figures())
+            figures.add(direction, protocol, packets, octets)
+    names = {guest: name for guest, (_, name) in seen.items()}
+    return Gathered(out, names, (since, until), [e[3] for e in kept], copies)
 
 
 def _check(path: str, rows: list, names: dict) -> None:
@@ -187,8 +249,9 @@ def _check(path: str, rows: list, names: dict) -> None:
         return type(v) is int and v >= 0
 
     for row in rows:
-        start, guest, interface, direction, protocol, packets, octets = row
+        start, guest, nic, interface, direction, protocol, packets, octets = row
         for column, good in (("start", type(start) is int), ("guest", whole(guest)),
+                             ("nic", type(nic) is int and nic >= -1),
                              ("interface", type(interface) is str),
                              ("direction", direction in ("in", "out")),
                              ("protocol", type(protocol) is str), ("packets", whole(packets)),
@@ -206,7 +269,7 @@ NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON
 
 
 def _label(who: Who, names: dict[int, str | None]) -> str:
-    guest, interface = who
+    guest, nic, interface = who
     if not guest:
         return visible(interface)
     name = names.get(guest)
@@ -214,11 +277,12 @@ def _label(who: Who, names: dict[int, str | None]) -> str:
         name = visible(name)
     if name and len(name) > NAME_WIDTH:
         name = name[:NAME_WIDTH - 1] + "…"
-    return f"guest {guest}" + (f" ({name})" if name else "")
+    return f"guest {guest}" + (f" ({name})" if name else "") + (
+        f" net{nic}" if nic >= 0 else "")
 
 
 def _order(who: Who) -> tuple:
-    return (0, who[0], "") if who[0] else (1, 0, who[1])
+    return (0, who[0], who[1], "") if who[0] else (1, 0, -1, who[2])
 
 
 def human_bytes(n: int) -> str:
@@ -243,15 +307,62 @@ def _cells(label: str, f: Figures) -> list[str]:
             human_bytes(f.total_bytes), f"{f.total_packets:,}"]
 
 
-def _json_row(who: Who, names, f: Figures, **extra) -> str:
-    guest, interface = who
-    row = {**extra, "guest": guest or None, "guest_name": names.get(guest) if guest else None,
-           "interface": interface or None,
-           "in_packets": f.packets["in"], "in_bytes": f.bytes["in"],
-           "out_packets": f.packets["out"], "out_bytes": f.bytes["out"],
-           "packets": f.total_packets, "bytes": f.total_bytes,
-           "protocols": dict(sorted(f.protocols.items()))}
-    return json.dumps(row)
+def _fields(who: Who, names, f: Figures, by_nic: bool) -> dict:
+    guest, nic, interface = who
+    return {"guest": guest or None, "guest_name": names.get(guest) if guest else None,
+            **({"nic": nic if guest else None} if by_nic else {}),
+            "interface": interface or None,
+            "in_packets": f.packets["in"], "in_bytes": f.bytes["in"],
+            "out_packets": f.packets["out"], "out_bytes": f.bytes["out"],
+            "packets": f.total_packets, "bytes": f.total_bytes}
+
+
+def _json_row(who: Who, g: Gathered, f: Figures, by_nic: bool, **extra) -> str:
+    return json.dumps({**extra, **_fields(who, g.names, f, by_nic),
+                       "protocols": dict(sorted(f.protocols.items())),
+                       "as_of": _iso(g.as_of)})
+
+
+def _iso(t: int | None) -> str | None:
+    """A Unix time as local ISO 8601 with its offset (2026-12-06T14:00:05+01:00)."""
+    return None if t is None else _local(t).astimezone().isoformat(timespec="seconds")
+
+
+def _spreadsheet_safe(value):
+    """A cell a spreadsheet will not run: text starting with = + - @ (or a tab or CR)
+    is a formula to Excel and LibreOffice; a guest's name is anyone's to choose (OWASP's
+    CSV injection advice: a leading apostrophe)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+def _csv(g: Gathered, q: Query, rows: list[tuple[str, Who, Figures]], out: TextIO) -> None:
+    """A header and a row per key and period: for a spreadsheet."""
+    first = "rank" if q.top is not None else q.view[:-1]
+    fields = ["guest", "guest_name", *(["nic"] if q.by_nic else []), "interface",
+              "in_packets", "in_bytes", "out_packets", "out_bytes", "packets", "bytes"]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([first, *fields, "as_of"])
+    for period, who, f in rows:
+        cells = _fields(who, g.names, f, q.by_nic)
+        writer.writerow([_spreadsheet_safe(v) for v in
+                         [period, *("" if cells[k] is None else cells[k] for k in fields),
+                          _iso(g.as_of) or ""]])
+
+
+def _as_of_lines(g: Gathered) -> str:
+    """Whose figures these are, and as of when: a line per database read, and per copy
+    left out."""
+    lines = []
+    for ledger in g.ledgers:
+        when = (_local(ledger.written).strftime("%Y-%m-%d %H:%M:%S")
+                if ledger.written is not None else "an unknown time (an older netmon wrote it)")
+        node = f", node {visible(ledger.node)}" if ledger.node and len(g.ledgers) > 1 else ""
+        lines.append(f"as of {when}: the last write to {visible(ledger.path)}{node}")
+    lines += [f"{visible(copy)} left out: a copy of {visible(of)}'s ledger (read once)"
+              for copy, of in g.copies]
+    return "\n".join(lines) + "\n\n"
 
 
 def report(q: Query, out: TextIO) -> int:
@@ -260,15 +371,25 @@ def report(q: Query, out: TextIO) -> int:
         raise UsageError(f"view must be one of {', '.join(VIEWS)}")
     if not 1 <= q.month_start <= 28:
         raise UsageError("--month-start takes a day from 1 to 28 (every month has it)")
-    data, names, span = gather(q)
+    if q.json and q.csv:
+        raise UsageError("--json and --csv: one at a time")
+    g = gather(q)
+    data, names = g.figures, g.names
     if q.top is not None:
-        return _top(q, data, names, span, out)
+        return _top(q, g, out)
     unit = q.view[:-1]
+    if q.csv:
+        _csv(g, q, [(period, who, data[who][period]) for who in sorted(data, key=_order)
+                    for period in sorted(data[who])], out)
+        return len(data)
+    if not q.json:
+        out.write(_as_of_lines(g))
     for who in sorted(data, key=_order):
         periods = data[who]
         if q.json:
             for period in sorted(periods):
-                out.write(_json_row(who, names, periods[period], **{unit: period}) + "\n")
+                out.write(_json_row(who, g, periods[period], q.by_nic, **{unit: period})
+                          + "\n")
             continue
         total = Figures()
         for f in periods.values():
@@ -286,14 +407,19 @@ def report(q: Query, out: TextIO) -> int:
     return len(data)
 
 
-def _top(q: Query, data, names, span: tuple[int, int], out: TextIO) -> int:
-    ranked = sorted(((who, periods[""]) for who, periods in data.items()),
+def _top(q: Query, g: Gathered, out: TextIO) -> int:
+    names = g.names
+    ranked = sorted(((who, periods[""]) for who, periods in g.figures.items()),
                     key=lambda wf: (-wf[1].total_bytes, _order(wf[0])))[:q.top]
     if q.json:
         for rank, (who, f) in enumerate(ranked, 1):
-            out.write(_json_row(who, names, f, rank=rank) + "\n")
+            out.write(_json_row(who, g, f, q.by_nic, rank=rank) + "\n")
         return len(ranked)
-    since, until = span
+    if q.csv:
+        _csv(g, q, [(str(rank), who, f) for rank, (who, f) in enumerate(ranked, 1)], out)
+        return len(ranked)
+    out.write(_as_of_lines(g))
+    since, until = g.span
     out.write(f"top {q.top} by bytes, {_local(since):%Y-%m-%d %H:%M} to "
               f"{_local(until):%Y-%m-%d %H:%M}\n")
     rows = [[f"{rank}. {_label(who, names)}", *_cells("", f)[1:]]

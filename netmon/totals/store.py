@@ -25,10 +25,12 @@ import atexit
 import fcntl
 import os
 import shutil
+import socket
 import sqlite3
 import tempfile
 import time
 import urllib.parse
+import uuid
 from dataclasses import dataclass
 
 from netmon.errors import TotalsUnavailable
@@ -161,6 +163,26 @@ def connect_read(path: str) -> sqlite3.Connection:
     raise TotalsUnavailable(f"{path}: not a netmon totals database ({told(error)})")
 
 
+@dataclass(frozen=True)
+class Ledger:
+    """What a database says of itself: its ledger's id (copies share it), the node that
+    wrote it, and when it was last written (None: by a netmon before these were kept)."""
+
+    path: str
+    ledger: str | None
+    node: str | None
+    written: int | None
+
+
+def ledger_of(db: sqlite3.Connection, path: str) -> Ledger:
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN "
+                           "('ledger', 'node', 'written')").fetchall())
+    text = lambda v: v if type(v) is str else None  # noqa: E731 (a damaged value: unknown)
+    written = meta.get("written")
+    return Ledger(path, text(meta.get("ledger")), text(meta.get("node")),
+                  written if type(written) is int else None)
+
+
 def _private_copy(path: str) -> str:
     """The database and its WAL, copied where this user can make the -shm file: a reader
     without write access (no -shm there, or one left by a killed writer that a read-only
@@ -260,6 +282,12 @@ class Writer:
                            (SCHEMA_VERSION,))
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('writer_pid', ?)",
                            (os.getpid(),))
+                # Which ledger this is, made once: copies and snapshots of one ledger are
+                # known as such when several databases are read (netmon totals --db ...).
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('ledger', ?)",
+                           (uuid.uuid4().hex,))
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('node', ?)",
+                           (socket.gethostname(),))
         except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             raise TotalsUnavailable(f"--totals {path}: not a netmon totals database "
                                     f"({told(exc)})") from None
@@ -317,7 +345,29 @@ class Writer:
                 db.execute("INSERT INTO guests VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
                            "name = coalesce(excluded.name, name), seen = excluded.seen",
                            (guest, name, int(now)))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('written', ?)", (int(now),))
             self._fold(db, now)
+
+    def snapshot(self, path: str) -> None:
+        """A consistent copy of the database at ``path`` (SQLite's online backup), made
+        beside it and renamed into place: a reader never sees half of one. One file, no
+        WAL (journal_mode DELETE), so it can live where a WAL cannot (a network file
+        system) and be read from there."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                self._db.backup(dst)
+                dst.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                dst.close()
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
 
     def _fold(self, db: sqlite3.Connection, now: float) -> None:
         """Hours before the local midnight ``keep_days`` ago become days (whole days:

@@ -67,6 +67,11 @@ def _report(db, *args, now: float | None = None) -> list:
     return [json.loads(line) for line in out.splitlines()]
 
 
+def _figures(rows: list) -> list:
+    """Report rows without their "as of" (each write moves it)."""
+    return [{k: v for k, v in row.items() if k != "as_of"} for row in rows]
+
+
 def _run_totals(db, *args, now: float | None = None) -> str:
     import io
 
@@ -143,6 +148,8 @@ def test_the_table_view(tmp_path, now):
     _fill(db, [(hour, Key(100, 0), "in", "tcp", 1234, 3 * 1024 ** 3),
                (hour, Key(100, 0), "out", "tcp", 1000, 1536)], {100: "web1"}, now=now)
     assert _run_totals(db, "--days", now=now).splitlines() == [
+        f"as of 2026-12-03 12:00:00: the last write to {db}",  # now's write
+        "",
         "guest 100 (web1)",
         "  day               in       out     total  packets",
         "  -------------------------------------------------",
@@ -151,7 +158,7 @@ def test_the_table_view(tmp_path, now):
         "  total       3.00 GiB  1.50 KiB  3.00 GiB    2,234",
         ""]
     assert _run_totals(db, "--days", "--since", "2026-12-03", now=now) == \
-        "no traffic in the period\n"
+        f"as of 2026-12-03 12:00:00: the last write to {db}\n\nno traffic in the period\n"
 
 
 def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, now):
@@ -166,7 +173,7 @@ def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, now):
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT count(*) FROM hourly").fetchone()[0] == 1
         assert c.execute("SELECT count(*) FROM daily").fetchone()[0] == 2
-    assert _report(db, "--days", "--since", "2026-11", now=now) == before
+    assert _figures(_report(db, "--days", "--since", "2026-11", now=now)) == _figures(before)
     assert [(d["day"], d["packets"]) for d in before] == [
         ("2026-11-01", 100 * 3 + 28), ("2026-11-02", 200 * 3 + 28), ("2026-12-02", 7)]
     # A day folded, then more hours of it (a clock set back): the day adds them.
@@ -250,10 +257,10 @@ def _guests(n: NetnsPair, tmp_path) -> dict[str, str]:
     return {"NETMON_PVE_DIR": str(pve)}
 
 
-def _sums(db) -> dict[tuple[int, str], tuple[int, int]]:
+def _sums(db, *more) -> dict[tuple[int, str], tuple[int, int]]:
     """(guest, direction) -> (packets, bytes), over all time, read as netmon totals does."""
     out = {}
-    for row in _report(db, "--months", "--since", "1970-01"):
+    for row in _report(db, "--months", "--since", "1970-01", *more):
         for d in ("in", "out"):
             key = (row["guest"] or row["interface"], d)
             p, b = out.get(key, (0, 0))
@@ -655,7 +662,136 @@ def test_a_long_guest_name_is_cut_in_tables_and_whole_in_json(tmp_path, capsys):
               {999999999: long_name})
     assert cli.main(["totals", "--db", path, "--top", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("as of ") and lines[1] == ""
+    lines = lines[2:]  # the table
     assert max(map(len, lines)) <= 100  # it was past 130
     assert "(a-very-long-guest-name-…)" in lines[2]
     assert cli.main(["totals", "--db", path, "--top", "5", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["guest_name"] == long_name
+
+
+# -- issue 28, item 6: totals one can trust at a glance, and across a cluster ------------
+
+def test_every_report_says_as_of_when(tmp_path, now):
+    db = tmp_path / "t.db"
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    _fill(db, [(hour, Key(100, 0), "in", "tcp", 1, 100)], {100: "web1"},
+          now=at("2026-12-02 10:30"))
+    assert _run_totals(db, "--top", "3", now=now).startswith(
+        f"as of 2026-12-02 10:30:00: the last write to {db}\n")
+    (row,) = _report(db, now=now)
+    assert row["as_of"] == "2026-12-02T10:30:00+01:00"
+    import csv
+    import io
+    (head, cells) = csv.reader(io.StringIO(_run_totals(db, "--csv", now=now)))
+    assert dict(zip(head, cells))["as_of"] == "2026-12-02T10:30:00+01:00"
+    # A database an older netmon wrote has no such time: said, not guessed.
+    with sqlite3.connect(db) as c:
+        c.execute("DELETE FROM meta WHERE key = 'written'")
+    assert _run_totals(db, now=now).startswith(
+        "as of an unknown time (an older netmon wrote it): the last write to ")
+    assert _report(db, now=now)[0]["as_of"] is None
+
+
+def test_a_migrated_guests_month_is_one_across_the_nodes_databases(tmp_path, now):
+    """Guest 100 ran on pve1, then on pve2 (its month split over two files); pve2 knows
+    its new name. Read together (repeated --db, or a glob), the month is the sum, to the
+    byte, named as last seen; another guest's is its own."""
+    pve1, pve2 = tmp_path / "pve1.db", tmp_path / "pve2.db"
+    web = Key(100, 0)
+    _fill(pve1, [(totals.hour_of(at("2026-12-01 10:00")), web, "in", "tcp", 7, 7_000),
+                 (totals.hour_of(at("2026-12-01 10:00")), Key(101, 0), "out", "udp", 1, 60)],
+          {100: "web1"}, now=at("2026-12-01 11:00"))
+    _fill(pve2, [(totals.hour_of(at("2026-12-02 09:00")), web, "in", "tcp", 5, 5_000),
+                 (totals.hour_of(at("2026-12-02 09:00")), Key(100, 1), "out", "tcp", 3, 300)],
+          {100: "web1-new"}, now=at("2026-12-02 11:00"))
+    for args in (["--db", str(pve2)], ["--db", str(tmp_path / "pve*.db")]):
+        q = _query(pve1, "--months", "--json", *args)
+        q.now = now
+        import io
+        buf = io.StringIO()
+        totals_report.report(q, buf)
+        rows = {r["guest"]: r for r in map(json.loads, buf.getvalue().splitlines())}
+        assert (rows[100]["in_bytes"], rows[100]["out_bytes"], rows[100]["packets"]) == \
+            (12_000, 300, 15)
+        assert rows[100]["guest_name"] == "web1-new" and rows[101]["bytes"] == 60
+        assert rows[100]["as_of"] == "2026-12-01T11:00:00+01:00"  # the older of the two
+    text = _run_totals(pve1, "--db", str(pve2), now=now)
+    assert f"as of 2026-12-01 11:00:00: the last write to {pve1}, node " in text
+    assert f"as of 2026-12-02 11:00:00: the last write to {pve2}, node " in text
+
+
+def test_a_snapshot_and_its_database_are_read_once(tmp_path, now):
+    """--totals-snapshot's copy (SQLite's online backup, one file without a WAL) and the
+    database it was taken of, both given: the same ledger, read once (the newer)."""
+    db, snap = tmp_path / "t.db", tmp_path / "shared" / "pve1.db"
+    snap.parent.mkdir()
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    with Writer(str(db)) as w:
+        w.add([(hour, Key(100, 0), "in", "tcp", 4, 400)], {100: "web1"},
+              now=at("2026-12-02 10:30"))
+        w.snapshot(str(snap))
+        w.add([(hour, Key(100, 0), "in", "tcp", 1, 100)], {}, now=at("2026-12-02 10:31"))
+    with sqlite3.connect(snap) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert not list(snap.parent.glob("*.tmp-*")) and not (snap.parent / "pve1.db-wal").exists()
+    assert _report(snap, now=now)[0]["packets"] == 4  # as of the snapshot
+    both = _report(db, "--db", str(snap), now=now)
+    assert [r["packets"] for r in both] == [5]  # the newer copy, once
+    assert f"{snap} left out: a copy of {db}'s ledger (read once)" in \
+        _run_totals(snap, "--db", str(db), now=now)
+
+
+def test_a_row_per_nic(tmp_path, now):
+    db = tmp_path / "t.db"
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    _fill(db, [(hour, Key(100, 0), "in", "tcp", 1, 100), (hour, Key(100, 1), "in", "tcp", 2, 200),
+               (hour, Key(interface="vmbr0"), "in", "tcp", 3, 300)], {100: "web1"}, now=now)
+    rows = _report(db, "--by-nic", now=now)
+    assert [(r["guest"], r["nic"], r["interface"], r["bytes"]) for r in rows] == [
+        (100, 0, None, 100), (100, 1, None, 200), (None, None, "vmbr0", 300)]
+    text = _run_totals(db, "--by-nic", now=now)
+    assert "guest 100 (web1) net0\n" in text and "guest 100 (web1) net1\n" in text
+
+
+def test_csv_for_a_spreadsheet_runs_no_guests_formula(tmp_path, now):
+    """A guest named '=HYPERLINK(...)' is text in the spreadsheet, not a formula."""
+    import csv
+    import io
+
+    db = tmp_path / "t.db"
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    evil = '=HYPERLINK("http://x.invalid","click")'
+    _fill(db, [(hour, Key(100, 0), "in", "tcp", 1, 100), (hour, Key(100, 0), "out", "tcp", 2, 50)],
+          {100: evil}, now=now)
+    rows = list(csv.DictReader(io.StringIO(_run_totals(db, "--csv", now=now))))
+    assert rows == [{"day": "2026-12-02", "guest": "100", "guest_name": "'" + evil,
+                     "interface": "", "in_packets": "1", "in_bytes": "100",
+                     "out_packets": "2", "out_bytes": "50", "packets": "3", "bytes": "150",
+                     "as_of": "2026-12-03T12:00:00+01:00"}]
+    with pytest.raises(UsageError):
+        _run_totals(db, "--csv", "--json", now=now)
+
+
+@kernel
+def test_a_snapshot_for_shared_storage_holds_what_the_database_does(netns, tmp_path):
+    """--totals-snapshot: a copy in the cluster's shared directory, taken with the first
+    write and at exit, as the user netmon became; read from there (a glob over the nodes'
+    copies) it says what the node's own database says, and both given are read once."""
+    n = netns
+    env = _guests(n, tmp_path)
+    _, web = n.link("nmt-g0", "tap100i0")
+    db, shared = tmp_path / "totals.db", tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # the netmon user's, as a node's directory on shared storage is
+    with Netmon(n, "--guest", "all", "--quiet", "--totals", str(db), "--totals-every", "1",
+                "--totals-snapshot", str(shared / "pve1.db"), interface=None, env=env) as nm:
+        nm.wait_ready()
+        ping(n, web, 4)
+        assert nm.stop() == 0
+    assert any(line.startswith(f"netmon: totals: ") and line.endswith(
+        f" snapshots to {shared / 'pve1.db'}") for line in nm.err), nm.err
+    assert sorted(p.name for p in shared.iterdir()) == ["pve1.db"]
+    assert _sums(shared / "*.db") == _sums(db) == {(100, "in"): (4, 4 * ICMP_ECHO),
+                                                   (100, "out"): (4, 4 * ICMP_ECHO)}
+    assert _sums(db, "--db", str(shared / "pve1.db")) == _sums(db)
