@@ -59,9 +59,9 @@ DROPS = Command(
 
 TOTALS = Command(
     "totals", "What 'netmon --totals' kept: traffic by guest (its NICs together) and host "
-              "interface, per hour, day or month. 'in' and 'out' are as the host's interface "
-              "sees them (a guest's tap receives what the guest sends). Needs read access "
-              "to the database only.",
+              "interface, per hour, day or month: what each received and sent (a guest's own, "
+              "though its tap counts them the other way round). Needs read access to the "
+              "database only.",
     "what --totals kept, per guest and hour, day or month",
     (("netmon totals", "the last 30 days, a row per guest and interface each day"),
      ("netmon totals --months --month-start 15", "billing months that begin on the 15th"),

@@ -74,6 +74,15 @@ class Selection:
         parts = list(self.names) + list(self.patterns) + ([ANY] if self.any else [])
         return ", ".join(parts)
 
+    def title(self) -> str:
+        """describe() in a person's words, for a view's title: guests by id ("guest 100",
+        "every guest") instead of the patterns they stand for."""
+        theirs = {p for g in self.guests for p in proxmox.guest_patterns(g)}
+        theirs |= set(proxmox.ALL_PATTERNS) if self.all_guests else set()
+        parts = list(self.names) + [p for p in self.patterns if p not in theirs]
+        parts += ([ANY] if self.any else []) + [f"guest {g}" for g in self.guests]
+        return ", ".join(parts + (["every guest"] if self.all_guests else []))
+
 
 def existing() -> dict[int, str]:
     """Every interface of this network namespace, by index."""

@@ -23,6 +23,8 @@ from netmon.pipeline import Context, Sink, Start
 
 EVERY = 1.0  # seconds between two snapshots of the counters
 GUEST_NAMES_EVERY = 60.0  # seconds between two readings of the guests' names
+# On a guest's tap or veth, what the host receives (in) is what the guest sent.
+GUEST_SIDE = {"in": "sent", "out": "received"}
 
 
 
@@ -85,18 +87,25 @@ class Metrics:
             snap = self._snapshot
         # A guest's interfaces carry its id and name (empty for the host's): bounded, as
         # guests are; summed by guest, a migrated VM's traffic adds up across nodes.
-        labels = ["interface", "direction", "protocol", "guest", "guest_name"]
+        # guest_side: the direction as the guest sees it ("received", "sent"; "" on a
+        # host's interface), a function of the labels before it: no more series.
+        labels = ["interface", "direction", "protocol", "guest", "guest_name", "guest_side"]
+        # Which side "direction" is, said where the number is read: on a guest's tap or
+        # veth the host receives what the guest sends.
+        side = ("; direction as the interface counts them: on a guest's interface (guest "
+                "label set) in is what the guest sent, out what it received (guest_side)")
         packets = CounterMetricFamily(
             "netmon_packets", "Packets that matched the filters, on the wire (GRO/GSO "
-            "segments each)", labels=labels)
+            "segments each)" + side, labels=labels)
         octets = CounterMetricFamily(
-            "netmon_bytes", "Bytes on the wire of the packets that matched the filters",
-            labels=labels)
+            "netmon_bytes", "Bytes on the wire (Ethernet header included) of the packets "
+            "that matched the filters" + side, labels=labels)
         if snap.traffic:
             for (ifname, direction), c in snap.per_interface.items():
                 guest, name = snap.guests.get(ifname, ("", ""))
+                side = GUEST_SIDE[DIR_NAMES[direction]] if guest else ""
                 for proto in PROTO_NAMES:
-                    where = [ifname, DIR_NAMES[direction], proto, guest, name]
+                    where = [ifname, DIR_NAMES[direction], proto, guest, name, side]
                     packets.add_metric(where, c.get(f"packets_{proto}", 0))
                     octets.add_metric(where, c.get(f"bytes_{proto}", 0))
             yield packets

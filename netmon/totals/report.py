@@ -2,8 +2,10 @@
 
 Reads the database only (store.connect_read): no root, no BPF. A guest's NICs
 are folded together and it is named as last seen; host interfaces go by name.
-``in`` and ``out`` are as the host's interface sees them: a guest's tap
-receives what the guest sends. Times are local, as the host's clock shows them.
+The database keeps ``in`` and ``out`` as the host's interface counted them (a guest's
+tap receives what the guest sends); rows say ``received`` and ``sent`` as the row's
+subject sees them: a guest's own, an interface's. Times are local, as the host's clock
+shows them.
 """
 
 from __future__ import annotations
@@ -266,6 +268,7 @@ def _check(path: str, rows: list, names: dict) -> None:
 
 
 NAME_WIDTH = 24  # a guest's name in a table, cut with an ellipsis past it (JSON: whole)
+BYTES_NOTE = "bytes on the wire, Ethernet header included; 1 KiB = 1024 B"
 
 
 def _label(who: Who, names: dict[int, str | None]) -> str:
@@ -302,8 +305,16 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     return [fmt(head)] + [fmt(r) for r in rows]
 
 
-def _cells(label: str, f: Figures) -> list[str]:
-    return [label, human_bytes(f.bytes["in"]), human_bytes(f.bytes["out"]),
+def _sides(who: Who) -> tuple[str, str]:
+    """(received, sent) as the row's subject sees them, in the host interface's terms: a
+    guest received what its tap or veth sent out, and sent what came in on it; a host
+    interface received what came in."""
+    return ("out", "in") if who[0] else ("in", "out")
+
+
+def _cells(label: str, who: Who, f: Figures) -> list[str]:
+    received, sent = _sides(who)
+    return [label, human_bytes(f.bytes[received]), human_bytes(f.bytes[sent]),
             human_bytes(f.total_bytes), f"{f.total_packets:,}"]
 
 
@@ -312,13 +323,20 @@ def _fields(who: Who, names, f: Figures, by_nic: bool) -> dict:
     return {"guest": guest or None, "guest_name": names.get(guest) if guest else None,
             **({"nic": nic if guest else None} if by_nic else {}),
             "interface": interface or None,
-            "in_packets": f.packets["in"], "in_bytes": f.bytes["in"],
-            "out_packets": f.packets["out"], "out_bytes": f.bytes["out"],
+            "received_packets": f.packets[_sides(who)[0]],
+            "received_bytes": f.bytes[_sides(who)[0]],
+            "sent_packets": f.packets[_sides(who)[1]], "sent_bytes": f.bytes[_sides(who)[1]],
             "packets": f.total_packets, "bytes": f.total_bytes}
 
 
+def _host_view(f: Figures) -> dict:
+    """in and out as the host's interface counted them (JSON keeps them as they were)."""
+    return {"in_packets": f.packets["in"], "in_bytes": f.bytes["in"],
+            "out_packets": f.packets["out"], "out_bytes": f.bytes["out"]}
+
+
 def _json_row(who: Who, g: Gathered, f: Figures, by_nic: bool, **extra) -> str:
-    return json.dumps({**extra, **_fields(who, g.names, f, by_nic),
+    return json.dumps({**extra, **_fields(who, g.names, f, by_nic), **_host_view(f),
                        "protocols": dict(sorted(f.protocols.items())),
                        "as_of": _iso(g.as_of)})
 
@@ -341,7 +359,8 @@ def _csv(g: Gathered, q: Query, rows: list[tuple[str, Who, Figures]], out: TextI
     """A header and a row per key and period: for a spreadsheet."""
     first = "rank" if q.top is not None else q.view[:-1]
     fields = ["guest", "guest_name", *(["nic"] if q.by_nic else []), "interface",
-              "in_packets", "in_bytes", "out_packets", "out_bytes", "packets", "bytes"]
+              "received_packets", "received_bytes", "sent_packets", "sent_bytes", "packets",
+              "bytes"]
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([first, *fields, "as_of"])
     for period, who, f in rows:
@@ -362,6 +381,8 @@ def _as_of_lines(g: Gathered) -> str:
         lines.append(f"as of {when}: the last write to {visible(ledger.path)}{node}")
     lines += [f"{visible(copy)} left out: a copy of {visible(of)}'s ledger (read once)"
               for copy, of in g.copies]
+    # Which bytes, in which units: top counts IP bytes in powers of 1000.
+    lines.append(BYTES_NOTE)
     return "\n".join(lines) + "\n\n"
 
 
@@ -396,8 +417,9 @@ def report(q: Query, out: TextIO) -> int:
             for d in ("in", "out"):
                 total.packets[d] += f.packets[d]
                 total.bytes[d] += f.bytes[d]
-        rows = [_cells(p, periods[p]) for p in sorted(periods)]
-        lines = _table([unit, "in", "out", "total", "packets"], rows + [_cells("total", total)])
+        rows = [_cells(p, who, periods[p]) for p in sorted(periods)]
+        lines = _table([unit, "received", "sent", "total", "packets"],
+                       rows + [_cells("total", who, total)])
         rule = "-" * len(lines[0])
         out.write(f"{_label(who, names)}\n" + "\n".join(
             ["  " + lines[0], "  " + rule] + ["  " + r for r in lines[1:-1]]
@@ -422,11 +444,12 @@ def _top(q: Query, g: Gathered, out: TextIO) -> int:
     since, until = g.span
     out.write(f"top {q.top} by bytes, {_local(since):%Y-%m-%d %H:%M} to "
               f"{_local(until):%Y-%m-%d %H:%M}\n")
-    rows = [[f"{rank}. {_label(who, names)}", *_cells("", f)[1:]]
+    rows = [[f"{rank}. {_label(who, names)}", *_cells("", who, f)[1:]]
             for rank, (who, f) in enumerate(ranked, 1)]
     if rows:
         out.write("\n".join("  " + line for line in
-                            _table(["", "in", "out", "total", "packets"], rows)) + "\n")
+                            _table(["", "received", "sent", "total", "packets"], rows))
+                  + "\n")
     else:
         out.write("no traffic in the period\n")
     return len(ranked)

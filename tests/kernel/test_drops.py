@@ -17,7 +17,7 @@ import pytest
 from netmon.sinks import formats
 from netmon.kernel import drops
 from netmon.kernel import config as nm_config
-from tests.support.netns import NetnsPair, ping, scaled, send
+from tests.support.netns import NetnsPair, scaled, send
 from tests.support.runner import Netmon
 from tests.support.tmux import pane
 

@@ -221,7 +221,7 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
         assert f"Metrics: http://127.0.0.1:{port}/metrics" in nm.err
         offer(n, frames)
         # The endpoint shows the counters as of netmon's last look, once a second.
-        line = (f'netmon_packets_total{{direction="in",guest="",guest_name="",'
+        line = (f'netmon_packets_total{{direction="in",guest="",guest_name="",guest_side="",'
                 f'interface="{n.b_if}",protocol="udp"}} {float(udp)}')
         deadline = time.monotonic() + scaled(10)
         text = ""

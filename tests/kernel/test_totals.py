@@ -149,16 +149,18 @@ def test_the_table_view(tmp_path, now):
                (hour, Key(100, 0), "out", "tcp", 1000, 1536)], {100: "web1"}, now=now)
     assert _run_totals(db, "--days", now=now).splitlines() == [
         f"as of 2026-12-03 12:00:00: the last write to {db}",  # now's write
+        "bytes on the wire, Ethernet header included; 1 KiB = 1024 B",
         "",
-        "guest 100 (web1)",
-        "  day               in       out     total  packets",
+        "guest 100 (web1)",  # what it received is what its tap sent out
+        "  day         received      sent     total  packets",
         "  -------------------------------------------------",
-        "  2026-12-02  3.00 GiB  1.50 KiB  3.00 GiB    2,234",
+        "  2026-12-02  1.50 KiB  3.00 GiB  3.00 GiB    2,234",
         "  -------------------------------------------------",
-        "  total       3.00 GiB  1.50 KiB  3.00 GiB    2,234",
+        "  total       1.50 KiB  3.00 GiB  3.00 GiB    2,234",
         ""]
-    assert _run_totals(db, "--days", "--since", "2026-12-03", now=now) == \
-        f"as of 2026-12-03 12:00:00: the last write to {db}\n\nno traffic in the period\n"
+    assert _run_totals(db, "--days", "--since", "2026-12-03", now=now) == (
+        f"as of 2026-12-03 12:00:00: the last write to {db}\n{totals_report.BYTES_NOTE}\n\n"
+        "no traffic in the period\n")
 
 
 def test_old_hours_fold_into_days_and_keep_their_sums(tmp_path, now):
@@ -662,8 +664,8 @@ def test_a_long_guest_name_is_cut_in_tables_and_whole_in_json(tmp_path, capsys):
               {999999999: long_name})
     assert cli.main(["totals", "--db", path, "--top", "5"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("as of ") and lines[1] == ""
-    lines = lines[2:]  # the table
+    assert lines[0].startswith("as of ") and lines[2] == ""
+    lines = lines[3:]  # the table
     assert max(map(len, lines)) <= 100  # it was past 130
     assert "(a-very-long-guest-name-…)" in lines[2]
     assert cli.main(["totals", "--db", path, "--top", "5", "--json"]) == 0
@@ -766,8 +768,8 @@ def test_csv_for_a_spreadsheet_runs_no_guests_formula(tmp_path, now):
           {100: evil}, now=now)
     rows = list(csv.DictReader(io.StringIO(_run_totals(db, "--csv", now=now))))
     assert rows == [{"day": "2026-12-02", "guest": "100", "guest_name": "'" + evil,
-                     "interface": "", "in_packets": "1", "in_bytes": "100",
-                     "out_packets": "2", "out_bytes": "50", "packets": "3", "bytes": "150",
+                     "interface": "", "received_packets": "2", "received_bytes": "50",
+                     "sent_packets": "1", "sent_bytes": "100", "packets": "3", "bytes": "150",
                      "as_of": "2026-12-03T12:00:00+01:00"}]
     with pytest.raises(UsageError):
         _run_totals(db, "--csv", "--json", now=now)
@@ -789,9 +791,28 @@ def test_a_snapshot_for_shared_storage_holds_what_the_database_does(netns, tmp_p
         nm.wait_ready()
         ping(n, web, 4)
         assert nm.stop() == 0
-    assert any(line.startswith(f"netmon: totals: ") and line.endswith(
+    assert any(line.startswith("netmon: totals: ") and line.endswith(
         f" snapshots to {shared / 'pve1.db'}") for line in nm.err), nm.err
     assert sorted(p.name for p in shared.iterdir()) == ["pve1.db"]
     assert _sums(shared / "*.db") == _sums(db) == {(100, "in"): (4, 4 * ICMP_ECHO),
                                                    (100, "out"): (4, 4 * ICMP_ECHO)}
     assert _sums(db, "--db", str(shared / "pve1.db")) == _sums(db)
+
+
+def test_rows_say_what_the_guest_received_and_sent(tmp_path, now):
+    """On a guest's tap "in" is what the guest sent: a guest's row says received and sent
+    as the guest sees them (JSON keeps in and out as the tap counted them); a host
+    interface's received is its in."""
+    db = tmp_path / "t.db"
+    hour = totals.hour_of(at("2026-12-02 10:00"))
+    _fill(db, [(hour, Key(100, 0), "in", "tcp", 1, 100), (hour, Key(100, 0), "out", "tcp", 9, 900),
+               (hour, Key(interface="vmbr0"), "in", "udp", 2, 200)], {100: "web1"}, now=now)
+    rows = {r["guest"] or r["interface"]: r for r in _report(db, now=now)}
+    web, bridge = rows[100], rows["vmbr0"]
+    assert (web["received_bytes"], web["sent_bytes"], web["in_bytes"], web["out_bytes"]) == \
+        (900, 100, 100, 900)
+    assert (bridge["received_packets"], bridge["received_bytes"], bridge["sent_bytes"]) == \
+        (2, 200, 0)
+    top = _run_totals(db, "--top", "2", now=now).splitlines()
+    assert top[4].split() == ["received", "sent", "total", "packets"]
+    assert top[5].split()[4:6] == ["900", "B"]  # "1. guest 100 (web1)  900 B  100 B ..."

@@ -211,32 +211,68 @@ def test_a_flow_that_comes_back_is_one_row():
     assert [r.total for r in view.top()] == [500]
 
 
-def test_top_on_a_terminal_draws_brackets_as_they_are(monkeypatch):
-    """rich reads "[...]" in a str as markup: an IPv6 flow's "[fd00::1]:443" vanished
-    from the view, and a guest named "[blink]web" would have styled it. Cells are text."""
+def _drawn(view) -> list[str]:
+    """The view as top draws it on a terminal (rich, 80 columns), escapes taken out."""
     import io
     import re
 
     from netmon.sinks.top.screen import Screen
-    from netmon.sinks.top.view import Row
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:
             return True
 
-    view = TopView(FlowBook(0), lambda f: "", "WHERE")
-    monkeypatch.setattr(view, "top", lambda: [Row(
-        "UDP", "[fd00::1]:40003 -> [fd00::2]:443", "[blink]w", 1, (8.0, 8.0, 8.0), 100)])
     out = Terminal()
     screen = Screen(view, out)
     screen.__enter__()
     try:
-        screen.draw("t", 0, 0)
-        drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+        screen.draw("netmon top: t", 0, 0)
+        return re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue()).splitlines()
     finally:
         screen.__exit__(None, None, None)
-    row = next(line for line in drawn.splitlines() if line.startswith("UDP"))
+
+
+def test_top_on_a_terminal_draws_brackets_as_they_are(monkeypatch):
+    """rich reads "[...]" in a str as markup: an IPv6 flow's "[fd00::1]:443" vanished
+    from the view, and a guest named "[blink]web" would have styled it. Cells are text."""
+    from netmon.sinks.top.view import Row
+
+    view = TopView(FlowBook(0), lambda f: "", "WHERE")
+    monkeypatch.setattr(view, "top", lambda: [Row(
+        "UDP", "[fd00::1]:40003 -> [fd00::2]:443", "[blink]w", 1, (8.0, 8.0, 8.0), 100)])
+    row = next(line for line in _drawn(view) if line.startswith("UDP"))
     assert "[fd00::1]:40003 -> [fd00::2]:443" in row and "[blink]w" in row, row
+
+
+def test_a_guests_row_says_what_it_received_and_sent():
+    """Both directions watched: one row per guest (they ranked apart as two), its bytes
+    as the guest sees them: on its tap, out is what it received and in what it sent. An
+    interface's row says in and out, as the interface sees them."""
+    book = FlowBook(0)
+    info = {7: {"ifname": "tap100i0", "guest": 100, "guest_name": "web1"},
+            3: {"ifname": "vmbr0"}}
+    sent_by_guest = key(40001, 443, dir=0, ifindex=7)  # into the host from the guest
+    got_by_guest = key(443, 40001, dir=1, ifindex=7)  # out of the host to the guest
+    on_bridge = key(40002, 22, dir=0, ifindex=3)
+    book.add([row(sent_by_guest, 10, 1_000, S, S), row(got_by_guest, 20, 30_000, S, S),
+              row(on_bridge, 1, 50, S, S)], S)
+    view = TopView(book, None, by="guest", groups=Groups(info.__getitem__, both=True))
+    lines = view.plain("t", 0, 0).splitlines()
+    assert lines[2].split() == ["GUEST", "PKT/S", "2s", "10s", "40s", "RECEIVED", "SENT"]
+    assert [line.split()[:2] + line.split()[-2:] for line in lines[3:] if line] == [
+        ["web1", "(100)", "30kB", "1kB"], ["vmbr0", "1", "50B", "0B"]]  # it received them
+    view.by = "interface"
+    lines = view.plain("t", 0, 0).splitlines()
+    assert lines[2].split()[-2:] == ["IN", "OUT"]
+    assert [line.split()[0:1] + line.split()[-2:] for line in lines[3:] if line] == [
+        ["tap100i0", "1kB", "30kB"], ["vmbr0", "50B", "0B"]]
+    view.by = "host"  # one end each: no split
+    assert view.plain("t", 0, 0).splitlines()[2].split()[-1] == "TOTAL"
+    view.by = "guest"  # and on a terminal, under its own title
+    drawn = [line.rstrip() for line in _drawn(view) if line.strip()]
+    assert drawn[0].startswith("netmon top: t  sort: rate  by: guest"), drawn
+    assert drawn[3].split()[-2:] == ["RECEIVED", "SENT"], drawn
+    assert drawn[4].split()[-2:] == ["30kB", "1kB"], drawn
 
 
 def test_human_units():

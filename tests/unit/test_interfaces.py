@@ -43,3 +43,11 @@ def test_guest_names_from_a_config_tree(tmp_path):
     assert proxmox.guest_name(100, tmp_path) == "web1"
     assert proxmox.guest_name(101, tmp_path) == "ct-dns"
     assert proxmox.guest_name(102, tmp_path) is None
+
+
+def test_a_views_title_names_guests_not_their_patterns():
+    from netmon.host.interfaces import Selection
+
+    assert Selection.parse([], [], True).title() == "every guest"
+    assert Selection.parse(["vmbr0", "tap*"], [100]).title() == "vmbr0, tap*, guest 100"
+    assert Selection.parse(["any"]).title() == "any"

@@ -143,7 +143,7 @@ def test_metrics_show_the_last_snapshot_with_bounded_labels():
     m.update(Snapshot({("veth1", 0): counts, ("veth1", 1): {}}, lost=3, flow_overflow=1,
                       exporter={"records": 4, "errors": 1}))
     text = generate_latest(m.registry).decode()
-    host = 'guest="",guest_name="",interface="veth1"'  # labels in the exposition's order
+    host = 'guest="",guest_name="",guest_side="",interface="veth1"'  # the exposition's order
     assert f'netmon_packets_total{{direction="in",{host},protocol="udp"}} 5.0' in text
     assert f'netmon_bytes_total{{direction="in",{host},protocol="icmpv6"}} 140.0' in text
     assert f'netmon_packets_total{{direction="out",{host},protocol="tcp"}} 0.0' in text
@@ -174,7 +174,12 @@ def test_metrics_name_each_interfaces_guest(tmp_path, monkeypatch):
     m.update(Snapshot({("tap100i0", 1): {"packets_tcp": 3}}, guests=labels))
     text = generate_latest(m.registry).decode()
     assert ('netmon_packets_total{direction="out",guest="100",guest_name="web",'
-            'interface="tap100i0",protocol="tcp"} 3.0') in text
+            'guest_side="received",interface="tap100i0",protocol="tcp"} 3.0') in text
+    # Which side a guest's direction is, where the number is read.
+    for name in ("netmon_packets_total", "netmon_bytes_total"):
+        help_line = next(line for line in text.splitlines()
+                         if line.startswith(f"# HELP {name} "))
+        assert "in is what the guest sent, out what it received" in help_line
     m.close()
 
 

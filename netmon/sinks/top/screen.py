@@ -42,7 +42,7 @@ KEY_CLAIM = 45
 GIVES_WAY = ("10", "PKT/S", "40")
 
 
-def _fitting(width: int, rows, flows: bool, where: str | None) -> set:
+def _fitting(width: int, rows, flows: bool, where: str | None, view: TopView) -> set:
     """The optional columns that fit beside the rows' keys (PKT/S and the windows'
     seconds), the others given up in GIVES_WAY's order."""
     def need(title: str, cells) -> int:
@@ -51,7 +51,8 @@ def _fitting(width: int, rows, flows: bool, where: str | None) -> set:
     fixed = min(need("", [r.endpoints for r in rows]), KEY_CLAIM + 1)
     fixed += need("PROTO", [r.proto for r in rows]) if flows else 0
     fixed += min(need(where, [r.where for r in rows]), WHERE_MAX + 1) if where else 0
-    fixed += need("TOTAL", [human(r.total, "B") for r in rows])
+    for i, title in enumerate(view.total_titles):
+        fixed += need(title, [view.total_cells(r)[i] for r in rows])
     optional = {"PKT/S": need("PKT/S", [f"{r.pps:.0f}" for r in rows])}
     for i, w in enumerate(WINDOWS):
         optional[str(w)] = need(f"{w}s", [human(r.bps[i], "b") for r in rows])
@@ -136,7 +137,7 @@ class Screen:
         rows = self._view.top()
         flows = self._view.by == "flow"
         where = self._view.where_title if width >= 60 else None
-        optional = _fitting(width, rows, flows, where)
+        optional = _fitting(width, rows, flows, where, self._view)
         table = Table(box=None, pad_edge=False, expand=True, header_style="bold",
                       padding=(0, 1, 0, 0))
         if flows:
@@ -149,16 +150,19 @@ class Screen:
         shown = [i for i, w in enumerate(WINDOWS) if w in optional]
         for i in shown:
             table.add_column(f"{WINDOWS[i]}s", justify="right", no_wrap=True)
-        table.add_column("TOTAL", justify="right", no_wrap=True)
+        for column in self._view.total_titles:
+            table.add_column(column, justify="right", no_wrap=True)
         for r in rows:
             cells = ([r.proto] if flows else []) + [r.endpoints] + ([r.where] if where else [])
             cells += [f"{r.pps:.0f}"] if "PKT/S" in optional else []
             cells += [human(r.bps[i], "b") for i in shown]
             # Text, not str: rich reads "[...]" in a str as markup, and an IPv6 address in
             # brackets ([fd00::1]:443) or a guest named "[blink]x" is not.
-            table.add_row(*map(Text, cells), Text(human(r.total, "B")))
+            table.add_row(*map(Text, cells + self._view.total_cells(r)))
         head = self._view.header(title, lost, overflow)
-        hint = Text("s: sort  b: by  q: quit" + time.strftime("  %H:%M:%S"), style="dim")
+        # Which bytes, in which units: totals and metrics count the wire's, in KiB.
+        hint = Text("s: sort  b: by  q: quit  (IP bytes, k = 1000)"
+                    + time.strftime("  %H:%M:%S"), style="dim")
         lines = [Text(head[0], style="bold"), Text(head[1]), hint]
         for line in lines:  # one row each, whatever the width
             line.no_wrap, line.overflow = True, "ellipsis"

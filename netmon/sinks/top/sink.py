@@ -35,7 +35,7 @@ class TopSink(Sink):
         self._counters = ctx.counters
         self._out = ctx.out
         self._interfaces = ctx.interfaces
-        self._title = f"netmon top: {s.selection.describe()}"
+        self._title = f"netmon top: {s.selection.title()}"
         self._many = not s.selection.single
         self._both = len(s.directions) > 1
         self._tally = ctx.tally

@@ -46,36 +46,45 @@ class Row:
     pps: float
     bps: tuple[float, ...]  # per window
     total: int
+    # A guest's or an interface's row where both directions are watched: its bytes
+    # (received, sent) as the row's subject sees them, in place of the total.
+    split: tuple[int, int] | None = None
+
+
+# With both directions watched, a guest's row says what the guest received and sent: on
+# its tap or veth, "in" is what the guest sent (the host receives it from the guest). An
+# interface's row says what the interface received (in) and sent (out).
+SPLIT_TITLES = {"guest": ("RECEIVED", "SENT"), "interface": ("IN", "OUT")}
 
 
 class Groups:
-    """What a flow counts for under each --by other than flow: (key, label, where) per
-    group; a host's are both its ends (what it sent and received)."""
+    """What a flow counts for under each --by other than flow: (key, label, sent) per
+    group; a host's are both its ends (what it sent and received). ``sent``: the flow is
+    what the group's subject sent (a guest: in on its tap; an interface: out)."""
 
     def __init__(self, info: Callable[[int], dict], both: bool):
         """``info``: an ifindex's interface_info(); ``both``: both directions are watched
-        (guest and interface rows are then split by direction)."""
+        (guest and interface rows then split their bytes into received and sent)."""
         self._info = info
         self.both = both
 
-    def of(self, by: str, flow: Flow) -> list[tuple[tuple, str, str]]:
+    def of(self, by: str, flow: Flow) -> list[tuple[tuple, str, bool]]:
         k = flow.key
-        where = k.direction if self.both else ""
         if by in ("guest", "interface"):
             info = self._info(k.ifindex)
             if by == "guest" and "guest" in info:
                 name = info.get("guest_name")
                 label = f"{visible(name)} ({info['guest']})" if name else f"vm{info['guest']}"
-                return [(("g", info["guest"], where), label, where)]
+                return [(("g", info["guest"]), label, k.direction == "in")]
             name = info["ifname"] or f"if{k.ifindex}"
-            return [(("i", name, where), visible(name), where)]
+            return [(("i", name), visible(name), k.direction == "out")]
         if by == "host":
-            return [(("h", k.src), k.src, ""), (("h", k.dst), k.dst, "")]
+            return [(("h", k.src), k.src, True), (("h", k.dst), k.dst, False)]
         proto = protocols.name(k.ipproto)
         if k.ipproto in PORTED:  # the service's port: the lower of the two
             port = min(k.sport, k.dport)
-            return [(("p", k.ipproto, port), f"{proto}/{port}", "")]
-        return [(("p", k.ipproto), proto, "")]
+            return [(("p", k.ipproto, port), f"{proto}/{port}", False)]
+        return [(("p", k.ipproto), proto, False)]
 
 
 class TopView:
@@ -103,20 +112,30 @@ class TopView:
 
     def _retire(self, flow: Flow) -> None:
         for by, retired in self._retired.items():
-            for key, label, where in self._groups.of(by, flow):
-                r = retired.pop(key, None) or [label, where, 0, 0]
-                r[2] += flow.total_bytes
-                r[3] += flow.total_packets
+            for key, label, sent in self._groups.of(by, flow):
+                r = retired.pop(key, None) or [label, 0, 0, 0, 0]
+                r[1] += flow.total_bytes
+                r[2] += flow.total_packets
+                r[4 if sent else 3] += flow.total_bytes
                 retired[key] = r  # now the most recent
                 if len(retired) > RETIRED_MAX:
                     del retired[next(iter(retired))]
 
     @property
     def where_title(self) -> str | None:
-        if self.by == "flow":
-            return self._where_title
-        split = self.by in ("guest", "interface") and self._groups.both
-        return "DIR" if split else None
+        return self._where_title if self.by == "flow" else None
+
+    @property
+    def total_titles(self) -> tuple[str, ...]:
+        """The last columns: TOTAL, or a guest's RECEIVED and SENT (an interface's IN and
+        OUT) where both directions are watched."""
+        if self.by in SPLIT_TITLES and self._groups is not None and self._groups.both:
+            return SPLIT_TITLES[self.by]
+        return ("TOTAL",)
+
+    @staticmethod
+    def total_cells(row: Row) -> list[str]:
+        return [human(n, "B") for n in row.split] if row.split else [human(row.total, "B")]
 
     @property
     def key_title(self) -> str:
@@ -150,12 +169,13 @@ class TopView:
         recent = book.recent(distinct=False)
         busy = book.window[-1]  # flows with packets in the longest window
         bits = self._bits([f for f in recent if f in busy])
-        sums: dict[tuple, list] = {}  # key -> [label, where, bits per window, pps, bytes, packets]
+        # key -> [label, bits per window, pps, bytes, packets, received, sent]
+        sums: dict[tuple, list] = {}
 
-        def group(key, label, where) -> list:
+        def group(key, label) -> list:
             g = sums.get(key)
             if g is None:
-                g = sums[key] = [label, where, [0.0] * len(WINDOWS), 0.0, 0, 0]
+                g = sums[key] = [label, [0.0] * len(WINDOWS), 0.0, 0, 0, 0, 0]
             return g
 
         # Live flows in the order they appeared (serial), then the ended: ties go to the
@@ -163,25 +183,29 @@ class TopView:
         for flow in recent:
             rate = bits.get(flow) if flow in busy else None
             pps = book.rate(flow, WINDOWS[0])[1] if rate else 0.0
-            for key, label, where in self._groups.of(self.by, flow):
-                g = group(key, label, where)
+            for key, label, sent in self._groups.of(self.by, flow):
+                g = group(key, label)
                 if rate:
-                    g[2] = [a + b for a, b in zip(g[2], rate)]
-                    g[3] += pps
+                    g[1] = [a + b for a, b in zip(g[1], rate)]
+                    g[2] += pps
                 if not flow.ended:  # an ended flow's totals are in _retired
-                    g[4] += flow.total_bytes
-                    g[5] += flow.total_packets
-        for key, (label, where, nbytes, packets) in self._retired[self.by].items():
-            g = group(key, label, where)
-            g[4] += nbytes
-            g[5] += packets
+                    g[3] += flow.total_bytes
+                    g[4] += flow.total_packets
+                    g[6 if sent else 5] += flow.total_bytes
+        for key, (label, nbytes, packets, received, sent) in self._retired[self.by].items():
+            g = group(key, label)
+            g[3] += nbytes
+            g[4] += packets
+            g[5] += received
+            g[6] += sent
         if self.sort == "rate":
-            order = lambda g: (*g[2], g[4])  # noqa: E731
+            order = lambda g: (*g[1], g[3])  # noqa: E731
         else:
-            order = (lambda g: g[4]) if self.sort == "bytes" else (lambda g: g[5])  # noqa: E731
+            order = (lambda g: g[3]) if self.sort == "bytes" else (lambda g: g[4])  # noqa: E731
         chosen = heapq.nlargest(self.rows, sums.values(), key=order)  # ties: the first seen
-        return [Row("", label, where, pps, tuple(bps), total)
-                for label, where, bps, pps, total, _ in chosen]
+        split = len(self.total_titles) == 2
+        return [Row("", label, "", pps, tuple(bps), total, (rx, tx) if split else None)
+                for label, bps, pps, total, _, rx, tx in chosen]
 
     def _chosen(self) -> list[Flow]:
         """The flows the view shows, in its order: as sorting every flow by its key would
@@ -251,10 +275,11 @@ class TopView:
         """The view as plain text: for a pipe or a file, one block per interval."""
         named = [self.where_title] if self.where_title else []
         proto = ["PROTO"] if self.by == "flow" else []
-        cols = [*proto, self.key_title, *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + ["TOTAL"]
+        cols = [*proto, self.key_title, *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + [
+            *self.total_titles]
         table = [cols] + [[*([r.proto] if proto else []), r.endpoints,
                            *([r.where] if named else []), f"{r.pps:.0f}",
-                           *(human(b, "b") for b in r.bps), human(r.total, "B")]
+                           *(human(b, "b") for b in r.bps), *self.total_cells(r)]
                           for r in self.top()]
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
         left = len(proto) + 1 + len(named)  # text columns, left-aligned; numbers right-aligned
