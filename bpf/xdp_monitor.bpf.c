@@ -1170,6 +1170,39 @@ static __always_inline bool same_netns(struct sk_buff *skb)
 }
 
 /*
+ * A container's own network namespace (Proxmox VE gives each container one): its side of
+ * the veth pair is the peer of the host's vethNiM, and a drop on it (a datagram to a
+ * closed port in CT 101) is the guest's, though it happens in another namespace. The
+ * ifindex of the peer in netmon's namespace (0: the device is no veth, or its peer is
+ * not in netmon's namespace). A veth's private area begins with its peer's pointer
+ * (struct veth_priv, a module's type: read by offset, not by name).
+ */
+static __always_inline __u32 host_side_of_veth(struct net_device *dev)
+{
+	const struct rtnl_link_ops *ops = BPF_CORE_READ(dev, rtnl_link_ops);
+	struct net_device *peer = NULL;
+	char kind[8] = {};
+	unsigned long priv;
+
+	if (!ops || bpf_probe_read_kernel_str(kind, sizeof(kind), BPF_CORE_READ(ops, kind)) != 5
+	    || kind[0] != 'v' || kind[1] != 'e' || kind[2] != 't' || kind[3] != 'h')
+		return 0;
+	/* netdev_priv(): the priv[] member where the kernel names it (6.11), else the
+	 * struct's size rounded to NETDEV_ALIGN (32), where it was before. */
+	if (bpf_core_field_exists(dev->priv))
+		priv = (unsigned long)dev + bpf_core_field_offset(struct net_device, priv);
+	else
+		priv = (unsigned long)dev + ((bpf_core_type_size(struct net_device) + 31) & ~31UL);
+	if (bpf_probe_read_kernel(&peer, sizeof(peer), (void *)priv) || !peer) {
+		count(counters_at(0, NM_DIR_IN), NM_CNT_COPY_FAILED);
+		return 0;
+	}
+	if (BPF_CORE_READ(peer, nd_net.net, ns.inum) != cfg.netns)
+		return 0;
+	return BPF_CORE_READ(peer, ifindex);
+}
+
+/*
  * The dropped packet's headers into the buffer, as a frame: from its link-layer
  * header where the skb has one before its network header, else an Ethernet header
  * made of skb->protocol, then the network header. Returns the bytes in the buffer
@@ -1259,8 +1292,15 @@ int kfree_skb(__u64 *ctx)
 			key.location = 0;
 	}
 	key.ifindex = dev ? dev->ifindex : skb->skb_iif;
+	if (!same_netns(skb)) {
+		/* Another namespace's drop: a container's, on its veth, counts as its host
+		 * side's; any other is not netmon's to see. */
+		key.ifindex = dev ? host_side_of_veth(dev) : 0;
+		if (!key.ifindex)
+			return 0;
+	}
 	slot = slot_of(key.ifindex);
-	if ((!slot && !cfg.any_if) || !same_netns(skb))
+	if (!slot && !cfg.any_if)
 		return 0;
 	cnt = counters_at(slot, NM_DIR_IN);
 	hb = bpf_map_lookup_elem(&hdrbuf, &zero);

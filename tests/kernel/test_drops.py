@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
 
 import pytest
@@ -502,3 +503,43 @@ def test_netmon_counts_what_dropwatch_counts_and_says_why(netns):
     assert ours == 20 and ours >= theirs(), lines
     if _has_reasons():
         assert {d["reason"] for d in got} == {"NO_SOCKET"}
+
+
+@kernel
+def test_a_containers_drop_in_its_own_namespace_is_the_guests(netns, tmp_path):
+    """CT 101 in a namespace of its own, as Proxmox VE makes it: the host's veth101i0,
+    its eth0 inside. A datagram to a closed port in the container is dropped there, by
+    the node's kernel: netmon drops --guest 101 shows it, on veth101i0, named as the
+    guest (it said "no drops": only netmon's own namespace counted)."""
+    from tests.support.netns import sh
+
+    n = netns
+    pve = tmp_path / "pve"
+    (pve / "lxc").mkdir(parents=True)
+    (pve / "lxc" / "101.conf").write_text("hostname: ct1\n")
+    ct = f"{n.id}-ct"
+    sh("ip", "netns", "add", ct)
+    try:
+        n.run(n.b, "ip", "link", "add", "veth101i0", "type", "veth", "peer", "name", "eth0",
+              "netns", ct)
+        n.run(n.b, "ip", "addr", "add", "10.197.101.1/24", "dev", "veth101i0")
+        n.run(n.b, "ip", "link", "set", "veth101i0", "up")
+        n.run(ct, "ip", "addr", "add", "10.197.101.2/24", "dev", "eth0")
+        n.run(ct, "ip", "link", "set", "eth0", "up")
+        n.run(ct, "ip", "link", "set", "lo", "up")
+        with Netmon(n, "drops", "--guest", "101", "--json", "udp", interface=None,
+                    env={"NETMON_PVE_DIR": str(pve)}) as nm:
+            nm.wait_ready()
+            n.run(n.b, sys.executable, "-m", "tests.support.traffic", "udp", "10.197.101.1",
+                  "40102", "10.197.101.2", "5102", "10", "3")
+            nm.wait_lines(3)
+            time.sleep(scaled(0.3))
+            assert nm.stop() == 0
+    finally:
+        sh("ip", "netns", "del", ct, check=False)
+    got = [json.loads(line) for line in nm.out]
+    assert [(d["ifname"], d["guest"], d["guest_name"], d["dst"], d["dport"]) for d in got] \
+        == [("veth101i0", 101, "ct1", "10.197.101.2", 5102)] * 3, nm.out
+    assert all(d["location"].startswith("__udp4_lib_rcv+0x") for d in got)
+    want = "NO_SOCKET" if _has_reasons() else None
+    assert {d["reason"] for d in got} == {want}
