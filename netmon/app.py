@@ -96,6 +96,7 @@ def run(settings: Settings, out: TextIO, err: TextIO) -> Summary:
     kinds = sinks.for_run(settings)
     shows_lines = any(k.shows_events for k in kinds)
     pipeline = Pipeline(settings.count)
+    pipeline.summary.shows_lines = shows_lines
     stop = _Stop()
     # -r: the events' times are the file's, not the kernel's clock.
     clock = formats.Clock() if live else formats.Clock(0)

@@ -245,6 +245,11 @@ _QUIET = typer.Option(
     False, "--quiet", "-q",
     help="Print no packet lines: the kernel only counts (for --metrics and --stats).")
 _JSON_OUT = typer.Option(False, "--json", help="One JSON object per line.")
+_TIMESTAMPS = typer.Option(
+    0, "-t", count=True, show_default=False,
+    help="A time before each line, as tcpdump's: -tt seconds since the epoch, -ttt since "
+         "the line before, -tttt date and time, -ttttt since the first line [default and "
+         "-t: none, the original tool's line].")
 _COUNT = typer.Option(
     None, "--count", "-c", min=1, metavar="N", help="Exit after N shown events.")
 _STATS = typer.Option(
@@ -329,6 +334,7 @@ def monitor(
     ipfix_domain: int = _IPFIX_DOMAIN,
     quiet: bool = _QUIET,
     json_out: bool = _JSON_OUT,
+    timestamps: int = _TIMESTAMPS,
     count: Optional[int] = _COUNT,
     stats: Optional[float] = _STATS,
     buffer_pages: Optional[int] = _BUFFER_PAGES,
@@ -356,6 +362,7 @@ def monitor(
         by=by,
         flow_entries=flow_entries, flow_idle=flow_idle, flow_active=flow_active,
         metrics=metrics, web_config=web_config, ipfix=ipfix, ipfix_domain=ipfix_domain, quiet=quiet, json=json_out,
+        timestamps=timestamps,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
         totals_every=totals_every, totals_keep=totals_keep,
         totals_snapshot=totals_snapshot, user=user)

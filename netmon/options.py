@@ -88,6 +88,7 @@ class Options:
     ipfix_domain: int = DEFAULT_DOMAIN
     quiet: bool = False
     json: bool = False
+    timestamps: int = 0  # -t given N times (tcpdump's): 0 or 1, no time on a line
     count: int | None = None
     stats: float | None = None
     buffer_pages: int | None = None
@@ -103,6 +104,7 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "-w": lambda o: o.write is not None,
     "-w -": lambda o: o.write == "-",
     "--print": lambda o: o.print_lines,
+    "-w without --print": lambda o: o.write is not None and not o.print_lines,
     "-s": lambda o: o.snaplen is not None,
     "-C": lambda o: bool(o.file_mb),
     "-W": lambda o: bool(o.file_count),
@@ -128,6 +130,8 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
         DEFAULT_ENTRIES, DEFAULT_IDLE, DEFAULT_ACTIVE),
     "--by other": lambda o: o.by not in BYS,
     "--json": lambda o: o.json,
+    "-tt": lambda o: o.timestamps >= 2,
+    "-tttttt": lambda o: o.timestamps > 5,
     "drops": lambda o: o.drops,
     "drops alone": lambda o: o.drops and not o.top,
     "--hook": lambda o: o.hook is not Hook.AUTO,
@@ -184,6 +188,11 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.EXCLUDES, ("top",), ("--by other",),
      "--by takes flow, guest, interface, host or port, not {o.by!r}"),
     (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
+    (Rule.EXCLUDES, ("-tttttt",), ("-tttttt",), "-t is given at most five times (-ttttt), "
+                                                 "as tcpdump's"),
+    (Rule.EXCLUDES, ("-tt",), ("--json", "--quiet", "top", "--flows", "-w without --print"),
+     "-tt to -ttttt put a time before each text line: they go without --json (its lines "
+     "have ts), --quiet, top, --flows and -w (without --print)"),
     (Rule.NEEDS, ("--web-config",), ("--metrics",),
      "--web-config says how --metrics is served: give --metrics too"),
     (Rule.EXCLUDES, ("-r",), ("-i", "--guest", "--direction", "--follow"),
@@ -263,7 +272,7 @@ def build(o: Options, cpus: int = 1,
     if o.read is not None:
         return Settings(selection=Selection(("-",)), spec=_expression(o, FILE_NETMASK),
                         json=o.json, count=o.count, pages=pages, capture=capture, read=o.read,
-                        user=o.user)
+                        user=o.user, timestamps=o.timestamps)
     # Drops are anywhere: every interface unless some are named.
     names = list(o.interface) or ([] if o.guest else [ANY] if o.drops and not o.top
                                   else [default_interface()])
@@ -281,7 +290,7 @@ def build(o: Options, cpus: int = 1,
         selection=selection, spec=spec, directions=DIRECTIONS[direction], hook=o.hook,
         follow=o.follow, mode=o.mode, method=o.attach, json=o.json, count=o.count,
         pages=pages, stats_every=o.stats, capture=capture, flows=flows, metrics=o.metrics,
-        web_config=o.web_config, user=o.user,
+        web_config=o.web_config, user=o.user, timestamps=o.timestamps,
         quiet=o.quiet, ipfix=(*o.ipfix, o.ipfix_domain) if o.ipfix else None,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep,

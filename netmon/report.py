@@ -37,6 +37,7 @@ class Summary:
     per_interface: dict[tuple[str, int], dict[str, int]] = field(default_factory=dict)
     gone: str | None = None  # the named interface whose going away ended the run
     written: tuple[int, int, str] | None = None  # -w: packets, files, the first file
+    shows_lines: bool = True  # a line per event (-w alone shows none: it writes)
     flows: tuple[int, int, int] | None = None  # top, --flows: seen, active, ended
     exported: tuple[str, object] | None = None  # --ipfix: the collector, its ExportCounts
     noun: str = "packets"  # what was seen: packets, or drops (netmon drops)
@@ -77,7 +78,10 @@ class Summary:
         unkeyed = c.get("drop_unkeyed", 0)
         # What a reader that went away never got was not shown (sinks.stream).
         shown = self.shown - sum(self.unread.values())
-        return (f"{_counts_line(c, self.noun)}, {shown} shown, {self.lost} lost "
+        # -w: the packets went to the file; lines (--print) are shown beside them.
+        delivered = f"{shown} shown" if not self.written else (
+            f"{self.written[0]} written" + (f", {shown} shown" if self.shows_lines else ""))
+        return (f"{_counts_line(c, self.noun)}, {delivered}, {self.lost} lost "
                 f"({c.get('send_failed', 0)} send failures, {self.perf_lost} reported "
                 f"by the perf buffer)" + (f", {pulls} with headers unreadable" if pulls else "")
                 + (f", {copies} not captured (bytes unreadable)" if copies else "")
@@ -179,6 +183,15 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str],
         lines.append("Drops: beside the flows, from the tracepoint skb:kfree_skb")
     if settings.quiet:
         lines.append("Output: none (--quiet): the kernel counts, nothing more")
+    if settings.capture:
+        c = settings.capture
+        rotation = ", ".join(
+            ([f"a new file past {c.file_mb:g} MB"] if c.file_mb else [])
+            + ([f"every {c.rotate_seconds:g} s"] if c.rotate_seconds else [])
+            + ([f"at most {c.file_count} files"] if c.file_count else []))
+        where = "standard output" if c.path == "-" else c.path
+        lines.append(f"Capture: pcapng to {where}" + (f" ({rotation})" if rotation else "")
+                     + ("; lines on stderr too (--print)" if c.print_lines else ""))
     if settings.metrics:
         lines.append(f"Metrics: http://{endpoint.display(*settings.metrics)}/metrics")
     if settings.totals:

@@ -67,6 +67,7 @@ class Settings:
     mode: Mode = Mode.AUTO
     method: Method = Method.AUTO
     json: bool = False
+    timestamps: int = 0  # tcpdump's -t family: 2 -tt ... 5 -ttttt; 0 and 1 none
     count: int | None = None  # stop after this many shown events
     pages: int = DEFAULT_PAGES
     poll_ms: int = 100  # also the longest an event waits before it is shown

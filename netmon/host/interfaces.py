@@ -125,6 +125,8 @@ class Interfaces:
     def __init__(self):
         self.names: dict[int, str | None] = {}
         self._info: dict[int, dict] = {}
+        # A capture file's interfaces whose frames record no direction (-r).
+        self.undirected: set[int] = set()
 
     def name(self, ifindex: int) -> str | None:
         """The interface's name (None: a capture file's interface that has none)."""

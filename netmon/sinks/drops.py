@@ -29,7 +29,8 @@ class DropLinesSink(LinesOut):
         if s.json:
             self._fmt = formats.DropJson(ctx.interfaces.info, reason, where, ctx.clock)
         else:
-            self._fmt = formats.DropText(ctx.interfaces.name, reason, where)
+            self._fmt = formats.DropText(ctx.interfaces.name, reason, where,
+                                         formats.stamps(s.timestamps, ctx.clock))
 
     def rows(self, rows, blocks=None, frames=None) -> None:
         self._out.write(self._fmt.render(rows))

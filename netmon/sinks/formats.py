@@ -34,23 +34,66 @@ def _prefix(flow: Flow) -> str:
             f" -> {_endpoint(flow.dst, flow.dport, flow.family)} (")
 
 
+class Stamps:
+    """tcpdump's -t family, before each line: -tt seconds since the epoch, -ttt the time
+    since the line before, -tttt the date and time, -ttttt the time since the first
+    line (-t: none, as netmon's default line). Microseconds, as tcpdump prints them."""
+
+    def __init__(self, level: int, clock: "Clock"):
+        self._level, self._clock = level, clock
+        self._first: int | None = None
+        self._last: int | None = None
+
+    def __call__(self, ts_ns: int) -> str:
+        t = ts_ns + self._clock.offset_ns  # ns since the epoch, exactly
+        if self._level == 2:
+            return f"{t // 1_000_000_000}.{t // 1000 % 1_000_000:06d} "
+        if self._level == 4:
+            day = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t // 1_000_000_000))
+            return f"{day}.{t // 1000 % 1_000_000:06d} "
+        if self._first is None:
+            self._first = self._last = t
+        since = t - (self._last if self._level == 3 else self._first)
+        self._last = t
+        sign, us = ("-" if since < 0 else " "), abs(since) // 1000  # tcpdump's sign column
+        return (f"{sign}{us // 3_600_000_000:02d}:{us // 60_000_000 % 60:02d}:"
+                f"{us // 1_000_000 % 60:02d}.{us % 1_000_000:06d} ")
+
+
+def stamps(level: int, clock: "Clock") -> Stamps | None:
+    """The -t family's stamper for a run (None: lines without a time)."""
+    return Stamps(level, clock) if level >= 2 else None
+
+
+def with_guest(info: dict) -> str:
+    """An interface as a line names it where guests are watched: ``tap100i0 (web1)``
+    (its guest's name, where the config gives one)."""
+    name = info.get("guest_name")
+    return f"{info['ifname']} ({name})" if name else info["ifname"]
+
+
 class TextFormat:
     """``TCP 192.168.1.100:54321 -> 93.184.216.34:443 (1248b)``
 
     ``ifnames`` (ifindex -> name) given: ``veth1 in TCP ...``, for runs that watch
-    more than one interface or direction.
+    more than one interface or direction. ``labels`` instead: the label of an
+    (ifindex, direction), "" for none (-r: a file's interface). ``stamp`` given (-tt
+    and on): each line begins with the packet's time as tcpdump's -t options print it.
     """
 
-    def __init__(self, ifnames: Callable[[int], str] | None = None):
+    def __init__(self, ifnames: Callable[[int], str] | None = None,
+                 stamp: Callable[[int], str] | None = None,
+                 labels: Callable[[int, int], str] | None = None):
         self._prefixes: dict[bytes, str] = {}  # by the event's raw flow key
-        self._ifnames = ifnames
+        self._ifnames = (lambda i, d: f"{ifnames(i)} {DIR_NAMES[d]}") if ifnames else labels
+        self._stamp = stamp
         self._labels: dict[tuple[int, int], str] = {}  # by (ifindex, dir)
 
     def _label(self, ifindex: int, direction: int) -> str:
         label = self._labels.get((ifindex, direction))
         if label is None:
-            label = self._labels[(ifindex, direction)] = \
-                f"{self._ifnames(ifindex)} {DIR_NAMES[direction]} "
+            text = self._ifnames(ifindex, direction)
+            label = self._labels[(ifindex, direction)] = f"{text} " if text else ""
         return label
 
     def forget(self, ifindex: int) -> None:
@@ -65,11 +108,14 @@ class TextFormat:
         return text
 
     def line(self, ev: Event | Row) -> str:
-        _, ifindex, length, key, direction, _ = ev
+        ts, ifindex, length, key, direction, _ = ev
         label = self._label(ifindex, direction) if self._ifnames else ""
-        return f"{label}{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
+        stamp = self._stamp(ts) if self._stamp else ""
+        return f"{stamp}{label}{self._prefixes.get(key) or self._new_prefix(key)}{length}b)"
 
     def render(self, events: Iterable[Event | Row], frames: list[int] | None = None) -> str:
+        if self._stamp is not None:  # each line its own time: the plain path
+            return "".join([self.line(ev) + "\n" for ev in events])
         prefixes = self._prefixes
         new = self._new_prefix
         if self._ifnames is None:
@@ -77,7 +123,7 @@ class TextFormat:
                             for _, _, length, key, _, _ in events])
         labels = self._labels
         label = self._label
-        return "".join([f"{labels.get((ifindex, d)) or label(ifindex, d)}"
+        return "".join([f"{labels.get((ifindex, d), None) or label(ifindex, d)}"
                         f"{prefixes.get(key) or new(key)}{length}b)\n"
                         for _, ifindex, length, key, d, _ in events])
 
@@ -150,14 +196,16 @@ class DropText:
     """
 
     def __init__(self, ifnames: Callable[[int], str | None], reason: Callable[[int], str | None],
-                 where: Callable[[int], str]):
+                 where: Callable[[int], str], stamp: Callable[[int], str] | None = None):
         self._text = TextFormat()
         self._ifnames, self._reason, self._where = ifnames, reason, where
+        self._stamp = stamp
 
     def line(self, row: Row) -> str:
         location, reason = row[6], row[7]
         why = self._reason(reason)
-        return (f"{self._ifnames(row[1]) if row[1] else '-'} {self._text.line(row[:6])} drop "
+        return ((self._stamp(row[0]) if self._stamp else "")
+                + f"{self._ifnames(row[1]) if row[1] else '-'} {self._text.line(row[:6])} drop "
                 + (f"{why} " if why else "") + self._where(location))
 
     def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:

@@ -34,7 +34,26 @@ class LinesSink(LinesOut):
         if s.json:
             self._fmt = formats.JsonFormat(ctx.interfaces.info, ctx.clock)
         else:
-            self._fmt = formats.TextFormat(ctx.interfaces.name if s.labelled else None)
+            # Guests watched (--guest): a line names the guest beside its interface.
+            guests = s.selection.guests or s.selection.all_guests
+            names = (lambda i: formats.with_guest(ctx.interfaces.info(i))) if guests \
+                else ctx.interfaces.name
+            stamp = formats.stamps(s.timestamps, ctx.clock)
+            if s.read is not None:  # a file's frames: as live lines, where it says where
+                self._fmt = formats.TextFormat(stamp=stamp, labels=self._filed(ctx.interfaces))
+            else:
+                self._fmt = formats.TextFormat(names if s.labelled else None, stamp)
+
+    @staticmethod
+    def _filed(interfaces):
+        """-r: a frame's interface and direction, as a live line names them, where the
+        file records both (netmon's own pcapng does); else none, the original line."""
+        def label(ifindex: int, direction: int) -> str:
+            name = interfaces.name(ifindex)
+            if name is None or ifindex in interfaces.undirected:
+                return ""
+            return f"{name} {formats.DIR_NAMES[direction]}"
+        return label
 
     def rows(self, rows, blocks=None, frames=None) -> None:
         if None in rows:  # frames an expression matched that carry no IP packet: no line

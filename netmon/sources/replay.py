@@ -227,6 +227,8 @@ class ReplaySource:
         fixed, numbers, blocks = [], [], []
         for frame, row in found:
             ifindex = self._index(frame.ifname)
+            if frame.outbound is None:  # the file records no direction: lines say none
+                self._interfaces.undirected.add(ifindex)
             fixed.append(None if row is None else (
                 frame.ts_ns, ifindex, frame.origlen, row[0],
                 DIR_OUT if frame.outbound else DIR_IN, row[1]))

@@ -207,8 +207,8 @@ def test_reading_back_gives_the_live_lines(netns, tmp_path):
     res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path)], capture_output=True,
                          text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    # One interface and direction per line in the file: the plain form, same packets.
-    assert res.stdout.splitlines() == [line.split(" ", 2)[2] for line in live]
+    # The file records each frame's interface and direction: the live lines, as they were.
+    assert res.stdout.splitlines() == live
     res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path), "--json", "--protocol",
                           "tcp", "--dst-port", "5999"], capture_output=True, text=True, cwd=ROOT)
     (ev,) = map(json.loads, res.stdout.splitlines())
@@ -227,7 +227,7 @@ def test_reading_a_damaged_file(netns, tmp_path):
     res = subprocess.run([sys.executable, "-m", "netmon", "-r", str(path)], capture_output=True,
                          text=True, cwd=ROOT)
     assert res.returncode == 10
-    assert res.stdout.splitlines() == [f"ICMP {n.a_ip} -> {n.b_ip} (98b)"] * 2
+    assert res.stdout.splitlines() == [f"{n.b_if} in ICMP {n.a_ip} -> {n.b_ip} (98b)"] * 2
     (line,) = res.stderr.splitlines()
     assert line.startswith(f"netmon: error: {path}: damaged at byte ")
     assert line.endswith("block cut short (92 of 112 bytes)") or "cut short" in line

@@ -641,8 +641,8 @@ def test_reading_with_w_writes_the_frames_the_expression_matched(tmp_path):
                           "--print", expression], capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert [f.data for f in savefile.frames(out)] == [frames[0], frames[1], frames[3]]
-    assert [line for line in res.stderr.splitlines() if line.startswith("ICMP")] == [
-        "ICMP 10.0.0.1 -> 10.0.0.2 (42b)"]
+    assert [line for line in res.stderr.splitlines() if " ICMP " in line] == [
+        "eth0 in ICMP 10.0.0.1 -> 10.0.0.2 (42b)"]  # the file says where, and which way
     theirs = tmp_path / "theirs.pcap"
     subprocess.run(["tcpdump", "-r", str(source), "-w", str(theirs), expression],
                    capture_output=True, check=True)

@@ -566,3 +566,72 @@ def test_vlan_tagged_frames(netns):
             for ev in got] == [(100, n.a_ip, n.b_ip, 40050, 5050, 4 + UDP_HDRS + 9),
                                (100, n.a_ip, n.b_ip, 40050, 5050, 8 + UDP_HDRS + 9)]
     assert "  VLAN: 100" in nm.err
+
+
+# -- issue 28, item 9: times, guests, what -w says --------------------------------------
+
+@pytest.mark.parametrize("flag", ["-tt", "-ttt", "-tttt", "-ttttt"])
+def test_tcpdumps_time_options_print_tcpdumps_times(flag, monkeypatch):
+    """-r of a corpus capture: each line's time is the one tcpdump prints with the same
+    flag, to the microsecond (TZ fixed: -tttt is local time)."""
+    import shutil
+
+    if shutil.which("tcpdump") is None:
+        pytest.skip("needs tcpdump (apt-get install tcpdump)")
+    from pathlib import Path
+
+    capture = Path(ROOT) / "tests" / "data" / "tcpdump" / "afs.pcap"
+    env = {**os.environ, "TZ": "UTC"}
+    ours = subprocess.run([sys.executable, "-m", "netmon", "-r", str(capture), flag, "-c", "20"],
+                          capture_output=True, text=True, cwd=ROOT, env=env)
+    theirs = subprocess.run(["tcpdump", "-nr", str(capture), flag, "-c", "20"],
+                            capture_output=True, text=True, env=env)
+    assert ours.returncode == 0, ours.stderr
+    width = 27 if flag == "-tttt" else 17  # the time and its space
+    assert [line[:width] for line in ours.stdout.splitlines()] == \
+        [line[:width] for line in theirs.stdout.splitlines()]
+    assert ours.stdout.splitlines()[0][width:].startswith("UDP ")  # then the line as ever
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["-tttttt"], "-t is given at most five times"),
+    (["-tt", "--json"], "-tt to -ttttt put a time before each text line"),
+    (["top", "-tt"], "-tt to -ttttt put a time before each text line"),
+])
+def test_time_options_refused_where_there_is_no_line(capsys, argv, fragment):
+    from netmon import cli
+
+    assert cli.main([*argv, "-i", "nmt-none0"]) == cli.ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and fragment in err
+
+
+def test_a_guests_lines_name_the_guest(netns, tmp_path):
+    """--guest: each line names the guest beside its interface (a name from its config)."""
+    n = netns
+    pve = tmp_path / "pve"
+    (pve / "qemu-server").mkdir(parents=True)
+    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    _, tap = n.link("nmt-g0", "tap100i0")
+    with Netmon(n, "--guest", "100", "--protocol", "icmp", interface=None,
+                env={"NETMON_PVE_DIR": str(pve)}) as nm:
+        nm.wait_ready()
+        ping(n, tap, 1)
+        nm.wait_lines(2)
+        assert nm.stop() == 0
+    assert sorted(nm.out) == [
+        f"tap100i0 (web1) in ICMP {tap.rsplit('.', 1)[0]}.1 -> {tap} (98b)",
+        f"tap100i0 (web1) out ICMP {tap} -> {tap.rsplit('.', 1)[0]}.1 (98b)"]
+
+
+def test_writing_says_where_and_how_many_were_written(netns, tmp_path):
+    n = netns
+    path = tmp_path / "c.pcapng"
+    with Netmon(n, "--protocol", "icmp", "-w", str(path)) as nm:
+        nm.wait_ready()
+        ping(n, n.b_ip, 2)
+        time.sleep(scaled(0.5))
+        assert nm.stop() == 0
+    assert f"Capture: pcapng to {path}" in nm.err
+    last = nm.err[-1]
+    assert ", 2 written, 0 lost" in last and " shown" not in last, nm.err
