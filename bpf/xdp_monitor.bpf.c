@@ -1174,13 +1174,40 @@ static __always_inline bool same_netns(struct sk_buff *skb)
  * the veth pair is the peer of the host's vethNiM, and a drop on it (a datagram to a
  * closed port in CT 101) is the guest's, though it happens in another namespace. The
  * ifindex of the peer in netmon's namespace (0: the device is no veth, or its peer is
- * not in netmon's namespace). A veth's private area begins with its peer's pointer
- * (struct veth_priv, a module's type: read by offset, not by name).
+ * not a guest's veth in netmon's namespace). A veth's private area begins with its
+ * peer's pointer (struct veth_priv, a module's type: read by offset, not by name).
  */
+#define NM_IFNAMSIZ 16  /* IFNAMSIZ: a net_device's name[] (vmlinux.h holds no macros) */
+
+static __always_inline bool guest_veth(const char *name)
+{
+	/* Proxmox VE's name for a container's NIC on the host: vethNiM (veth101i0). Other
+	 * veths (a test's, Docker's) keep their far side's drops to themselves. */
+	bool nic = false;
+	int i, id = 0, n = 0;
+
+	if (name[0] != 'v' || name[1] != 'e' || name[2] != 't' || name[3] != 'h')
+		return false;
+	for (i = 4; i < NM_IFNAMSIZ; i++) {
+		char ch = name[i];
+
+		if (!ch)
+			break;
+		if (ch >= '0' && ch <= '9')
+			nic ? n++ : id++;
+		else if (ch == 'i' && !nic && id)
+			nic = true;
+		else
+			return false;
+	}
+	return nic && n;
+}
+
 static __always_inline __u32 host_side_of_veth(struct net_device *dev)
 {
 	const struct rtnl_link_ops *ops = BPF_CORE_READ(dev, rtnl_link_ops);
 	struct net_device *peer = NULL;
+	char name[NM_IFNAMSIZ] = {};
 	char kind[8] = {};
 	unsigned long priv;
 
@@ -1198,6 +1225,8 @@ static __always_inline __u32 host_side_of_veth(struct net_device *dev)
 		return 0;
 	}
 	if (BPF_CORE_READ(peer, nd_net.net, ns.inum) != cfg.netns)
+		return 0;
+	if (bpf_probe_read_kernel(name, sizeof(name), &peer->name) || !guest_veth(name))
 		return 0;
 	return BPF_CORE_READ(peer, ifindex);
 }

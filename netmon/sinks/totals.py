@@ -26,6 +26,30 @@ Counts = dict[str, int]
 SNAPSHOT_EVERY = 300.0  # seconds between two --totals-snapshot copies
 
 
+class _Trouble:
+    """A failure that repeats (a full disk, storage away) is said once, and once more
+    when it clears: not a line per try."""
+
+    def __init__(self, err):
+        self._err = err
+        self.on = False
+
+    def say(self, text: str) -> None:
+        self._err.write(visible(f"netmon: {text}") + "\n")
+        self._err.flush()
+
+    def failed(self, text: str, again: bool = False) -> None:
+        """Said if it is new (``again``: said whatever came before, the last chance)."""
+        if again or not self.on:
+            self.say(text)
+        self.on = True
+
+    def cleared(self, text: str) -> None:
+        if self.on:
+            self.on = False
+            self.say(text)
+
+
 class TotalsSink(Sink):
     start = Start.FIRST  # a database another netmon writes stops the run before it starts
 
@@ -46,11 +70,11 @@ class TotalsSink(Sink):
         self.writes = 0
         self.failed = 0
         self.unwritten: tuple[int, int] | None = None  # packets, bytes the last write lost
-        self._failing = False  # the last write failed (and that was said)
+        self._writes_failing = _Trouble(ctx.err)
         self._snapshot = t.snapshot
         self._next_snapshot = time.monotonic()  # the first with the first write
         self.snapshots = 0
-        self._snapshot_failing = False
+        self._snapshots_failing = _Trouble(ctx.err)
 
     def _grown(self, ifindex: int, ifname: str, direction: int, now: Counts,
                hour: int) -> None:
@@ -89,21 +113,14 @@ class TotalsSink(Sink):
                 self.unwritten = (sum(n for n, _ in self._pending.values()),
                                   sum(b for _, b in self._pending.values()))
                 then = "at exit: {} packets ({} bytes) are not in it".format(*self.unwritten)
-            elif self._failing:  # said once, until a write succeeds again
-                return
             else:
                 then = f"trying again every {self._every:g} s"
-            self._failing = True
             where = "" if isinstance(exc, TotalsUnavailable) else f"--totals {self._writer.path}: "
             why = exc if isinstance(exc, TotalsUnavailable) else store.told(exc)
-            self._ctx.err.write(visible(f"netmon: {where}{why}; {then}") + "\n")
-            self._ctx.err.flush()
+            self._writes_failing.failed(f"{where}{why}; {then}", again=last)
             return
-        if self._failing:
-            self._failing = False
-            self._ctx.err.write(visible(f"netmon: --totals {self._writer.path}: written "
-                                        f"again, with the counts the failed writes held") + "\n")
-            self._ctx.err.flush()
+        self._writes_failing.cleared(f"--totals {self._writer.path}: written again, with the "
+                                     f"counts the failed writes held")
         self.writes += 1
         self._pending.clear()
         self._names.clear()
@@ -118,18 +135,10 @@ class TotalsSink(Sink):
             self._writer.snapshot(self._snapshot)
         except (sqlite3.Error, OSError) as exc:
             self._next_snapshot = time.monotonic()  # again with the next write
-            if not self._snapshot_failing:
-                self._snapshot_failing = True
-                why = store.told(exc)
-                self._ctx.err.write(visible(f"netmon: --totals-snapshot {self._snapshot}: "
-                                            f"{why}; trying again with each write") + "\n")
-                self._ctx.err.flush()
+            self._snapshots_failing.failed(f"--totals-snapshot {self._snapshot}: "
+                                           f"{store.told(exc)}; trying again with each write")
             return
-        if self._snapshot_failing:
-            self._snapshot_failing = False
-            self._ctx.err.write(visible(f"netmon: --totals-snapshot {self._snapshot}: "
-                                        f"written again") + "\n")
-            self._ctx.err.flush()
+        self._snapshots_failing.cleared(f"--totals-snapshot {self._snapshot}: written again")
         self.snapshots += 1
 
     def _follow_the_path(self) -> None:

@@ -513,10 +513,10 @@ def test_a_containers_drop_in_its_own_namespace_is_the_guests(netns, tmp_path):
     guest (it said "no drops": only netmon's own namespace counted)."""
     from tests.support.netns import sh
 
+    from tests.support.pve import fake_pve
+
     n = netns
-    pve = tmp_path / "pve"
-    (pve / "lxc").mkdir(parents=True)
-    (pve / "lxc" / "101.conf").write_text("hostname: ct1\n")
+    env = fake_pve(tmp_path, containers={101: "ct1"})
     ct = f"{n.id}-ct"
     sh("ip", "netns", "add", ct)
     try:
@@ -528,7 +528,7 @@ def test_a_containers_drop_in_its_own_namespace_is_the_guests(netns, tmp_path):
         n.run(ct, "ip", "link", "set", "eth0", "up")
         n.run(ct, "ip", "link", "set", "lo", "up")
         with Netmon(n, "drops", "--guest", "101", "--json", "udp", interface=None,
-                    env={"NETMON_PVE_DIR": str(pve)}) as nm:
+                    env=env) as nm:
             nm.wait_ready()
             n.run(n.b, sys.executable, "-m", "tests.support.traffic", "udp", "10.197.101.1",
                   "40102", "10.197.101.2", "5102", "10", "3")

@@ -25,6 +25,7 @@ from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import MonitorProgram, prog_test_run
 from netmon.kernel import config as nm_config
 from tests.support.netns import ROOT, scaled, send
+from tests.support.pve import fake_pve
 from tests.support.runner import Netmon
 from tests.support.tmux import pane, wait_pane
 
@@ -273,6 +274,15 @@ while True:
 """
 
 
+def _top_in_tmux(n, session: str, env: dict, size: tuple[int, int], *args: str) -> None:
+    """netmon top in b, in a detached tmux session of ``size`` columns and rows; the pane
+    stays a minute after it quits (the caller kills the session on every path)."""
+    cmd = " ".join(["env", *(f"{k}={v}" for k, v in env.items()), *n.exec_args(
+        n.b, sys.executable, "-m", "netmon", "top", *args)])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", str(size[0]), "-y",
+                    str(size[1]), f"cd {ROOT} && {cmd}; sleep 60"], check=True)
+
+
 @pytest.mark.kernel
 def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path):
     """top --by guest in tmux, two guests (a fake /etc/pve): each guest's row shows the
@@ -280,18 +290,12 @@ def test_top_by_guest_shows_each_guests_rate_as_a_person_sees_it(netns, tmp_path
     if subprocess.run(["which", "tmux"], capture_output=True).returncode:
         pytest.skip("needs tmux (apt-get install tmux)")
     n = netns
-    pve = tmp_path / "pve"
-    (pve / "qemu-server").mkdir(parents=True)
-    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
-    (pve / "qemu-server" / "101.conf").write_text("name: mail1\n")
+    env = fake_pve(tmp_path, {100: "web1", 101: "mail1"})
     _, web0 = n.link("nmt-g0", "tap100i0")
     _, web1 = n.link("nmt-g1", "tap100i1")  # web1's second NIC
     _, mail = n.link("nmt-g2", "tap101i0")
     session = f"nmt-topby-{n.id}"
-    cmd = " ".join(["env", f"NETMON_PVE_DIR={pve}", *n.exec_args(
-        n.b, sys.executable, "-m", "netmon", "top", "--by", "guest", "-i", "'tap*'")])
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "100", "-y", "30",
-                    f"cd {ROOT} && {cmd}"], check=True)
+    _top_in_tmux(n, session, env, (100, 30), "--by", "guest", "-i", "'tap*'")
     # pps per address: web1 250 + 50 on its two NICs (2.4 Mb/s), mail1 150 (1.2 Mb/s)
     rates = {web0: 250, web1: 50, mail: 150}
     offered = {"web1 (100)": 300 * 8000, "mail1 (101)": 150 * 8000}
@@ -325,16 +329,11 @@ def test_top_at_80_columns_shows_whole_flows_names_nics_and_leaves_cleanly(netns
     if subprocess.run(["which", "tmux"], capture_output=True).returncode:
         pytest.skip("needs tmux (apt-get install tmux)")
     n = netns
-    pve = tmp_path / "pve"
-    (pve / "qemu-server").mkdir(parents=True)
-    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    env = fake_pve(tmp_path, {100: "web1"})
     a0, b0 = n.link("nmt-g0", "tap100i0")
     a1, b1 = n.link("nmt-g1", "tap100i1")
     session = f"nmt-top80-{n.id}"
-    cmd = " ".join(["env", f"NETMON_PVE_DIR={pve}", *n.exec_args(
-        n.b, sys.executable, "-m", "netmon", "top", "-i", "'tap*'", "--protocol", "udp")])
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "80", "-y", "24",
-                    f"cd {ROOT} && {cmd}; sleep 60"], check=True)
+    _top_in_tmux(n, session, env, (80, 24), "-i", "'tap*'", "--protocol", "udp")
     try:
         wait_pane(session, "no traffic yet")
         send(n, "udp", a0, 50123, b0, 44443, 100, 20)

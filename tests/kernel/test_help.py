@@ -17,6 +17,7 @@ import pytest
 from netmon import cli, usage
 from netmon.totals.store import Key, Writer, hour_of
 from tests.support.netns import ROOT, Listener, NetnsPair, ping, send
+from tests.support.pve import fake_pve
 from tests.support.runner import Netmon
 
 
@@ -56,10 +57,7 @@ def test_every_live_example_runs_as_printed(tmp_path):
     """On a veth named vmbr0 and guest 100's tap (its config says web1): each example
     starts, watches and stops with status 0 and no error; the first one's line is the
     HTTPS segment sent, the capture has the DNS datagram."""
-    pve = tmp_path / "pve"
-    (pve / "qemu-server").mkdir(parents=True)
-    (pve / "qemu-server" / "100.conf").write_text("name: web1\nmemory: 512\n")
-    env = {"NETMON_PVE_DIR": str(pve)}
+    env = fake_pve(tmp_path, {100: "web1"})
     examples = [line for c in (usage.MONITOR, usage.TOP, usage.DROPS)
                 for line, _ in c.examples]
     capture = Path("/tmp/vmbr0.pcapng")  # as the example names it

@@ -608,13 +608,12 @@ def test_time_options_refused_where_there_is_no_line(capsys, argv, fragment):
 
 def test_a_guests_lines_name_the_guest(netns, tmp_path):
     """--guest: each line names the guest beside its interface (a name from its config)."""
+    from tests.support.pve import fake_pve
+
     n = netns
-    pve = tmp_path / "pve"
-    (pve / "qemu-server").mkdir(parents=True)
-    (pve / "qemu-server" / "100.conf").write_text("name: web1\n")
+    env = fake_pve(tmp_path, {100: "web1"})
     _, tap = n.link("nmt-g0", "tap100i0")
-    with Netmon(n, "--guest", "100", "--protocol", "icmp", interface=None,
-                env={"NETMON_PVE_DIR": str(pve)}) as nm:
+    with Netmon(n, "--guest", "100", "--protocol", "icmp", interface=None, env=env) as nm:
         nm.wait_ready()
         ping(n, tap, 1)
         nm.wait_lines(2)

@@ -816,3 +816,24 @@ def test_rows_say_what_the_guest_received_and_sent(tmp_path, now):
     top = _run_totals(db, "--top", "2", now=now).splitlines()
     assert top[4].split() == ["received", "sent", "total", "packets"]
     assert top[5].split()[4:6] == ["900", "B"]  # "1. guest 100 (web1)  900 B  100 B ..."
+
+
+@kernel
+def test_a_snapshot_that_cannot_be_made_is_said_once_and_the_totals_go_on(netns, tmp_path):
+    """Shared storage away (its directory missing): said once, not at every write; the
+    node's own database is written all the same, and the run ends well."""
+    n = netns
+    env = _guests(n, tmp_path)
+    _, web = n.link("nmt-g0", "tap100i0")
+    db, away = tmp_path / "totals.db", tmp_path / "unmounted" / "pve1.db"
+    with Netmon(n, "--guest", "all", "--quiet", "--totals", str(db), "--totals-every", "1",
+                "--totals-snapshot", str(away), interface=None, env=env) as nm:
+        nm.wait_ready()
+        ping(n, web, 2)
+        time.sleep(scaled(3.5))  # writes, each trying the snapshot again
+        assert nm.stop() == 0
+    said = [line for line in nm.err if line.startswith(f"netmon: --totals-snapshot {away}: ")]
+    assert said == [f"netmon: --totals-snapshot {away}: unable to open database file; trying "
+                    f"again with each write"], nm.err
+    assert _sums(db)[(100, "in")] == (2, 2 * ICMP_ECHO)
+    assert f"netmon: totals: 0 snapshots to {away}" in nm.err
