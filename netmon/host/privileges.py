@@ -76,10 +76,14 @@ def account(user: str | None) -> pwd.struct_passwd | None:
         pw = pwd.getpwnam(name)
     except KeyError:
         raise UsageError(f"-Z {name}: no such user") from None
-    if os.geteuid() != 0:
-        if user is not None and pw.pw_uid != os.geteuid():
+    uid = os.geteuid()
+    if uid != 0:
+        if user is not None and pw.pw_uid != uid:
             raise UsageError(f"-Z {name}: only root can become another user")
-        return pwd.getpwuid(os.geteuid())
+        try:
+            return pwd.getpwuid(uid)
+        except KeyError:  # a uid with no passwd entry (systemd's DynamicUser=): its number
+            return pwd.struct_passwd((str(uid), "x", uid, os.getegid(), "", "/", ""))
     return None if pw.pw_uid == 0 else pw
 
 

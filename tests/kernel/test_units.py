@@ -100,3 +100,18 @@ def _as_the_unit_runs_it(n, db: Path, caps: str) -> None:
     assert db.stat().st_uid == 65534
     assert "netmon: running as nobody with CAP_NET_ADMIN, CAP_BPF" in nm.err
     assert rows == {100: (3, 3), 101: (2, 2)}, (rows, nm.err)
+
+
+@pytest.mark.kernel
+def test_a_user_with_no_name_runs_as_its_number():
+    """systemd's DynamicUser= gives a uid no passwd entry names: netmon, started as it with
+    the unit's capabilities, reads a capture and says whom it ran as (a KeyError before)."""
+    caps = "+bpf,+perfmon,+net_admin"
+    data = ROOT / "tests" / "data" / "tcpdump" / "afs.pcap"
+    res = subprocess.run(["setpriv", "--reuid", "54321", "--regid", "54321", "--clear-groups",
+                          f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}",
+                          "--no-new-privs", "--", sys.executable, "-m", "netmon", "-r",
+                          str(data), "-c", "1"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("UDP ")
+    assert res.stderr.splitlines()[0].startswith("netmon: running as 54321 with "), res.stderr
