@@ -230,9 +230,11 @@ def gather(q: Query) -> Gathered:
     seen: dict[int, tuple[int, str | None]] = {}  # guest -> (seen, name)
     for _, rows, names, _ in kept:
         for guest, name, when in names:
-            if guest not in seen or (type(when) is int and when >= seen[guest][0]
-                                     and name is not None):
-                seen[guest] = (when if type(when) is int else 0, name)
+            when = when if type(when) is int else 0
+            best = seen.get(guest)
+            # A name over none; of two names, the one seen last.
+            if best is None or (name is not None and (best[1] is None or when >= best[0])):
+                seen[guest] = (when, name)
         for start, guest, nic, interface, direction, protocol, packets, octets in rows:
             period = "" if q.top is not None else _period(start, q)
             who = (guest, nic if q.by_nic and guest else -1, interface)
