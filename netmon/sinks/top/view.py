@@ -104,8 +104,8 @@ class TopView:
         self._groups = groups
         self.rows = rows
         self._cached_at, self._cache = -1, {}
-        # Per --by: the totals of its groups' flows that ended, key -> [label, where,
-        # bytes, packets], least recently added to first.
+        # Per --by: the totals of its groups' flows that ended, key -> [label, bytes,
+        # packets, bytes received, bytes sent], least recently added to first.
         self._retired: dict[str, dict[tuple, list]] = {by: {} for by in BYS[1:]}
         if groups is not None:
             book.on_end = self._retire
