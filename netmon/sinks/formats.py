@@ -123,7 +123,7 @@ class TextFormat:
                             for _, _, length, key, _, _ in events])
         labels = self._labels
         label = self._label
-        return "".join([f"{labels.get((ifindex, d), None) or label(ifindex, d)}"
+        return "".join([f"{labels.get((ifindex, d)) or label(ifindex, d)}"
                         f"{prefixes.get(key) or new(key)}{length}b)\n"
                         for _, ifindex, length, key, d, _ in events])
 
