@@ -246,7 +246,7 @@ _QUIET = typer.Option(
     help="Print no packet lines: the kernel only counts (for --metrics and --stats).")
 _JSON_OUT = typer.Option(False, "--json", help="One JSON object per line.")
 _TIMESTAMPS = typer.Option(
-    0, "-t", count=True, show_default=False,
+    0, "-t", count=True, max=5, show_default=False,
     help="A time before each line, as tcpdump's: -tt seconds since the epoch, -ttt since "
          "the line before, -tttt date and time, -ttttt since the first line [default and "
          "-t: none, the original tool's line].")

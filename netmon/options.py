@@ -131,7 +131,6 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--by other": lambda o: o.by not in BYS,
     "--json": lambda o: o.json,
     "-tt": lambda o: o.timestamps >= 2,
-    "-tttttt": lambda o: o.timestamps > 5,
     "drops": lambda o: o.drops,
     "drops alone": lambda o: o.drops and not o.top,
     "--hook": lambda o: o.hook is not Hook.AUTO,
@@ -188,8 +187,6 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.EXCLUDES, ("top",), ("--by other",),
      "--by takes flow, guest, interface, host or port, not {o.by!r}"),
     (Rule.EXCLUDES, ("-r",), ("--metrics",), "--metrics serves live counters; -r reads a file"),
-    (Rule.EXCLUDES, ("-tttttt",), ("-tttttt",), "-t is given at most five times (-ttttt), "
-                                                 "as tcpdump's"),
     (Rule.EXCLUDES, ("-tt",), ("--json", "--quiet", "top", "--flows", "-w without --print"),
      "-tt to -ttttt put a time before each text line: they go without --json (its lines "
      "have ts), --quiet, top, --flows and -w (without --print)"),

@@ -594,7 +594,7 @@ def test_tcpdumps_time_options_print_tcpdumps_times(flag, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,fragment", [
-    (["-tttttt"], "-t is given at most five times"),
+    (["-tttttt"], "Invalid value for '-t': 6 is not in the range x<=5"),
     (["-tt", "--json"], "-tt to -ttttt put a time before each text line"),
     (["top", "-tt"], "-tt to -ttttt put a time before each text line"),
 ])
