@@ -92,14 +92,15 @@ class Metrics:
         labels = ["interface", "direction", "protocol", "guest", "guest_name", "guest_side"]
         # Which side "direction" is, said where the number is read: on a guest's tap or
         # veth the host receives what the guest sends.
-        side = ("; direction as the interface counts them: on a guest's interface (guest "
-                "label set) in is what the guest sent, out what it received (guest_side)")
+        which_side = ("; direction as the interface counts them: on a guest's interface "
+                      "(guest label set) in is what the guest sent, out what it received "
+                      "(guest_side)")
         packets = CounterMetricFamily(
             "netmon_packets", "Packets that matched the filters, on the wire (GRO/GSO "
-            "segments each)" + side, labels=labels)
+            "segments each)" + which_side, labels=labels)
         octets = CounterMetricFamily(
             "netmon_bytes", "Bytes on the wire (Ethernet header included) of the packets "
-            "that matched the filters" + side, labels=labels)
+            "that matched the filters" + which_side, labels=labels)
         if snap.traffic:
             for (ifname, direction), c in snap.per_interface.items():
                 guest, name = snap.guests.get(ifname, ("", ""))
