@@ -169,7 +169,31 @@ struct {
 	__array(values, struct flowsync_inner);
 } flowsync SEC(".maps") = { .values = { &flowsync_inner } };
 
-/* Where parsing stands: the next unread byte and the end of the frame. */
+/* TCP health (see xdp_monitor.h): the connections' state, sized by netmon (1 when off). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct nm_tcp_key);
+	__type(value, struct nm_tcp_state);
+} tcpstate SEC(".maps");
+
+/* RTT histograms by slot * 2 + the starting packet's direction; shared, added to atomically
+ * (a sample is rare beside a packet; per-CPU, 128 buckets x 1024 would be 1 MiB a CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NM_IF_SLOTS * 2);
+	__type(key, __u32);
+	__type(value, struct nm_rtt_hist);
+} rtthist SEC(".maps");
+
+/* The sweep generation netmon is in (struct nm_tcp_state's gen); written by netmon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tcpgen SEC(".maps");
+
 /*
  * Where the parser is in a frame: in the packet itself (buf NULL: XDP, tc), or in
  * a copy of its headers (drops: buf the copy's start, see at()).
@@ -178,6 +202,11 @@ struct cursor {
 	void *pos;
 	void *end;
 	void *buf;
+	/* TCP health: the IP header, the transport header, the IP length its header gives
+	 * (0: none, a GSO packet over 64 KiB); set by the parsers in a packet (buf NULL). */
+	void *l3;
+	void *l4;
+	__u32 iplen;
 };
 
 struct vlan_tag {
@@ -215,6 +244,8 @@ _Static_assert((NM_IF_CACHE & (NM_IF_CACHE - 1)) == 0,
 	       "slot_of() indexes ifcache by ifindex & (NM_IF_CACHE - 1)");
 _Static_assert((NM_CAP_RAW_MAX & (NM_CAP_RAW_MAX - 1)) == 0,
 	       "put32() keeps offsets inside the builder with & (NM_CAP_RAW_MAX - 1)");
+_Static_assert((NM_RTT_BUCKETS & (NM_RTT_BUCKETS - 1)) == 0,
+	       "rtt_sample() keeps a bucket's index inside with & (NM_RTT_BUCKETS - 1)");
 
 /* The slot netmon gave the interface (0: one it did not register). */
 static __always_inline __u32 slot_of(__u32 ifindex)
@@ -336,6 +367,8 @@ static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
 	hdrsize = iph->ihl * 4;
 	if (c->pos + hdrsize > c->end)
 		return -1;
+	c->l3 = iph;
+	c->iplen = bpf_ntohs(iph->tot_len);
 	c->pos += hdrsize;
 
 	ev->family = 4;
@@ -393,6 +426,10 @@ static __always_inline int parse_ipv6hdr(struct cursor *c, struct nm_event *ev)
 	if (ip6h->version != 6)
 		return -1;
 	start = ip6h + 1;
+	c->l3 = ip6h;
+	c->iplen = bpf_ntohs(ip6h->payload_len);
+	if (c->iplen)
+		c->iplen += sizeof(*ip6h);
 
 	ev->family = 6;
 	__builtin_memcpy(ev->saddr, &ip6h->saddr, NM_ADDR_LEN);
@@ -447,6 +484,7 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 	if ((void *)(th + 1) > c->end)
 		return;
 	th = at(c, th);
+	c->l4 = th;
 	ev->sport = bpf_ntohs(th->source);
 	ev->dport = bpf_ntohs(th->dest);
 	/* The flags byte follows the 4-bit data offset and reserved bits. */
@@ -493,6 +531,7 @@ static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
 	if ((void *)(ih + 1) > c->end)
 		return;
 	ih = at(c, ih);
+	c->l4 = ih;
 	ev->icmp_type = ih->type;
 	ev->icmp_code = ih->code;
 	ev->flags |= NM_EV_ICMP;
@@ -995,6 +1034,379 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
 	return NM_IP;
 }
 
+/* -- TCP health (netmon rtt; xdp_monitor.h says what is measured) ---------------- */
+
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+#define ICMP_ECHOREPLY     0
+#define ICMP_ECHO          8
+#define ICMPV6_ECHO_REQUEST 128
+#define ICMPV6_ECHO_REPLY   129
+/* An outstanding sample older than this is given up (counted unmatched). */
+#define NM_RTT_GIVE_UP_NS (10ULL * 1000 * 1000 * 1000)
+
+/* Sequence numbers and timestamps wrap: a before b in serial number arithmetic. */
+static __always_inline bool before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
+/* The bucket of an RTT (struct nm_rtt_hist): 4 to a power of two from 1024 ns. */
+static __always_inline __u32 rtt_bucket(__u64 v)
+{
+	__u64 x = v;
+	__u32 k = 0, b;
+
+	if (v < 1024)
+		return 0;
+	if (x >> 32) { k += 32; x >>= 32; }
+	if (x >> 16) { k += 16; x >>= 16; }
+	if (x >> 8) { k += 8; x >>= 8; }
+	if (x >> 4) { k += 4; x >>= 4; }
+	if (x >> 2) { k += 2; x >>= 2; }
+	if (x >> 1) { k += 1; }
+	b = (k - 10) * 4 + ((v >> (k - 2)) & 3) + 1;
+	return b < NM_RTT_BUCKETS ? b : NM_RTT_BUCKETS - 1;
+}
+
+/* Out of line, as send_event(): so that the object's BTF describes struct nm_tcp_sample. */
+static __noinline int send_tcp(void *ctx, struct nm_tcp_sample *t, struct nm_counters *cnt)
+{
+	return send_record(ctx, t, sizeof(*t), cnt);
+}
+
+/* A sample's or retransmission's record: the event as the packet's, or (swap) as the
+ * packet's it answers, which went the other way. */
+static __always_inline void tcp_record(void *ctx, const struct nm_event *ev,
+				       struct nm_counters *cnt, bool swap, __u8 kind,
+				       __u64 rtt, __u32 seq, __u64 now)
+{
+	struct nm_tcp_sample t = { .ev = *ev, .rtt_ns = rtt, .seq = seq, .kind = kind };
+
+	t.ev.ts_ns = now;
+	if (swap) {
+		__builtin_memcpy(t.ev.saddr, ev->daddr, NM_ADDR_LEN);
+		__builtin_memcpy(t.ev.daddr, ev->saddr, NM_ADDR_LEN);
+		t.ev.sport = ev->dport;
+		t.ev.dport = ev->sport;
+		t.ev.dir = ev->dir ^ 1;
+		t.ev.tcp_flags = 0;
+		t.ev.flags &= ~NM_EV_TCPFLAGS;
+	}
+	send_tcp(ctx, &t, cnt);
+}
+
+/* A round trip measured: into the histogram of the direction its first packet went. */
+static __always_inline void rtt_sample(void *ctx, const struct nm_event *ev, __u32 slot,
+				       struct nm_tcp_half *from, __u64 now)
+{
+	__u32 key = slot * 2 + (ev->dir ^ 1);
+	__u64 rtt = now - from->pend_ns;
+	struct nm_rtt_hist *h = bpf_map_lookup_elem(&rtthist, &key);
+	__u8 kind = from->pend_kind;
+
+	from->pend_kind = 0;
+	if (h) {
+		__u32 b = rtt_bucket(rtt);
+
+		__sync_fetch_and_add(&h->count, 1);
+		__sync_fetch_and_add(&h->sum_ns, rtt);
+		barrier_var(b);  /* the mask changes nothing; the verifier sees the bound by it */
+		__sync_fetch_and_add(&h->n[b & (NM_RTT_BUCKETS - 1)], 1);
+	}
+	count(counters_at(slot, ev->dir ^ 1), NM_CNT_RTT_SAMPLES);
+	if (cfg.tcp & NM_TCP_EVENTS)
+		tcp_record(ctx, ev, counters_at(slot, ev->dir ^ 1), true, kind, rtt, 0, now);
+}
+
+/* A sample starts at this packet (what the echo will carry: val), unless one is
+ * outstanding this way, or the last started less than rtt_gap_us ago. A SYN's
+ * (force) replaces an outstanding one: a SYN sent again starts the handshake anew. */
+static __always_inline void rtt_start(struct nm_tcp_half *me, __u8 kind, __u32 val,
+				      bool force, struct nm_counters *cnt)
+{
+	__u64 now = bpf_ktime_get_ns();
+
+	if (me->pend_kind) {
+		if (!force && now - me->pend_ns < NM_RTT_GIVE_UP_NS)
+			return;
+		count(cnt, NM_CNT_RTT_UNMATCHED);
+		me->pend_kind = 0;
+	}
+	if (!force && now - me->last_ns < (__u64)cfg.rtt_gap_us * 1000)
+		return;
+	me->pend_kind = kind;
+	me->pend_val = val;
+	me->pend_ns = now;
+	me->last_ns = now;
+}
+
+/*
+ * Retransmissions: a data segment [seq, end) below the highest sequence number this
+ * way has seen is a retransmission, unless it falls in the one gap remembered (then it
+ * came out of order, and fills it).
+ */
+static __always_inline void tcp_seq(void *ctx, const struct nm_event *ev,
+				    struct nm_counters *cnt, struct nm_tcp_half *me,
+				    __u32 seq, __u32 len)
+{
+	__u32 end = seq + len, segs = ev->segs > 1 ? ev->segs : 1;
+	__u8 kind = 0;
+
+	if (cnt)
+		cnt->n[NM_CNT_TCP_DATA] += segs;
+	if (!me->seq_known) {
+		me->seq_known = 1;
+		me->nxt = end;
+		return;
+	}
+	if (!before(seq, me->nxt)) {
+		if (seq != me->nxt) {  /* a gap: what lies between was not seen (yet) */
+			me->hole = 1;
+			me->hole_lo = me->nxt;
+			me->hole_hi = seq;
+		}
+		me->nxt = end;
+		return;
+	}
+	if (me->hole && !before(seq, me->hole_lo) && before(seq, me->hole_hi)) {
+		kind = NM_TK_REORDER;
+		if (!before(end, me->hole_hi)) {
+			if (seq == me->hole_lo)
+				me->hole = 0;
+			else
+				me->hole_hi = seq;
+		} else if (seq == me->hole_lo) {
+			me->hole_lo = end;
+		} else {
+			me->hole_hi = seq;  /* inside it: the part above is forgotten */
+		}
+	} else {
+		kind = NM_TK_RETRANS;
+	}
+	if (before(me->nxt, end))
+		me->nxt = end;
+	if (cnt)
+		cnt->n[kind == NM_TK_RETRANS ? NM_CNT_TCP_RETRANS : NM_CNT_TCP_REORDER] += segs;
+	if (cfg.tcp & NM_TCP_EVENTS)
+		tcp_record(ctx, ev, cnt, false, kind, 0, seq, bpf_ktime_get_ns());
+}
+
+/* The connection's key (both ways the same) and which half is this packet's way. */
+static __always_inline __u32 tcp_key(const struct nm_event *ev, struct nm_tcp_key *key,
+				     __u16 sport, __u16 dport)
+{
+	__u32 h = 0;
+
+	/* Which endpoint is lower: (address, port), compared a word at a time. */
+#pragma unroll
+	for (int i = 0; i < NM_ADDR_LEN; i += 4) {
+		__u32 a = bpf_ntohl(*(__u32 *)(ev->saddr + i));
+		__u32 b = bpf_ntohl(*(__u32 *)(ev->daddr + i));
+
+		if (a != b) {
+			h = a > b;
+			goto decided;
+		}
+	}
+	h = sport > dport;
+decided:
+	key->ifindex = ev->ifindex;
+	key->vlan = ev->vlan;
+	key->family = ev->family;
+	key->ipproto = ev->ipproto;
+	/* Branches, not key->addr[h]: the verifier refuses arithmetic beyond adding on a
+	 * stack pointer, and the compiler makes an OR of that index. */
+	if (h) {
+		key->port[0] = dport;
+		key->port[1] = sport;
+		__builtin_memcpy(key->addr[0], ev->daddr, NM_ADDR_LEN);
+		__builtin_memcpy(key->addr[1], ev->saddr, NM_ADDR_LEN);
+	} else {
+		key->port[0] = sport;
+		key->port[1] = dport;
+		__builtin_memcpy(key->addr[0], ev->saddr, NM_ADDR_LEN);
+		__builtin_memcpy(key->addr[1], ev->daddr, NM_ADDR_LEN);
+	}
+	return h;
+}
+
+/* The connection's state, made if new (counted where the table has no room). */
+static __always_inline struct nm_tcp_state *tcp_state(const struct nm_tcp_key *key,
+						      struct nm_counters *cnt)
+{
+	struct nm_tcp_state *st = bpf_map_lookup_elem(&tcpstate, key);
+	struct nm_tcp_state init = {};
+	__u32 zero = 0, *gen;
+
+	if (!st) {
+		gen = bpf_map_lookup_elem(&tcpgen, &zero);
+		init.gen = gen ? *gen : 0;
+		if (bpf_map_update_elem(&tcpstate, key, &init, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(&tcpstate, key)) {
+			count(cnt, NM_CNT_TCP_NOROOM);
+			return NULL;
+		}
+		st = bpf_map_lookup_elem(&tcpstate, key);
+		return st;
+	}
+	gen = bpf_map_lookup_elem(&tcpgen, &zero);
+	if (gen && st->gen != *gen)
+		st->gen = *gen;
+	return st;
+}
+
+/* What a TCP header says: its sequence and ack numbers, and its timestamps where the
+ * options hold them as every stack sends them past the SYN (NOP, NOP, TS; or TS first). */
+struct tcp_seen {
+	__u32 seq, ack, tsval, tsecr, hdr;
+	__u8 flags, ts;
+};
+
+static __always_inline bool tcp_read(const struct cursor *c, struct tcp_seen *t)
+{
+	struct tcphdr *th = c->l4;
+	__u8 *opt;
+	__u32 w;
+
+	if (!th || (void *)(th + 1) > c->end)
+		return false;
+	t->seq = bpf_ntohl(th->seq);
+	t->ack = bpf_ntohl(th->ack_seq);
+	t->flags = ((__u8 *)th)[13];
+	t->hdr = th->doff * 4;
+	t->ts = 0;
+	if (th->doff < 8)  /* no room for a timestamp option after two NOPs */
+		return true;
+	opt = (__u8 *)(th + 1);
+	if ((void *)(opt + 12) > c->end)
+		return true;
+	w = bpf_ntohl(*(__u32 *)opt);
+	if (w == 0x0101080a) {
+		t->tsval = bpf_ntohl(*(__u32 *)(opt + 4));
+		t->tsecr = bpf_ntohl(*(__u32 *)(opt + 8));
+		t->ts = 1;
+	} else if (w >> 16 == 0x080a) {
+		t->tsval = (w & 0xffff) << 16 | bpf_ntohs(*(__u16 *)(opt + 4));
+		t->tsecr = bpf_ntohl(*(__u32 *)(opt + 6));
+		t->ts = 1;
+	}
+	return true;
+}
+
+static __always_inline void tcp_health_tcp(void *ctx, const struct cursor *c,
+					   struct nm_event *ev, struct nm_counters *cnt,
+					   __u32 slot, __u32 l2len)
+{
+	struct nm_tcp_key key = {};
+	struct nm_tcp_state *st;
+	struct nm_tcp_half *me, *peer;
+	struct tcp_seen t;
+	__u32 h, iplen, head, len = 0;
+
+	if (!tcp_read(c, &t))
+		return;
+	h = tcp_key(ev, &key, ev->sport, ev->dport);
+	st = tcp_state(&key, cnt);
+	if (!st)
+		return;
+	me = &st->half[h & 1];
+	peer = &st->half[(h & 1) ^ 1];
+
+	/* The payload's length: the IP header's length less the headers (a GSO packet
+	 * over 64 KiB has none: the frame's then; padding makes a short frame no longer). */
+	iplen = c->iplen ? c->iplen : ev->len - l2len;
+	head = (__u32)(c->l4 - c->l3) + t.hdr;
+	if (iplen > head)
+		len = iplen - head;
+
+	/* The end of a sample the other way: this packet echoes it. */
+	if (peer->pend_kind == NM_TK_RTT_TS && t.ts && (t.flags & TCP_ACK)) {
+		if (t.tsecr == peer->pend_val)
+			rtt_sample(ctx, ev, slot, peer, bpf_ktime_get_ns());
+		else if (before(peer->pend_val, t.tsecr)) {  /* a later one echoed: no answer */
+			peer->pend_kind = 0;
+			count(counters_at(slot, ev->dir ^ 1), NM_CNT_RTT_UNMATCHED);
+		}
+	} else if (peer->pend_kind == NM_TK_RTT_SYN && (t.flags & TCP_ACK) &&
+		   t.ack == peer->pend_val && !(t.flags & TCP_RST)) {
+		rtt_sample(ctx, ev, slot, peer, bpf_ktime_get_ns());
+	}
+
+	/* The start of one this way. */
+	if (t.flags & TCP_SYN) {
+		me->seq_known = 1;  /* a connection (anew): the sequence starts here */
+		me->nxt = t.seq + 1;
+		me->hole = 0;
+		rtt_start(me, NM_TK_RTT_SYN, t.seq + 1, true, counters_at(slot, ev->dir));
+		return;
+	}
+	if (t.ts && (!me->ts_known || t.tsval != me->ts_last)) {
+		me->ts_known = 1;
+		me->ts_last = t.tsval;
+		/* A pure ACK is not answered at once (the other side may wait for data to
+		 * send): only segments with data or a FIN start a sample, as in ePPing. */
+		if (len || (t.flags & TCP_FIN))
+			rtt_start(me, NM_TK_RTT_TS, t.tsval, false, counters_at(slot, ev->dir));
+	}
+	if (len)
+		tcp_seq(ctx, ev, cnt, me, t.seq, len);
+}
+
+/* ICMP and ICMPv6 echo: a request starts a sample, its reply (same id and sequence
+ * number, the other way) ends it. */
+static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
+					    struct nm_event *ev, struct nm_counters *cnt,
+					    __u32 slot)
+{
+	struct nm_tcp_key key = {};
+	struct nm_tcp_state *st;
+	__u8 *ih = c->l4;
+	bool request, reply;
+	__u16 id, seq;
+	__u32 h;
+
+	if (!ih || (void *)(ih + 8) > c->end)
+		return;
+	if (ev->ipproto == IPPROTO_ICMP) {
+		request = ih[0] == ICMP_ECHO;
+		reply = ih[0] == ICMP_ECHOREPLY;
+	} else {
+		request = ih[0] == ICMPV6_ECHO_REQUEST;
+		reply = ih[0] == ICMPV6_ECHO_REPLY;
+	}
+	if (!request && !reply)
+		return;
+	id = bpf_ntohs(*(__u16 *)(ih + 4));
+	seq = bpf_ntohs(*(__u16 *)(ih + 6));
+	h = tcp_key(ev, &key, id, id);
+	st = tcp_state(&key, cnt);
+	if (!st)
+		return;
+	if (request) {
+		rtt_start(&st->half[h & 1], NM_TK_RTT_ICMP, seq, false, counters_at(slot, ev->dir));
+	} else {
+		struct nm_tcp_half *peer = &st->half[(h & 1) ^ 1];
+
+		if (peer->pend_kind == NM_TK_RTT_ICMP && peer->pend_val == seq)
+			rtt_sample(ctx, ev, slot, peer, bpf_ktime_get_ns());
+	}
+}
+
+/* TCP health, for a matched packet in a packet hook (not a copy: c->buf NULL). */
+static __always_inline void tcp_health(void *ctx, const struct cursor *c, struct nm_event *ev,
+				       struct nm_counters *cnt, __u32 slot, __u32 l2len)
+{
+	if (ev->flags & NM_EV_FRAG)
+		return;
+	if (ev->ipproto == IPPROTO_TCP)
+		tcp_health_tcp(ctx, c, ev, cnt, slot, l2len);
+	else if (ev->ipproto == IPPROTO_ICMP || ev->ipproto == IPPROTO_ICMPV6)
+		tcp_health_icmp(ctx, c, ev, cnt, slot);
+}
+
 /*
  * What every hook does with a matched packet, written once: count it by
  * protocol, then count it into its flow, or send its event, or its capture
@@ -1004,7 +1416,8 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
  * capture's copy helper; ``found``: inspect()'s answer.
  */
 static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
-				    __u32 slot, __u64 wire, __u32 l2len, bool xdp, int found)
+				    __u32 slot, __u64 wire, __u32 l2len, bool xdp, int found,
+				    const struct cursor *c)
 {
 	if (found == NM_OTHER) {
 		/* Not IP: no line, flow or protocol for it; a capture writes it, as tcpdump's. */
@@ -1015,6 +1428,8 @@ static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_co
 		return;
 	}
 	count_proto(cnt, ev->segs, wire, ev->ipproto);
+	if (cfg.tcp)
+		tcp_health(ctx, c, ev, cnt, slot, l2len);
 	if (cfg.flows) {
 		count_flow(ev, cnt, wire - (__u64)ev->segs * l2len);
 		return;
@@ -1058,7 +1473,7 @@ int xdp_monitor(struct xdp_md *ctx)
 	/* The expression's, if it asked: the helper once a packet. */
 	ev.len = cfg.expr & NM_EXPR_LEN ? expr.args.wire_len : xdp_frame_len(ctx);
 	ev.segs = 1;
-	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true, found);
+	deliver(ctx, &ev, cnt, slot, ev.len, l2len, true, found, &c);
 	return XDP_PASS;
 }
 
@@ -1094,6 +1509,8 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 	c.buf = NULL;
+	c.l3 = c.l4 = NULL;
+	c.iplen = 0;
 
 	if (cfg.expr) {
 		/* Every expression reads the tag (its offsets move with it); the rest only
@@ -1125,7 +1542,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	 * segment carried the headers, so they count once per segment.
 	 */
 	wire = ev.len + (__u64)(ev.segs - 1) * (c.pos - (void *)(long)skb->data + taglen);
-	deliver(skb, &ev, cnt, slot, wire, l2len, false, found);
+	deliver(skb, &ev, cnt, slot, wire, l2len, false, found, &c);
 	return NM_TC_NEXT;
 }
 
@@ -1341,6 +1758,8 @@ int kfree_skb(__u64 *ctx)
 	c.pos = hb->bytes;
 	c.end = hb->bytes + (n & (NM_HDR_BUF - 1 | NM_HDR_BUF));
 	c.buf = hb->bytes;
+	c.l3 = c.l4 = NULL;
+	c.iplen = 0;
 	if (cfg.expr) {
 		expr.args = (struct nm_expr_args){};
 		if (cfg.expr & NM_EXPR_LEN)

@@ -150,6 +150,9 @@ struct nm_config {
 	__u8  flows;               /* flows: count packets in the flow table, send no events */
 	__u8  quiet;               /* --quiet: count only (the counters, --metrics), send nothing */
 	__u8  expr;                /* NM_EXPR_*: a filter expression is spliced into nm_expr() */
+	__u8  tcp;                 /* NM_TCP_*: TCP health (netmon rtt) */
+	__u8  _pad2[3];
+	__u32 rtt_gap_us;          /* TCP health: the least time between two samples' starts, per flow way */
 	__u64 epoch_ns;            /* capture: CLOCK_REALTIME - CLOCK_MONOTONIC at start */
 	/*
 	 * The pid of the netmon that loaded the program; never read by the program. A
@@ -254,6 +257,14 @@ enum nm_counter {
 	NM_CNT_FLOW_OVERFLOW_BYTES, /* flows: their bytes */
 	NM_CNT_EXPR_OTHER,   /* frames a filter expression matched that carry no IP packet */
 	NM_CNT_DROP_UNKEYED, /* drops: not in the drops table, it was full (counted here only) */
+	/* TCP health (nm_config.tcp), by the direction of the packet, but RTT samples: by
+	 * the direction of the packet that started them (the component, see nm_rtt_hist). */
+	NM_CNT_TCP_DATA,     /* TCP segments with data (GSO/GRO-merged: their segments) */
+	NM_CNT_TCP_RETRANS,  /* of them, data this interface had seen already */
+	NM_CNT_TCP_REORDER,  /* of them, data that filled a gap (came out of order) */
+	NM_CNT_RTT_SAMPLES,  /* round trips measured */
+	NM_CNT_RTT_UNMATCHED, /* samples started and never ended: no echo came, or another first */
+	NM_CNT_TCP_NOROOM,   /* packets of connections the state table had no room for */
 	/*
 	 * Matched packets and their bytes on the wire (GSO/GRO: each segment with its
 	 * headers) by protocol, NM_PROTO_* after each base: --metrics serves them.
@@ -331,6 +342,100 @@ struct nm_flow {
 	 * flag is lost without an atomic OR (which 5.10's verifier refuses to even see).
 	 */
 	__u8  tcp_flags[8];
+};
+
+/*
+ * TCP health (netmon rtt): round-trip times from the packets a hook sees, and
+ * retransmissions from their sequence numbers, in the kernel.
+ *
+ * A sample starts at a packet that carries something the other side will echo: a
+ * new TCP timestamp (TSval; its TSecr comes back), a SYN or SYN-ACK (its sequence
+ * number + 1 comes back as the ACK), an ICMP echo request (the reply carries its
+ * sequence number). It ends at the first packet the other way that echoes it. One
+ * sample is outstanding per connection and way, and samples start at most every
+ * rtt_gap_us on each.
+ *
+ * Which side echoed says what was measured: a sample started by a packet going out
+ * of the interface is answered from beyond it (on a host's NIC: the network); one
+ * started by a packet coming in is answered from behind it (on a guest's tap, whose
+ * "in" is what the guest sent: the network again; the other way, the guest). The
+ * kernel keeps them apart by the starting packet's direction; user space names them.
+ */
+#define NM_TCP_MEASURE 0x01        /* nm_config.tcp: histograms and counters */
+#define NM_TCP_EVENTS  0x02        /* and a record (struct nm_tcp_sample) per sample and retransmission */
+
+/* struct nm_tcp_sample.kind */
+#define NM_TK_RTT_TS      1        /* TSval to the TSecr that echoed it */
+#define NM_TK_RTT_SYN     2        /* the handshake: SYN to SYN-ACK, SYN-ACK to ACK */
+#define NM_TK_RTT_ICMP    3        /* ICMP (v6) echo request to its reply */
+#define NM_TK_RETRANS     4        /* a data segment whose bytes were seen already */
+#define NM_TK_REORDER     5        /* a data segment that filled a gap */
+
+/* One RTT sample or retransmission, sent when nm_config.tcp has NM_TCP_EVENTS. */
+struct nm_tcp_sample {
+	/*
+	 * RTT: the packet that started the sample (its direction; its time: the echo's);
+	 * a retransmission or reordering: the segment.
+	 */
+	struct nm_event ev;
+	__u64 rtt_ns;              /* RTT samples */
+	__u32 seq;                 /* retransmission, reordering: the segment's first sequence number */
+	__u8  kind;                /* NM_TK_* */
+	__u8  _pad[3];
+};
+
+/*
+ * RTT histograms, one per interface slot and the direction of the packets that start
+ * samples (slot * 2 + dir). Bucket 0 holds RTTs under 1024 ns; bucket b >= 1 those in
+ * [2^k * (4 + s) / 4, 2^k * (5 + s) / 4) ns for k = 10 + (b - 1) / 4, s = (b - 1) % 4:
+ * four to a power of two, from a microsecond (a LAN's RTT within 25%) to an hour; the
+ * last bucket also holds everything above. Counts of equal buckets add up exactly, so
+ * hours fold into days.
+ */
+#define NM_RTT_BUCKETS 128
+
+struct nm_rtt_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 n[NM_RTT_BUCKETS];
+};
+
+/*
+ * TCP health's state: one entry per connection (ICMP: per pair of hosts and echo id)
+ * and interface, both ways in one entry. The key is the same both ways: the endpoint
+ * with the lower (address, port) first; half[0] is its way.
+ */
+struct nm_tcp_key {
+	__u32 ifindex;
+	__u16 vlan;
+	__u8  family;
+	__u8  ipproto;
+	__u16 port[2];             /* ICMP: the echo's id in both */
+	__u8  addr[2][NM_ADDR_LEN];
+};
+
+struct nm_tcp_half {
+	__u64 pend_ns;             /* when the outstanding sample started */
+	__u64 last_ns;             /* when the last sample started (the rate limit) */
+	__u32 pend_val;            /* what the echo carries: the TSval, the SYN's seq + 1, the echo's seq */
+	__u32 ts_last;             /* the last TSval this way */
+	__u32 nxt;                 /* the highest sequence number seen, + 1 */
+	__u32 hole_lo;             /* a gap below nxt not seen yet: [hole_lo, hole_hi) */
+	__u32 hole_hi;
+	__u8  pend_kind;           /* NM_TK_RTT_*: the outstanding sample's; 0: none */
+	__u8  seq_known;           /* nxt holds a value */
+	__u8  hole;                /* hole_* hold one */
+	__u8  ts_known;            /* ts_last holds one */
+};
+
+/*
+ * gen: the sweep generation (the tcpgen map) when a packet last touched the entry:
+ * netmon deletes entries no packet touched for two sweeps.
+ */
+struct nm_tcp_state {
+	struct nm_tcp_half half[2];
+	__u32 gen;
+	__u32 _pad;
 };
 
 #endif /* __XDP_MONITOR_H */

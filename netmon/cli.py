@@ -24,7 +24,8 @@ from netmon.app import run
 from netmon.filters import FilterSpec, parse_network, parse_port, parse_vlan
 from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.options import (DEFAULT_ACTIVE, DEFAULT_DOMAIN, DEFAULT_ENTRIES, DEFAULT_IDLE,
-                            DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TOTALS_EVERY, Direction,
+                            DEFAULT_KEEP_DAYS, DEFAULT_PAGES, DEFAULT_TCP_ENTRIES,
+                            DEFAULT_TOTALS_EVERY, Direction,
                             MAX_GUEST, Hook, Method, Mode, Options, build)
 
 
@@ -284,6 +285,15 @@ _TOTALS_SNAPSHOT = typer.Option(
     help="With --totals, a consistent copy of the database at PATH every 5 minutes and at "
          "exit (SQLite's online backup, one file): for a cluster's shared storage, where "
          "'netmon totals --db' reads every node's.")
+_RTT = typer.Option(
+    False, "--rtt",
+    help="Round-trip times and retransmissions of TCP connections (and ICMP echoes) "
+         "instead of packets ('netmon rtt' is the same): a line per sample, percentiles at "
+         "the end.")
+_RTT_ENTRIES = typer.Option(
+    DEFAULT_TCP_ENTRIES, "--rtt-entries", metavar="N", min=1, max=1 << 22,
+    help="netmon rtt: connections the kernel follows at once; beyond, packets of new ones "
+         "are counted as not followed.")
 _USER = typer.Option(
     None, "-Z", "--relinquish-privileges", metavar="USER",
     help="Once the program is loaded and attached and the files are open, become USER, "
@@ -344,6 +354,8 @@ def monitor(
     totals_every: float = _TOTALS_EVERY,
     totals_keep: int = _TOTALS_KEEP,
     totals_snapshot: Optional[str] = _TOTALS_SNAPSHOT,
+    rtt: bool = _RTT,
+    rtt_entries: int = _RTT_ENTRIES,
     user: Optional[str] = _USER,
     version: bool = _VERSION,
 ) -> int:
@@ -365,7 +377,7 @@ def monitor(
         timestamps=timestamps,
         count=count, stats=stats, buffer_pages=buffer_pages, drops=drops, totals=totals,
         totals_every=totals_every, totals_keep=totals_keep,
-        totals_snapshot=totals_snapshot, user=user)
+        totals_snapshot=totals_snapshot, user=user, rtt=rtt, rtt_entries=rtt_entries)
     try:
         settings = build(options, cpus=os.cpu_count() or 1)
     except errors.ExpressionInvalid as exc:
@@ -484,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = typer.main.get_command(totals_app if argv[:1] == ["totals"] else app)
     prog = "netmon"
-    if argv[:1] in (["top"], ["drops"]) and _asks_help(argv):
+    if argv[:1] in (["top"], ["drops"], ["rtt"]) and _asks_help(argv):
         sys.stdout.write(_help_of(argv[0], command))
         return ExitStatus.SUCCESS
     if argv[:1] == ["totals"]:  # netmon totals ...: what --totals kept
@@ -493,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
         argv[0] = "--top"
     elif argv[:1] == ["drops"]:  # netmon drops ...: what the kernel dropped
         argv[0] = "--drops"
+    elif argv[:1] == ["rtt"]:  # netmon rtt ...: round trips and retransmissions
+        argv[0] = "--rtt"
     try:
         status = command.main(args=argv, prog_name=prog, standalone_mode=False)
     except _ClickException as exc:

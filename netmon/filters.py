@@ -91,6 +91,11 @@ class FilterSpec:
         """Whether any filter option is given (the kernel's nm_config.match is not 0)."""
         return any(getattr(self, name) for name in OPTIONS)
 
+    def one_way(self) -> bool:
+        """Whether an option holds for one way of a connection only (a source or a
+        destination): its answers, the other way, do not match it."""
+        return bool(self.src or self.dst or self.sport or self.dport)
+
     def impossible(self) -> str | None:
         """Why no packet can match, where the options say so (the CLI refuses such a
         spec); None if some packet can. A packet is of one family, so address options

@@ -25,8 +25,9 @@ from netmon.expression import FILE_NETMASK, NETMASK_UNKNOWN
 from netmon.host.interfaces import ANY, Selection, netmask
 from netmon.kernel.abi import HDR_BUF, MAX_SNAPLEN
 from netmon.kernel.choices import Hook, Method, Mode
-from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TOTALS_EVERY, Capture,
-                             FlowSettings, Settings, TotalsSettings)
+from netmon.settings import (DEFAULT_PAGES, DEFAULT_KEEP_DAYS, DEFAULT_TCP_ENTRIES,
+                             DEFAULT_TOTALS_EVERY, Capture, FlowSettings, Settings, TcpSettings,
+                             TotalsSettings)
 from netmon.sinks.ipfix import DEFAULT_DOMAIN
 from netmon.sinks.top.view import BYS, SORTS
 
@@ -97,6 +98,8 @@ class Options:
     totals_every: float = DEFAULT_TOTALS_EVERY
     totals_keep: int = DEFAULT_KEEP_DAYS
     totals_snapshot: str | None = None
+    rtt: bool = False  # netmon rtt
+    rtt_entries: int = DEFAULT_TCP_ENTRIES
 
 
 # Each option a rule can name, as the user types it: is it given?
@@ -139,6 +142,8 @@ GIVEN: dict[str, Callable[[Options], bool]] = {
     "--totals-every": lambda o: o.totals_every != DEFAULT_TOTALS_EVERY,
     "--totals-keep": lambda o: o.totals_keep != DEFAULT_KEEP_DAYS,
     "--totals-snapshot": lambda o: o.totals_snapshot is not None,
+    "rtt": lambda o: o.rtt,
+    "--rtt-entries": lambda o: o.rtt_entries != DEFAULT_TCP_ENTRIES,
 }
 
 
@@ -149,6 +154,11 @@ class Rule(enum.Enum):
 
 # Checked in order; the first that fails is the one line the user sees.
 RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
+    (Rule.EXCLUDES, ("rtt",), ("-w", "-r", "--flows", "--ipfix", "top", "drops", "--totals"),
+     "netmon rtt measures round trips live: it goes without -w, -r, --flows, --ipfix, top, "
+     "drops and --totals"),
+    (Rule.NEEDS, ("--rtt-entries",), ("rtt",),
+     "--rtt-entries sizes netmon rtt's table of connections: it goes with netmon rtt"),
     (Rule.EXCLUDES, ("drops alone",), ("-w", "-r", "--flows", "--ipfix", "--direction",
                                        "--hook", "--mode"),
      "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
@@ -278,7 +288,8 @@ def build(o: Options, cpus: int = 1,
         selection = Selection.parse(names, guests, proxmox.ALL in o.guest)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    direction = o.direction or (Direction.BOTH if o.guest else Direction.IN)
+    # A round trip is seen both ways: netmon rtt watches both unless told otherwise.
+    direction = o.direction or (Direction.BOTH if o.guest or o.rtt else Direction.IN)
     # As tcpdump: the netmask of the one interface it watches, where it has an IPv4
     # address; else none is known (and `ip broadcast` is refused).
     mask = netmask(selection.names[0]) if selection.single and not o.drops else None
@@ -292,6 +303,7 @@ def build(o: Options, cpus: int = 1,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep,
                               o.totals_snapshot) if o.totals else None,
+        tcp=TcpSettings(entries=o.rtt_entries) if o.rtt else None,
     )
 
 

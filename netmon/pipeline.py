@@ -34,6 +34,7 @@ class Delivery(enum.Enum):
     FLOWS = "flows"  # nothing: the packet is counted into the flow tables
     COUNTS = "counts"  # nothing: only the counters (--quiet)
     DROPS = "drops"  # netmon drops: a struct nm_drop per dropped packet
+    TCP = "tcp"  # netmon rtt: a struct nm_tcp_sample per RTT sample and retransmission
 
 
 class Start(enum.Enum):

@@ -51,6 +51,7 @@ class Summary:
     # Lines made but not read: the reader of the stream named went away before them
     unread: dict[str, int] = field(default_factory=dict)
     kept: str | None = None  # -Z: who the run became and what it kept (privileges.Kept)
+    rtt: list[str] | None = None  # netmon rtt: its tables (tcphealth.summary_lines)
 
     @property
     def totals_lost(self) -> bool:
@@ -98,6 +99,8 @@ class Summary:
             width = max([len(row[0]) for row in self.drops], default=0)
             rows += [f"  {name:<{width}}  {n:>8}  " + (f"{why} at {at}".lstrip() if at else why)
                      for name, why, at, n in self.drops]
+        elif self.rtt is not None:
+            rows += self.rtt
         elif len(self.per_interface) > 1:
             for (name, direction), c in self.per_interface.items():
                 failed = c.get("send_failed", 0)
@@ -179,6 +182,18 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str],
     where = "skb:kfree_skb" if settings.drops_alone else "XDP/tc"
     lines.append(f"Architecture: eBPF ({where} in the kernel, filters applied there) "
                  "→ perf buffer → Python")
+    if settings.tcp is not None:
+        lines.append("Measuring: round-trip times (TCP timestamps, handshakes, ICMP echo) "
+                     "and retransmissions, in the kernel"
+                     + ("; no lines (--quiet), the tables at the end" if settings.quiet
+                        else "; a line per sample"))
+        if len(settings.directions) < 2:
+            notes = [*notes, "a round trip crosses the interface both ways: with one "
+                             "direction watched no RTT is measured, only retransmissions"]
+        if settings.spec.one_way():
+            notes = [*notes, "a filter here holds for one way of a connection only (its "
+                             "echoes go the other way, unseen): --host and --port hold "
+                             "for both"]
     if settings.drops and not settings.drops_alone:
         lines.append("Drops: beside the flows, from the tracepoint skb:kfree_skb")
     if settings.quiet:

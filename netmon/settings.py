@@ -17,6 +17,8 @@ from netmon.kernel.abi import MAX_SNAPLEN
 from netmon.kernel.choices import Hook, Method, Mode
 from netmon.totals.store import DEFAULT_EVERY as DEFAULT_TOTALS_EVERY
 from netmon.totals.store import DEFAULT_KEEP_DAYS
+from netmon.tcphealth import DEFAULT_ENTRIES as DEFAULT_TCP_ENTRIES
+from netmon.tcphealth import DEFAULT_GAP_MS
 
 # Per CPU: 512 KiB, ~6,500 events, 7 ms at a million events/s on one CPU: room for
 # the reader to be late, as on a busy host it will be.
@@ -59,6 +61,14 @@ class TotalsSettings:
 
 
 @dataclass(frozen=True)
+class TcpSettings:
+    """netmon rtt: how often a connection's way starts a sample, how many connections."""
+
+    gap_ms: float = DEFAULT_GAP_MS
+    entries: int = DEFAULT_TCP_ENTRIES
+
+
+@dataclass(frozen=True)
 class Settings:
     selection: Selection
     spec: FilterSpec = field(default_factory=FilterSpec)
@@ -85,6 +95,7 @@ class Settings:
     # The packets the kernel dropped: netmon drops (flows None), or top's panel beside flows
     drops: bool = False
     totals: TotalsSettings | None = None  # --totals: counts kept in SQLite
+    tcp: TcpSettings | None = None  # netmon rtt: TCP health measured in the kernel
 
     @property
     def drops_alone(self) -> bool:

@@ -39,7 +39,8 @@ TOP = Command(
     (("netmon top -i vmbr0 -Q both", "who is talking on the bridge, and how much"),
      ("netmon top --guest all --by guest", "a row per guest, VM or container"),
      ("netmon top --guest all --drops", "the flows, and below them what the kernel drops")),
-    without=frozenset(_CAPTURE | {"flow_records", "top", "json_out", "quiet", "count"}),
+    without=frozenset(_CAPTURE | {"flow_records", "top", "json_out", "quiet", "count", "rtt",
+                                  "rtt_entries"}),
     keys=(("s", "sort by rate, bytes, packets in turn"),
           ("b", "a row per flow, guest, interface, host, port in turn"),
           ("q", "quit (the summary follows)")))
@@ -55,7 +56,7 @@ DROPS = Command(
     without=frozenset(_CAPTURE | {"flow_records", "top", "ipfix", "ipfix_domain",
                                   "direction", "hook", "mode", "totals", "totals_every",
                                   "totals_keep", "sort", "by", "flow_entries", "flow_idle",
-                                  "flow_active", "drops"}))
+                                  "flow_active", "drops", "rtt", "rtt_entries"}))
 
 TOTALS = Command(
     "totals", "What 'netmon --totals' kept: traffic by guest (its NICs together) and host "
@@ -67,7 +68,23 @@ TOTALS = Command(
      ("netmon totals --months --month-start 15", "billing months that begin on the 15th"),
      ("netmon totals --top 5 --json", "this month's five largest, as JSON lines")))
 
-COMMANDS = (TOP, DROPS, TOTALS)
+RTT = Command(
+    "rtt", "Round-trip times and retransmissions of the TCP connections (and ICMP echoes) "
+           "crossing the interfaces watched, measured in the kernel from the packets "
+           "alone: a line per sample, named by what answered it (the network; a guest, "
+           "on its tap; this host, on its own NICs), and percentiles at the end.",
+    "round-trip times and retransmissions: network or guest?",
+    (("netmon rtt --guest all", "each guest's round trips, the network's and its own, "
+                                "and its retransmissions"),
+     ("netmon rtt -i vmbr0 --port 443 --json", "HTTPS connections' samples as JSON lines"),
+     ("netmon rtt --guest all --quiet", "no lines: the percentiles and retransmissions "
+                                        "when it stops")),
+    without=frozenset(_CAPTURE | {"flow_records", "top", "ipfix", "ipfix_domain", "sort",
+                                  "by", "flow_entries", "flow_idle", "flow_active", "drops",
+                                  "totals", "totals_every", "totals_keep",
+                                  "totals_snapshot", "rtt"}))
+
+COMMANDS = (TOP, DROPS, RTT, TOTALS)
 BY_NAME = {c.name: c for c in (MONITOR, *COMMANDS)}
 
 

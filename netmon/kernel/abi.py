@@ -32,10 +32,12 @@ DIR_NAMES = ("in", "out")
 # struct nm_config, native byte order: each option up to ALT values (NM_ALT), how many
 # given apart: three arrays of struct nm_prefix (net, mask, family, padding), then the
 # ports', vlan's, match, proto's, the counts, capture's snaplen (0: no capture) and
-# cap_events, the flows, quiet and expression switches, epoch_ns, and the owner's pid.
+# cap_events, the flows, quiet and expression switches, TCP health's switches and gap,
+# epoch_ns, and the owner's pid.
 ALT = 8
 PREFIX = struct.Struct("=16s16sB3x")
-CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4 + f"H{ALT}B8BBB4xIBBBBQII")
+CONFIG = struct.Struct("=" + "16s16sB3x" * 3 * ALT + f"{ALT}H" * 4
+                       + f"H{ALT}B8BBB4xIBBBBB3xIQII")
 CONFIG_OWNER_OFFSET = CONFIG.size - 8  # nm_config.owner
 
 # nm_config.expr
@@ -62,6 +64,8 @@ PROTO_NAMES = ("tcp", "udp", "sctp", "icmp", "icmpv6", "other")
 COUNTER_NAMES = ("seen", "non_ip", "malformed", "matched", "sent", "send_failed",
                  "pull_failed", "copy_failed", "flow_overflow", "flow_overflow_bytes",
                  "expr_not_ip", "drop_unkeyed",
+                 "tcp_data", "tcp_retrans", "tcp_reorder", "rtt_samples", "rtt_unmatched",
+                 "tcp_noroom",
                  *(f"packets_{p}" for p in PROTO_NAMES), *(f"bytes_{p}" for p in PROTO_NAMES))
 COUNTERS = struct.Struct(f"={len(COUNTER_NAMES)}Q")
 
@@ -92,6 +96,19 @@ DROP_TAIL = struct.Struct("=QI4x")
 HDR_BUF = 256  # NM_HDR_BUF
 HDRBUF_SIZE = HDR_BUF + 64
 
+# TCP health (netmon rtt): nm_config.tcp, struct nm_tcp_sample's kinds and what it adds
+# to its struct nm_event (rtt_ns, seq, kind), the histograms (struct nm_rtt_hist: count,
+# sum_ns, the buckets), the state's key and value (struct nm_tcp_key, nm_tcp_half x 2
+# and the sweep generation).
+TCP_MEASURE, TCP_EVENTS = 0x01, 0x02
+TK_RTT_TS, TK_RTT_SYN, TK_RTT_ICMP, TK_RETRANS, TK_REORDER = 1, 2, 3, 4, 5
+TCP_TAIL = struct.Struct("=QIB3x")
+RTT_BUCKETS = 128  # NM_RTT_BUCKETS
+RTT_HIST = struct.Struct(f"=QQ{RTT_BUCKETS}Q")
+TCP_KEY = struct.Struct("=IHBB2H16s16s")
+TCP_HALF = struct.Struct("=QQIIIIIBBBB")
+TCP_STATE = struct.Struct(f"={TCP_HALF.size}s{TCP_HALF.size}sI4x")
+
 # Every struct the object and netmon share, by name: its size here. The loader holds
 # each against the object's BTF (a struct the object's BTF lacks is a build mismatch).
 STRUCTS = {
@@ -109,4 +126,9 @@ STRUCTS = {
     "nm_flow_key4": FLOW_KEY4.size,
     "nm_flow": FLOW_VALUE.size,
     "nm_scratch": SCRATCH.size,
+    "nm_tcp_sample": EVENT.size + TCP_TAIL.size,
+    "nm_rtt_hist": RTT_HIST.size,
+    "nm_tcp_key": TCP_KEY.size,
+    "nm_tcp_half": TCP_HALF.size,
+    "nm_tcp_state": TCP_STATE.size,
 }

@@ -20,7 +20,8 @@ OPTION_BITS = (("protocol", M_PROTO), ("src", M_SADDR), ("dst", M_DADDR), ("spor
 
 def pack(filters: Mapping | None = None, *, snaplen: int = 0, cap_events: bool = False,
          epoch_ns: int = 0, flows: bool = False, quiet: bool = False, owner: int = 0,
-         replay: bool = False, any_if: bool = False, netns: int = 0) -> bytes:
+         replay: bool = False, any_if: bool = False, netns: int = 0, tcp: int = 0,
+         rtt_gap_us: int = 0) -> bytes:
     """The bytes of struct nm_config.
 
     ``filters``: the options' values by name (OPTION_BITS; each a tuple of at most ALT:
@@ -37,6 +38,8 @@ def pack(filters: Mapping | None = None, *, snaplen: int = 0, cap_events: bool =
     ``replay``: -r, each frame's wire length told apart (MonitorProgram.wire_len).
     Drops: ``any_if``, on every interface, not only the registered ones; ``netns``,
     the inode of the network namespace whose drops count (0: every one's).
+    TCP health (netmon rtt): ``tcp``, abi.TCP_MEASURE and TCP_EVENTS; ``rtt_gap_us``, the
+    least time between the starts of two samples of one connection's way.
     """
     f = dict(filters or {})
     values = {name: tuple(f.get(name, ())) for name, _ in OPTION_BITS}
@@ -54,7 +57,7 @@ def pack(filters: Mapping | None = None, *, snaplen: int = 0, cap_events: bool =
             | (EXPR_IF if f.get("expr_if") else 0)) if f.get("expression") else 0
     return CONFIG.pack(
         *prefixes, *numbers, match, *_padded(values["protocol"], 0), *counts, replay, any_if,
-        snaplen, cap_events, flows, quiet, expr, epoch_ns, owner, netns,
+        snaplen, cap_events, flows, quiet, expr, tcp, rtt_gap_us, epoch_ns, owner, netns,
     )
 
 

@@ -24,7 +24,7 @@ from netmon.errors import (KernelTooOld, LibbpfError, NetmonError, ObjectMismatc
                            PermissionProblem, ProgramRejected)
 from netmon.expression import ebpf
 from netmon.kernel import drops, facts, libbpf, splice
-from netmon.kernel.abi import CONFIG, FLOW_TABLES, HDR_BUF, STRUCTS
+from netmon.kernel.abi import CONFIG, FLOW_TABLES, HDR_BUF, IF_SLOTS, STRUCTS
 from netmon.kernel.attach import Attachment
 from netmon.kernel.choices import Method, Mode
 from netmon.kernel.hooks import HOOKS
@@ -151,17 +151,20 @@ class MonitorProgram:
     def __init__(self, config: bytes, path: Path | None = None,
                  hooks: typing.Iterable[str] = tuple(HOOKS), capture: bool = False,
                  flow_entries: int = 0, expression: str | None = None,
-                 netmask: int = 0xFFFFFFFF):
+                 netmask: int = 0xFFFFFFFF, tcp_entries: int = 0):
         """``capture``: the config has a snaplen; each CPU gets a record builder, and
         interface slots (the capture's interface ids) are never given out twice.
         ``flow_entries``: the config counts flows, in tables of this many entries.
         ``expression``: a filter expression (the config says so too), spliced into each
-        program as it loads, compiled with ``netmask`` (FilterSpec.netmask)."""
+        program as it loads, compiled with ``netmask`` (FilterSpec.netmask).
+        ``tcp_entries``: the config measures TCP health, keeping this many connections'
+        state."""
         if len(config) != CONFIG.size:
             raise ObjectMismatch(f"config is {len(config)} bytes, expected {CONFIG.size}")
         self._config = config
         self._capture = capture
         self._flow_entries = flow_entries
+        self._tcp_entries = tcp_entries
         self.hooks = tuple(hooks)
         # Multi-buffer frames (jumbo MTUs, GRO) reach the XDP program whole instead of
         # making native attach fail, where the kernel has them; its expression then reads
@@ -197,6 +200,9 @@ class MonitorProgram:
             self.counters_fd = self.obj.map_fd("counters")
             self._wirelen_fd = self.obj.map_fd("wirelen")
             self._wirelen = 0
+            self.tcpstate_fd = self.obj.map_fd("tcpstate")
+            self.rtthist_fd = self.obj.map_fd("rtthist")
+            self.tcpgen_fd = self.obj.map_fd("tcpgen")
             self.slots = Slots(self.counters_fd, self.obj.map_fd("ifcache"),
                                self.obj.map_fd("ifslots"), capture)
         except BaseException:
@@ -229,6 +235,12 @@ class MonitorProgram:
         for table in (t for side in FLOW_TABLES for t in side):
             libbpf.ensure(lib.bpf_map__set_max_entries(obj.map(table), self._flow_entries or 1),
                           "sizing the flow tables")
+        # TCP health's maps, an entry apiece when unused (they are preallocated).
+        libbpf.ensure(lib.bpf_map__set_max_entries(obj.map("tcpstate"), self._tcp_entries or 1),
+                      "sizing the TCP state table")
+        libbpf.ensure(lib.bpf_map__set_max_entries(
+            obj.map("rtthist"), IF_SLOTS * 2 if self._tcp_entries else 1),
+            "sizing the RTT histograms")
         if self._capture:
             libbpf.ensure(lib.bpf_map__set_max_entries(
                 obj.map("scratch"), libbpf.ensure(lib.libbpf_num_possible_cpus(), "counting CPUs")),

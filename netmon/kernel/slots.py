@@ -29,6 +29,9 @@ class Slots:
         self._slots: dict[int, int] = {}  # ifindex -> slot
         self._free = list(range(IF_SLOTS - 1, 0, -1))
         self._retired = dict.fromkeys(COUNTER_NAMES, 0)  # counts of unregistered slots
+        # Called with (ifindex, slot) as an interface is unregistered, before its slot
+        # is free (what else is kept per slot is read and cleared then: RTT histograms).
+        self.on_unregister: list = []
 
     def register(self, ifindex: int) -> None:
         """Count ``ifindex``'s frames apart from now on (before attaching to it)."""
@@ -57,6 +60,8 @@ class Slots:
         slot = self._slots.pop(ifindex, None)
         if slot is None:
             return {}
+        for call in self.on_unregister:
+            call(ifindex, slot)
         lib = libbpf.lib()
         key = ffi.new("__u32 *", ifindex % IF_CACHE)
         cached = ffi.new("__u32[2]")
@@ -78,6 +83,10 @@ class Slots:
         if not self._capture:  # a capture file's interface ids stay the slots they had
             self._free.append(slot)
         return last
+
+    def registered(self) -> dict[int, int]:
+        """ifindex -> slot of every registered interface."""
+        return dict(self._slots)
 
     def slot(self, ifindex: int) -> int:
         """The registered interface's slot: its interface id in a capture file."""

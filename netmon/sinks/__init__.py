@@ -12,12 +12,13 @@ from netmon.sinks.ipfix import IpfixSink
 from netmon.sinks.lines import LinesSink
 from netmon.sinks.metrics import MetricsSink
 from netmon.sinks.pcapng import PcapngSink
+from netmon.sinks.rtt import RttLinesSink
 from netmon.sinks.stats import StatsSink
 from netmon.sinks.top import TopSink
 from netmon.sinks.totals import TotalsSink
 
-SINKS = (MetricsSink, TotalsSink, PcapngSink, LinesSink, DropLinesSink, IpfixSink, FlowRecordsSink,
-         TopSink, StatsSink)
+SINKS = (MetricsSink, TotalsSink, PcapngSink, LinesSink, DropLinesSink, RttLinesSink, IpfixSink,
+         FlowRecordsSink, TopSink, StatsSink)
 
 
 def for_run(settings) -> list[type]:

@@ -15,7 +15,7 @@ import json
 import time
 from typing import Callable, Iterable
 
-from netmon import protocols
+from netmon import protocols, tcphealth
 from netmon.events import DIR_NAMES, Event, Flow, Row, decode_flow
 
 _PREFIX_CACHE_MAX = 65536
@@ -229,6 +229,67 @@ class DropJson:
         if not row[1]:  # dropped with no device: none to name (the text's "-")
             fields["ifname"] = None
         fields.update(reason=self._reason(row[7]), location=self._where(row[6]))
+        return self._dumps(fields)
+
+    def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:
+        return "".join([self.line(row) + "\n" for row in rows])
+
+
+# -- TCP health (netmon rtt) ----------------------------------------------------------
+
+class TcpText:
+    """``tap100i0 (web1) network TCP 10.0.0.9:51000 -> 10.0.0.1:443 rtt 20.312 ms``: an
+    RTT sample, named by what answered it (tcphealth.component), the flow as the packet
+    that started it went; ``(handshake)``, ``(echo)`` where it was not timestamps.
+    ``tap100i0 (web1) out TCP 10.0.0.1:443 -> 10.0.0.9:51000 (1514b) retransmission seq
+    1234``: a data segment the interface had seen (``out of order``: one that filled a
+    gap). A row is an event's fields, then rtt_ns, seq and kind (abi.TCP_TAIL)."""
+
+    def __init__(self, ifinfo: Callable[[int], dict], stamp: Callable[[int], str] | None = None):
+        self._ifinfo = ifinfo
+        self._stamp = stamp
+        self._text = TextFormat()
+
+    def line(self, row: Row) -> str:
+        rtt, seq, kind = row[6], row[7], row[8]
+        info = self._ifinfo(row[1])
+        where = with_guest(info)
+        stamp = self._stamp(row[0]) if self._stamp else ""
+        flow = self._text.line(row[:6])
+        if kind in tcphealth.RTT_KINDS:
+            what = _prefix(decode_flow(row[3]))[:-2]  # the flow without its length
+            how = "" if kind == tcphealth.TK_RTT_TS else f" ({tcphealth.KIND_NAMES[kind]})"
+            comp = tcphealth.component("guest" in info, row[4])
+            return f"{stamp}{where} {comp} {what} rtt {tcphealth.ms(rtt)}{how}"
+        return (f"{stamp}{where} {DIR_NAMES[row[4]]} {flow} "
+                f"{tcphealth.KIND_NAMES.get(kind, kind)} seq {seq}")
+
+    def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:
+        return "".join([self.line(row) + "\n" for row in rows])
+
+
+class TcpJson:
+    """One JSON object per RTT sample or retransmission: the event's fields (for a sample,
+    the packet's that started it), ``event`` (rtt, retransmission, out_of_order); for a
+    sample ``component``, ``method`` (timestamp, handshake, echo) and ``rtt_ns``; else
+    ``seq``."""
+
+    def __init__(self, ifinfo: Callable[[int], dict], clock: Clock | None = None):
+        self._json = JsonFormat(ifinfo, clock)
+        self._ifinfo = ifinfo
+        self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+    def line(self, row: Row) -> str:
+        rtt, seq, kind = row[6], row[7], row[8]
+        fields = self._json.fields(row[:6])
+        if kind in tcphealth.RTT_KINDS:
+            del fields["len"], fields["segs"], fields["tcp_flags"]
+            fields.update(event="rtt", component=tcphealth.component(
+                "guest" in self._ifinfo(row[1]), row[4]),
+                method=tcphealth.KIND_NAMES[kind], rtt_ns=rtt)
+        else:
+            fields.update(event="retransmission" if kind == tcphealth.TK_RETRANS
+                          else "out_of_order", seq=seq)
         return self._dumps(fields)
 
     def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:

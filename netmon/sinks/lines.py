@@ -17,7 +17,8 @@ class LinesSink(LinesOut):
 
     @classmethod
     def wanted(cls, settings) -> bool:
-        if settings.flows is not None or settings.quiet or settings.drops:
+        if settings.flows is not None or settings.quiet or settings.drops \
+                or settings.tcp is not None:
             return False
         return settings.capture is None or settings.capture.print_lines
 

@@ -15,12 +15,15 @@ import time
 
 from netmon import events
 from netmon.flows import INTERVAL, FlowBook
-from netmon.kernel.abi import DROP_TAIL
+from netmon import tcphealth
+from netmon.kernel import tcpstate
+from netmon.kernel.abi import DIR_IN, DIR_OUT, DROP_TAIL, TCP_EVENTS, TCP_MEASURE, TCP_TAIL
 from netmon.kernel.flowtable import FlowTable
 from netmon.kernel.loader import MonitorProgram
 from netmon.pipeline import Delivery, Pipeline
 from netmon.report import Summary
-from netmon.settings import FlowSettings
+from netmon.settings import FlowSettings, TcpSettings
+from netmon.sinks import formats
 from netmon.sources.reader import SAMPLE_HEAD, PerfReader, Span, sample_size
 from netmon.sources.records import FLUSH_MS, WAKEUP_BYTES, Records, epb_time
 
@@ -30,6 +33,7 @@ class Feed:
 
     capture = False  # records carry packets: the loader sizes the copy buffers
     flow_entries = 0  # flows: the tables' size
+    tcp_entries = 0  # TCP health: the connections' state table's size
     wakeup: int | None = None  # bytes a ring holds when it wakes the reader (None: default)
     sample = sample_size(events.EVENT_SIZE)
     book: FlowBook | None = None  # the flows, where they are counted
@@ -178,10 +182,95 @@ class FlowFeed(Feed):
             summary.flows = (self.book.seen, self.book.active, self.book.ended)
 
 
+class TcpFeed(EventFeed):
+    """netmon rtt: a record per RTT sample and retransmission (none with --quiet: the
+    histograms and counters only); the connections' state swept now and then; the
+    histograms and retransmission counts read into the summary at the end."""
+
+    def __init__(self, pipeline: Pipeline, pages: int, poll_ms: int, tcp: TcpSettings,
+                 quiet: bool, interfaces):
+        super().__init__(pipeline, pages, poll_ms)
+        self._decoder = events.Decoder(TCP_TAIL.format)
+        record = events.EVENT_SIZE + TCP_TAIL.size
+        self.sample = sample_size(record)
+        self._tail = self.sample - SAMPLE_HEAD - record
+        self._tcp = tcp
+        self._lines = not quiet
+        self._interfaces = interfaces
+        self.tcp_entries = tcp.entries
+        self._prog: MonitorProgram | None = None
+        self._sweeper: tcpstate.Sweeper | None = None
+        self._next_sweep = 0.0
+        # Interfaces no longer watched: their histograms and counts, by name
+        self._retired_hists: dict[tuple[str, str], tcphealth.Histogram] = {}
+
+    def config(self) -> dict:
+        return {"quiet": True, "tcp": TCP_MEASURE | (TCP_EVENTS if self._lines else 0),
+                "rtt_gap_us": int(self._tcp.gap_ms * 1000)}
+
+    def started(self, prog: MonitorProgram) -> None:
+        self._prog = prog
+        self._sweeper = tcpstate.Sweeper(prog.tcpstate_fd, prog.tcpgen_fd)
+        self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
+        prog.slots.on_unregister.append(self._retire)
+
+    def poll(self, reader: PerfReader) -> None:
+        super().poll(reader)
+        if self._sweeper is not None and time.monotonic() >= self._next_sweep:
+            self._sweeper.sweep()
+            self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
+
+    def _label(self, ifindex: int) -> tuple[str, bool]:
+        info = self._interfaces.info(ifindex)
+        return formats.with_guest(info), "guest" in info
+
+    def _retire(self, ifindex: int, slot: int) -> None:
+        """An interface is no longer watched: its slot's histograms are kept by name and
+        cleared for the next interface that gets the slot."""
+        name, guest = self._label(ifindex)
+        for start in (DIR_IN, DIR_OUT):
+            key = (name, tcphealth.component(guest, start))
+            h = tcpstate.read_histogram(self._prog.rtthist_fd, slot * 2 + start)
+            self._retired_hists.setdefault(key, tcphealth.Histogram()).add(h)
+            tcpstate.clear_histogram(self._prog.rtthist_fd, slot * 2 + start)
+
+    def histograms(self) -> dict[tuple[str, str], tcphealth.Histogram]:
+        """RTT histograms by (interface label, component), the retired ones' included."""
+        out = {k: tcphealth.Histogram(h.count, h.sum_ns, list(h.buckets))
+               for k, h in self._retired_hists.items()}
+        if self._prog is None:
+            return out
+        for ifindex, slot in self._prog.slots.registered().items():
+            name, guest = self._label(ifindex)
+            for start in (DIR_IN, DIR_OUT):
+                h = tcpstate.read_histogram(self._prog.rtthist_fd, slot * 2 + start)
+                out.setdefault((name, tcphealth.component(guest, start)),
+                               tcphealth.Histogram()).add(h)
+        return out
+
+    def fill(self, summary: Summary) -> None:
+        super().fill(summary)
+        if self._prog is None:
+            return
+        retrans = {}
+        for (ifname, d), c in summary.per_interface.items():
+            info = next((self._interfaces.info(i) for i, n in
+                         self._interfaces.names.items() if n == ifname), {"ifname": ifname})
+            retrans[(formats.with_guest(info), d)] = tcphealth.Retransmissions(
+                c.get("tcp_data", 0), c.get("tcp_retrans", 0), c.get("tcp_reorder", 0))
+        c = summary.counters
+        summary.rtt = tcphealth.summary_lines(self.histograms(), retrans,
+                                              c.get("rtt_unmatched", 0),
+                                              c.get("tcp_noroom", 0))
+
+
 def for_delivery(delivery: Delivery, pipeline: Pipeline, pages: int, poll_ms: int,
                  flows: FlowSettings | None, snaplen: int, shows_lines: bool,
-                 cap_events: bool, epoch_ns: int) -> Feed:
+                 cap_events: bool, epoch_ns: int, tcp: TcpSettings | None = None,
+                 quiet: bool = False, interfaces=None) -> Feed:
     """The feed of a run's one delivery."""
+    if tcp is not None:  # netmon rtt, with its lines or (--quiet) without
+        return TcpFeed(pipeline, pages, poll_ms, tcp, quiet, interfaces)
     if delivery is Delivery.FLOWS:
         return FlowFeed(pipeline, poll_ms, flows)
     if delivery is Delivery.CAPTURE:

@@ -131,7 +131,8 @@ class LiveSource:
         self._feed = feeds.for_delivery(
             delivery, pipeline, s.pages, s.poll_ms, s.flows,
             s.capture.snaplen if s.capture else 0, shows_lines,
-            cap_events=shows_lines or s.count is not None, epoch_ns=epoch_offset_ns)
+            cap_events=shows_lines or s.count is not None, epoch_ns=epoch_offset_ns,
+            tcp=s.tcp, quiet=s.quiet, interfaces=interfaces)
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection, s.follow)
@@ -150,7 +151,7 @@ class LiveSource:
         self.prog = stack.enter_context(MonitorProgram(
             packed, hooks=policy.to_load(s, busy, xdp_captures), capture=self._feed.capture,
             flow_entries=self._feed.flow_entries, expression=s.spec.expression,
-            netmask=s.spec.netmask))
+            netmask=s.spec.netmask, tcp_entries=self._feed.tcp_entries))
         self._reader = stack.enter_context(PerfReader(
             self.prog.events_fd, self._feed.pages, wakeup=self._feed.wakeup,
             sample=self._feed.sample))

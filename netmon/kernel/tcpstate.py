@@ -1,0 +1,69 @@
+"""TCP health's maps: the RTT histograms read, the connections' state swept.
+
+The kernel keeps a histogram per interface slot and the direction of the packets that
+start samples (rtthist), and a state entry per connection (tcpstate). A connection
+that ends, or goes quiet, leaves its entry: netmon sweeps them. Each sweep moves the
+generation on (tcpgen); a packet marks its connection's entry with the generation it
+sees; an entry no packet marked since the sweep before last is deleted. A connection
+quiet that long (two sweeps) that comes back is followed anew: its next segment
+starts its sequence, nothing is counted wrong.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from netmon.kernel import libbpf
+from netmon.kernel.abi import RTT_BUCKETS, RTT_HIST, TCP_HALF, TCP_KEY, TCP_STATE
+from netmon.kernel.libbpf import ffi
+from netmon.tcphealth import Histogram
+
+SWEEP_SECONDS = 30.0
+_GEN_AT = 2 * TCP_HALF.size  # struct nm_tcp_state's gen
+
+
+def read_histogram(fd: int, index: int) -> Histogram:
+    value = ffi.new("char[]", RTT_HIST.size)
+    libbpf.ensure(libbpf.lib().bpf_map_lookup_elem(fd, ffi.new("__u32 *", index), value),
+                  "reading an RTT histogram")
+    fields = RTT_HIST.unpack(ffi.buffer(value))
+    return Histogram(fields[0], fields[1], list(fields[2:2 + RTT_BUCKETS]))
+
+
+def clear_histogram(fd: int, index: int) -> None:
+    libbpf.ensure(libbpf.lib().bpf_map_update_elem(
+        fd, ffi.new("__u32 *", index), ffi.new("char[]", RTT_HIST.size), 0),
+        "clearing an RTT histogram")
+
+
+class Sweeper:
+    """Deletes the state of connections no packet touched for two sweeps."""
+
+    def __init__(self, state_fd: int, gen_fd: int):
+        self._state_fd, self._gen_fd = state_fd, gen_fd
+        self.gen = 0
+        self.expired = 0  # entries deleted: connections that ended or went quiet
+
+    def sweep(self) -> int:
+        """One sweep; returns the entries it deleted."""
+        lib = libbpf.lib()
+        self.gen += 1
+        libbpf.ensure(lib.bpf_map_update_elem(self._gen_fd, ffi.new("__u32 *", 0),
+                                              ffi.new("__u32 *", self.gen), 0),
+                      "moving the TCP state's generation on")
+        key, nxt = ffi.new("char[]", TCP_KEY.size), ffi.new("char[]", TCP_KEY.size)
+        value = ffi.new("char[]", TCP_STATE.size)
+        old, first = [], True
+        while lib.bpf_map_get_next_key(self._state_fd, ffi.NULL if first else key, nxt) == 0:
+            first = False
+            ffi.memmove(key, nxt, TCP_KEY.size)
+            if lib.bpf_map_lookup_elem(self._state_fd, key, value) != 0:
+                continue  # deleted by now
+            gen = struct.unpack_from("=I", ffi.buffer(value), _GEN_AT)[0]
+            # Serial: the generations wrap after 2^32 sweeps.
+            if (self.gen - gen) & 0xFFFFFFFF >= 2:
+                old.append(bytes(ffi.buffer(key)))
+        for raw in old:
+            if lib.bpf_map_delete_elem(self._state_fd, ffi.from_buffer(raw)) == 0:
+                self.expired += 1
+        return len(old)
