@@ -956,6 +956,19 @@ failed:
  * then drops (netmon/kernel/splice.py); it is called only when cfg.expr says so. As
  * compiled it matches every frame. Returns 1 for a match, 0 for none.
  */
+/*
+ * The expression keeps r6-r9 for its caller (it saves them in the frame and gives them
+ * back), and the verifier refuses to save a register nothing was written to yet: a
+ * hook with an expression writes them first. Nothing lives in them at a hook's start;
+ * the clobbers tell the compiler so.
+ */
+#define EXPR_REGS_WRITTEN()						\
+	do {								\
+		if (cfg.expr)						\
+			asm volatile("r6 = 0\n\tr7 = 0\n\tr8 = 0\n\tr9 = 0"	\
+				     ::: "r6", "r7", "r8", "r9");		\
+	} while (0)
+
 static __noinline int nm_expr(void *ctx, void *data, void *data_end, struct nm_expr_frame *frame)
 {
 	volatile int match = 1;  /* volatile: the compiler must not fold the call away */
@@ -1047,6 +1060,9 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
 /* An outstanding sample older than this is given up (counted unmatched). */
 #define NM_RTT_GIVE_UP_NS (10ULL * 1000 * 1000 * 1000)
 
+/* A new connection's state (its own section: .rodata is struct nm_config alone). */
+const volatile struct nm_tcp_state tcp_zero SEC(".rodata.tcp") = {};
+
 /* Sequence numbers and timestamps wrap: a before b in serial number arithmetic. */
 static __always_inline bool before(__u32 a, __u32 b)
 {
@@ -1083,19 +1099,29 @@ static __always_inline void tcp_record(void *ctx, const struct nm_event *ev,
 				       struct nm_counters *cnt, bool swap, __u8 kind,
 				       __u64 rtt, __u32 seq, __u64 now)
 {
-	struct nm_tcp_sample t = { .ev = *ev, .rtt_ns = rtt, .seq = seq, .kind = kind };
+	/* Built in the per-CPU buffer netmon drops copies headers to (a run has one or the
+	 * other): the hooks' stack is near its 512 bytes. */
+	__u32 zero = 0;
+	struct nm_tcp_sample *t = bpf_map_lookup_elem(&hdrbuf, &zero);
 
-	t.ev.ts_ns = now;
+	_Static_assert(sizeof(*t) <= sizeof(struct nm_hdrbuf), "a sample fits in hdrbuf");
+	if (!t)
+		return;
+	t->ev = *ev;
+	t->rtt_ns = rtt;
+	t->seq = seq;
+	t->kind = kind;
+	t->ev.ts_ns = now;
 	if (swap) {
-		__builtin_memcpy(t.ev.saddr, ev->daddr, NM_ADDR_LEN);
-		__builtin_memcpy(t.ev.daddr, ev->saddr, NM_ADDR_LEN);
-		t.ev.sport = ev->dport;
-		t.ev.dport = ev->sport;
-		t.ev.dir = ev->dir ^ 1;
-		t.ev.tcp_flags = 0;
-		t.ev.flags &= ~NM_EV_TCPFLAGS;
+		__builtin_memcpy(t->ev.saddr, ev->daddr, NM_ADDR_LEN);
+		__builtin_memcpy(t->ev.daddr, ev->saddr, NM_ADDR_LEN);
+		t->ev.sport = ev->dport;
+		t->ev.dport = ev->sport;
+		t->ev.dir = ev->dir ^ 1;
+		t->ev.tcp_flags = 0;
+		t->ev.flags &= ~NM_EV_TCPFLAGS;
 	}
-	send_tcp(ctx, &t, cnt);
+	send_tcp(ctx, t, cnt);
 }
 
 /* A round trip measured: into the histogram of the direction its first packet went. */
@@ -1238,19 +1264,18 @@ static __always_inline struct nm_tcp_state *tcp_state(const struct nm_tcp_key *k
 						      struct nm_counters *cnt)
 {
 	struct nm_tcp_state *st = bpf_map_lookup_elem(&tcpstate, key);
-	struct nm_tcp_state init = {};
 	__u32 zero = 0, *gen;
 
 	if (!st) {
-		gen = bpf_map_lookup_elem(&tcpgen, &zero);
-		init.gen = gen ? *gen : 0;
-		if (bpf_map_update_elem(&tcpstate, key, &init, BPF_NOEXIST) &&
+		/* From a zeroed global, not the stack: the hooks' stack is near its limit. */
+		if (bpf_map_update_elem(&tcpstate, key, (void *)&tcp_zero, BPF_NOEXIST) &&
 		    !bpf_map_lookup_elem(&tcpstate, key)) {
 			count(cnt, NM_CNT_TCP_NOROOM);
 			return NULL;
 		}
 		st = bpf_map_lookup_elem(&tcpstate, key);
-		return st;
+		if (!st)
+			return NULL;
 	}
 	gen = bpf_map_lookup_elem(&tcpgen, &zero);
 	if (gen && st->gen != *gen)
@@ -1457,6 +1482,7 @@ int xdp_monitor(struct xdp_md *ctx)
 	__u32 l2len;
 	int found;
 
+	EXPR_REGS_WRITTEN();
 	if (cfg.expr) {
 		/* Only what the expression reads: the length is a helper call on kernels
 		 * with multi-buffer XDP (`len`, `greater`, `less`). */
@@ -1502,6 +1528,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	__u32 want = skb->len < NM_PULL_LEN ? skb->len : NM_PULL_LEN;
 	__u32 taglen;
 
+	EXPR_REGS_WRITTEN();
 	if ((void *)(long)skb->data + want > (void *)(long)skb->data_end &&
 	    bpf_skb_pull_data(skb, want) < 0)
 		count(cnt, NM_CNT_PULL_FAILED);

@@ -8,6 +8,11 @@ syn SRC SPORT DST DPORT                   one SYN to a closed port (b answers RS
 raw IFNAME HEX                            one Ethernet frame, as given, out of IFNAME
 frames IFNAME COUNT HEX...                each frame COUNT times, in turn, out of IFNAME
 listen ADDR PORT                          accept one connection, read it all, exit
+echo ADDR PORT                            accept one connection, send back each message
+                                          at once, exit when it closes
+pingpong DST DPORT COUNT SIZE             COUNT messages of SIZE bytes, each after the
+                                          answer to the one before (echo's)
+bulk DST DPORT BYTES                      connect, send BYTES in 1000-byte writes, close
 """
 
 from __future__ import annotations
@@ -91,8 +96,52 @@ def listen(addr: str, port: int) -> None:
                 pass
 
 
+def echo(addr: str, port: int) -> None:
+    with socket.socket(_family(addr), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, port))
+        s.listen(1)
+        print("ready", flush=True)
+        s.settimeout(scaled(30))
+        conn, _ = s.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+
+
+def pingpong(dst: str, dport: int, count: int, size: int) -> None:
+    """Each message answered before the next: every segment is echoed at once by data
+    (no delayed ACK in a round trip), so each RTT sample is the path's and the peer's."""
+    with socket.create_connection((dst, dport), timeout=scaled(30)) as c:
+        c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(count):
+            c.sendall(b"p" * size)
+            got = 0
+            while got < size:
+                chunk = c.recv(65536)
+                if not chunk:
+                    raise SystemExit("the echo closed early")
+                got += len(chunk)
+
+
+def bulk(dst: str, dport: int, nbytes: int) -> None:
+    with socket.create_connection((dst, dport), timeout=scaled(30)) as c:
+        sent = 0
+        while sent < nbytes:
+            c.sendall(b"b" * min(1000, nbytes - sent))
+            sent += 1000
+            time.sleep(0.0005)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):
+            pass
+
+
 if __name__ == "__main__":
     kind, *args = sys.argv[1:]
     fn = {"udp": udp, "flows": flows, "tcp": tcp, "syn": syn, "raw": raw, "frames": frames,
-          "listen": listen}[kind]
+          "listen": listen, "echo": echo, "pingpong": pingpong, "bulk": bulk}[kind]
     fn(*[int(a) if a.isdigit() and kind not in ("raw", "frames") else a for a in args])

@@ -1,0 +1,168 @@
+"""netmon rtt live, on a guest's tap: known delays and losses on either side of it.
+
+tests/support/guestpath.py builds guest | delay line | host bridge (the tap) | delay
+line | remote. A delay added beyond the tap must show in the network's component and
+not the guest's; one added behind it (between the tap and the guest: a slow guest) in
+the guest's and not the network's. Losses beyond the tap must show as exactly the
+retransmissions a capture at the tap shows.
+
+The delay lines are user-space processes (this kernel has no netem): a frame waits its
+delay plus the scheduler's jitter, so an RTT is held to a range, never a time: at least
+the delay added, and within a quarter of it plus 10 ms above (the buckets alone are
+within 12.5 %).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+import subprocess
+import time
+
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
+
+from tests.support.guestpath import TAP, GuestPath
+from tests.support.netns import scaled
+from tests.support.pve import fake_pve
+from tests.support.runner import Netmon
+
+pytestmark = pytest.mark.kernel
+
+DELAY_MS = 40.0
+
+
+@pytest.fixture(scope="module")
+def path():
+    with GuestPath() as p:
+        yield p
+
+
+def _run(path: GuestPath, tmp_path, traffic, *args: str, behind: float = 0,
+         beyond: float = 0, drop_every: int = 0):
+    env = fake_pve(tmp_path, {100: "web1"})
+    with path.lines(behind, beyond, drop_every) as stats:
+        with Netmon(path, "--rtt", *args, interface=TAP, ns=path.h, env=env) as nm:
+            nm.wait_ready()
+            traffic()
+            assert nm.stop() == 0, nm.err
+    return nm, stats
+
+
+def _samples(lines: list[str], component: str, method: str = "timestamp") -> list[float]:
+    """RTTs in ms of the JSON lines' samples of one component and method."""
+    out = []
+    for line in lines:
+        rec = json.loads(line)
+        if rec["event"] == "rtt" and rec["component"] == component and rec["method"] == method:
+            out.append(rec["rtt_ns"] / 1e6)
+    return out
+
+
+def _pingpong(path: GuestPath, count: int = 40):
+    def traffic():
+        with path.server("echo", 5001):
+            path.traffic(path.g, "pingpong", path.r_ip, 5001, count, 100)
+    return traffic
+
+
+@pytest.mark.parametrize("where", ["beyond", "behind"])
+def test_a_delay_shows_in_its_own_component_only(path, tmp_path, where):
+    """40 ms added beyond the tap: the network's RTT grows by it, the guest's does not;
+    added behind it, the other way round. Both components from the same flow."""
+    nm, _ = _run(path, tmp_path, _pingpong(path), "--json", **{where: DELAY_MS})
+    network, guest = _samples(nm.out, "network"), _samples(nm.out, "guest")
+    assert len(network) >= 5 and len(guest) >= 5, nm.out
+    slow, fast = (network, guest) if where == "beyond" else (guest, network)
+    assert DELAY_MS <= statistics.median(slow) <= DELAY_MS * 1.25 + 10
+    assert statistics.median(fast) < DELAY_MS / 4
+    rec = json.loads(nm.out[0])
+    assert (rec["ifname"], rec["guest"], rec["guest_name"]) == (TAP, 100, "web1")
+    # The summary's table: each component of the tap, by name.
+    err = "\n".join(nm.err)
+    assert re.search(rf"^netmon:   {TAP} \(web1\)  network +\d+ samples  median ", err, re.M)
+    assert re.search(rf"^netmon:   {TAP} \(web1\)  guest +\d+ samples  median ", err, re.M)
+
+
+def test_text_lines_name_the_guest_the_component_and_the_flow(path, tmp_path):
+    def traffic():
+        _pingpong(path, 10)()
+        subprocess.run(path.exec_args(path.g, "ping", "-n", "-q", "-c", "3", "-i", "0.2",
+                                      path.r_ip), check=True, capture_output=True)
+
+    nm, _ = _run(path, tmp_path, traffic, beyond=20)
+    g, r = (re.escape(ip) for ip in (path.g_ip, path.r_ip))
+    tcp_net = re.compile(rf"^{TAP} \(web1\) network TCP {g}:\d+ -> {r}:5001 rtt "
+                         rf"\d+\.\d+ ms( \(handshake\))?$")
+    tcp_guest = re.compile(rf"^{TAP} \(web1\) guest TCP {r}:5001 -> {g}:\d+ rtt "
+                           rf"\d+\.\d+ ms( \(handshake\))?$")
+    echo = re.compile(rf"^{TAP} \(web1\) network ICMP {g} -> {r} rtt \d+\.\d+ ms \(echo\)$")
+    for line in nm.out:
+        assert tcp_net.match(line) or tcp_guest.match(line) or echo.match(line), line
+    assert sum(bool(echo.match(line)) for line in nm.out) == 3
+    assert any(line.endswith("(handshake)") for line in nm.out)
+
+
+def test_retransmissions_equal_what_a_capture_at_the_tap_shows_twice(path, tmp_path):
+    """Every 10th data segment to the remote is lost beyond the tap: netmon counts as
+    retransmitted exactly the data segments a capture at the tap shows again (at least
+    the ones lost; more where the sender retransmits what was not lost)."""
+    pcap = tmp_path / "tap.pcap"
+
+    def traffic():
+        dump = subprocess.Popen(path.exec_args(path.h, "tcpdump", "-i", TAP, "-Q", "in",
+                                               "--immediate-mode", "-U", "-n", "-w", str(pcap), "-Z", "root",
+                                               "tcp"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            dump.stderr.readline()  # "listening on ..."
+            with path.server("listen", 5002):
+                path.traffic(path.g, "bulk", path.r_ip, 5002, 300_000)
+        finally:
+            time.sleep(scaled(0.5))  # what is in flight to tcpdump reaches it
+            dump.terminate()
+            _, err = dump.communicate(timeout=scaled(10))
+            assert re.search(r"^0 packets dropped by kernel", err, re.M), err
+
+    nm, stats = _run(path, tmp_path, traffic, "--json", "tcp", "port", "5002",
+                     drop_every=10)
+    seen, again, data = [], 0, 0
+    for pkt in rdpcap(str(pcap)):
+        if IP not in pkt or pkt[IP].src != path.g_ip:
+            continue
+        tcp = pkt[TCP]
+        size = pkt[IP].len - pkt[IP].ihl * 4 - tcp.dataofs * 4
+        if size <= 0:
+            continue
+        data += 1
+        lo, hi = tcp.seq, tcp.seq + size
+        if any(lo < b and a < hi for a, b in seen):
+            again += 1
+        seen.append((lo, hi))
+    lost = stats["beyond"]["dropped"]
+    retrans = [json.loads(line) for line in nm.out]
+    retrans = [r for r in retrans if r["event"] == "retransmission"]
+    assert lost >= 10 and again >= lost
+    assert len(retrans) == again
+    assert all(r["dir"] == "in" and r["src"] == path.g_ip for r in retrans)
+    err = "\n".join(nm.err)
+    assert re.search(rf"^netmon:   {TAP} \(web1\)  in +{data} data segments, {again} "
+                     rf"retransmitted \(", err, re.M), err
+
+
+def test_without_timestamps_the_handshake_gives_both_components(path, tmp_path):
+    """Windows sends no TCP timestamps by default: the handshake still gives an RTT each
+    way (SYN to SYN-ACK: the network; SYN-ACK to ACK: the guest)."""
+    path.sysctl(path.g, "net.ipv4.tcp_timestamps", "0")
+    try:
+        nm, _ = _run(path, tmp_path, _pingpong(path, 5), "--json", beyond=DELAY_MS)
+    finally:
+        path.sysctl(path.g, "net.ipv4.tcp_timestamps", "1")
+    assert _samples(nm.out, "network") == _samples(nm.out, "guest") == []
+    network = _samples(nm.out, "network", "handshake")
+    guest = _samples(nm.out, "guest", "handshake")
+    assert len(network) == len(guest) == 1
+    assert DELAY_MS <= network[0] <= DELAY_MS * 1.25 + 10
+    assert guest[0] < DELAY_MS / 4
