@@ -20,6 +20,7 @@ Everything runs in one go on the same rig, side by side with its baseline:
       lost; packets counted in the files with capinfos;
   (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
   (l) each program's verification at load: instructions and time (what start-up waits on).
+  (o) TCP health (netmon rtt): its cost per packet at XDP and tc: see bench/rtt.py.
 
 The rig: two namespaces joined by a veth pair (tests/support/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -379,7 +380,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijklmn",
+    ap.add_argument("--only", default="abcdefghijklmno",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -401,6 +402,17 @@ def main() -> None:
                     ["program", "config", "verified instructions", "load s"],
                     [[r["hook"], r["config"], f"{r['insns']:,}" if r["insns"] else "n/a",
                       f"{r['seconds']:.3f}"] for r in bench_verifier()])
+    if want("o"):
+        from bench.rtt import bench_tcp_health
+
+        print_table("(o) TCP health's cost per packet (netmon rtt --quiet against netmon "
+                    "--quiet), BPF_PROG_TEST_RUN, the programs run in turns",
+                    ["hook", "packet", "empty ns", "netmon --quiet ns", "netmon rtt ns",
+                     "added ns", "kernel's figures (empty, quiet, rtt)"],
+                    [[r["hook"], r["packet"], f"{r['empty']:.1f}", f"{r['quiet']:.1f}",
+                      f"{r['rtt']:.1f}", f"{r['added']:+.1f}",
+                      f"{r['empty_k']}, {r['quiet_k']}, {r['rtt_k']}"]
+                     for r in bench_tcp_health(repeat=2_000_000)])
     if want("h"):
         from bench.flows import bench_flow_update
 

@@ -292,8 +292,9 @@ _RTT = typer.Option(
          "the end.")
 _RTT_ENTRIES = typer.Option(
     DEFAULT_TCP_ENTRIES, "--rtt-entries", metavar="N", min=1, max=1 << 22,
-    help="netmon rtt: connections the kernel follows at once; beyond, packets of new ones "
-         "are counted as not followed.")
+    help="netmon rtt, top and --flows: TCP connections whose round trips and "
+         "retransmissions the kernel follows at once; beyond, packets of new ones are "
+         "counted as not followed.")
 _USER = typer.Option(
     None, "-Z", "--relinquish-privileges", metavar="USER",
     help="Once the program is loaded and attached and the files are open, become USER, "

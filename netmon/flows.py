@@ -14,10 +14,12 @@ from __future__ import annotations
 import collections
 import operator
 import socket
+import statistics
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
-from netmon.kernel.abi import DIR_NAMES, FLOW_KEY, FLOW_KEY4
+from netmon.kernel.abi import DIR_NAMES, FLOW_KEY, FLOW_KEY4, TK_REORDER, TK_RETRANS, TK_RTT_ICMP
 
 DEFAULT_ENTRIES = 65536
 DEFAULT_IDLE = 15.0  # seconds without a packet: the flow ends
@@ -31,6 +33,10 @@ END_NAMES = {END_IDLE: "idle", END_ACTIVE: "active", END_FORCED: "end"}
 
 _AF = {4: (socket.AF_INET, 4), 6: (socket.AF_INET6, 16)}
 ICMP_PROTOS = (1, 58)
+ECHO_REQUEST = {4: 8, 6: 128}  # an ICMP echo's flow: its request's type
+RTT_KEPT = 512  # RTT samples a flow keeps for top's windows (the kernel's ~10/s for 40 s)
+# The event's flow part (events.py): addresses, ports, vlan, family, protocol
+_EVENT_FLOW = struct.Struct("=16s16sHHHBB")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,13 @@ class Flow:
     serial: int = 0  # order of appearance: ties in top go to the older flow
     ended: bool = False  # its record is made; it stays in the rate windows it has packets in
     raw: bytes = b""  # the kernel's key, as FlowBook.flows holds it
+    # TCP health (top, --flows): RTT samples this flow's packets started, as (interval,
+    # ns), the last RTT_KEPT; retransmitted segments as (interval, n); and both since the
+    # flow's last record.
+    rtts: collections.deque | None = None
+    retrans: collections.deque | None = None
+    record_rtts: list | None = None
+    record_retrans: int = 0
 
 
 @dataclass(frozen=True)
@@ -95,6 +108,8 @@ class FlowRecord:
     bytes: int
     tcp_flags: int
     reason: int  # END_*
+    rtts: tuple[int, ...] = ()  # TCP health: the RTT samples (ns) the flow's packets started
+    retrans: int = 0  # TCP health: its data segments seen again
 
 
 BY_START = operator.attrgetter("first_ns")  # records in the order their flows started
@@ -128,6 +143,9 @@ class FlowBook:
         self.kinds: collections.Counter = collections.Counter()  # (direction, ipproto) of flows
         self._last_tick = start_ns
         self.on_end: Callable[[Flow], None] | None = None  # told of each flow that ends
+        # TCP health's records of flows not in the book yet (the tables are read once a
+        # second, the records come as they are made), by the flow's raw key.
+        self._pending: dict[bytes, list] = {}
 
     @property
     def active(self) -> int:
@@ -139,6 +157,8 @@ class FlowBook:
         self._last_tick = now_ns
         self._ticks += 1
         counts: dict[Flow, list[int]] = {}
+        if len(self._pending) > 4 * RTT_KEPT:  # of flows the tables never held (full)
+            self._pending.clear()
         for raw, flags, packets, nbytes, first, last in rows:
             flow = self.flows.get(raw)
             if flow is None:
@@ -146,6 +166,8 @@ class FlowBook:
                                               born=self._ticks, serial=self.seen, raw=raw)
                 self.kinds[(flow.key.dir, flow.key.ipproto)] += 1
                 self.seen += 1
+                for tick, row in self._pending.pop(raw, ()):
+                    self._tcp_one(flow, tick, row)
             flow.packets += packets
             flow.bytes += nbytes
             flow.tcp_flags |= flags
@@ -157,6 +179,65 @@ class FlowBook:
             c[1] += packets
         self._slide(counts)
         return self._expire(now_ns)
+
+    def tcp(self, rows: list) -> None:
+        """TCP health's records (netmon's struct nm_tcp_sample rows) as they came: each
+        RTT sample to the flow whose packet started it, each retransmission to its
+        segment's. Of a flow the tables have not shown yet: kept for when they do."""
+        tick = self._ticks + 1  # the interval being counted now
+        for row in rows:
+            kind = row[8]
+            if kind == TK_REORDER:
+                continue
+            saddr, daddr, sport, dport, vlan, family, ipproto = _EVENT_FLOW.unpack_from(row[3])
+            if kind == TK_RTT_ICMP:
+                sport, dport = ECHO_REQUEST[family], 0
+            if family == 4:
+                raw = FLOW_KEY4.pack(row[1], row[4], 4, ipproto, vlan, sport, dport,
+                                     saddr[:4], daddr[:4])
+            else:
+                raw = FLOW_KEY.pack(row[1], row[4], family, ipproto, vlan, sport, dport,
+                                    saddr, daddr)
+            flow = self.flows.get(raw)
+            if flow is None:
+                pending = self._pending.setdefault(raw, [])
+                if len(pending) < RTT_KEPT:
+                    pending.append((tick, row))
+                continue
+            self._tcp_one(flow, tick, row)
+
+    def _tcp_one(self, flow: Flow, tick: int, row) -> None:
+        if row[8] == TK_RETRANS:
+            if flow.retrans is None:
+                flow.retrans = collections.deque(maxlen=max(WINDOWS))
+            if flow.retrans and flow.retrans[-1][0] == tick:
+                flow.retrans[-1][1] += row[5]
+            else:
+                flow.retrans.append([tick, row[5]])
+            flow.record_retrans += row[5]
+            return
+        if flow.rtts is None:
+            flow.rtts = collections.deque(maxlen=RTT_KEPT)
+            flow.record_rtts = []
+        flow.rtts.append((tick, row[6]))
+        if len(flow.record_rtts) < RTT_KEPT:
+            flow.record_rtts.append(row[6])
+
+    def tcp_window(self, flows, seconds: int) -> tuple[float | None, float | None, float | None]:
+        """Over the last ``seconds`` intervals of these flows (a row's, or a group's): the
+        RTTs' median and 99th percentile (ns), and retransmitted segments as a share of
+        their packets (None: no samples, no packets)."""
+        since = self._ticks + 1 - seconds
+        rtts = [ns for f in flows if f.rtts for t, ns in f.rtts if t > since]
+        retrans = sum(n for f in flows if f.retrans for t, n in f.retrans if t > since)
+        window = self.window[WINDOWS.index(seconds)]
+        packets = sum(window[f][1] for f in flows if f in window)
+        p50 = p99 = None
+        if rtts:
+            rtts.sort()
+            p50 = statistics.median(rtts)
+            p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
+        return p50, p99, (retrans / packets if packets else None)
 
     def _slide(self, counts: dict[Flow, list[int]]) -> None:
         """The windows move on by one interval: ``counts`` come in, the oldest go out."""
@@ -223,8 +304,12 @@ class FlowBook:
 
     def _record(self, flow: Flow, reason: int) -> FlowRecord:
         self.ended += 1
+        rtts, retrans = tuple(flow.record_rtts or ()), flow.record_retrans
+        if flow.record_rtts:
+            flow.record_rtts = []
+        flow.record_retrans = 0
         return FlowRecord(flow.key, flow.first_ns, flow.last_ns, flow.packets, flow.bytes,
-                          flow.tcp_flags, reason)
+                          flow.tcp_flags, reason, rtts, retrans)
 
     def recent(self, distinct: bool = True) -> list[Flow]:
         """The flows in the book, then those that ended with packets still in the longest

@@ -157,8 +157,9 @@ RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
     (Rule.EXCLUDES, ("rtt",), ("-w", "-r", "--flows", "--ipfix", "top", "drops", "--totals"),
      "netmon rtt measures round trips live: it goes without -w, -r, --flows, --ipfix, top, "
      "drops and --totals"),
-    (Rule.NEEDS, ("--rtt-entries",), ("rtt",),
-     "--rtt-entries sizes netmon rtt's table of connections: it goes with netmon rtt"),
+    (Rule.NEEDS, ("--rtt-entries",), ("rtt", "top", "--flows"),
+     "--rtt-entries sizes the table of connections whose round trips are measured: it "
+     "goes with netmon rtt, top and --flows"),
     (Rule.EXCLUDES, ("drops alone",), ("-w", "-r", "--flows", "--ipfix", "--direction",
                                        "--hook", "--mode"),
      "netmon drops shows the packets the kernel dropped, from a tracepoint: it goes "
@@ -303,7 +304,10 @@ def build(o: Options, cpus: int = 1,
         drops=o.drops,
         totals=TotalsSettings(o.totals, o.totals_every, o.totals_keep,
                               o.totals_snapshot) if o.totals else None,
-        tcp=TcpSettings(entries=o.rtt_entries) if o.rtt else None,
+        # TCP health: netmon rtt's, and beside the flows top and --flows show (their RTT
+        # and retransmissions); not for --ipfix alone (IPFIX has no element for them).
+        tcp=TcpSettings(entries=o.rtt_entries) if o.rtt or o.top or o.flow_records
+        else None,
     )
 
 

@@ -52,6 +52,8 @@ class Summary:
     unread: dict[str, int] = field(default_factory=dict)
     kept: str | None = None  # -Z: who the run became and what it kept (privileges.Kept)
     rtt: list[str] | None = None  # netmon rtt: its tables (tcphealth.summary_lines)
+    # netmon rtt: the kernel's RTT histograms by (interface, component) (tcphealth)
+    rtt_hists: dict | None = None
 
     @property
     def totals_lost(self) -> bool:
@@ -182,7 +184,7 @@ def banner(settings, attached: list[tuple[str, list]], notes: list[str],
     where = "skb:kfree_skb" if settings.drops_alone else "XDP/tc"
     lines.append(f"Architecture: eBPF ({where} in the kernel, filters applied there) "
                  "→ perf buffer → Python")
-    if settings.tcp is not None:
+    if settings.rtt_alone:
         lines.append("Measuring: round-trip times (TCP timestamps, handshakes, ICMP echo) "
                      "and retransmissions, in the kernel"
                      + ("; no lines (--quiet), the tables at the end" if settings.quiet

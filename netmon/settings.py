@@ -103,6 +103,12 @@ class Settings:
         return self.drops and self.flows is None
 
     @property
+    def rtt_alone(self) -> bool:
+        """netmon rtt: round trips and retransmissions instead of the traffic (not the
+        columns top shows beside its flows)."""
+        return self.tcp is not None and self.flows is None
+
+    @property
     def labelled(self) -> bool:
         """Lines name the interface and direction (more than one of either is watched)."""
         return not self.selection.single or len(self.directions) > 1

@@ -28,6 +28,11 @@ RTT_KINDS = frozenset((TK_RTT_TS, TK_RTT_SYN, TK_RTT_ICMP))
 
 NETWORK, GUEST, LOCAL = "network", "guest", "local"
 
+# The buckets whose upper bounds --metrics gives as its histogram's: every other one,
+# so powers of two from 4.096 us to 68.7 s (2^12 .. 2^36 ns); the kernel's in between
+# are summed into them exactly.
+PROMETHEUS_BUCKETS = frozenset(range(8, 4 * 26 + 1, 4))
+
 
 def component(guest_interface: bool, start_dir: int) -> str:
     """What a sample measured, by the direction of the packet that started it.

@@ -39,8 +39,8 @@ TOP = Command(
     (("netmon top -i vmbr0 -Q both", "who is talking on the bridge, and how much"),
      ("netmon top --guest all --by guest", "a row per guest, VM or container"),
      ("netmon top --guest all --drops", "the flows, and below them what the kernel drops")),
-    without=frozenset(_CAPTURE | {"flow_records", "top", "json_out", "quiet", "count", "rtt",
-                                  "rtt_entries"}),
+    without=frozenset(_CAPTURE | {"flow_records", "top", "json_out", "quiet", "count",
+                                  "rtt"}),
     keys=(("s", "sort by rate, bytes, packets in turn"),
           ("b", "a row per flow, guest, interface, host, port in turn"),
           ("q", "quit (the summary follows)")))

@@ -22,7 +22,8 @@ class FlowRecordsSink(LinesOut):
     def __init__(self, ctx: Context):
         super().__init__(ctx.out, "standard output", escape=not ctx.settings.json)
         if ctx.settings.json:
-            self._fmt = formats.FlowRecordJson(ctx.interfaces.info, ctx.clock)
+            self._fmt = formats.FlowRecordJson(ctx.interfaces.info, ctx.clock,
+                                               tcp=ctx.settings.tcp is not None)
         else:
             self._fmt = formats.FlowRecordText(ctx.interfaces.name, ctx.clock)
 

@@ -348,9 +348,11 @@ class FlowRecordJson:
     same records unchanged; ``interfaceName`` is IE 82, and netmon adds ``guest``
     and ``guest_name`` for a Proxmox VE guest's interface."""
 
-    def __init__(self, ifinfo: Callable[[int], dict], clock: Clock):
+    def __init__(self, ifinfo: Callable[[int], dict], clock: Clock, tcp: bool = False):
+        """``tcp``: TCP health is measured: TCP flows' records carry it."""
         self._ifinfo = ifinfo
         self._clock = clock
+        self._tcp = tcp
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
 
     def record(self, rec) -> dict:
@@ -380,6 +382,16 @@ class FlowRecordJson:
         out["flowEndReason"] = rec.reason
         out["interfaceName"] = info["ifname"]
         out.update((name, info[name]) for name in ("guest", "guest_name") if name in info)
+        if k.ipproto == 6 and self._tcp:
+            # TCP health: netmon's own (IANA's registry has no element for an RTT or a
+            # retransmission count): the RTT samples this flow's packets started, and its
+            # data segments seen again, within the record.
+            rtts = sorted(rec.rtts)
+            out["rtt_samples"] = len(rtts)
+            if rtts:
+                out.update(rtt_min_ns=rtts[0], rtt_median_ns=rtts[len(rtts) // 2],
+                           rtt_max_ns=rtts[-1])
+            out["retransmissions"] = rec.retrans
         return out
 
     def render(self, records) -> str:

@@ -18,7 +18,7 @@ class LinesSink(LinesOut):
     @classmethod
     def wanted(cls, settings) -> bool:
         if settings.flows is not None or settings.quiet or settings.drops \
-                or settings.tcp is not None:
+                or settings.rtt_alone:
             return False
         return settings.capture is None or settings.capture.print_lines
 

@@ -43,6 +43,10 @@ class Snapshot:
     # netmon drops counts no traffic: its packets and bytes would be series of zeros that
     # a dashboard reads as "no traffic".
     traffic: bool = True
+    # netmon rtt: RTT histograms by (interface, component), and what was not measured
+    rtt: dict | None = None
+    rtt_unmatched: int = 0
+    tcp_noroom: int = 0
 
 
 class Metrics:
@@ -113,6 +117,8 @@ class Metrics:
             yield octets
         if snap.drops is not None:
             yield self._drops(snap.drops, snap.guests)
+        if snap.rtt is not None:
+            yield from self._tcp(snap)
         yield CounterMetricFamily(
             "netmon_events_lost", "Packets that matched but were not shown, written or "
             "counted (a full perf buffer, unreadable bytes, a full flow table)",
@@ -130,6 +136,57 @@ class Metrics:
                                  "Python's", labels=list(self._build))
         info.add_metric(list(self._build.values()), 1)
         yield info
+
+    @staticmethod
+    def _tcp(snap: Snapshot):
+        """netmon rtt: the RTT histograms (the kernel's buckets, every other bound: powers
+        of two from 4 us to 69 s, each count exact), and the retransmissions."""
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        from netmon import tcphealth
+
+        rtt = HistogramMetricFamily(
+            "netmon_tcp_rtt_seconds", "Round-trip times measured from the packets "
+            "crossing the interface (TCP timestamps, handshakes, ICMP echo), by what "
+            "answered: the network beyond the interface, the guest behind a guest's "
+            "interface, this host behind its own (local)",
+            labels=["interface", "guest", "guest_name", "component"])
+        for (ifname, comp), h in sorted(snap.rtt.items()):
+            guest, name = snap.guests.get(ifname, ("", ""))
+            buckets, seen = [], 0
+            for b, n in enumerate(h.buckets):
+                seen += n
+                lo, hi = tcphealth.bucket_bounds(b)
+                if b in tcphealth.PROMETHEUS_BUCKETS:
+                    buckets.append((repr(hi / 1e9), seen))
+            buckets.append(("+Inf", seen))
+            rtt.add_metric([ifname, guest, name, comp], buckets, h.sum_ns / 1e9)
+        yield rtt
+        labels = ["interface", "direction", "guest", "guest_name", "guest_side"]
+        families = {name: CounterMetricFamily(f"netmon_tcp_{name}", doc, labels=labels)
+                    for name, doc in (
+                        ("data_segments", "TCP segments with data that crossed the "
+                                          "interface (GRO/GSO segments each)"),
+                        ("retransmits", "TCP data segments the interface had seen already: "
+                                        "sent again"),
+                        ("out_of_order", "TCP data segments that filled a gap: late, "
+                                         "not lost"))}
+        for (ifname, direction), c in snap.per_interface.items():
+            guest, name = snap.guests.get(ifname, ("", ""))
+            side = GUEST_SIDE[DIR_NAMES[direction]] if guest else ""
+            where = [ifname, DIR_NAMES[direction], guest, name, side]
+            for family, counter in (("data_segments", "tcp_data"),
+                                    ("retransmits", "tcp_retrans"),
+                                    ("out_of_order", "tcp_reorder")):
+                families[family].add_metric(where, c.get(counter, 0))
+        yield from families.values()
+        yield CounterMetricFamily(
+            "netmon_tcp_rtt_unmatched", "RTT samples started and given up: no echo came, "
+            "or a later one first", value=snap.rtt_unmatched)
+        yield CounterMetricFamily(
+            "netmon_tcp_untracked_packets", "Packets of connections whose round trips and "
+            "retransmissions were not followed: the state table was full (--rtt-entries)",
+            value=snap.tcp_noroom)
 
     @staticmethod
     def _drops(rows: list[tuple[str, str, str, int]], guests: dict[str, tuple[str, str]]):
@@ -206,7 +263,9 @@ class MetricsSink(Sink):
         self._metrics.update(Snapshot(
             dict(s.per_interface), s.lost + s.not_in_flows, s.not_in_flows,
             {"records": exported.records, "errors": exported.errors} if exported else {},
-            s.drops, self._guest_labels(named), traffic=not self._drops_alone))
+            s.drops, self._guest_labels(named), traffic=not self._drops_alone,
+            rtt=s.rtt_hists, rtt_unmatched=s.counters.get("rtt_unmatched", 0),
+            tcp_noroom=s.counters.get("tcp_noroom", 0)))
 
     def close(self) -> None:
         self._metrics.close()

@@ -13,7 +13,7 @@ class RttLinesSink(LinesOut):
 
     @classmethod
     def wanted(cls, settings) -> bool:
-        return settings.tcp is not None and not settings.quiet
+        return settings.rtt_alone and not settings.quiet
 
     @classmethod
     def writes_stdout(cls, settings) -> bool:

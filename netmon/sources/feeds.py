@@ -145,35 +145,67 @@ class CaptureFeed(Feed):
 
 class FlowFeed(Feed):
     """top, --flows, --ipfix: nothing is sent; the kernel's tables are read once a second
-    (INTERVAL) into the book, and the flows that ended go down the pipeline."""
+    (INTERVAL) into the book, and the flows that ended go down the pipeline. With TCP
+    health (top, --flows), its records (an RTT sample, a retransmission) come through
+    the rings and go to the book as they arrive."""
 
-    def __init__(self, pipeline: Pipeline, poll_ms: int, flows: FlowSettings):
-        # The one-page rings are there to wait on with the rest: flows send no events.
-        super().__init__(pipeline, 1, poll_ms)
+    def __init__(self, pipeline: Pipeline, poll_ms: int, flows: FlowSettings,
+                 tcp: TcpSettings | None = None, pages: int = 1):
+        # Without TCP health, the one-page rings are there to wait on with the rest:
+        # flows send no events.
+        super().__init__(pipeline, pages if tcp else 1, poll_ms)
         self._settings = flows
         self.flow_entries = flows.entries
         self._table: FlowTable | None = None
         self.book = None  # made once attached: its first interval starts then
         self._next = 0.0
+        self._tcp = tcp
+        self._sweeper: tcpstate.Sweeper | None = None
+        self._next_sweep = 0.0
+        if tcp is not None:
+            self.tcp_entries = tcp.entries
+            record = events.EVENT_SIZE + TCP_TAIL.size
+            self.sample = sample_size(record)
+            self._tail = self.sample - SAMPLE_HEAD - record
+            self._decoder = events.Decoder(TCP_TAIL.format)
 
     def config(self) -> dict:
-        return {"flows": True}
+        if self._tcp is None:
+            return {"flows": True}
+        return {"flows": True, "tcp": TCP_MEASURE | TCP_EVENTS,
+                "rtt_gap_us": int(self._tcp.gap_ms * 1000)}
+
+    def _samples(self, chunks: list[bytes]) -> None:
+        if self._tcp is None or self.book is None:
+            return
+        rows = []
+        for chunk in chunks:
+            rows += self._decoder.rows(chunk, SAMPLE_HEAD, self._tail)
+        if rows:
+            self.book.tcp(rows)
 
     def started(self, prog: MonitorProgram) -> None:
         fs = self._settings
         self._table = FlowTable(prog, fs.entries)
         self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
         self._next = time.monotonic() + INTERVAL
+        if self._tcp is not None:
+            self._sweeper = tcpstate.Sweeper(prog.tcpstate_fd, prog.tcpgen_fd)
+            self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
 
     def poll(self, reader: PerfReader) -> None:
-        reader.poll(max(0, int((self._next - time.monotonic()) * 1000)))
+        self._samples(reader.poll(max(0, int((self._next - time.monotonic()) * 1000))))
         now = time.monotonic()
+        if self._sweeper is not None and now >= self._next_sweep:
+            self._sweeper.sweep()
+            self._next_sweep = now + tcpstate.SWEEP_SECONDS
         if now < self._next:
             return
         self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
         self._pipeline.flows(self.book.add(self._table.take(), time.monotonic_ns()))
 
     def finish(self, reader: PerfReader) -> None:
+        self._samples(reader.drain())
         records = self.book.add(self._table.take(), time.monotonic_ns()) + self.book.flush()
         self._pipeline.flows(records, final=True)
 
@@ -201,8 +233,9 @@ class TcpFeed(EventFeed):
         self._prog: MonitorProgram | None = None
         self._sweeper: tcpstate.Sweeper | None = None
         self._next_sweep = 0.0
-        # Interfaces no longer watched: their histograms and counts, by name
+        # Interfaces no longer watched: their histograms, by name and component
         self._retired_hists: dict[tuple[str, str], tcphealth.Histogram] = {}
+        self._labels: dict[str, str] = {}  # ifname -> "tap100i0 (web1)"
 
     def config(self) -> dict:
         return {"quiet": True, "tcp": TCP_MEASURE | (TCP_EVENTS if self._lines else 0),
@@ -221,8 +254,10 @@ class TcpFeed(EventFeed):
             self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
 
     def _label(self, ifindex: int) -> tuple[str, bool]:
+        """The interface's name and whether it is a guest's (its label kept for lines)."""
         info = self._interfaces.info(ifindex)
-        return formats.with_guest(info), "guest" in info
+        self._labels[info["ifname"]] = formats.with_guest(info)
+        return info["ifname"], "guest" in info
 
     def _retire(self, ifindex: int, slot: int) -> None:
         """An interface is no longer watched: its slot's histograms are kept by name and
@@ -235,7 +270,7 @@ class TcpFeed(EventFeed):
             tcpstate.clear_histogram(self._prog.rtthist_fd, slot * 2 + start)
 
     def histograms(self) -> dict[tuple[str, str], tcphealth.Histogram]:
-        """RTT histograms by (interface label, component), the retired ones' included."""
+        """RTT histograms by (interface, component), the retired ones' included."""
         out = {k: tcphealth.Histogram(h.count, h.sum_ns, list(h.buckets))
                for k, h in self._retired_hists.items()}
         if self._prog is None:
@@ -252,27 +287,29 @@ class TcpFeed(EventFeed):
         super().fill(summary)
         if self._prog is None:
             return
-        retrans = {}
-        for (ifname, d), c in summary.per_interface.items():
-            info = next((self._interfaces.info(i) for i, n in
-                         self._interfaces.names.items() if n == ifname), {"ifname": ifname})
-            retrans[(formats.with_guest(info), d)] = tcphealth.Retransmissions(
-                c.get("tcp_data", 0), c.get("tcp_retrans", 0), c.get("tcp_reorder", 0))
+        hists = self.histograms()
+        summary.rtt_hists = hists
+        label = self._labels.get
+        retrans = {(label(ifname, ifname), d): tcphealth.Retransmissions(
+            c.get("tcp_data", 0), c.get("tcp_retrans", 0), c.get("tcp_reorder", 0))
+            for (ifname, d), c in summary.per_interface.items()}
         c = summary.counters
-        summary.rtt = tcphealth.summary_lines(self.histograms(), retrans,
-                                              c.get("rtt_unmatched", 0),
-                                              c.get("tcp_noroom", 0))
+        summary.rtt = tcphealth.summary_lines(
+            {(label(ifname, ifname), comp): h for (ifname, comp), h in hists.items()},
+            retrans, c.get("rtt_unmatched", 0), c.get("tcp_noroom", 0))
 
 
 def for_delivery(delivery: Delivery, pipeline: Pipeline, pages: int, poll_ms: int,
                  flows: FlowSettings | None, snaplen: int, shows_lines: bool,
                  cap_events: bool, epoch_ns: int, tcp: TcpSettings | None = None,
-                 quiet: bool = False, interfaces=None) -> Feed:
-    """The feed of a run's one delivery."""
+                 quiet: bool = False, interfaces=None, flows_tcp: TcpSettings | None = None
+                 ) -> Feed:
+    """The feed of a run's one delivery. ``tcp``: netmon rtt's; ``flows_tcp``: TCP
+    health beside the flows (top, --flows)."""
     if tcp is not None:  # netmon rtt, with its lines or (--quiet) without
         return TcpFeed(pipeline, pages, poll_ms, tcp, quiet, interfaces)
     if delivery is Delivery.FLOWS:
-        return FlowFeed(pipeline, poll_ms, flows)
+        return FlowFeed(pipeline, poll_ms, flows, flows_tcp, pages)
     if delivery is Delivery.CAPTURE:
         return CaptureFeed(pipeline, pages, poll_ms, snaplen, shows_lines, cap_events,
                            epoch_ns)

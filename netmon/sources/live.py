@@ -132,7 +132,8 @@ class LiveSource:
             delivery, pipeline, s.pages, s.poll_ms, s.flows,
             s.capture.snaplen if s.capture else 0, shows_lines,
             cap_events=shows_lines or s.count is not None, epoch_ns=epoch_offset_ns,
-            tcp=s.tcp, quiet=s.quiet, interfaces=interfaces)
+            tcp=s.tcp if s.rtt_alone else None, quiet=s.quiet, interfaces=interfaces,
+            flows_tcp=None if s.rtt_alone else s.tcp)
         # Listen before listing, so that no interface slips between the two.
         self._links = stack.enter_context(closing(LinkWatcher()))
         self._targets = targets(s.selection, s.follow)

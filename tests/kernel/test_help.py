@@ -28,9 +28,9 @@ def _help(capsys, *argv: str) -> str:
 
 def test_each_command_has_its_own_help(capsys):
     main, top, drops = (_help(capsys), _help(capsys, "top"), _help(capsys, "drops"))
-    totals = _help(capsys, "totals")
-    assert len({main, top, drops, totals}) == 4  # not the main help word for word
-    for name in ("top", "drops", "totals"):  # netmon's help lists its commands
+    totals, rtt = _help(capsys, "totals"), _help(capsys, "rtt")
+    assert len({main, top, drops, totals, rtt}) == 5  # not the main help word for word
+    for name in ("top", "drops", "rtt", "totals"):  # netmon's help lists its commands
         assert f"netmon {name} " in main.split("Commands:")[1]
     assert top.startswith("Usage: netmon top [OPTIONS]") and "Keys:" in top
     assert all(f"  {key}  " in top for key, _ in usage.TOP.keys)
@@ -39,8 +39,11 @@ def test_each_command_has_its_own_help(capsys):
     assert "--sort" in top and "--by" in top and "--write" not in top and "--json" not in top
     assert "--json" in drops and "--direction" not in drops and "--flows" not in drops
     assert "--ipfix" not in drops and "--guest" in drops
+    assert rtt.startswith("Usage: netmon rtt [OPTIONS]")
+    assert "--rtt-entries" in rtt and "--write" not in rtt and "--sort" not in rtt
+    assert "--rtt-entries" in top and "--rtt-entries" not in drops
     for text, command in ((main, usage.MONITOR), (top, usage.TOP), (drops, usage.DROPS),
-                          (totals, usage.TOTALS)):
+                          (totals, usage.TOTALS), (rtt, usage.RTT)):
         assert command.summary.split()[1] in text.split("Options:")[0]
         examples = text.split("Examples:")[1]
         assert len(command.examples) >= 2
@@ -58,7 +61,7 @@ def test_every_live_example_runs_as_printed(tmp_path):
     starts, watches and stops with status 0 and no error; the first one's line is the
     HTTPS segment sent, the capture has the DNS datagram."""
     env = fake_pve(tmp_path, {100: "web1"})
-    examples = [line for c in (usage.MONITOR, usage.TOP, usage.DROPS)
+    examples = [line for c in (usage.MONITOR, usage.TOP, usage.DROPS, usage.RTT)
                 for line, _ in c.examples]
     capture = Path("/tmp/vmbr0.pcapng")  # as the example names it
     with NetnsPair(b_if="vmbr0") as n:
@@ -79,6 +82,8 @@ def test_every_live_example_runs_as_printed(tmp_path):
                     assert nm.out and all(
                         o.startswith(f"TCP {n.a_ip}:40400 -> {n.b_ip}:443 (") for o in nm.out
                     ), nm.out
+                if line == usage.RTT.examples[1][0]:  # the HTTPS connection's handshake
+                    assert any(json.loads(o)["method"] == "handshake" for o in nm.out), nm.out
                 if "-w" in args:  # the datagram to port 53, and nothing else
                     assert "1 packets written" in "\n".join(nm.err), nm.err
             finally:

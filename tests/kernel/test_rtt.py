@@ -15,6 +15,8 @@ within 12.5 %).
 from __future__ import annotations
 
 import json
+import os
+import sys
 import re
 import statistics
 import subprocess
@@ -25,9 +27,10 @@ from scapy.layers.inet import IP, TCP
 from scapy.utils import rdpcap
 
 from tests.support.guestpath import TAP, GuestPath
-from tests.support.netns import scaled
+from tests.support.netns import ROOT, scaled
 from tests.support.pve import fake_pve
 from tests.support.runner import Netmon
+from tests.support.tmux import pane, wait_pane
 
 pytestmark = pytest.mark.kernel
 
@@ -166,3 +169,80 @@ def test_without_timestamps_the_handshake_gives_both_components(path, tmp_path):
     assert len(network) == len(guest) == 1
     assert DELAY_MS <= network[0] <= DELAY_MS * 1.25 + 10
     assert guest[0] < DELAY_MS / 4
+
+
+def test_metrics_serve_the_histograms_each_sample_in_them(path, tmp_path):
+    """--metrics: netmon_tcp_rtt_seconds per interface, guest and component holds
+    exactly the samples the lines showed, in buckets that are the kernel's bounds; the
+    retransmission counters sit beside it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = 19000 + os.getpid() % 1000
+    scraped = {}
+
+    def traffic():
+        _pingpong(path, 20)()
+        time.sleep(scaled(2))  # a snapshot after the last sample
+        code = ("import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+                "sys.argv[1], timeout=5).read().decode())")
+        scraped["text"] = subprocess.run(
+            path.exec_args(path.h, sys.executable, "-c", code,
+                           f"http://127.0.0.1:{port}/metrics"),
+            check=True, capture_output=True, text=True).stdout
+
+    nm, _ = _run(path, tmp_path, traffic, "--json", "--metrics", f"127.0.0.1:{port}",
+                 beyond=10)
+    families = {f.name: f for f in text_string_to_metric_families(scraped["text"])}
+    counts = {}
+    for s in families["netmon_tcp_rtt_seconds"].samples:
+        assert (s.labels["interface"], s.labels["guest"], s.labels["guest_name"]) == (
+            TAP, "100", "web1")
+        if s.name.endswith("_count"):
+            counts[s.labels["component"]] = s.value
+        if s.name.endswith("_bucket") and s.labels["le"] != "+Inf":
+            ns = float(s.labels["le"]) * 1e9
+            assert round(ns) & (round(ns) - 1) == 0  # a power of two: a kernel bound
+    lines = [json.loads(line) for line in nm.out]
+    for comp in ("network", "guest"):
+        assert counts[comp] == sum(1 for r in lines if r.get("component") == comp) > 0
+    data = {s.labels["direction"]: s.value for s in families["netmon_tcp_data_segments"].samples}
+    assert data["in"] >= 20 and data["out"] >= 20
+    assert {s.value for s in families["netmon_tcp_retransmits"].samples} == {0}
+
+
+def test_top_shows_each_flows_round_trips_as_a_person_sees_them(path, tmp_path):
+    """top in tmux, 40 ms added beyond the tap: the guest's flow (in) shows the network's
+    RTT, the remote's (out) the guest's own; then by guest (key b), the guest's row
+    shows the network's."""
+    if subprocess.run(["which", "tmux"], capture_output=True).returncode:
+        pytest.skip("needs tmux (apt-get install tmux)")
+    env = fake_pve(tmp_path, {100: "web1"})
+    session = f"nmt-toprtt-{path.id}"
+    # Without the COLUMNS and LINES an import here (scapy's) put in the environment: the
+    # pane's size is the terminal's.
+    cmd = " ".join(["env", "-u", "COLUMNS", "-u", "LINES",
+                    *(f"{k}={v}" for k, v in env.items()), *path.exec_args(
+        path.h, sys.executable, "-m", "netmon", "top", "-i", TAP, "-Q", "both")])
+    rtt = re.compile(r"(\d+(?:\.\d+)?)/(\d+(?:\.\d+)?)ms")
+
+    def cell(screen: str, start: str) -> float:
+        line = next(ln for ln in screen.splitlines() if re.match(start, ln))
+        return float(rtt.search(line).group(1))
+
+    with path.lines(beyond_ms=DELAY_MS):
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "130", "-y", "20",
+                        f"cd {ROOT} && {cmd}; sleep 60"], check=True)
+        try:
+            wait_pane(session, "RTT 10s")
+            _pingpong(path, 40)()
+            screen = wait_pane(session, "ms")
+            time.sleep(scaled(1.5))  # a redraw with every sample in
+            screen = pane(session)
+            assert "RETR%" in screen, screen
+            assert DELAY_MS <= cell(screen, rf"TCP +{re.escape(path.g_ip)}:") <= DELAY_MS * 1.25 + 10
+            assert cell(screen, rf"TCP +{re.escape(path.r_ip)}:5001") < DELAY_MS / 4, screen
+            subprocess.run(["tmux", "send-keys", "-t", session, "b"], check=True)
+            screen = wait_pane(session, "by: guest")
+            assert DELAY_MS <= cell(screen, r"web1 \(100\)") <= DELAY_MS * 1.25 + 10, screen
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)

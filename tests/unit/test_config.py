@@ -14,9 +14,9 @@ def test_the_layout():
         spec(protocol=6, src=net("192.168.0.0/16"), dport=(443, 8443),
              host=net("2001:db8::/32"), port=22, vlan=100, expression="tcp").kernel_filters(),
         snaplen=1500, cap_events=True, epoch_ns=7 << 60, flows=True, quiet=True, owner=4242,
-        replay=True, any_if=True, netns=77)
+        replay=True, any_if=True, netns=77, tcp=3, rtt_gap_us=100_000)
     alt = abi.ALT
-    assert len(cfg) == abi.CONFIG.size == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 24
+    assert len(cfg) == abi.CONFIG.size == 3 * alt * 36 + 4 * alt * 2 + 2 + 2 * alt + 6 + 32
     fields = abi.CONFIG.unpack(cfg)
     prefixes = [fields[i:i + 3] for i in range(0, 3 * 3 * alt, 3)]
     src, dst, host = prefixes[:alt], prefixes[alt:2 * alt], prefixes[2 * alt:]
@@ -24,9 +24,9 @@ def test_the_layout():
     sport, dport, port, vlan = (rest[i * alt:(i + 1) * alt] for i in range(4))
     rest = rest[4 * alt:]
     match, proto, counts = rest[0], rest[1:1 + alt], rest[1 + alt:1 + 2 * alt]
-    replay, any_if, snaplen, cap_events, flows, quiet, expr, epoch_ns, owner, netns = \
-        rest[1 + 2 * alt:]
-    assert (replay, any_if, netns) == (1, 1, 77)
+    replay, any_if, snaplen, cap_events, flows, quiet, expr, tcp, gap, epoch_ns, owner, \
+        netns = rest[1 + 2 * alt:]
+    assert (replay, any_if, netns, tcp, gap) == (1, 1, 77, 3, 100_000)
     assert (snaplen, cap_events, flows, quiet, expr, epoch_ns, owner) == (
         1500, 1, 1, 1, 1, 7 << 60, 4242)
     snet, smask, sfam = src[0]
@@ -45,7 +45,7 @@ def test_the_layout():
 def test_an_expression_says_what_it_reads():
     """The hooks fill in the length (XDP asks a helper) and the interface only for an
     expression that reads them."""
-    expr_at = -4  # nm_config.expr: then epoch_ns, owner, netns
+    expr_at = -6  # nm_config.expr: then tcp, rtt_gap_us, epoch_ns, owner, netns
 
     def flags(text):
         return abi.CONFIG.unpack(config.pack(spec(expression=text).kernel_filters()))[expr_at]

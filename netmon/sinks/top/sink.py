@@ -44,7 +44,8 @@ class TopSink(Sink):
         self._view = TopView(ctx.book, self._where if self._many or self._both else None,
                              "WHERE" if self._many else "DIR", s.flows.sort,
                              ROWS_DEFAULT - DROP_ROWS - 2 if s.drops else ROWS_DEFAULT,
-                             s.flows.by, Groups(self._interfaces.info, self._both))
+                             s.flows.by, Groups(self._interfaces.info, self._both),
+                             tcp=s.tcp is not None)
         self._screen = Screen(self._view, ctx.out) if self.takes_terminal(s, ctx.out) else None
         self._quit = False
         if self._screen is not None:

@@ -27,6 +27,25 @@ ROWS_DEFAULT = 20
 # forgotten.
 RETIRED_MAX = 4096
 PORTED = (6, 17, 132)  # TCP, UDP, SCTP: ports name a service
+# TCP health's columns cover the middle window: enough samples (the kernel starts ~10 a
+# second per flow way) for a 99th percentile, recent enough to follow a change.
+TCP_WINDOW = WINDOWS[1]
+TCP_TITLES = (f"RTT {TCP_WINDOW}s", "RETR%")
+
+
+def rtt_cell(rtt: tuple[float | None, float | None]) -> str:
+    """``0.12/0.40ms``: the median and the 99th percentile; "-" without samples."""
+    p50, p99 = rtt
+    if p50 is None:
+        return "-"
+    if p99 >= 1e9:
+        return f"{p50 / 1e9:.2g}/{p99 / 1e9:.2g}s"
+    digits = 2 if p99 < 10e6 else 0
+    return f"{p50 / 1e6:.{digits}f}/{p99 / 1e6:.{digits}f}ms"
+
+
+def retrans_cell(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.1f}"
 
 
 def human(value: float, unit: str) -> str:
@@ -49,6 +68,10 @@ class Row:
     # A guest's or an interface's row where both directions are watched: its bytes
     # (received, sent) as the row's subject sees them, in place of the total.
     split: tuple[int, int] | None = None
+    # TCP health over TCP_WINDOW: the RTT samples' median and 99th percentile (ns) and
+    # retransmitted segments' share of the packets (None: none to tell)
+    rtt: tuple[float | None, float | None] = (None, None)
+    retrans: float | None = None
 
 
 # With both directions watched, a guest's row says what the guest received and sent: on
@@ -92,11 +115,13 @@ class TopView:
 
     def __init__(self, book: FlowBook, where: Callable[[Flow], str] | None,
                  where_title: str = "WHERE", sort: str = "rate", rows: int = ROWS_DEFAULT,
-                 by: str = "flow", groups: Groups | None = None):
+                 by: str = "flow", groups: Groups | None = None, tcp: bool = False):
         """``where``: a flow's interface and direction (or guest) as the view shows them;
         None when one interface and one direction are watched (no column needed).
-        ``groups``: what a flow counts for under each --by (None: flows only)."""
+        ``groups``: what a flow counts for under each --by (None: flows only). ``tcp``:
+        TCP health is measured: RTT and retransmission columns."""
         self.book = book
+        self.tcp = tcp
         self._where = where
         self._where_title = where_title if where else None
         self.sort = sort
@@ -138,6 +163,13 @@ class TopView:
         return [human(n, "B") for n in row.split] if row.split else [human(row.total, "B")]
 
     @property
+    def tcp_titles(self) -> tuple[str, ...]:
+        return TCP_TITLES if self.tcp else ()
+
+    def tcp_cells(self, row: Row) -> list[str]:
+        return [rtt_cell(row.rtt), retrans_cell(row.retrans)] if self.tcp else []
+
+    @property
     def key_title(self) -> str:
         return BY_TITLES[self.by]
 
@@ -157,8 +189,12 @@ class TopView:
         rows = []
         for f in flows:
             rates = [book.rate(f, w) for w in WINDOWS]
-            rows.append(Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
-                            rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes))
+            row = Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
+                      rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes)
+            if self.tcp:
+                p50, p99, row.retrans = book.tcp_window([f], TCP_WINDOW)
+                row.rtt = (p50, p99)
+            rows.append(row)
         return rows
 
     def _grouped(self) -> list[Row]:
@@ -169,13 +205,13 @@ class TopView:
         recent = book.recent(distinct=False)
         busy = book.window[-1]  # flows with packets in the longest window
         bits = self._bits([f for f in recent if f in busy])
-        # key -> [label, bits per window, pps, bytes, packets, received, sent]
+        # key -> [label, bits per window, pps, bytes, packets, received, sent, flows]
         sums: dict[tuple, list] = {}
 
         def group(key, label) -> list:
             g = sums.get(key)
             if g is None:
-                g = sums[key] = [label, [0.0] * len(WINDOWS), 0.0, 0, 0, 0, 0]
+                g = sums[key] = [label, [0.0] * len(WINDOWS), 0.0, 0, 0, 0, 0, []]
             return g
 
         # Live flows in the order they appeared (serial), then the ended: ties go to the
@@ -185,6 +221,11 @@ class TopView:
             pps = book.rate(flow, WINDOWS[0])[1] if rate else 0.0
             for key, label, sent in self._groups.of(self.by, flow):
                 g = group(key, label)
+                # A group's RTT and RETR%: of the segments its subject sent (a guest's: the
+                # network's round trips, its own retransmissions); a port's: the service's.
+                if self.tcp and flow in busy and (
+                        sent if self.by != "port" else flow.key.sport == key[-1]):
+                    g[7].append(flow)
                 if rate:
                     g[1] = [a + b for a, b in zip(g[1], rate)]
                     g[2] += pps
@@ -204,8 +245,13 @@ class TopView:
             order = (lambda g: g[3]) if self.sort == "bytes" else (lambda g: g[4])  # noqa: E731
         chosen = heapq.nlargest(self.rows, sums.values(), key=order)  # ties: the first seen
         split = len(self.total_titles) == 2
-        return [Row("", label, "", pps, tuple(bps), total, (rx, tx) if split else None)
-                for label, bps, pps, total, _, rx, tx in chosen]
+        rows = [Row("", label, "", pps, tuple(bps), total, (rx, tx) if split else None)
+                for label, bps, pps, total, _, rx, tx, _ in chosen]
+        if self.tcp:
+            for row, g in zip(rows, chosen):
+                p50, p99, row.retrans = book.tcp_window(g[7], TCP_WINDOW)
+                row.rtt = (p50, p99)
+        return rows
 
     def _chosen(self) -> list[Flow]:
         """The flows the view shows, in its order: as sorting every flow by its key would
@@ -276,10 +322,11 @@ class TopView:
         named = [self.where_title] if self.where_title else []
         proto = ["PROTO"] if self.by == "flow" else []
         cols = [*proto, self.key_title, *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + [
-            *self.total_titles]
+            *self.tcp_titles, *self.total_titles]
         table = [cols] + [[*([r.proto] if proto else []), r.endpoints,
                            *([r.where] if named else []), f"{r.pps:.0f}",
-                           *(human(b, "b") for b in r.bps), *self.total_cells(r)]
+                           *(human(b, "b") for b in r.bps), *self.tcp_cells(r),
+                           *self.total_cells(r)]
                           for r in self.top()]
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
         left = len(proto) + 1 + len(named)  # text columns, left-aligned; numbers right-aligned

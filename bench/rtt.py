@@ -1,0 +1,64 @@
+"""(o) TCP health's cost per packet (netmon rtt), under BPF_PROG_TEST_RUN, at XDP and tc.
+
+Side by side, each round every program in turn (common.best_runs): the empty program,
+netmon counting only (--quiet), and netmon rtt --quiet (round trips and
+retransmissions measured, the histograms and counters kept, no records), on:
+
+- a TCP segment with data and timestamps, of a connection the state table holds: the
+  same frame again and again, so from the second run on it is a retransmission (the
+  path that counts one: the dearest a data segment takes);
+- a pure ACK with timestamps (its TSval seen already: the commonest packet of a bulk
+  transfer's other way, which starts and ends nothing);
+- a UDP datagram: other protocols must pay nothing measurable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from bench.common import BUILD, best_runs
+from netmon.kernel import config as nm_config
+from netmon.kernel.abi import TCP_MEASURE
+from netmon.kernel.loader import BpfObject, MonitorProgram
+
+
+def frames() -> dict[str, bytes]:
+    from scapy.layers.inet import IP, TCP, UDP
+    from scapy.layers.l2 import Ether
+
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    ip = IP(src="10.0.0.1", dst="10.0.0.2")
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
+    return {
+        "TCP data segment (a retransmission)": bytes(
+            eth / ip / TCP(sport=40000, dport=443, seq=1, flags="PA", options=ts)
+            / (b"x" * 1000)),
+        "TCP pure ACK": bytes(eth / ip / TCP(sport=40000, dport=443, seq=1, flags="A",
+                                             options=ts)),
+        "UDP datagram": bytes(eth / ip / UDP(sport=40000, dport=53) / (b"x" * 18)),
+    }
+
+
+def bench_tcp_health(repeat: int) -> list[dict]:
+    rows = []
+    lo = socket.if_nametoindex("lo")
+    for hook, empty_name, label in (("xdp", "xdp_pass", "XDP"), ("tc_in", "tc_pass", "tc")):
+        with contextlib.ExitStack() as stack:
+            empty = stack.enter_context(BpfObject(BUILD / f"{empty_name}.bpf.o"))
+            quiet = stack.enter_context(MonitorProgram(nm_config.pack(quiet=True),
+                                                       hooks=[hook]))
+            rtt = stack.enter_context(MonitorProgram(
+                nm_config.pack(quiet=True, tcp=TCP_MEASURE, rtt_gap_us=100_000),
+                hooks=[hook], tcp_entries=65536))
+            for p in (quiet, rtt):
+                p.slots.register(lo)
+            fds = [empty.program_fd(empty_name), quiet.prog_fds[hook], rtt.prog_fds[hook]]
+            for what, frame in frames().items():
+                (e_ns, e_k), (q_ns, q_k), (r_ns, r_k) = best_runs(fds, frame, repeat)
+                rows.append({"hook": label, "packet": what, "empty": e_ns, "quiet": q_ns,
+                             "rtt": r_ns, "added": r_ns - q_ns, "empty_k": e_k,
+                             "quiet_k": q_k, "rtt_k": r_k})
+            counters = rtt.counters()
+            assert counters["tcp_retrans"] > 0 and counters["tcp_noroom"] == 0
+    return rows
