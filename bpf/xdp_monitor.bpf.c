@@ -177,6 +177,13 @@ struct {
 	__type(value, struct nm_tcp_state);
 } tcpstate SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct nm_tcp_key4);
+	__type(value, struct nm_tcp_state);
+} tcpstate4 SEC(".maps");
+
 /* RTT histograms by slot * 2 + the starting packet's direction; shared, added to atomically
  * (a sample is rare beside a packet; per-CPU, 128 buckets x 1024 would be 1 MiB a CPU). */
 struct {
@@ -1060,6 +1067,12 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
 /* An outstanding sample older than this is given up (counted unmatched). */
 #define NM_RTT_GIVE_UP_NS (10ULL * 1000 * 1000 * 1000)
 
+/* Where tcp_lookup() builds a key in hdrbuf: past tcp_record()'s sample. */
+#define NM_TCP_KEY_AT 128
+_Static_assert(sizeof(struct nm_tcp_sample) <= NM_TCP_KEY_AT &&
+	       NM_TCP_KEY_AT + sizeof(struct nm_tcp_key) <= sizeof(struct nm_hdrbuf),
+	       "a sample and a key side by side in hdrbuf");
+
 /* A new connection's state (its own section: .rodata is struct nm_config alone). */
 const volatile struct nm_tcp_state tcp_zero SEC(".rodata.tcp") = {};
 
@@ -1220,60 +1233,65 @@ static __always_inline void tcp_seq(void *ctx, const struct nm_event *ev,
 		tcp_record(ctx, ev, cnt, false, kind, 0, seq, bpf_ktime_get_ns());
 }
 
-/* The connection's key (both ways the same) and which half is this packet's way. */
-static __always_inline __u32 tcp_key(const struct nm_event *ev, struct nm_tcp_key *key,
-				     __u16 sport, __u16 dport)
+/*
+ * The connection's key (both ways the same) and which half is this packet's way: the
+ * endpoint with the lower (address, port) first. ``width``: the addresses' bytes, 4 or
+ * 16 (a key's own size). Branches, not key->addr[h]: the verifier refuses arithmetic
+ * beyond adding on a stack pointer, and the compiler makes an OR of that index.
+ */
+static __always_inline __u32 source_is_higher(const struct nm_event *ev, __u16 sport,
+					      __u16 dport, int width)
 {
-	__u32 h = 0;
-
-	/* Which endpoint is lower: (address, port), compared a word at a time. */
 #pragma unroll
 	for (int i = 0; i < NM_ADDR_LEN; i += 4) {
-		__u32 a = bpf_ntohl(*(__u32 *)(ev->saddr + i));
-		__u32 b = bpf_ntohl(*(__u32 *)(ev->daddr + i));
+		__u32 a, b;
 
-		if (a != b) {
-			h = a > b;
-			goto decided;
-		}
+		if (i >= width)
+			break;
+		a = bpf_ntohl(*(__u32 *)(ev->saddr + i));
+		b = bpf_ntohl(*(__u32 *)(ev->daddr + i));
+		if (a != b)
+			return a > b;
 	}
-	h = sport > dport;
-decided:
-	key->ifindex = ev->ifindex;
-	key->vlan = ev->vlan;
-	key->family = ev->family;
-	key->ipproto = ev->ipproto;
-	/* Branches, not key->addr[h]: the verifier refuses arithmetic beyond adding on a
-	 * stack pointer, and the compiler makes an OR of that index. */
-	if (h) {
-		key->port[0] = dport;
-		key->port[1] = sport;
-		__builtin_memcpy(key->addr[0], ev->daddr, NM_ADDR_LEN);
-		__builtin_memcpy(key->addr[1], ev->saddr, NM_ADDR_LEN);
-	} else {
-		key->port[0] = sport;
-		key->port[1] = dport;
-		__builtin_memcpy(key->addr[0], ev->saddr, NM_ADDR_LEN);
-		__builtin_memcpy(key->addr[1], ev->daddr, NM_ADDR_LEN);
-	}
-	return h;
+	return sport > dport;
 }
 
-/* The connection's state, made if new (counted where the table has no room). */
-static __always_inline struct nm_tcp_state *tcp_state(const struct nm_tcp_key *key,
+#define TCP_KEY(ev, key, sport, dport, width)					\
+	({									\
+		__u32 _h = source_is_higher((ev), (sport), (dport), (width));	\
+		(key)->ifindex = (ev)->ifindex;					\
+		(key)->vlan = (ev)->vlan;					\
+		(key)->family = (ev)->family;					\
+		(key)->ipproto = (ev)->ipproto;					\
+		if (_h) {							\
+			(key)->port[0] = (dport);				\
+			(key)->port[1] = (sport);				\
+			__builtin_memcpy((key)->addr[0], (ev)->daddr, (width));	\
+			__builtin_memcpy((key)->addr[1], (ev)->saddr, (width));	\
+		} else {							\
+			(key)->port[0] = (sport);				\
+			(key)->port[1] = (dport);				\
+			__builtin_memcpy((key)->addr[0], (ev)->saddr, (width));	\
+			__builtin_memcpy((key)->addr[1], (ev)->daddr, (width));	\
+		}								\
+		_h;								\
+	})
+
+/* The connection's state in ``table``, made if new (counted where it has no room). */
+static __always_inline struct nm_tcp_state *tcp_state(void *table, const void *key,
 						      struct nm_counters *cnt)
 {
-	struct nm_tcp_state *st = bpf_map_lookup_elem(&tcpstate, key);
+	struct nm_tcp_state *st = bpf_map_lookup_elem(table, key);
 	__u32 zero = 0, *gen;
 
 	if (!st) {
 		/* From a zeroed global, not the stack: the hooks' stack is near its limit. */
-		if (bpf_map_update_elem(&tcpstate, key, (void *)&tcp_zero, BPF_NOEXIST) &&
-		    !bpf_map_lookup_elem(&tcpstate, key)) {
+		if (bpf_map_update_elem(table, key, (void *)&tcp_zero, BPF_NOEXIST) &&
+		    !bpf_map_lookup_elem(table, key)) {
 			count(cnt, NM_CNT_TCP_NOROOM);
 			return NULL;
 		}
-		st = bpf_map_lookup_elem(&tcpstate, key);
+		st = bpf_map_lookup_elem(table, key);
 		if (!st)
 			return NULL;
 	}
@@ -1281,6 +1299,33 @@ static __always_inline struct nm_tcp_state *tcp_state(const struct nm_tcp_key *k
 	if (gen && st->gen != *gen)
 		st->gen = *gen;
 	return st;
+}
+
+/* The connection's state (IPv4's in their own table), and which half is this way's. */
+static __always_inline struct nm_tcp_state *tcp_lookup(const struct nm_event *ev,
+						       __u16 sport, __u16 dport,
+						       struct nm_counters *cnt, __u32 *half)
+{
+	/* The key is built in the per-CPU buffer (past where tcp_record() builds records):
+	 * the hooks' stack is near its 512 bytes. */
+	__u32 zero = 0;
+	struct nm_hdrbuf *hb = bpf_map_lookup_elem(&hdrbuf, &zero);
+
+	if (!hb)
+		return NULL;
+	if (ev->family == 4) {
+		struct nm_tcp_key4 *key = (void *)(hb->bytes + NM_TCP_KEY_AT);
+
+		*key = (struct nm_tcp_key4){};
+		*half = TCP_KEY(ev, key, sport, dport, 4);
+		return tcp_state(&tcpstate4, key, cnt);
+	} else {
+		struct nm_tcp_key *key = (void *)(hb->bytes + NM_TCP_KEY_AT);
+
+		*key = (struct nm_tcp_key){};
+		*half = TCP_KEY(ev, key, sport, dport, NM_ADDR_LEN);
+		return tcp_state(&tcpstate, key, cnt);
+	}
 }
 
 /* What a TCP header says: its sequence and ack numbers, and its timestamps where the
@@ -1325,7 +1370,6 @@ static __always_inline void tcp_health_tcp(void *ctx, const struct cursor *c,
 					   struct nm_event *ev, struct nm_counters *cnt,
 					   __u32 slot, __u32 l2len)
 {
-	struct nm_tcp_key key = {};
 	struct nm_tcp_state *st;
 	struct nm_tcp_half *me, *peer;
 	struct tcp_seen t;
@@ -1333,8 +1377,7 @@ static __always_inline void tcp_health_tcp(void *ctx, const struct cursor *c,
 
 	if (!tcp_read(c, &t))
 		return;
-	h = tcp_key(ev, &key, ev->sport, ev->dport);
-	st = tcp_state(&key, cnt);
+	st = tcp_lookup(ev, ev->sport, ev->dport, cnt, &h);
 	if (!st)
 		return;
 	me = &st->half[h & 1];
@@ -1386,7 +1429,6 @@ static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
 					    struct nm_event *ev, struct nm_counters *cnt,
 					    __u32 slot)
 {
-	struct nm_tcp_key key = {};
 	struct nm_tcp_state *st;
 	__u8 *ih = c->l4;
 	bool request, reply;
@@ -1406,8 +1448,7 @@ static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
 		return;
 	id = bpf_ntohs(*(__u16 *)(ih + 4));
 	seq = bpf_ntohs(*(__u16 *)(ih + 6));
-	h = tcp_key(ev, &key, id, id);
-	st = tcp_state(&key, cnt);
+	st = tcp_lookup(ev, id, id, cnt, &h);
 	if (!st)
 		return;
 	if (request) {

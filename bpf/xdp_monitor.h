@@ -414,6 +414,17 @@ struct nm_tcp_key {
 	__u8  addr[2][NM_ADDR_LEN];
 };
 
+/* IPv4's: 4-byte addresses, in a table of its own (the hash and compare cost by the byte,
+ * as the flows' keys do: bench o). */
+struct nm_tcp_key4 {
+	__u32 ifindex;
+	__u16 vlan;
+	__u8  family;
+	__u8  ipproto;
+	__u16 port[2];
+	__u8  addr[2][4];
+};
+
 struct nm_tcp_half {
 	__u64 pend_ns;             /* when the outstanding sample started */
 	__u64 last_ns;             /* when the last sample started (the rate limit) */

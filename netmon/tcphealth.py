@@ -19,8 +19,9 @@ from netmon.kernel.abi import (DIR_IN, DIR_OUT, RTT_BUCKETS, TK_REORDER, TK_RETR
 
 # How often a connection's way starts a sample at most (ePPing's default rate limit).
 DEFAULT_GAP_MS = 100.0
-# Connections whose state the kernel keeps at once (struct nm_tcp_state: 80 bytes each).
-DEFAULT_ENTRIES = 65536
+# Connections whose state the kernel keeps at once, per address family (an entry, its key
+# and the table's own: ~200 bytes; preallocated, ~3 MiB a family).
+DEFAULT_ENTRIES = 16384
 
 KIND_NAMES = {TK_RTT_TS: "timestamp", TK_RTT_SYN: "handshake", TK_RTT_ICMP: "echo",
               TK_RETRANS: "retransmission", TK_REORDER: "out of order"}

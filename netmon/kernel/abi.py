@@ -106,6 +106,7 @@ TCP_TAIL = struct.Struct("=QIB3x")
 RTT_BUCKETS = 128  # NM_RTT_BUCKETS
 RTT_HIST = struct.Struct(f"=QQ{RTT_BUCKETS}Q")
 TCP_KEY = struct.Struct("=IHBB2H16s16s")
+TCP_KEY4 = struct.Struct("=IHBB2H4s4s")  # struct nm_tcp_key4: IPv4's, in tcpstate4
 TCP_HALF = struct.Struct("=QQIIIIIBBBB")
 TCP_STATE = struct.Struct(f"={TCP_HALF.size}s{TCP_HALF.size}sI4x")
 
@@ -129,6 +130,7 @@ STRUCTS = {
     "nm_tcp_sample": EVENT.size + TCP_TAIL.size,
     "nm_rtt_hist": RTT_HIST.size,
     "nm_tcp_key": TCP_KEY.size,
+    "nm_tcp_key4": TCP_KEY4.size,
     "nm_tcp_half": TCP_HALF.size,
     "nm_tcp_state": TCP_STATE.size,
 }

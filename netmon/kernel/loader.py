@@ -24,7 +24,8 @@ from netmon.errors import (KernelTooOld, LibbpfError, NetmonError, ObjectMismatc
                            PermissionProblem, ProgramRejected)
 from netmon.expression import ebpf
 from netmon.kernel import drops, facts, libbpf, splice
-from netmon.kernel.abi import CONFIG, FLOW_TABLES, HDR_BUF, IF_SLOTS, STRUCTS
+from netmon.kernel.abi import (CONFIG, FLOW_TABLES, HDR_BUF, IF_SLOTS, STRUCTS, TCP_KEY,
+                               TCP_KEY4)
 from netmon.kernel.attach import Attachment
 from netmon.kernel.choices import Method, Mode
 from netmon.kernel.hooks import HOOKS
@@ -200,7 +201,9 @@ class MonitorProgram:
             self.counters_fd = self.obj.map_fd("counters")
             self._wirelen_fd = self.obj.map_fd("wirelen")
             self._wirelen = 0
-            self.tcpstate_fd = self.obj.map_fd("tcpstate")
+            # TCP health's state: IPv6's table and IPv4's (keys of their own sizes)
+            self.tcpstate_fds = ((self.obj.map_fd("tcpstate"), TCP_KEY.size),
+                                 (self.obj.map_fd("tcpstate4"), TCP_KEY4.size))
             self.rtthist_fd = self.obj.map_fd("rtthist")
             self.tcpgen_fd = self.obj.map_fd("tcpgen")
             self.slots = Slots(self.counters_fd, self.obj.map_fd("ifcache"),
@@ -236,8 +239,9 @@ class MonitorProgram:
             libbpf.ensure(lib.bpf_map__set_max_entries(obj.map(table), self._flow_entries or 1),
                           "sizing the flow tables")
         # TCP health's maps, an entry apiece when unused (they are preallocated).
-        libbpf.ensure(lib.bpf_map__set_max_entries(obj.map("tcpstate"), self._tcp_entries or 1),
-                      "sizing the TCP state table")
+        for table in ("tcpstate", "tcpstate4"):
+            libbpf.ensure(lib.bpf_map__set_max_entries(obj.map(table), self._tcp_entries or 1),
+                          "sizing the TCP state tables")
         libbpf.ensure(lib.bpf_map__set_max_entries(
             obj.map("rtthist"), IF_SLOTS * 2 if self._tcp_entries else 1),
             "sizing the RTT histograms")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 
 from netmon.kernel import libbpf
-from netmon.kernel.abi import RTT_BUCKETS, RTT_HIST, TCP_HALF, TCP_KEY, TCP_STATE
+from netmon.kernel.abi import RTT_BUCKETS, RTT_HIST, TCP_HALF, TCP_STATE
 from netmon.kernel.libbpf import ffi
 from netmon.tcphealth import Histogram
 
@@ -39,8 +39,9 @@ def clear_histogram(fd: int, index: int) -> None:
 class Sweeper:
     """Deletes the state of connections no packet touched for two sweeps."""
 
-    def __init__(self, state_fd: int, gen_fd: int):
-        self._state_fd, self._gen_fd = state_fd, gen_fd
+    def __init__(self, state_fds: tuple[tuple[int, int], ...], gen_fd: int):
+        """``state_fds``: each state table's fd and key size (MonitorProgram.tcpstate_fds)."""
+        self._state_fds, self._gen_fd = state_fds, gen_fd
         self.gen = 0
         self.expired = 0  # entries deleted: connections that ended or went quiet
 
@@ -51,19 +52,22 @@ class Sweeper:
         libbpf.ensure(lib.bpf_map_update_elem(self._gen_fd, ffi.new("__u32 *", 0),
                                               ffi.new("__u32 *", self.gen), 0),
                       "moving the TCP state's generation on")
-        key, nxt = ffi.new("char[]", TCP_KEY.size), ffi.new("char[]", TCP_KEY.size)
-        value = ffi.new("char[]", TCP_STATE.size)
-        old, first = [], True
-        while lib.bpf_map_get_next_key(self._state_fd, ffi.NULL if first else key, nxt) == 0:
-            first = False
-            ffi.memmove(key, nxt, TCP_KEY.size)
-            if lib.bpf_map_lookup_elem(self._state_fd, key, value) != 0:
-                continue  # deleted by now
-            gen = struct.unpack_from("=I", ffi.buffer(value), _GEN_AT)[0]
-            # Serial: the generations wrap after 2^32 sweeps.
-            if (self.gen - gen) & 0xFFFFFFFF >= 2:
-                old.append(bytes(ffi.buffer(key)))
-        for raw in old:
-            if lib.bpf_map_delete_elem(self._state_fd, ffi.from_buffer(raw)) == 0:
-                self.expired += 1
-        return len(old)
+        deleted = 0
+        for fd, size in self._state_fds:
+            key, nxt = ffi.new("char[]", size), ffi.new("char[]", size)
+            value = ffi.new("char[]", TCP_STATE.size)
+            old, first = [], True
+            while lib.bpf_map_get_next_key(fd, ffi.NULL if first else key, nxt) == 0:
+                first = False
+                ffi.memmove(key, nxt, size)
+                if lib.bpf_map_lookup_elem(fd, key, value) != 0:
+                    continue  # deleted by now
+                gen = struct.unpack_from("=I", ffi.buffer(value), _GEN_AT)[0]
+                # Serial: the generations wrap after 2^32 sweeps.
+                if (self.gen - gen) & 0xFFFFFFFF >= 2:
+                    old.append(bytes(ffi.buffer(key)))
+            for raw in old:
+                if lib.bpf_map_delete_elem(fd, ffi.from_buffer(raw)) == 0:
+                    self.expired += 1
+                    deleted += 1
+        return deleted

@@ -190,7 +190,7 @@ class FlowFeed(Feed):
         self.book = FlowBook(time.monotonic_ns(), fs.idle, fs.active)
         self._next = time.monotonic() + INTERVAL
         if self._tcp is not None:
-            self._sweeper = tcpstate.Sweeper(prog.tcpstate_fd, prog.tcpgen_fd)
+            self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
             self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
 
     def poll(self, reader: PerfReader) -> None:
@@ -243,7 +243,7 @@ class TcpFeed(EventFeed):
 
     def started(self, prog: MonitorProgram) -> None:
         self._prog = prog
-        self._sweeper = tcpstate.Sweeper(prog.tcpstate_fd, prog.tcpgen_fd)
+        self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
         self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
         prog.slots.on_unregister.append(self._retire)
 

@@ -160,7 +160,7 @@ def test_other_protocols_cost_no_state():
     with TcpRunner() as r:
         r.run(*(eth / IP(src=A, dst=B) / UDP(sport=p, dport=53) for p in range(1000, 1050)))
         assert r.counters()["tcp_noroom"] == 0
-        assert tcpstate.Sweeper(r.prog.tcpstate_fd, r.prog.tcpgen_fd).sweep() == 0
+        assert tcpstate.Sweeper(r.prog.tcpstate_fds, r.prog.tcpgen_fd).sweep() == 0
 
 
 def test_a_full_state_table_is_counted_packet_by_packet():
@@ -179,7 +179,7 @@ def test_a_full_state_table_is_counted_packet_by_packet():
 def test_the_sweep_forgets_connections_no_packet_touched_for_two_sweeps():
     with TcpRunner() as r:
         r.run(*(seg(A, B, 1, b"x", sport=20000 + i) for i in range(10)))
-        sweeper = tcpstate.Sweeper(r.prog.tcpstate_fd, r.prog.tcpgen_fd)
+        sweeper = tcpstate.Sweeper(r.prog.tcpstate_fds, r.prog.tcpgen_fd)
         assert sweeper.sweep() == 0  # touched in the generation before: kept
         r.run(*(seg(A, B, 2, b"x", sport=20000 + i) for i in range(5)))
         assert sweeper.sweep() == 5 and sweeper.expired == 5
