@@ -98,6 +98,15 @@ GUEST_TESTS = [
     # dropwatch beside netmon: the drop monitor it needs is a module of Debian's kernels
     # (the running one here has none, and skips it).
     "tests/kernel/test_drops.py::test_netmon_counts_what_dropwatch_counts_and_says_why",
+    # TCP health: the programs with it on through each verifier, its exact cases under test
+    # runs, and one live run with netem (a module of Debian's kernels; none here): a delay
+    # behind a guest's tap in the guest's component, a loss after it as retransmissions.
+    *(f"tests/kernel/test_rtt_program.py::{t}" for t in (
+        "test_retransmissions_and_reordering_exactly[None-False]",
+        "test_a_timestamp_echo_ends_the_sample_it_started",
+        "test_the_handshake_gives_both_round_trips_without_timestamps",
+        "test_icmp_echo_gives_a_round_trip_v4_and_v6")),
+    "tests/kernel/test_rtt.py::test_netem_delay_and_loss_where_the_kernel_has_netem",
 ]
 
 

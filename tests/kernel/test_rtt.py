@@ -246,3 +246,55 @@ def test_top_shows_each_flows_round_trips_as_a_person_sees_them(path, tmp_path):
             assert DELAY_MS <= cell(screen, r"web1 \(100\)") <= DELAY_MS * 1.25 + 10, screen
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def _netem() -> str | None:
+    """Why netem cannot be used here (this machine's kernel has none), or None: tried on
+    the loopback of a namespace of its own."""
+    from tests.support.netns import sh
+
+    probe = f"nmt-netem-{os.getpid()}"
+    sh("ip", "netns", "add", probe)
+    try:
+        res = sh("ip", "netns", "exec", probe, "tc", "qdisc", "add", "dev", "lo", "root",
+                 "netem", "delay", "1ms", check=False)
+        return None if res.returncode == 0 else f"no netem: {res.stderr.strip()}"
+    finally:
+        sh("ip", "netns", "del", probe, check=False)
+
+
+def test_netem_delay_and_loss_where_the_kernel_has_netem(tmp_path):
+    """The kernel matrix's Debian kernels have netem: a guest (namespace a) behind its
+    tap (b's veth, named so) with netem delaying what the guest sends: the guest's
+    component grows by it, the network's (b's own stack answering) does not; netem
+    losing what goes to the guest, after netmon saw it: retransmissions."""
+    from tests.support.netns import Listener, NetnsPair, sh
+
+    why = _netem()
+    if why:
+        pytest.skip(why)
+    env = fake_pve(tmp_path, {100: "web1"})
+    with NetnsPair(b_if=TAP) as n:
+        sh("ip", "netns", "exec", n.a, "tc", "qdisc", "add", "dev", n.a_if, "root", "netem",
+           "delay", f"{DELAY_MS:g}ms")
+        sh("ip", "netns", "exec", n.b, "tc", "qdisc", "add", "dev", TAP, "root", "netem",
+           "loss", "10%")
+        with Netmon(n, "--rtt", "--json", interface=TAP, env=env) as nm:
+            nm.wait_ready()
+            server = subprocess.Popen(n.exec_args(n.b, sys.executable, "-m",
+                                                  "tests.support.traffic", "echo", n.b_ip,
+                                                  "5003"), stdout=subprocess.PIPE, text=True,
+                                      cwd=ROOT)
+            try:
+                assert server.stdout.readline().strip() == "ready"
+                n.run(n.a, sys.executable, "-m", "tests.support.traffic", "pingpong",
+                      n.b_ip, "5003", "30", "3000", cwd=ROOT, timeout=scaled(120))
+            finally:
+                server.wait(scaled(20))
+            assert nm.stop() == 0, nm.err
+    guest, network = _samples(nm.out, "guest"), _samples(nm.out, "network")
+    assert guest and network, nm.out
+    assert DELAY_MS <= statistics.median(guest) <= DELAY_MS * 1.25 + 10
+    assert statistics.median(network) < DELAY_MS / 4
+    retrans = [json.loads(line) for line in nm.out]
+    assert any(r["event"] == "retransmission" and r["dir"] == "out" for r in retrans)
