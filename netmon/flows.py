@@ -226,12 +226,12 @@ class FlowBook:
     def tcp_window(self, flows, seconds: int) -> tuple[float | None, float | None, float | None]:
         """Over the last ``seconds`` intervals of these flows (a row's, or a group's): the
         RTTs' median and 99th percentile (ns), and retransmitted segments as a share of
-        their packets (None: no samples, no packets)."""
+        their TCP packets (None: no samples; no TCP packets)."""
         since = self._ticks + 1 - seconds
         rtts = [ns for f in flows if f.rtts for t, ns in f.rtts if t > since]
         retrans = sum(n for f in flows if f.retrans for t, n in f.retrans if t > since)
         window = self.window[WINDOWS.index(seconds)]
-        packets = sum(window[f][1] for f in flows if f in window)
+        packets = sum(window[f][1] for f in flows if f in window and f.key.ipproto == 6)
         p50 = p99 = None
         if rtts:
             rtts.sort()

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netmon.kernel.abi import (DIR_IN, DIR_OUT, RTT_BUCKETS, TK_REORDER, TK_RETRANS, TK_RTT_ICMP,
+from netmon.host import proxmox
+from netmon.kernel.abi import (DIR_NAMES, DIR_OUT, RTT_BUCKETS, TK_REORDER, TK_RETRANS, TK_RTT_ICMP,
                                TK_RTT_SYN, TK_RTT_TS)
 
 # How often a connection's way starts a sample at most (ePPing's default rate limit).
@@ -46,7 +47,7 @@ def component(guest_interface: bool, start_dir: int) -> str:
     was answered by this host (or what is behind it: its bridge and guests): local.
     """
     if guest_interface:
-        return NETWORK if start_dir == DIR_IN else GUEST
+        return NETWORK if proxmox.guest_sent(DIR_NAMES[start_dir]) else GUEST
     return NETWORK if start_dir == DIR_OUT else LOCAL
 
 

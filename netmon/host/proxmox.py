@@ -42,6 +42,20 @@ def interface_info(ifname: str) -> dict:
     return info
 
 
+# A guest's tap or veth counts the guest's traffic the other way round: what comes in on
+# it (the host receives) is what the guest sent, what goes out what the guest received.
+# The one place this is written: metrics' guest_side, top's rows, the totals' columns
+# and RTT's components all ask here.
+GUEST_SENT = "in"  # the interface's direction of what the guest sent
+GUEST_RECEIVED = "out"
+GUEST_SIDE = {GUEST_SENT: "sent", GUEST_RECEIVED: "received"}
+
+
+def guest_sent(direction: str) -> bool:
+    """On a guest's interface, is ``direction`` ("in", "out") what the guest sent?"""
+    return direction == GUEST_SENT
+
+
 ALL = "all"  # --guest all: every guest, VM or container
 ALL_PATTERNS = ("tap[0-9]*i[0-9]*", "veth[0-9]*i[0-9]*")  # VMs' taps, containers' veths (not Docker's)
 

@@ -11,23 +11,32 @@ starts its sequence, nothing is counted wrong.
 
 from __future__ import annotations
 
+import os
 import struct
 
 from netmon.kernel import libbpf
 from netmon.kernel.abi import RTT_BUCKETS, RTT_HIST, TCP_HALF, TCP_STATE
 from netmon.kernel.libbpf import ffi
-from netmon.tcphealth import Histogram
 
 SWEEP_SECONDS = 30.0
+SWEEP_ENV = "NETMON_TCP_SWEEP"  # another period, in seconds: for tests
+
+
+def sweep_seconds() -> float:
+    try:
+        return max(0.1, float(os.environ.get(SWEEP_ENV, SWEEP_SECONDS)))
+    except ValueError:
+        return SWEEP_SECONDS
 _GEN_AT = 2 * TCP_HALF.size  # struct nm_tcp_state's gen
 
 
-def read_histogram(fd: int, index: int) -> Histogram:
+def read_histogram(fd: int, index: int) -> tuple[int, int, list[int]]:
+    """struct nm_rtt_hist: (count, sum_ns, the buckets) (tcphealth.Histogram's fields)."""
     value = ffi.new("char[]", RTT_HIST.size)
     libbpf.ensure(libbpf.lib().bpf_map_lookup_elem(fd, ffi.new("__u32 *", index), value),
                   "reading an RTT histogram")
     fields = RTT_HIST.unpack(ffi.buffer(value))
-    return Histogram(fields[0], fields[1], list(fields[2:2 + RTT_BUCKETS]))
+    return fields[0], fields[1], list(fields[2:2 + RTT_BUCKETS])
 
 
 def clear_histogram(fd: int, index: int) -> None:

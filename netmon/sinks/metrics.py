@@ -23,8 +23,7 @@ from netmon.pipeline import Context, Sink, Start
 
 EVERY = 1.0  # seconds between two snapshots of the counters
 GUEST_NAMES_EVERY = 60.0  # seconds between two readings of the guests' names
-# On a guest's tap or veth, what the host receives (in) is what the guest sent.
-GUEST_SIDE = {"in": "sent", "out": "received"}
+GUEST_SIDE = proxmox.GUEST_SIDE  # on a guest's tap or veth, in is what the guest sent
 
 
 

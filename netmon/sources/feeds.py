@@ -191,14 +191,14 @@ class FlowFeed(Feed):
         self._next = time.monotonic() + INTERVAL
         if self._tcp is not None:
             self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
-            self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
+            self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
 
     def poll(self, reader: PerfReader) -> None:
         self._samples(reader.poll(max(0, int((self._next - time.monotonic()) * 1000))))
         now = time.monotonic()
         if self._sweeper is not None and now >= self._next_sweep:
             self._sweeper.sweep()
-            self._next_sweep = now + tcpstate.SWEEP_SECONDS
+            self._next_sweep = now + tcpstate.sweep_seconds()
         if now < self._next:
             return
         self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
@@ -244,14 +244,14 @@ class TcpFeed(EventFeed):
     def started(self, prog: MonitorProgram) -> None:
         self._prog = prog
         self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
-        self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
+        self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
         prog.slots.on_unregister.append(self._retire)
 
     def poll(self, reader: PerfReader) -> None:
         super().poll(reader)
         if self._sweeper is not None and time.monotonic() >= self._next_sweep:
             self._sweeper.sweep()
-            self._next_sweep = time.monotonic() + tcpstate.SWEEP_SECONDS
+            self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
 
     def _label(self, ifindex: int) -> tuple[str, bool]:
         """The interface's name and whether it is a guest's (its label kept for lines)."""
@@ -265,7 +265,8 @@ class TcpFeed(EventFeed):
         name, guest = self._label(ifindex)
         for start in (DIR_IN, DIR_OUT):
             key = (name, tcphealth.component(guest, start))
-            h = tcpstate.read_histogram(self._prog.rtthist_fd, slot * 2 + start)
+            h = tcphealth.Histogram(*tcpstate.read_histogram(self._prog.rtthist_fd,
+                                                             slot * 2 + start))
             self._retired_hists.setdefault(key, tcphealth.Histogram()).add(h)
             tcpstate.clear_histogram(self._prog.rtthist_fd, slot * 2 + start)
 
@@ -278,7 +279,8 @@ class TcpFeed(EventFeed):
         for ifindex, slot in self._prog.slots.registered().items():
             name, guest = self._label(ifindex)
             for start in (DIR_IN, DIR_OUT):
-                h = tcpstate.read_histogram(self._prog.rtthist_fd, slot * 2 + start)
+                h = tcphealth.Histogram(*tcpstate.read_histogram(self._prog.rtthist_fd,
+                                                                 slot * 2 + start))
                 out.setdefault((name, tcphealth.component(guest, start)),
                                tcphealth.Histogram()).add(h)
         return out

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from netmon.escape import visible
+from netmon.host import proxmox
 from netmon.totals import store
 from netmon.errors import TotalsUnavailable, UsageError
 
@@ -311,7 +312,7 @@ def _sides(who: Who) -> tuple[str, str]:
     """(received, sent) as the row's subject sees them, in the host interface's terms: a
     guest received what its tap or veth sent out, and sent what came in on it; a host
     interface received what came in."""
-    return ("out", "in") if who[0] else ("in", "out")
+    return (proxmox.GUEST_RECEIVED, proxmox.GUEST_SENT) if who[0] else ("in", "out")
 
 
 def _cells(label: str, who: Who, f: Figures) -> list[str]:

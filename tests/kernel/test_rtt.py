@@ -268,7 +268,7 @@ def test_netem_delay_and_loss_where_the_kernel_has_netem(tmp_path):
     tap (b's veth, named so) with netem delaying what the guest sends: the guest's
     component grows by it, the network's (b's own stack answering) does not; netem
     losing what goes to the guest, after netmon saw it: retransmissions."""
-    from tests.support.netns import Listener, NetnsPair, sh
+    from tests.support.netns import NetnsPair, sh
 
     why = _netem()
     if why:
@@ -298,3 +298,65 @@ def test_netem_delay_and_loss_where_the_kernel_has_netem(tmp_path):
     assert statistics.median(network) < DELAY_MS / 4
     retrans = [json.loads(line) for line in nm.out]
     assert any(r["event"] == "retransmission" and r["dir"] == "out" for r in retrans)
+
+
+def test_samples_agree_with_tsharks_round_trips_on_netmons_own_capture(path, tmp_path):
+    """A second netmon writes the tap's packets (-w, both ways) while netmon rtt measures:
+    each of netmon's samples has tshark's ack_rtt for the same echo within 100 us. Why
+    that much: the two netmons stamp a packet at different hooks of the same interface
+    (the first has the tap's XDP hook, the second its tc ingress, a little later in the
+    stack) with the same clock; a sample is a difference of two stamps, so their offsets
+    from the epoch do not enter, only how far apart the two hooks run."""
+    import shutil
+
+    if shutil.which("tshark") is None or shutil.which("reordercap") is None:
+        pytest.skip("needs tshark and reordercap (apt-get install tshark)")
+    env = fake_pve(tmp_path, {100: "web1"})
+    capture = tmp_path / "tap.pcapng"
+    with path.lines(beyond_ms=20):
+        with Netmon(path, "--rtt", "--json", interface=TAP, ns=path.h, env=env) as nm, \
+                Netmon(path, "-Q", "both", "-w", str(capture), "tcp", interface=TAP,
+                       ns=path.h, env=env) as writer:
+            nm.wait_ready()
+            writer.wait_ready()
+            _pingpong(path, 50)()
+            time.sleep(scaled(0.5))
+            assert writer.stop() == 0 and nm.stop() == 0, (writer.err, nm.err)
+    # -w writes each CPU's ring as it comes: packets two CPUs handled in one poll may be
+    # out of time order in the file (README: Capture), and tshark's analysis takes the
+    # file's order for the wire's. reordercap (Wireshark's) sorts it first.
+    ordered = tmp_path / "ordered.pcapng"
+    subprocess.run(["reordercap", str(capture), str(ordered)], check=True, capture_output=True)
+    res = subprocess.run(["tshark", "-r", str(ordered), "-Y", "tcp.analysis.ack_rtt", "-T",
+                          "fields", "-e", "frame.time_epoch", "-e", "ip.src", "-e",
+                          "tcp.analysis.ack_rtt"], capture_output=True, text=True, check=True)
+    acks = [(float(t), src, float(rtt) * 1e9) for t, src, rtt in
+            (line.split("\t") for line in res.stdout.splitlines())]
+    samples = [json.loads(line) for line in nm.out]
+    samples = [s for s in samples if s["event"] == "rtt" and s["method"] == "timestamp"]
+    assert len(samples) >= 10
+    for s in samples:
+        # The echo came from the far side of the sample's first packet.
+        echo_from = s["dst"]
+        near = [a for a in acks if a[1] == echo_from and abs(a[0] - s["ts"]) < 0.002]
+        assert near, (s, acks[:5])
+        best = min(near, key=lambda a: abs(a[2] - s["rtt_ns"]))
+        assert abs(best[2] - s["rtt_ns"]) < 100_000, (s, best)
+
+
+def test_the_state_is_swept_after_root_is_given_up(path, tmp_path):
+    """The sweep deletes and writes map entries from user space: as the user the run
+    became (nobody here), every half second (NETMON_TCP_SWEEP), while connections come
+    and go; the run ends cleanly and still measures."""
+    env = {**fake_pve(tmp_path, {100: "web1"}), "NETMON_TCP_SWEEP": "0.5"}
+    with path.lines():
+        with Netmon(path, "--rtt", "--json", interface=TAP, ns=path.h, env=env) as nm:
+            nm.wait_ready()
+            for _ in range(3):
+                _pingpong(path, 10)()
+                time.sleep(scaled(1.2))  # two sweeps: the connection's state is gone
+            assert nm.stop() == 0, nm.err
+    assert not [e for e in nm.err if "error" in e], nm.err
+    assert any("running as nobody" in e for e in nm.err), nm.err
+    assert len({json.loads(line)["sport"] for line in nm.out
+                if json.loads(line)["component"] == "network"}) == 3

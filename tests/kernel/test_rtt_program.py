@@ -54,7 +54,8 @@ class TcpRunner:
     def histogram(self) -> tcphealth.Histogram:
         total = tcphealth.Histogram()
         for index in (0, 1):  # slot 0 (a test run's interface is not registered), both ways
-            total.add(tcpstate.read_histogram(self.prog.rtthist_fd, index))
+            total.add(tcphealth.Histogram(*tcpstate.read_histogram(self.prog.rtthist_fd,
+                                                                   index)))
         return total
 
     def close(self):

@@ -83,34 +83,31 @@ def frames(ifname: str, count: int, *frames_hex: str) -> None:
                 time.sleep(0.001)
 
 
-def listen(addr: str, port: int) -> None:
+def _accept_one(addr: str, port: int) -> socket.socket:
+    """The one connection a server takes ("ready" once it listens)."""
     with socket.socket(_family(addr), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((addr, port))
         s.listen(1)
         print("ready", flush=True)
         s.settimeout(scaled(30))
-        conn, _ = s.accept()
-        with conn:
-            while conn.recv(65536):
-                pass
+        return s.accept()[0]
+
+
+def listen(addr: str, port: int) -> None:
+    with _accept_one(addr, port) as conn:
+        while conn.recv(65536):
+            pass
 
 
 def echo(addr: str, port: int) -> None:
-    with socket.socket(_family(addr), socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((addr, port))
-        s.listen(1)
-        print("ready", flush=True)
-        s.settimeout(scaled(30))
-        conn, _ = s.accept()
-        with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                conn.sendall(data)
+    with _accept_one(addr, port) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
 
 
 def pingpong(dst: str, dport: int, count: int, size: int) -> None:

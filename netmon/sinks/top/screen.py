@@ -39,7 +39,7 @@ WHERE_MAX = 16  # the WHERE column's width at most: a guest's name and NIC, a di
 KEY_CLAIM = 45
 # What gives way when a row does not fit, first to last: the flow's addresses and ports are
 # what a row is, so they are cut only when nothing else is left to give.
-GIVES_WAY = ("10", "PKT/S", "40", "RETR%", "RTT")
+GIVES_WAY = ("RETR%", "RTT", "10", "PKT/S", "40")
 
 
 def _fitting(width: int, rows, flows: bool, where: str | None, view: TopView) -> set:
@@ -56,14 +56,14 @@ def _fitting(width: int, rows, flows: bool, where: str | None, view: TopView) ->
     optional = {"PKT/S": need("PKT/S", [f"{r.pps:.0f}" for r in rows])}
     for i, w in enumerate(WINDOWS):
         optional[str(w)] = need(f"{w}s", [human(r.bps[i], "b") for r in rows])
-    if view.tcp:  # RTT and RETR%: what the view's TCP columns need
+    if view.tcp_shown(rows):  # RTT and RETR%: what the view's TCP columns need
         for name, title, i in (("RTT", view.tcp_titles[0], 0), ("RETR%", "RETR%", 1)):
             optional[name] = need(title, [view.tcp_cells(r)[i] for r in rows])
     chosen = dict(optional)
     for name in GIVES_WAY:
         if fixed + sum(chosen.values()) <= width:
             break
-        del chosen[name]
+        chosen.pop(name, None)  # TCP health's, where they are not shown
     return {int(k) if k.isdigit() else k for k in chosen}
 
 
@@ -153,7 +153,7 @@ class Screen:
         shown = [i for i, w in enumerate(WINDOWS) if w in optional]
         for i in shown:
             table.add_column(f"{WINDOWS[i]}s", justify="right", no_wrap=True)
-        tcp = [i for i, name in enumerate(("RTT", "RETR%")) if self._view.tcp and name in optional]
+        tcp = [i for i, name in enumerate(("RTT", "RETR%")) if name in optional]
         for i in tcp:
             table.add_column(self._view.tcp_titles[i], justify="right", no_wrap=True)
         for column in self._view.total_titles:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from netmon.escape import visible
+from netmon.host import proxmox
 from netmon import protocols
 from netmon.events import DIR_NAMES
 from netmon.flows import WINDOWS, Flow, FlowBook
@@ -98,7 +99,7 @@ class Groups:
             if by == "guest" and "guest" in info:
                 name = info.get("guest_name")
                 label = f"{visible(name)} ({info['guest']})" if name else f"vm{info['guest']}"
-                return [(("g", info["guest"]), label, k.direction == "in")]
+                return [(("g", info["guest"]), label, proxmox.guest_sent(k.direction))]
             name = info["ifname"] or f"if{k.ifindex}"
             return [(("i", name), visible(name), k.direction == "out")]
         if by == "host":
@@ -161,6 +162,11 @@ class TopView:
     @staticmethod
     def total_cells(row: Row) -> list[str]:
         return [human(n, "B") for n in row.split] if row.split else [human(row.total, "B")]
+
+    def tcp_shown(self, rows: list[Row]) -> bool:
+        """TCP health's columns are shown when measured and a row has a figure in them
+        (UDP's rows alone would fill them with dashes)."""
+        return self.tcp and any(r.rtt[0] is not None or r.retrans is not None for r in rows)
 
     @property
     def tcp_titles(self) -> tuple[str, ...]:
@@ -321,13 +327,15 @@ class TopView:
         """The view as plain text: for a pipe or a file, one block per interval."""
         named = [self.where_title] if self.where_title else []
         proto = ["PROTO"] if self.by == "flow" else []
+        rows = self.top()
+        tcp = self.tcp_shown(rows)
         cols = [*proto, self.key_title, *named, "PKT/S"] + [f"{w}s" for w in WINDOWS] + [
-            *self.tcp_titles, *self.total_titles]
+            *(self.tcp_titles if tcp else ()), *self.total_titles]
         table = [cols] + [[*([r.proto] if proto else []), r.endpoints,
                            *([r.where] if named else []), f"{r.pps:.0f}",
-                           *(human(b, "b") for b in r.bps), *self.tcp_cells(r),
-                           *self.total_cells(r)]
-                          for r in self.top()]
+                           *(human(b, "b") for b in r.bps),
+                           *(self.tcp_cells(r) if tcp else ()), *self.total_cells(r)]
+                          for r in rows]
         widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
         left = len(proto) + 1 + len(named)  # text columns, left-aligned; numbers right-aligned
         lines = self.header(title, lost, overflow)
