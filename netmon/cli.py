@@ -436,6 +436,10 @@ def totals(
                                                       "then a row per guest and period."),
     by_nic: bool = typer.Option(False, "--by-nic", help="A row per guest NIC (net0, net1) "
                                                         "instead of its NICs together."),
+    rtt: bool = typer.Option(False, "--rtt", help="Round-trip times (percentiles per "
+                                                  "component) and retransmissions instead "
+                                                  "of the traffic: what 'netmon rtt "
+                                                  "--totals' kept."),
 ) -> int:
     views = [v for v, on in (("hours", hours), ("days", days), ("months", months)) if on]
     if len(views) > 1:
@@ -443,7 +447,8 @@ def totals(
     totals_report.report(totals_report.Query(
         db=tuple(db or (totals_store.DEFAULT_PATH,)), view=views[0] if views else "days",
         since=since, until=until, guests=tuple(guest or ()), top=top,
-        month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic), sys.stdout)
+        month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic, rtt=rtt),
+        sys.stdout)
     return ExitStatus.SUCCESS
 
 

@@ -154,9 +154,9 @@ class Rule(enum.Enum):
 
 # Checked in order; the first that fails is the one line the user sees.
 RULES: tuple[tuple[Rule, tuple[str, ...], tuple[str, ...], str], ...] = (
-    (Rule.EXCLUDES, ("rtt",), ("-w", "-r", "--flows", "--ipfix", "top", "drops", "--totals"),
-     "netmon rtt measures round trips live: it goes without -w, -r, --flows, --ipfix, top, "
-     "drops and --totals"),
+    (Rule.EXCLUDES, ("rtt",), ("-w", "-r", "--flows", "--ipfix", "top", "drops"),
+     "netmon rtt measures round trips live: it goes without -w, -r, --flows, --ipfix, top "
+     "and drops"),
     (Rule.NEEDS, ("--rtt-entries",), ("rtt", "top", "--flows"),
      "--rtt-entries sizes the table of connections whose round trips are measured: it "
      "goes with netmon rtt, top and --flows"),

@@ -66,7 +66,9 @@ TOTALS = Command(
     "what --totals kept, per guest and hour, day or month",
     (("netmon totals", "the last 30 days, a row per guest and interface each day"),
      ("netmon totals --months --month-start 15", "billing months that begin on the 15th"),
-     ("netmon totals --top 5 --json", "this month's five largest, as JSON lines")))
+     ("netmon totals --top 5 --json", "this month's five largest, as JSON lines"),
+     ("netmon totals --rtt --hours --guest 100", "guest 100's round trips (network and "
+                                                 "guest) and retransmissions, per hour")))
 
 RTT = Command(
     "rtt", "Round-trip times and retransmissions of the TCP connections (and ICMP echoes) "
@@ -78,11 +80,13 @@ RTT = Command(
                                 "and its retransmissions"),
      ("netmon rtt -i vmbr0 --port 443 --json", "HTTPS connections' samples as JSON lines"),
      ("netmon rtt --guest all --quiet", "no lines: the percentiles and retransmissions "
-                                        "when it stops")),
+                                        "when it stops"),
+     ("netmon rtt --guest all --quiet --totals /tmp/netmon-rtt.db",
+      "each guest's traffic, round trips and retransmissions per hour, for netmon totals "
+      "--rtt")),
     without=frozenset(_CAPTURE | {"flow_records", "top", "ipfix", "ipfix_domain", "sort",
                                   "by", "flow_entries", "flow_idle", "flow_active", "drops",
-                                  "totals", "totals_every", "totals_keep",
-                                  "totals_snapshot", "rtt"}))
+                                  "rtt"}))
 
 COMMANDS = (TOP, DROPS, RTT, TOTALS)
 BY_NAME = {c.name: c for c in (MONITOR, *COMMANDS)}

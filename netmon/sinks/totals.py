@@ -23,6 +23,7 @@ from netmon.pipeline import Context, Sink, Start
 from netmon.host import proxmox
 
 Counts = dict[str, int]
+TCP_COUNTERS = ("tcp_data", "tcp_retrans", "tcp_reorder")  # what the tcp tables keep
 SNAPSHOT_EVERY = 300.0  # seconds between two --totals-snapshot copies
 
 
@@ -66,6 +67,12 @@ class TotalsSink(Sink):
         # (hour, key, direction, protocol) -> [packets, bytes], not yet committed
         self._pending: dict[tuple[int, store.Key, str, str], list[int]] = {}
         self._names: dict[int, str | None] = {}  # guests seen since the last write
+        # TCP health (netmon rtt --totals): (hour, key, direction) -> [data segments,
+        # retransmitted, out of order]; (hour, key, component, bucket) -> samples; each
+        # histogram's buckets as last read, by (interface, component)
+        self._pending_tcp: dict[tuple[int, store.Key, str], list[int]] = {}
+        self._pending_rtt: dict[tuple[int, store.Key, str, int], int] = {}
+        self._last_rtt: dict[tuple[str, str], list[int]] = {}
         self._next = time.monotonic() + self._every
         self.writes = 0
         self.failed = 0
@@ -92,12 +99,33 @@ class TotalsSink(Sink):
                                                 [0, 0])
                 slot[0] += packets
                 slot[1] += octets
+        grown = [now.get(c, 0) - before.get(c, 0) for c in TCP_COUNTERS]
+        if any(grown):
+            slot = self._pending_tcp.setdefault((hour, key, DIR_NAMES[direction]), [0, 0, 0])
+            for i, n in enumerate(grown):
+                slot[i] += n
+
+    def _rtt_grown(self, hists: dict, hour: int) -> None:
+        """What each RTT histogram gained since the last read, bucket by bucket."""
+        for (ifname, component), h in hists.items():
+            before = self._last_rtt.get((ifname, component))
+            self._last_rtt[(ifname, component)] = list(h.buckets)
+            key = store.Key.of(ifname)
+            for bucket, n in enumerate(h.buckets):
+                n -= before[bucket] if before else 0
+                if n > 0:
+                    slot = (hour, key, component, bucket)
+                    self._pending_rtt[slot] = self._pending_rtt.get(slot, 0) + n
 
     def _read(self) -> None:
         hour = store.hour_of(time.time())
         for ifindex, (ifname, by_direction) in self._ctx.watched().items():
             for direction, counts in by_direction.items():
                 self._grown(ifindex, ifname, direction, counts, hour)
+        if self._ctx.settings.rtt_alone:  # the kernel's RTT histograms (the feed's figures)
+            hists = self._ctx.tally().rtt_hists
+            if hists:
+                self._rtt_grown(hists, hour)
 
     def _write(self, last: bool = False) -> None:
         """The pending counts into the database. One that fails (a full disk, say) is kept
@@ -106,7 +134,10 @@ class TotalsSink(Sink):
         rows = [(hour, key, d, p, n, b) for (hour, key, d, p), (n, b) in self._pending.items()]
         try:
             self._follow_the_path()
-            self._writer.add(rows, self._names)
+            self._writer.add(
+                rows, self._names,
+                rtt=[(*k, n) for k, n in self._pending_rtt.items()],
+                tcp=[(*k, *v) for k, v in self._pending_tcp.items()])
         except (sqlite3.Error, TotalsUnavailable) as exc:
             self.failed += 1
             if last:
@@ -123,6 +154,8 @@ class TotalsSink(Sink):
                                      f"counts the failed writes held")
         self.writes += 1
         self._pending.clear()
+        self._pending_rtt.clear()
+        self._pending_tcp.clear()
         self._names.clear()
         if self._snapshot and (last or time.monotonic() >= self._next_snapshot):
             self._take_snapshot()

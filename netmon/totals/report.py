@@ -20,8 +20,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from netmon import tcphealth
 from netmon.escape import visible
 from netmon.host import proxmox
+from netmon.kernel.abi import RTT_BUCKETS
 from netmon.totals import store
 from netmon.errors import TotalsUnavailable, UsageError
 
@@ -46,6 +48,7 @@ class Query:
     json: bool = False
     csv: bool = False
     by_nic: bool = False  # a row per guest NIC (net0, net1) instead of per guest
+    rtt: bool = False  # TCP health's figures (netmon rtt --totals) instead of the traffic
     now: float = field(default_factory=time.time)
 
 
@@ -228,21 +231,118 @@ def gather(q: Query) -> Gathered:
     kept = [e for e in read if e[3].ledger is None or newest[e[3].ledger] is e]
     copies = [(e[0], newest[e[3].ledger][0]) for e in read if e not in kept]
     out: dict[Who, dict[str, Figures]] = {}
-    seen: dict[int, tuple[int, str | None]] = {}  # guest -> (seen, name)
-    for _, rows, names, _ in kept:
-        for guest, name, when in names:
-            when = when if type(when) is int else 0
-            best = seen.get(guest)
-            # A name over none; of two names, the one seen last.
-            if best is None or (name is not None and (best[1] is None or when >= best[0])):
-                seen[guest] = (when, name)
+    names = _names([e[2] for e in kept])
+    for _, rows, _, _ in kept:
         for start, guest, nic, interface, direction, protocol, packets, octets in rows:
             period = "" if q.top is not None else _period(start, q)
             who = (guest, nic if q.by_nic and guest else -1, interface)
             figures = out.setdefault(who, {}).setdefault(period, Figures())
             figures.add(direction, protocol, packets, octets)
-    names = {guest: name for guest, (_, name) in seen.items()}
+    if q.rtt:
+        out = _gather_tcp(q, since, until, [e[0] for e in kept])
     return Gathered(out, names, (since, until), [e[3] for e in kept], copies)
+
+
+def _names(tables: list) -> dict[int, str | None]:
+    """Each guest's name from the databases' guests tables: a name over none; of two
+    names, the one seen last."""
+    seen: dict[int, tuple[int, str | None]] = {}  # guest -> (seen, name)
+    for rows in tables:
+        for guest, name, when in rows:
+            when = when if type(when) is int else 0
+            best = seen.get(guest)
+            if best is None or (name is not None and (best[1] is None or when >= best[0])):
+                seen[guest] = (when, name)
+    return {guest: name for guest, (_, name) in seen.items()}
+
+
+@dataclass
+class TcpFigures:
+    """TCP health in a period: RTT samples by component and bucket (the kernel's, so
+    percentiles read from their sum are as exact as an hour's), and data segments,
+    retransmitted and out of order, by direction."""
+
+    buckets: dict[str, list[int]] = field(default_factory=dict)
+    segments: dict[str, list[int]] = field(default_factory=dict)
+
+    def histogram(self, component: str) -> tcphealth.Histogram:
+        counts = self.buckets.get(component) or [0] * RTT_BUCKETS
+        return tcphealth.Histogram(sum(counts), 0, list(counts))
+
+
+COMPONENTS = (tcphealth.NETWORK, tcphealth.GUEST, tcphealth.LOCAL)
+
+
+def _gather_tcp(q: Query, since: int, until: int, paths: list[str]) -> dict:
+    """TCP health's figures per key and period from the databases read (copies left out),
+    summed exactly."""
+    out: dict[Who, dict[str, TcpFigures]] = {}
+    for path in paths:
+        rtt, tcp = _read_tcp(path, q, since, until)
+        for start, guest, nic, interface, component, bucket, samples in rtt:
+            period = _period(start, q)
+            who = (guest, nic if q.by_nic and guest else -1, interface)
+            f = out.setdefault(who, {}).setdefault(period, TcpFigures())
+            f.buckets.setdefault(component, [0] * RTT_BUCKETS)[bucket] += samples
+        for start, guest, nic, interface, direction, data, retrans, reorder in tcp:
+            period = _period(start, q)
+            who = (guest, nic if q.by_nic and guest else -1, interface)
+            f = out.setdefault(who, {}).setdefault(period, TcpFigures())
+            seg = f.segments.setdefault(direction, [0, 0, 0])
+            seg[0] += data
+            seg[1] += retrans
+            seg[2] += reorder
+    return out
+
+
+def _read_tcp(path: str, q: Query, since: int, until: int) -> tuple[list, list]:
+    """One database's RTT and segment rows in the period (none in a database made before
+    they were kept), each value checked as _check() checks the traffic's."""
+    db = store.connect_read(path)
+    try:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                           "'table'")}
+        if not set(store.TCP_TABLES) <= tables:
+            return [], []
+        where = "start >= ? AND start < ?"
+        args: list = [since, until]
+        if q.guests:
+            where += f" AND guest IN ({','.join('?' * len(q.guests))})"
+            args += list(q.guests)
+        hourly = q.view == "hours"
+        out = []
+        for kind, cols in (("rtt", "component, bucket, sum(samples)"),
+                           ("tcp", "direction, sum(data), sum(retrans), sum(reorder)")):
+            group = "GROUP BY 1, 2, 3, 4, 5" + (", 6" if kind == "rtt" else "")
+            select = f"guest, nic, interface, {cols}"
+            if hourly:
+                sql = f"SELECT start, {select} FROM {kind}_hourly WHERE {where} {group}"
+                out.append(db.execute(sql, args).fetchall())
+            else:
+                sql = (f"SELECT {store.DAY_OF_START}, {select} FROM {kind}_hourly WHERE "
+                       f"{where} {group} UNION ALL SELECT start, {select} FROM {kind}_daily "
+                       f"WHERE {where} {group}")
+                out.append(db.execute(sql, args + args).fetchall())
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        raise TotalsUnavailable(f"{path}: damaged ({store.told(exc)})") from None
+    finally:
+        db.close()
+    rtt, tcp = out
+
+    def whole(v) -> bool:
+        return type(v) is int and v >= 0
+
+    for rows, kinds, histogram in ((rtt, COMPONENTS, True), (tcp, ("in", "out"), False)):
+        for start, guest, nic, interface, what, *counts in rows:
+            good = (type(start) is int and whole(guest) and type(nic) is int and nic >= -1
+                    and type(interface) is str and what in kinds
+                    and all(whole(n) for n in counts)
+                    and (not histogram or counts[0] < RTT_BUCKETS))
+            if good:
+                continue
+            raise TotalsUnavailable(f"{path}: damaged (a round-trip or segment row holds a "
+                                    f"value netmon does not write)")
+    return rtt, tcp
 
 
 def _check(path: str, rows: list, names: dict) -> None:
@@ -397,7 +497,12 @@ def report(q: Query, out: TextIO) -> int:
         raise UsageError("--month-start takes a day from 1 to 28 (every month has it)")
     if q.json and q.csv:
         raise UsageError("--json and --csv: one at a time")
+    if q.rtt and (q.top is not None or q.csv):
+        raise UsageError("--rtt shows round trips and retransmissions per period: it goes "
+                         "without --top and --csv")
     g = gather(q)
+    if q.rtt:
+        return _report_tcp(q, g, out)
     data, names = g.figures, g.names
     if q.top is not None:
         return _top(q, g, out)
@@ -430,6 +535,72 @@ def report(q: Query, out: TextIO) -> int:
     if not data and not q.json:
         out.write("no traffic in the period\n")
     return len(data)
+
+
+def _report_tcp(q: Query, g: Gathered, out: TextIO) -> int:
+    """netmon totals --rtt: per key and period, each component's RTT percentiles (from
+    the kernel's buckets, summed over the period: each within 12.5%) and the data
+    segments the key sent and received, retransmitted and out of order."""
+    unit = q.view[:-1]
+    data = g.figures
+    if not q.json:
+        out.write(_as_of_lines(g).replace(BYTES_NOTE, RTT_NOTE))
+    for who in sorted(data, key=_order):
+        periods = data[who]
+        received, sent = _sides(who)
+        guest, nic, interface = who
+        ident = {"guest": guest or None, "guest_name": g.names.get(guest) if guest else None,
+                 **({"nic": nic if guest else None} if q.by_nic else {}),
+                 "interface": interface or None}
+        rtt_rows, seg_rows = [], []
+        for period in sorted(periods):
+            f = periods[period]
+            for component in COMPONENTS:
+                h = f.histogram(component)
+                if not h.count:
+                    continue
+                p50, p90, p99 = (h.quantile(x) for x in (0.5, 0.9, 0.99))
+                if q.json:
+                    out.write(json.dumps({
+                        unit: period, **ident, "component": component, "samples": h.count,
+                        "median_ns": round(p50), "p90_ns": round(p90), "p99_ns": round(p99),
+                        "buckets": [[tcphealth.bucket_bounds(b)[0], n]
+                                    for b, n in enumerate(h.buckets) if n],
+                        "as_of": _iso(g.as_of)}) + "\n")
+                rtt_rows.append([period, component, f"{h.count:,}", tcphealth.ms(p50),
+                                 tcphealth.ms(p90), tcphealth.ms(p99)])
+            if f.segments:
+                sides = {side: f.segments.get(d, [0, 0, 0])
+                         for side, d in (("received", received), ("sent", sent))}
+                if q.json:
+                    out.write(json.dumps({
+                        unit: period, **ident, **{
+                            side: {"segments": s[0], "retransmitted": s[1],
+                                   "out_of_order": s[2]} for side, s in sides.items()},
+                        "as_of": _iso(g.as_of)}) + "\n")
+                seg_rows.append([period, *(cell for s in sides.values() for cell in (
+                    f"{s[0]:,}", f"{s[1]:,} ({100 * s[1] / s[0] if s[0] else 0:.2f}%)",
+                    f"{s[2]:,}"))])
+        if q.json:
+            continue
+        out.write(f"{_label(who, g.names)}\n")
+        if rtt_rows:
+            out.write("\n".join("  " + line for line in _table(
+                [unit, "component", "samples", "median", "p90", "p99"], rtt_rows)) + "\n")
+        if seg_rows:
+            out.write("\n".join("  " + line for line in _table(
+                [unit, "received", "retransmitted", "out of order", "sent", "retransmitted",
+                 "out of order"], seg_rows)) + "\n")
+        out.write("\n")
+    if not data and not q.json:
+        out.write("no round trips or TCP segments in the period (netmon rtt --totals "
+                  "keeps them)\n")
+    return len(data)
+
+
+RTT_NOTE = ("round trips: network (beyond the interface), guest (behind a guest's tap or "
+            "veth), local (this host); percentiles each within 12.5%; data segments as the "
+            "subject sent and received them")
 
 
 def _top(q: Query, g: Gathered, out: TextIO) -> int:

@@ -62,12 +62,38 @@ CREATE TABLE IF NOT EXISTS daily(
     interface TEXT NOT NULL, direction TEXT NOT NULL, protocol TEXT NOT NULL,
     packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
     PRIMARY KEY(start, guest, nic, interface, direction, protocol)) WITHOUT ROWID;
-"""
+""" + "".join(f"""
+CREATE TABLE IF NOT EXISTS rtt_{span}(
+    start INTEGER NOT NULL, guest INTEGER NOT NULL, nic INTEGER NOT NULL,
+    interface TEXT NOT NULL, component TEXT NOT NULL, bucket INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY(start, guest, nic, interface, component, bucket)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tcp_{span}(
+    start INTEGER NOT NULL, guest INTEGER NOT NULL, nic INTEGER NOT NULL,
+    interface TEXT NOT NULL, direction TEXT NOT NULL, data INTEGER NOT NULL,
+    retrans INTEGER NOT NULL, reorder INTEGER NOT NULL,
+    PRIMARY KEY(start, guest, nic, interface, direction)) WITHOUT ROWID;
+""" for span in ("hourly", "daily"))
+# TCP health (netmon rtt --totals): RTT samples per hour, key, component and the kernel's
+# histogram bucket (tcphealth.bucket_bounds: buckets add up exactly, so hours fold into
+# days and days into months without losing a percentile's footing), and data segments,
+# retransmitted and out of order, per hour, key and direction. Made in every database
+# (CREATE ... IF NOT EXISTS): one older netmon made has them from its next write.
+TCP_TABLES = ("rtt_hourly", "rtt_daily", "tcp_hourly", "tcp_daily")
 
 _ADD = """
 INSERT INTO hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
                           bytes = bytes + excluded.bytes
+"""
+_ADD_RTT = """
+INSERT INTO rtt_hourly VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET samples = samples + excluded.samples
+"""
+_ADD_TCP = """
+INSERT INTO tcp_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO UPDATE SET data = data + excluded.data, retrans = retrans + excluded.retrans,
+                          reorder = reorder + excluded.reorder
 """
 
 # The local day an hour is in, as the Unix time of its midnight.
@@ -78,6 +104,19 @@ SELECT {DAY_OF_START}, guest, nic, interface, direction, protocol, sum(packets),
 FROM hourly WHERE start < ? GROUP BY 1, 2, 3, 4, 5, 6
 ON CONFLICT DO UPDATE SET packets = packets + excluded.packets,
                           bytes = bytes + excluded.bytes
+"""
+_FOLD_RTT = f"""
+INSERT INTO rtt_daily
+SELECT {DAY_OF_START}, guest, nic, interface, component, bucket, sum(samples)
+FROM rtt_hourly WHERE start < ? GROUP BY 1, 2, 3, 4, 5, 6
+ON CONFLICT DO UPDATE SET samples = samples + excluded.samples
+"""
+_FOLD_TCP = f"""
+INSERT INTO tcp_daily
+SELECT {DAY_OF_START}, guest, nic, interface, direction, sum(data), sum(retrans), sum(reorder)
+FROM tcp_hourly WHERE start < ? GROUP BY 1, 2, 3, 4, 5
+ON CONFLICT DO UPDATE SET data = data + excluded.data, retrans = retrans + excluded.retrans,
+                          reorder = reorder + excluded.reorder
 """
 
 
@@ -333,14 +372,22 @@ class Writer:
         return _Transaction(self._db)
 
     def add(self, rows: list[tuple[int, Key, str, str, int, int]],
-            names: dict[int, str | None], now: float | None = None) -> None:
+            names: dict[int, str | None], now: float | None = None,
+            rtt: list[tuple[int, Key, str, int, int]] = (),
+            tcp: list[tuple[int, Key, str, int, int, int]] = ()) -> None:
         """One transaction: (hour, key, direction, protocol, packets, bytes) rows added to
         the hours' totals, guests' names as last seen (None: unknown, the old one kept),
-        and the hours older than ``keep_days`` folded into days."""
+        and the hours older than ``keep_days`` folded into days. TCP health: ``rtt``,
+        (hour, key, component, bucket, samples); ``tcp``, (hour, key, direction, data
+        segments, retransmitted, out of order)."""
         now = time.time() if now is None else now
         with self.transaction() as db:
             db.executemany(_ADD, [(hour, k.guest, k.nic, k.interface, d, p, n, b)
                                   for hour, k, d, p, n, b in rows if n or b])
+            db.executemany(_ADD_RTT, [(hour, k.guest, k.nic, k.interface, c, b, n)
+                                      for hour, k, c, b, n in rtt if n])
+            db.executemany(_ADD_TCP, [(hour, k.guest, k.nic, k.interface, d, n, r, o)
+                                      for hour, k, d, n, r, o in tcp if n or r or o])
             for guest, name in names.items():
                 db.execute("INSERT INTO guests VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET "
                            "name = coalesce(excluded.name, name), seen = excluded.seen",
@@ -377,6 +424,10 @@ class Writer:
             return
         db.execute(_FOLD, (cutoff,))
         db.execute("DELETE FROM hourly WHERE start < ?", (cutoff,))
+        db.execute(_FOLD_RTT, (cutoff,))
+        db.execute("DELETE FROM rtt_hourly WHERE start < ?", (cutoff,))
+        db.execute(_FOLD_TCP, (cutoff,))
+        db.execute("DELETE FROM tcp_hourly WHERE start < ?", (cutoff,))
         self._folded_before = cutoff
 
     def close(self) -> None:

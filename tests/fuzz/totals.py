@@ -23,7 +23,8 @@ from netmon.totals.store import Key, Writer
 from tests.fuzz import Finding, Report
 
 VIEWS = (["--days"], ["--hours"], ["--months"], ["--top", "3"], ["--json"],
-         ["--months", "--json"], ["--guest", "101"], ["--days", "--month-start", "15"])
+         ["--months", "--json"], ["--guest", "101"], ["--days", "--month-start", "15"],
+         ["--rtt", "--hours"], ["--rtt", "--days", "--json"])
 
 
 def templates(tmp: Path) -> list[tuple[bytes, bytes | None]]:
@@ -36,10 +37,15 @@ def templates(tmp: Path) -> list[tuple[bytes, bytes | None]]:
              "in" if h % 2 else "out", ("tcp", "udp", "icmp")[g % 3], 1 + g, 100 * (1 + g))
             for h in range(0, 24 * 40, 7) for g in range(12)]
     names = {100 + g: f"guest-{g}" for g in range(7)}
+    # TCP health's rows (netmon rtt --totals): buckets and segments beside the traffic
+    rtt = [(hour - h * 3600, Key(100 + g % 7, 0), ("network", "guest")[g % 2], 20 + g * 3,
+            1 + g) for h in range(0, 24 * 40, 11) for g in range(6)]
+    tcp = [(hour - h * 3600, Key(100 + g % 7, 0), ("in", "out")[g % 2], 100 + g, g, g % 2)
+           for h in range(0, 24 * 40, 11) for g in range(6)]
     for closed in (True, False):
         path = tmp / f"template-{closed}.db"
         w = Writer(str(path), keep_days=7)
-        w.add(rows[:len(rows) // 2], names, now)
+        w.add(rows[:len(rows) // 2], names, now, rtt=rtt, tcp=tcp)
         w.add(rows[len(rows) // 2:], names, now)
         if closed:
             w.close()

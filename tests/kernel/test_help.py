@@ -64,6 +64,7 @@ def test_every_live_example_runs_as_printed(tmp_path):
     examples = [line for c in (usage.MONITOR, usage.TOP, usage.DROPS, usage.RTT)
                 for line, _ in c.examples]
     capture = Path("/tmp/vmbr0.pcapng")  # as the example names it
+    totals = [Path(f"/tmp/netmon-rtt.db{end}") for end in ("", "-wal", "-shm")]
     with NetnsPair(b_if="vmbr0") as n:
         _, tap_ip = n.link("nmt-g100", "tap100i0")
         for i, line in enumerate(examples):
@@ -87,7 +88,8 @@ def test_every_live_example_runs_as_printed(tmp_path):
                 if "-w" in args:  # the datagram to port 53, and nothing else
                     assert "1 packets written" in "\n".join(nm.err), nm.err
             finally:
-                capture.unlink(missing_ok=True)
+                for path in (capture, *totals):
+                    path.unlink(missing_ok=True)
 
 
 def test_every_totals_example_runs_as_printed(tmp_path):
@@ -96,7 +98,8 @@ def test_every_totals_example_runs_as_printed(tmp_path):
     with Writer(str(db)) as w:
         w.add([(hour_of(now), Key(100, 0), "in", "tcp", 3, 300),
                (hour_of(now), Key(interface="vmbr0"), "out", "udp", 2, 200)], {100: "web1"},
-              now)
+              now, rtt=[(hour_of(now), Key(100, 0), "network", 60, 5)],
+              tcp=[(hour_of(now), Key(100, 0), "in", 100, 2, 0)])
     for line, _ in usage.TOTALS.examples:
         # The default database is the service's; this one stands in for it.
         args = shlex.split(line)[2:] + ["--db", str(db)]

@@ -360,3 +360,24 @@ def test_the_state_is_swept_after_root_is_given_up(path, tmp_path):
     assert any("running as nobody" in e for e in nm.err), nm.err
     assert len({json.loads(line)["sport"] for line in nm.out
                 if json.loads(line)["component"] == "network"}) == 3
+
+
+def test_totals_keep_each_sample_and_segment_per_hour(path, tmp_path):
+    """netmon rtt --totals: `netmon totals --rtt` holds as many samples per component as
+    the run showed lines, and the tap's data segments as the summary counted them (the
+    guest's sent: the tap's in)."""
+    db = tmp_path / "rtt.db"
+    nm, _ = _run(path, tmp_path, _pingpong(path, 20), "--json", "--totals", str(db),
+                 beyond=10)
+    lines = [json.loads(line) for line in nm.out]
+    res = subprocess.run([sys.executable, "-m", "netmon", "totals", "--rtt", "--hours",
+                          "--json", "--db", str(db)], capture_output=True, text=True,
+                         cwd=ROOT, check=True)
+    rows = [json.loads(line) for line in res.stdout.splitlines()]
+    for comp in ("network", "guest"):
+        kept = sum(r["samples"] for r in rows if r.get("component") == comp)
+        assert kept == sum(1 for r in lines if r.get("component") == comp) > 0
+        assert all(r["guest"] == 100 and r["guest_name"] == "web1" for r in rows)
+    err = "\n".join(nm.err)
+    sent = sum(r["sent"]["segments"] for r in rows if "sent" in r)
+    assert re.search(rf"^netmon:   {TAP} \(web1\)  in +{sent} data segments", err, re.M), err

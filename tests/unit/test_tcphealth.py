@@ -103,7 +103,7 @@ def test_rtt_watches_both_directions_and_refuses_what_it_cannot_go_with():
     s = build(Options(rtt=True), cpus=2, default_interface=lambda: "eth9")
     assert s.directions == (DIR_IN, DIR_OUT) and s.tcp is not None
     for kw in (dict(write="x"), dict(top=True), dict(drops=True), dict(read="x"),
-               dict(flow_records=True), dict(totals="x.db")):
+               dict(flow_records=True)):
         with pytest.raises(UsageError, match="netmon rtt measures round trips live"):
             build(Options(rtt=True, **kw), cpus=2, default_interface=lambda: "eth9")
     with pytest.raises(UsageError, match="--rtt-entries sizes"):
