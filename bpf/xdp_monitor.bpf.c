@@ -1066,6 +1066,7 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
 #define ICMPV6_ECHO_REPLY   129
 /* An outstanding sample older than this is given up (counted unmatched). */
 #define NM_RTT_GIVE_UP_NS (10ULL * 1000 * 1000 * 1000)
+#define NM_ECHO_GIVE_UP_NS (1000ULL * 1000 * 1000)  /* an ICMP echo's: ping's interval */
 
 /* Where tcp_lookup() builds a key in hdrbuf: past tcp_record()'s sample. */
 #define NM_TCP_KEY_AT 128
@@ -1452,7 +1453,16 @@ static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
 	if (!st)
 		return;
 	if (request) {
-		rtt_start(&st->half[h & 1], NM_TK_RTT_ICMP, seq, false, counters_at(slot, ev->dir));
+		struct nm_tcp_half *me = &st->half[h & 1];
+
+		/* A request whose reply did not come within a second (ping's interval) is
+		 * given up at the next one: a lost reply holds no later sample back. */
+		if (me->pend_kind == NM_TK_RTT_ICMP &&
+		    bpf_ktime_get_ns() - me->pend_ns >= NM_ECHO_GIVE_UP_NS) {
+			me->pend_kind = 0;
+			count(counters_at(slot, ev->dir), NM_CNT_RTT_UNMATCHED);
+		}
+		rtt_start(me, NM_TK_RTT_ICMP, seq, false, counters_at(slot, ev->dir));
 	} else {
 		struct nm_tcp_half *peer = &st->half[(h & 1) ^ 1];
 

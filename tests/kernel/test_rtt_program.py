@@ -9,6 +9,8 @@ from the directions, are the live tests' (test_rtt.py).)
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6
@@ -154,6 +156,17 @@ def test_icmp_echo_gives_a_round_trip_v4_and_v6():
                      eth / IPv6(src="fd00::2", dst="fd00::1") / ICMPv6EchoReply(id=9, seq=4))
     assert [row[8] for row in rows] == [TK_RTT_ICMP, TK_RTT_ICMP]
     assert events.decode_flow(rows[1][3]).src == "fd00::1"
+
+
+def test_a_lost_echo_reply_holds_the_next_sample_back_a_second_at_most():
+    eth = Ether(**MAC)
+    with TcpRunner(gap_us=100_000) as r:
+        r.run(eth / IP(src=A, dst=B) / ICMP(type=8, id=7, seq=1))  # its reply is lost
+        time.sleep(1.1)
+        rows = r.run(eth / IP(src=A, dst=B) / ICMP(type=8, id=7, seq=2),
+                     eth / IP(src=B, dst=A) / ICMP(type=0, id=7, seq=2))
+        assert [row[8] for row in rows] == [TK_RTT_ICMP]
+        assert r.counters()["rtt_unmatched"] == 1
 
 
 def test_other_protocols_cost_no_state():
