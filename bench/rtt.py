@@ -62,3 +62,32 @@ def bench_tcp_health(repeat: int) -> list[dict]:
             counters = rtt.counters()
             assert counters["tcp_retrans"] > 0 and counters["tcp_noroom"] == 0
     return rows
+
+
+RATE_FLOWS = 10_000  # TCP connections offered in turn
+
+
+def tcp_frame(n) -> bytes:
+    """A TCP data segment with timestamps from a to b (no IP options: the generator
+    rewrites its source port where UDP's would be, for RATE_FLOWS connections in turn)."""
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))]
+    return bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src=n.a_ip, dst=n.b_ip)
+                 / TCP(sport=20000, dport=443, seq=1, flags="PA", options=ts) / (b"x" * 100))
+
+
+def bench_tcp_rate(n, count: int, repeats: int) -> list[dict]:
+    """(p) The rate the receiving veth keeps with RATE_FLOWS TCP connections offered
+    unpaced: the empty program, netmon --quiet, netmon rtt --quiet (ingress only, at
+    XDP). Each connection's segment repeats, so from its second on each is counted as a
+    retransmission: the dearest path. The state table holds them all (16,384)."""
+    from bench.common import bench_rate
+
+    frame = tcp_frame(n)
+    quiet = bench_rate(n, count, repeats, frame, RATE_FLOWS,
+                       ["--quiet", "--hook", "xdp"], "netmon --quiet")
+    rtt = bench_rate(n, count, repeats, frame, RATE_FLOWS,
+                     ["--rtt", "--quiet", "-Q", "in", "--hook", "xdp"], "netmon rtt --quiet")
+    return quiet + rtt[1:]

@@ -20,7 +20,8 @@ Everything runs in one go on the same rig, side by side with its baseline:
       lost; packets counted in the files with capinfos;
   (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
   (l) each program's verification at load: instructions and time (what start-up waits on).
-  (o) TCP health (netmon rtt): its cost per packet at XDP and tc: see bench/rtt.py.
+  (o), (p) TCP health (netmon rtt): its cost per packet at XDP and tc, and the rate
+      kept with 10,000 connections: see bench/rtt.py.
 
 The rig: two namespaces joined by a veth pair (tests/support/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -380,7 +381,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijklmno",
+    ap.add_argument("--only", default="abcdefghijklmnop",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -483,6 +484,14 @@ def main() -> None:
                           f"{r['cpu_per_s']:.4f}"]
                          for r in bench_drop_tools(n, rate, args.seconds,
                                                    [10_000, rate, 100_000], tmp)])
+        if want("p"):
+            from bench.rtt import RATE_FLOWS, bench_tcp_rate
+
+            print_table(f"(p) packet rate the receiving veth keeps, {RATE_FLOWS:,} TCP "
+                        "connections offered unpaced (each segment a retransmission)",
+                        ["attached", "packets/s", "× empty"],
+                        [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
+                         for r in bench_tcp_rate(n, args.max_count, args.repeats)])
         if want("i") or want("j"):
             from bench.flows import FLOWS, bench_flow_rate, bench_flow_tools
         if want("i"):

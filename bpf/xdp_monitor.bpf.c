@@ -209,10 +209,19 @@ struct cursor {
 	void *pos;
 	void *end;
 	void *buf;
-	/* TCP health: the IP header, the transport header, the IP length its header gives
-	 * (0: none, a GSO packet over 64 KiB); set by the parsers in a packet (buf NULL). */
+	/* TCP health: where the IP and the transport header start (from the frame's first
+	 * byte; l4 0: no transport header), the IP length the header gives (0: none, a GSO
+	 * packet over 64 KiB). Offsets, not pointers: the hooks' stack is near its limit. */
+	__u16 l3;
+	__u16 l4;
+	__u32 iplen;
+};
+
+/* Where TCP health finds a packet's headers (found again from tcpin's offsets). */
+struct tcp_at {
 	void *l3;
 	void *l4;
+	void *end;
 	__u32 iplen;
 };
 
@@ -374,7 +383,6 @@ static __always_inline int parse_iphdr(struct cursor *c, struct nm_event *ev)
 	hdrsize = iph->ihl * 4;
 	if (c->pos + hdrsize > c->end)
 		return -1;
-	c->l3 = iph;
 	c->iplen = bpf_ntohs(iph->tot_len);
 	c->pos += hdrsize;
 
@@ -433,7 +441,6 @@ static __always_inline int parse_ipv6hdr(struct cursor *c, struct nm_event *ev)
 	if (ip6h->version != 6)
 		return -1;
 	start = ip6h + 1;
-	c->l3 = ip6h;
 	c->iplen = bpf_ntohs(ip6h->payload_len);
 	if (c->iplen)
 		c->iplen += sizeof(*ip6h);
@@ -491,7 +498,6 @@ static __always_inline void parse_tcphdr(struct cursor *c, struct nm_event *ev)
 	if ((void *)(th + 1) > c->end)
 		return;
 	th = at(c, th);
-	c->l4 = th;
 	ev->sport = bpf_ntohs(th->source);
 	ev->dport = bpf_ntohs(th->dest);
 	/* The flags byte follows the 4-bit data offset and reserved bits. */
@@ -538,7 +544,6 @@ static __always_inline void parse_icmphdr(struct cursor *c, struct nm_event *ev)
 	if ((void *)(ih + 1) > c->end)
 		return;
 	ih = at(c, ih);
-	c->l4 = ih;
 	ev->icmp_type = ih->type;
 	ev->icmp_code = ih->code;
 	ev->flags |= NM_EV_ICMP;
@@ -1031,6 +1036,13 @@ static __always_inline int inspect(void *ctx, struct cursor *c, struct nm_event 
 		return not_ip(cnt, NM_CNT_NON_IP);
 	if (!ev->family)
 		return not_ip(cnt, NM_CNT_MALFORMED);
+	if (cfg.tcp && proto >= 0) {  /* where TCP health finds the headers again */
+		__u32 l4 = c->pos - start;
+
+		barrier_var(l4);
+		c->l3 = l2;
+		c->l4 = l4;
+	}
 
 	switch (proto) {
 	case IPPROTO_TCP:
@@ -1336,7 +1348,7 @@ struct tcp_seen {
 	__u8 flags, ts;
 };
 
-static __always_inline bool tcp_read(const struct cursor *c, struct tcp_seen *t)
+static __always_inline bool tcp_read(const struct tcp_at *c, struct tcp_seen *t)
 {
 	struct tcphdr *th = c->l4;
 	__u8 *opt;
@@ -1367,7 +1379,7 @@ static __always_inline bool tcp_read(const struct cursor *c, struct tcp_seen *t)
 	return true;
 }
 
-static __always_inline void tcp_health_tcp(void *ctx, const struct cursor *c,
+static __always_inline void tcp_health_tcp(void *ctx, const struct tcp_at *c,
 					   struct nm_event *ev, struct nm_counters *cnt,
 					   __u32 slot, __u32 l2len)
 {
@@ -1426,7 +1438,7 @@ static __always_inline void tcp_health_tcp(void *ctx, const struct cursor *c,
 
 /* ICMP and ICMPv6 echo: a request starts a sample, its reply (same id and sequence
  * number, the other way) ends it. */
-static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
+static __always_inline void tcp_health_icmp(void *ctx, const struct tcp_at *c,
 					    struct nm_event *ev, struct nm_counters *cnt,
 					    __u32 slot)
 {
@@ -1471,16 +1483,93 @@ static __always_inline void tcp_health_icmp(void *ctx, const struct cursor *c,
 	}
 }
 
-/* TCP health, for a matched packet in a packet hook (not a copy: c->buf NULL). */
-static __always_inline void tcp_health(void *ctx, const struct cursor *c, struct nm_event *ev,
-				       struct nm_counters *cnt, __u32 slot, __u32 l2len)
+/* The hooks' input to TCP health (struct nm_tcp_in), per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nm_tcp_in);
+} tcpin SEC(".maps");
+
+/* The furthest a header may start for TCP health (IPv6's extension headers may be long). */
+#define NM_TCP_OFF_MAX 0xFFF
+
+/* TCP health for the packet tcpin describes, its headers found again from ``data``. */
+static __always_inline void tcp_health(void *ctx, void *data, void *data_end)
 {
-	if (ev->flags & NM_EV_FRAG)
+	__u32 zero = 0;
+	struct nm_tcp_in *in = bpf_map_lookup_elem(&tcpin, &zero);
+	struct tcp_at c = { .end = data_end };
+	__u32 l3, l4;
+
+	if (!in)
 		return;
-	if (ev->ipproto == IPPROTO_TCP)
-		tcp_health_tcp(ctx, c, ev, cnt, slot, l2len);
-	else if (ev->ipproto == IPPROTO_ICMP || ev->ipproto == IPPROTO_ICMPV6)
-		tcp_health_icmp(ctx, c, ev, cnt, slot);
+	l3 = in->l3;
+	l4 = in->l4;
+	if (l3 > NM_TCP_OFF_MAX || l4 > NM_TCP_OFF_MAX)
+		return;
+	c.l3 = data + l3;
+	c.l4 = data + l4;
+	c.iplen = in->iplen;
+	if (in->ev.ipproto == IPPROTO_TCP)
+		tcp_health_tcp(ctx, &c, &in->ev, counters_at(in->slot, in->ev.dir), in->slot,
+			       in->l2len);
+	else
+		tcp_health_icmp(ctx, &c, &in->ev, counters_at(in->slot, in->ev.dir), in->slot);
+}
+
+/*
+ * TCP health's own programs, reached by a tail call at the very end of a hook (see
+ * deliver()): each is verified once on its own, not once per path through the hook's
+ * parser (inlined, it took Linux 6.1's verifier past its million instructions), and
+ * runs on a stack of its own (the hooks' is near its 512 bytes). They return what the
+ * hook would have: the packet goes on.
+ */
+/* One table per kind of hook: a program array takes the type of the first program
+ * that uses it, and refuses the others (the tc hooks failed to load beside XDP's). */
+struct tcp_progs {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tcpprog_xdp SEC(".maps"), tcpprog_tc SEC(".maps");
+
+SEC("xdp")
+int nm_tcp_xdp(struct xdp_md *ctx)
+{
+	tcp_health(ctx, (void *)(long)ctx->data, (void *)(long)ctx->data_end);
+	return XDP_PASS;
+}
+
+SEC("tc")
+int nm_tcp_tc(struct __sk_buff *skb)
+{
+	tcp_health(skb, (void *)(long)skb->data, (void *)(long)skb->data_end);
+	return NM_TC_NEXT;
+}
+
+/* A matched packet TCP health measures (TCP, ICMP's echo; no later fragment): its event
+ * and its headers' places into tcpin. True when it was handed over. */
+static __always_inline bool tcp_hand_over(const struct cursor *c, const struct nm_event *ev,
+					  __u32 slot, __u32 l2len)
+{
+	__u32 zero = 0;
+	struct nm_tcp_in *in;
+
+	if ((ev->flags & NM_EV_FRAG) || !c->l4 ||
+	    (ev->ipproto != IPPROTO_TCP && ev->ipproto != IPPROTO_ICMP &&
+	     ev->ipproto != IPPROTO_ICMPV6))
+		return false;
+	in = bpf_map_lookup_elem(&tcpin, &zero);
+	if (!in)
+		return false;
+	in->ev = *ev;
+	in->l3 = c->l3;
+	in->l4 = c->l4;
+	in->iplen = c->iplen;
+	in->l2len = l2len;
+	in->slot = slot;
+	return true;
 }
 
 /*
@@ -1491,21 +1580,10 @@ static __always_inline void tcp_health(void *ctx, const struct cursor *c, struct
  * that flows count IP bytes; ``xdp``: a constant at each call, which picks the
  * capture's copy helper; ``found``: inspect()'s answer.
  */
-static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
-				    __u32 slot, __u64 wire, __u32 l2len, bool xdp, int found,
-				    const struct cursor *c)
+static __always_inline void deliver_ip(void *ctx, struct nm_event *ev,
+				       struct nm_counters *cnt, __u32 slot, __u64 wire,
+				       __u32 l2len, bool xdp)
 {
-	if (found == NM_OTHER) {
-		/* Not IP: no line, flow or protocol for it; a capture writes it, as tcpdump's. */
-		if (cfg.snaplen && !cfg.flows && !cfg.quiet) {
-			ev->ts_ns = bpf_ktime_get_ns();
-			capture(ctx, ev, cnt, slot, xdp);
-		}
-		return;
-	}
-	count_proto(cnt, ev->segs, wire, ev->ipproto);
-	if (cfg.tcp)
-		tcp_health(ctx, c, ev, cnt, slot, l2len);
 	if (cfg.flows) {
 		count_flow(ev, cnt, wire - (__u64)ev->segs * l2len);
 		return;
@@ -1518,6 +1596,36 @@ static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_co
 		return;
 	}
 	capture(ctx, ev, cnt, slot, xdp);
+}
+
+/*
+ * The hooks call it last: with TCP health on, it ends in a tail call to TCP health's
+ * program for the hook (the hook then returns what that program does: the packet goes
+ * on either way; a failed tail call falls through to the hook's own return).
+ */
+static __always_inline void deliver(void *ctx, struct nm_event *ev, struct nm_counters *cnt,
+				    __u32 slot, __u64 wire, __u32 l2len, bool xdp, int found,
+				    const struct cursor *c)
+{
+	bool tcp;
+
+	if (found == NM_OTHER) {
+		/* Not IP: no line, flow or protocol for it; a capture writes it, as tcpdump's. */
+		if (cfg.snaplen && !cfg.flows && !cfg.quiet) {
+			ev->ts_ns = bpf_ktime_get_ns();
+			capture(ctx, ev, cnt, slot, xdp);
+		}
+		return;
+	}
+	count_proto(cnt, ev->segs, wire, ev->ipproto);
+	tcp = cfg.tcp && tcp_hand_over(c, ev, slot, l2len);
+	deliver_ip(ctx, ev, cnt, slot, wire, l2len, xdp);
+	if (tcp) {  /* a constant map at each call: the verifier knows which */
+		if (xdp)
+			bpf_tail_call(ctx, &tcpprog_xdp, 0);
+		else
+			bpf_tail_call(ctx, &tcpprog_tc, 0);
+	}
 }
 
 /* The hooks: each a thin wrapper, context -> cursor -> inspect() -> deliver(). */
@@ -1587,7 +1695,7 @@ static __always_inline int tc_monitor(struct __sk_buff *skb, __u8 dir)
 	c.pos = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 	c.buf = NULL;
-	c.l3 = c.l4 = NULL;
+	c.l3 = c.l4 = 0;
 	c.iplen = 0;
 
 	if (cfg.expr) {
@@ -1836,7 +1944,7 @@ int kfree_skb(__u64 *ctx)
 	c.pos = hb->bytes;
 	c.end = hb->bytes + (n & (NM_HDR_BUF - 1 | NM_HDR_BUF));
 	c.buf = hb->bytes;
-	c.l3 = c.l4 = NULL;
+	c.l3 = c.l4 = 0;
 	c.iplen = 0;
 	if (cfg.expr) {
 		expr.args = (struct nm_expr_args){};

@@ -109,6 +109,8 @@ TCP_KEY = struct.Struct("=IHBB2H16s16s")
 TCP_KEY4 = struct.Struct("=IHBB2H4s4s")  # struct nm_tcp_key4: IPv4's, in tcpstate4
 TCP_HALF = struct.Struct("=QQIIIIIBBBB")
 TCP_STATE = struct.Struct(f"={TCP_HALF.size}s{TCP_HALF.size}sI4x")
+# struct nm_tcp_in after its event: l3, l4, iplen, l2len, slot (never read here)
+TCP_IN_TAIL = struct.Struct("=IIIII4x")
 
 # Every struct the object and netmon share, by name: its size here. The loader holds
 # each against the object's BTF (a struct the object's BTF lacks is a build mismatch).
@@ -133,4 +135,5 @@ STRUCTS = {
     "nm_tcp_key4": TCP_KEY4.size,
     "nm_tcp_half": TCP_HALF.size,
     "nm_tcp_state": TCP_STATE.size,
+    "nm_tcp_in": EVENT.size + TCP_IN_TAIL.size,
 }

@@ -33,6 +33,9 @@ from netmon.kernel.libbpf import ffi
 from netmon.kernel.slots import Slots
 
 OBJECT_NAME = "xdp_monitor.bpf.o"
+# TCP health's programs, XDP's and tc's, and the tables the hooks tail-call them through
+TCP_PROGRAMS = ("nm_tcp_xdp", "nm_tcp_tc")
+TCP_PROG_TABLES = ("tcpprog_xdp", "tcpprog_tc")
 
 
 def object_path() -> Path:
@@ -206,6 +209,7 @@ class MonitorProgram:
                                  (self.obj.map_fd("tcpstate4"), TCP_KEY4.size))
             self.rtthist_fd = self.obj.map_fd("rtthist")
             self.tcpgen_fd = self.obj.map_fd("tcpgen")
+            self._link_tcp_programs()
             self.slots = Slots(self.counters_fd, self.obj.map_fd("ifcache"),
                                self.obj.map_fd("ifslots"), capture)
         except BaseException:
@@ -253,11 +257,34 @@ class MonitorProgram:
             if hook not in self.hooks:
                 libbpf.ensure(lib.bpf_program__set_autoload(obj.program(kind.program), False),
                               f"leaving {kind.program} unloaded")
+        for name, wanted in self._tcp_programs().items():
+            if not wanted:
+                libbpf.ensure(lib.bpf_program__set_autoload(obj.program(name), False),
+                              f"leaving {name} unloaded")
         if self._frags:  # the program reads the first buffer, reports the whole length
-            prog = obj.program(HOOKS["xdp"].program)
-            libbpf.ensure(lib.bpf_program__set_flags(
-                prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
-                "marking the program frags-aware")
+            # (TCP health's, which the XDP hook tail-calls, must be marked alike)
+            for name in (HOOKS["xdp"].program, TCP_PROGRAMS[0]):
+                prog = obj.program(name)
+                libbpf.ensure(lib.bpf_program__set_flags(
+                    prog, lib.bpf_program__flags(prog) | libbpf.BPF_F_XDP_HAS_FRAGS),
+                    "marking the program frags-aware")
+
+    def _tcp_programs(self) -> dict[str, bool]:
+        """TCP health's programs (tcpprogs' slots, in order): each loaded where a hook
+        that tail-calls it is, and TCP health is on."""
+        tc = any(HOOKS[h].target == "tc" for h in self.hooks)
+        return {TCP_PROGRAMS[0]: bool(self._tcp_entries) and "xdp" in self.hooks,
+                TCP_PROGRAMS[1]: bool(self._tcp_entries) and tc}
+
+    def _link_tcp_programs(self) -> None:
+        """The hooks tail-call TCP health's programs through tcpprog_xdp and tcpprog_tc."""
+        lib = libbpf.lib()
+        for table, (name, loaded) in zip(TCP_PROG_TABLES, self._tcp_programs().items()):
+            if loaded:
+                libbpf.ensure(lib.bpf_map_update_elem(
+                    self.obj.map_fd(table), ffi.new("__u32 *", 0),
+                    ffi.new("__u32 *", self.obj.program_fd(name)), 0),
+                    "linking TCP health's program")
 
     def wire_len(self, length: int) -> None:
         """-r (config.pack(replay=True)): the next test runs' frames were this long on
