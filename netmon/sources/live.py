@@ -26,6 +26,7 @@ from netmon.flows import FlowBook
 from netmon.host.interfaces import Interfaces, existing, targets
 from netmon.kernel import attach as hooking
 from netmon.kernel import config, drops
+from netmon.kernel.choices import Hook
 from netmon.kernel.loader import MonitorProgram
 from netmon.kernel.netlink import LinkChange, LinkWatcher
 from netmon.pipeline import Delivery, Pipeline
@@ -61,8 +62,21 @@ class Watch:
         try:
             kinds, notes = self._hooks(ifindex, ifname)
             for kind in kinds:
-                attached.append(self._prog.attach(kind, ifindex, ifname, self._settings.mode,
-                                                  self._settings.method))
+                try:
+                    attached.append(self._prog.attach(kind, ifindex, ifname,
+                                                      self._settings.mode,
+                                                      self._settings.method))
+                except XdpBusy:
+                    # Another program came between the look (_hooks) and the attach: a
+                    # netmon started at the same moment. --hook auto watches the ingress
+                    # with tc then, as if it had been there (policy.to_load loads tc).
+                    if kind != "xdp" or self._settings.hook is not Hook.AUTO:
+                        raise
+                    attached.append(self._prog.attach("tc_in", ifindex, ifname,
+                                                      self._settings.mode,
+                                                      self._settings.method))
+                    notes.append(f"{ifname} got another XDP program while netmon attached: "
+                                 f"watching its ingress with tc instead")
         except BaseException:
             for a in attached:
                 a.close()
