@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import struct
+import time
 
 from netmon.kernel import libbpf
 from netmon.kernel.abi import RTT_BUCKETS, RTT_HIST, TCP_HALF, TCP_STATE
@@ -53,6 +54,15 @@ class Sweeper:
         self._state_fds, self._gen_fd = state_fds, gen_fd
         self.gen = 0
         self.expired = 0  # entries deleted: connections that ended or went quiet
+        self._every = sweep_seconds()
+        self._next = time.monotonic() + self._every
+
+    def tick(self) -> None:
+        """A sweep, when one is due (the run's loop calls this at every poll)."""
+        now = time.monotonic()
+        if now >= self._next:
+            self.sweep()
+            self._next = now + self._every
 
     def sweep(self) -> int:
         """One sweep; returns the entries it deleted."""

@@ -161,7 +161,6 @@ class FlowFeed(Feed):
         self._next = 0.0
         self._tcp = tcp
         self._sweeper: tcpstate.Sweeper | None = None
-        self._next_sweep = 0.0
         if tcp is not None:
             self.tcp_entries = tcp.entries
             record = events.EVENT_SIZE + TCP_TAIL.size
@@ -191,14 +190,12 @@ class FlowFeed(Feed):
         self._next = time.monotonic() + INTERVAL
         if self._tcp is not None:
             self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
-            self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
 
     def poll(self, reader: PerfReader) -> None:
         self._samples(reader.poll(max(0, int((self._next - time.monotonic()) * 1000))))
         now = time.monotonic()
-        if self._sweeper is not None and now >= self._next_sweep:
-            self._sweeper.sweep()
-            self._next_sweep = now + tcpstate.sweep_seconds()
+        if self._sweeper is not None:
+            self._sweeper.tick()
         if now < self._next:
             return
         self._next = max(self._next + INTERVAL, now + INTERVAL / 2)
@@ -232,7 +229,6 @@ class TcpFeed(EventFeed):
         self.tcp_entries = tcp.entries
         self._prog: MonitorProgram | None = None
         self._sweeper: tcpstate.Sweeper | None = None
-        self._next_sweep = 0.0
         # Interfaces no longer watched: their histograms, by name and component
         self._retired_hists: dict[tuple[str, str], tcphealth.Histogram] = {}
         self._labels: dict[str, str] = {}  # ifname -> "tap100i0 (web1)"
@@ -244,14 +240,12 @@ class TcpFeed(EventFeed):
     def started(self, prog: MonitorProgram) -> None:
         self._prog = prog
         self._sweeper = tcpstate.Sweeper(prog.tcpstate_fds, prog.tcpgen_fd)
-        self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
         prog.slots.on_unregister.append(self._retire)
 
     def poll(self, reader: PerfReader) -> None:
         super().poll(reader)
-        if self._sweeper is not None and time.monotonic() >= self._next_sweep:
-            self._sweeper.sweep()
-            self._next_sweep = time.monotonic() + tcpstate.sweep_seconds()
+        if self._sweeper is not None:
+            self._sweeper.tick()
 
     def _label(self, ifindex: int) -> tuple[str, bool]:
         """The interface's name and whether it is a guest's (its label kept for lines)."""
