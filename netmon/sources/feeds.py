@@ -28,6 +28,14 @@ from netmon.sources.reader import SAMPLE_HEAD, PerfReader, Span, sample_size
 from netmon.sources.records import FLUSH_MS, WAKEUP_BYTES, Records, epb_time
 
 
+def tcp_decoding() -> tuple[events.Decoder, int, int]:
+    """TCP health's records (struct nm_tcp_sample): their decoder, the samples' size and
+    the bytes after each record (netmon rtt's feed and the flows' alike)."""
+    record = events.EVENT_SIZE + TCP_TAIL.size
+    sample = sample_size(record)
+    return events.Decoder(TCP_TAIL.format), sample, sample - SAMPLE_HEAD - record
+
+
 class Feed:
     """One delivery's handling. The base: the rings as settings size them."""
 
@@ -163,10 +171,7 @@ class FlowFeed(Feed):
         self._sweeper: tcpstate.Sweeper | None = None
         if tcp is not None:
             self.tcp_entries = tcp.entries
-            record = events.EVENT_SIZE + TCP_TAIL.size
-            self.sample = sample_size(record)
-            self._tail = self.sample - SAMPLE_HEAD - record
-            self._decoder = events.Decoder(TCP_TAIL.format)
+            self._decoder, self.sample, self._tail = tcp_decoding()
 
     def config(self) -> dict:
         if self._tcp is None:
@@ -219,10 +224,7 @@ class TcpFeed(EventFeed):
     def __init__(self, pipeline: Pipeline, pages: int, poll_ms: int, tcp: TcpSettings,
                  quiet: bool, interfaces):
         super().__init__(pipeline, pages, poll_ms)
-        self._decoder = events.Decoder(TCP_TAIL.format)
-        record = events.EVENT_SIZE + TCP_TAIL.size
-        self.sample = sample_size(record)
-        self._tail = self.sample - SAMPLE_HEAD - record
+        self._decoder, self.sample, self._tail = tcp_decoding()
         self._tcp = tcp
         self._lines = not quiet
         self._interfaces = interfaces
