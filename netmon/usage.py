@@ -43,6 +43,7 @@ TOP = Command(
                                   "rtt"}),
     keys=(("s", "sort by rate, bytes, packets in turn"),
           ("b", "a row per flow, guest, interface, host, port in turn"),
+          ("w", "with --rtt: RTT and RETR% over the 2 s, 10 s, 40 s window in turn"),
           ("q", "quit (the summary follows)")))
 
 DROPS = Command(

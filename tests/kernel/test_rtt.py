@@ -244,6 +244,10 @@ def test_top_shows_each_flows_round_trips_as_a_person_sees_them(path, tmp_path):
             subprocess.run(["tmux", "send-keys", "-t", session, "b"], check=True)
             screen = wait_pane(session, "by: guest")
             assert DELAY_MS <= cell(screen, r"web1 \(100\)") <= DELAY_MS * 1.25 + 10, screen
+            # w: the columns over the 40 s window, the same samples in it
+            subprocess.run(["tmux", "send-keys", "-t", session, "w"], check=True)
+            screen = wait_pane(session, "RTT 40s")
+            assert DELAY_MS <= cell(screen, r"web1 \(100\)") <= DELAY_MS * 1.25 + 10, screen
         finally:
             subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 

@@ -161,3 +161,33 @@ def test_the_book_gives_each_flow_its_samples_and_retransmissions():
                                  tcp=True).record(record)
     assert (out["rtt_samples"], out["rtt_min_ns"], out["rtt_max_ns"], out["retransmissions"]) \
         == (2, 2_000_000, 4_000_000, 1)
+
+
+def test_top_moves_its_tcp_columns_from_window_to_window():
+    """The w key: RTT and RETR% over 10 s at first, then 40 s, then 2 s; samples older
+    than a window leave its figures."""
+    from netmon.flows import FLOW_KEY4, FlowBook
+    from netmon.sinks.top.view import TopView
+
+    S = 1_000_000_000
+    raw = FLOW_KEY4.pack(7, DIR_IN, 4, 6, 0, 51000, 443, bytes([10, 0, 0, 9]),
+                         bytes([10, 0, 0, 1]))
+    book = FlowBook(0)
+    book.add([(raw, 0x18, 100, 100_000, 1 * S, 1 * S)], 1 * S)
+    book.tcp([_row(TK_RTT_TS, 2_000_000), _row(TK_RETRANS, seq=5)])
+    for t in range(2, 7):  # five more seconds of packets, no samples
+        book.add([(raw, 0x18, 100, 100_000, 1 * S, t * S)], t * S)
+    view = TopView(book, None, tcp=True)
+    assert view.tcp_titles == ("RTT 10s", "RETR%")
+    [row] = view.top()
+    assert (row.rtt, row.retrans) == ((2_000_000, 2_000_000), 1 / 600)
+    view.next_window()
+    assert view.tcp_titles == ("RTT 40s", "RETR%")
+    [row] = view.top()
+    assert row.rtt == (2_000_000, 2_000_000)
+    view.next_window()
+    assert view.tcp_titles == ("RTT 2s", "RETR%")
+    [row] = view.top()
+    assert (row.rtt, row.retrans) == ((None, None), 0.0)
+    view.next_window()
+    assert view.tcp_titles == ("RTT 10s", "RETR%")

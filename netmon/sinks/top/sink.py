@@ -77,7 +77,8 @@ class TopSink(Sink):
         return [] if fd is None else [fd]
 
     def tick(self) -> None:
-        """A key pressed in the view: q quits, s changes the sort."""
+        """A key pressed in the view: q quits, s changes the sort, b the rows, w TCP
+        health's window."""
         if self._screen is not None and self._screen.resumed():
             self._draw()
         fds = self.watch_fds()
@@ -91,6 +92,9 @@ class TopSink(Sink):
             self._draw()
         elif key == "b":
             self._view.next_by()
+            self._draw()
+        elif key == "w" and self._view.tcp:
+            self._view.next_window()
             self._draw()
 
     @property

@@ -28,10 +28,10 @@ ROWS_DEFAULT = 20
 # forgotten.
 RETIRED_MAX = 4096
 PORTED = (6, 17, 132)  # TCP, UDP, SCTP: ports name a service
-# TCP health's columns cover the middle window: enough samples (the kernel starts ~10 a
-# second per flow way) for a 99th percentile, recent enough to follow a change.
+# TCP health's columns cover one window at a time (the w key moves them to the next), the
+# middle one at first: enough samples (the kernel starts ~10 a second per flow way) for a
+# 99th percentile, recent enough to follow a change.
 TCP_WINDOW = WINDOWS[1]
-TCP_TITLES = (f"RTT {TCP_WINDOW}s", "RETR%")
 
 
 def rtt_cell(rtt: tuple[float | None, float | None]) -> str:
@@ -69,7 +69,7 @@ class Row:
     # A guest's or an interface's row where both directions are watched: its bytes
     # (received, sent) as the row's subject sees them, in place of the total.
     split: tuple[int, int] | None = None
-    # TCP health over TCP_WINDOW: the RTT samples' median and 99th percentile (ns) and
+    # TCP health over the view's TCP window: the RTT samples' median and 99th percentile (ns) and
     # retransmitted segments' share of the packets (None: none to tell)
     rtt: tuple[float | None, float | None] = (None, None)
     retrans: float | None = None
@@ -127,6 +127,7 @@ class TopView:
         self._where_title = where_title if where else None
         self.sort = sort
         self.by = by
+        self.tcp_window = TCP_WINDOW  # seconds: the window TCP health's columns cover
         self._groups = groups
         self.rows = rows
         self._cached_at, self._cache = -1, {}
@@ -170,7 +171,7 @@ class TopView:
 
     @property
     def tcp_titles(self) -> tuple[str, ...]:
-        return TCP_TITLES if self.tcp else ()
+        return (f"RTT {self.tcp_window}s", "RETR%") if self.tcp else ()
 
     def tcp_cells(self, row: Row) -> list[str]:
         return [rtt_cell(row.rtt), retrans_cell(row.retrans)] if self.tcp else []
@@ -181,6 +182,10 @@ class TopView:
 
     def next_sort(self) -> None:
         self.sort = SORTS[(SORTS.index(self.sort) + 1) % len(SORTS)]
+
+    def next_window(self) -> None:
+        """TCP health's columns over the next of the windows (2 s, 10 s, 40 s in turn)."""
+        self.tcp_window = WINDOWS[(WINDOWS.index(self.tcp_window) + 1) % len(WINDOWS)]
 
     def next_by(self) -> None:
         if self._groups is not None:
@@ -198,7 +203,7 @@ class TopView:
             row = Row(protocols.name(f.key.ipproto), flow_endpoints(f.key), where(f),
                       rates[0][1], tuple(bps for bps, _ in rates), f.total_bytes)
             if self.tcp:
-                p50, p99, row.retrans = book.tcp_window([f], TCP_WINDOW)
+                p50, p99, row.retrans = book.tcp_window([f], self.tcp_window)
                 row.rtt = (p50, p99)
             rows.append(row)
         return rows
@@ -255,7 +260,7 @@ class TopView:
                 for label, bps, pps, total, _, rx, tx, _ in chosen]
         if self.tcp:
             for row, g in zip(rows, chosen):
-                p50, p99, row.retrans = book.tcp_window(g[7], TCP_WINDOW)
+                p50, p99, row.retrans = book.tcp_window(g[7], self.tcp_window)
                 row.rtt = (p50, p99)
         return rows
 
