@@ -89,6 +89,28 @@ def test_a_delay_shows_in_its_own_component_only(path, tmp_path, where):
     assert re.search(rf"^netmon:   {TAP} \(web1\)  guest +\d+ samples  median ", err, re.M)
 
 
+def test_ipv6_a_delay_beyond_the_tap_shows_in_the_networks_component(tmp_path):
+    """The same over IPv6 (its own table in the kernel, 44-byte keys), and ICMPv6's echo:
+    40 ms beyond the tap in the network's samples, none in the guest's."""
+    with GuestPath(ipv6=True) as p6:
+        def traffic():
+            with p6.server("echo", 5001, ip=p6.r_ip6):
+                p6.traffic(p6.g, "pingpong", p6.r_ip6, 5001, 40, 100)
+            subprocess.run(p6.exec_args(p6.g, "ping", "-6", "-n", "-q", "-c", "3", "-i",
+                                        "0.2", p6.r_ip6), check=True, capture_output=True)
+
+        nm, _ = _run(p6, tmp_path, traffic, "--json", "ip6", beyond=DELAY_MS)
+    network, guest = _samples(nm.out, "network"), _samples(nm.out, "guest")
+    assert len(network) >= 5 and len(guest) >= 5, nm.out
+    assert DELAY_MS <= statistics.median(network) <= DELAY_MS * 1.25 + 10
+    assert statistics.median(guest) < DELAY_MS / 4
+    echo = _samples(nm.out, "network", "echo")
+    assert len(echo) == 3 and all(DELAY_MS <= ms <= DELAY_MS * 1.25 + 10 for ms in echo), echo
+    recs = [json.loads(line) for line in nm.out]
+    assert {(r["src"], r["dst"]) for r in recs if r["component"] == "network"} == \
+        {(p6.g_ip6, p6.r_ip6)}
+
+
 def test_text_lines_name_the_guest_the_component_and_the_flow(path, tmp_path):
     def traffic():
         _pingpong(path, 10)()

@@ -7,6 +7,8 @@ netmon watches tap100i0 in h, a guest's tap as Proxmox VE names it; with a fake
 /etc/pve, guest 100. d1's line is behind the tap (between it and the guest: a slow
 guest), d2's beyond it (the network). Each line's delays and losses are set per run
 (lines()). All in namespaces named nmt-PID-N-*, removed on exit; no default route.
+With ``ipv6``, the guest and the remote talk IPv6 too (g_ip6, r_ip6), as quietly as
+IPv6 can (no router solicitations, no duplicate address detection).
 """
 
 from __future__ import annotations
@@ -17,19 +19,21 @@ import os
 import subprocess
 import sys
 
-from tests.support.netns import NO_IPV6, ROOT, _serial, scaled, sh
+from tests.support.netns import NO_IPV6, QUIET_IPV6, ROOT, _serial, scaled, sh
 
 TAP = "tap100i0"
 
 
 class GuestPath:
-    def __init__(self):
+    def __init__(self, ipv6: bool = False):
         n = next(_serial)
+        self.ipv6 = ipv6
         self.id = f"nmt-{os.getpid()}-{n}"
         self.g, self.d1, self.h, self.d2, self.r = (f"{self.id}-{x}" for x in
                                                    ("g", "d1", "h", "d2", "r"))
         third = (os.getpid() + n) % 250
         self.g_ip, self.r_ip = f"10.197.{third}.1", f"10.197.{third}.2"
+        self.g_ip6, self.r_ip6 = f"fd00:197:{third:x}::1", f"fd00:197:{third:x}::2"
 
     def __enter__(self) -> "GuestPath":
         try:
@@ -42,7 +46,8 @@ class GuestPath:
     def _create(self) -> None:
         for ns in (self.g, self.d1, self.h, self.d2, self.r):
             sh("ip", "netns", "add", ns)
-            for key, value in NO_IPV6.items():
+            talks = self.ipv6 and ns in (self.g, self.r)
+            for key, value in (QUIET_IPV6 if talks else NO_IPV6).items():
                 sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}={value}")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
         links = ((self.g, "eth0", self.d1, "d1g"), (self.d1, "d1h", self.h, TAP),
@@ -55,6 +60,9 @@ class GuestPath:
             sh("ip", "-n", self.h, "link", "set", dev, "master", "br0")
         sh("ip", "-n", self.g, "addr", "add", f"{self.g_ip}/24", "dev", "eth0")
         sh("ip", "-n", self.r, "addr", "add", f"{self.r_ip}/24", "dev", "eth0")
+        if self.ipv6:
+            for ns, ip in ((self.g, self.g_ip6), (self.r, self.r_ip6)):
+                sh("ip", "-n", ns, "addr", "add", f"{ip}/64", "dev", "eth0", "nodad")
         # Each segment as itself, with its checksum in it: packet sockets forward frames
         # as they are, and a merged or unchecksummed one would not cross.
         for ns1, if1, ns2, if2 in links:
@@ -75,11 +83,11 @@ class GuestPath:
                                   *map(str, args)), cwd=ROOT, timeout=scaled(120))
 
     @contextlib.contextmanager
-    def server(self, kind: str, port: int):
-        """An echo or listen server in r."""
+    def server(self, kind: str, port: int, ip: str | None = None):
+        """An echo or listen server in r (on r_ip, or ``ip``)."""
         proc = subprocess.Popen(self.exec_args(self.r, sys.executable, "-m",
-                                               "tests.support.traffic", kind, self.r_ip,
-                                               str(port)),
+                                               "tests.support.traffic", kind,
+                                               ip or self.r_ip, str(port)),
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)
         try:
             assert proc.stdout.readline().strip() == "ready"
