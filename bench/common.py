@@ -42,11 +42,13 @@ def udp_frame(n: NetnsPair, dport: int = DPORT, payload: int = 18) -> bytes:
 GENERATORS: set[str] = set()
 
 
-def offer(n: NetnsPair, frame: bytes, count: int, rate: float, flows: int = 1) -> dict:
-    """``flows``: the frame (UDP, checksum 0) from that many source ports in turn."""
+def offer(n: NetnsPair, frame: bytes, count: int, rate: float, flows: int = 1,
+          conv: bool = False) -> dict:
+    """``flows``: the frame (UDP, checksum 0) from that many source ports in turn; with
+    ``conv``, the frame (TCP, timestamps) as the first of that many conversations."""
     res = n.run(n.a, "taskset", "-c", GEN_CPU, sys.executable, "-m", "bench.trafficgen",
                 str(BUILD / "xdp_tx.bpf.o"), n.a_if, frame.hex(), str(count), str(rate),
-                str(flows), cwd=ROOT)
+                f"{flows}:conv" if conv else str(flows), cwd=ROOT)
     gen = json.loads(res.stdout)
     GENERATORS.add(gen["generator"])
     return gen

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import statistics
+import sys
 
 from bench.common import BUILD, best_runs
 from netmon.kernel import config as nm_config
@@ -91,3 +93,57 @@ def bench_tcp_rate(n, count: int, repeats: int) -> list[dict]:
     rtt = bench_rate(n, count, repeats, frame, RATE_FLOWS,
                      ["--rtt", "--quiet", "-Q", "in", "--hook", "xdp"], "netmon rtt --quiet")
     return quiet + rtt[1:]
+
+
+def bench_tcp_conversations(n, count: int, repeats: int, tmp) -> list[dict]:
+    """(q) RATE_FLOWS TCP conversations offered unpaced, both ways into the receiving
+    veth (xdp_tx.bpf.c's conversations: every segment new data with a new TSval, each
+    echoing the other side's last): the rate kept with nothing attached (the empty
+    program), netmon rtt --quiet, and netmon rtt with a line per sample to a file; for
+    the lines, the samples shown and lost (netmon's own count), the segments netmon
+    counted as data and as retransmitted (its counters, from --metrics: none should be)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from bench.common import BUILD, Tool, offer, rx_packets
+    from bench.drops import _summary_numbers
+
+    frame = tcp_frame(n)
+    pass_obj = BUILD / "xdp_pass.bpf.o"
+    base = [sys.executable, "-m", "netmon", "rtt", "-i", n.b_if, "-Q", "in", "--hook", "xdp"]
+    runs = {"empty XDP_PASS": None, "netmon rtt --quiet": [*base, "--quiet"],
+            "netmon rtt, a line per sample (to a file)": base}
+    results: dict[str, list[dict]] = {name: [] for name in runs}
+    out = Path(tmp) / "rtt-lines.txt"
+    for _ in range(repeats):
+        for name, argv in runs.items():
+            tool = None
+            if argv is None:
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj",
+                      str(pass_obj), "sec", "xdp")
+            else:
+                tool = Tool(n, "netmon", argv, "Press Ctrl-C to stop",
+                            out if argv is base else Path(os.devnull))
+            before = rx_packets(n)
+            gen = offer(n, frame, count, 0, RATE_FLOWS, conv=True)
+            row = {"pps": (rx_packets(n) - before) / gen["seconds"]}
+            if tool is None:
+                n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")
+            elif argv is base:
+                done = tool.finish(1 << 62, idle=1.5)
+                row.update(_summary_numbers(done["stderr"]), err=done["stderr"])
+            else:
+                tool.proc.send_signal(signal.SIGINT)
+                tool.proc.wait(30)
+            results[name].append(row)
+    empty = statistics.median(r["pps"] for r in results["empty XDP_PASS"])
+    rows = []
+    for name, rs in results.items():
+        pps = statistics.median(r["pps"] for r in rs)
+        lines = runs[name] is base
+        rows.append({"attached": name, "pps": pps, "ratio": pps / empty,
+                     "shown": sum(r["shown"] for r in rs) if lines else None,
+                     "lost": sum(r["lost"] for r in rs) if lines else None,
+                     "err": rs[-1].get("err", [])})
+    return rows

@@ -20,8 +20,9 @@ Everything runs in one go on the same rig, side by side with its baseline:
       lost; packets counted in the files with capinfos;
   (h), (i), (j) flows, (k) top at 20,000 flows: see bench/flows.py.
   (l) each program's verification at load: instructions and time (what start-up waits on).
-  (o), (p) TCP health (netmon rtt): its cost per packet at XDP and tc, and the rate
-      kept with 10,000 connections: see bench/rtt.py.
+  (o), (p), (q) TCP health (netmon rtt): its cost per packet at XDP and tc, the rate
+      kept with 10,000 connections, and with 10,000 conversations both ways, the
+      samples shown and lost: see bench/rtt.py.
 
 The rig: two namespaces joined by a veth pair (tests/support/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -381,7 +382,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijklmnop",
+    ap.add_argument("--only", default="abcdefghijklmnopq",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -492,6 +493,17 @@ def main() -> None:
                         ["attached", "packets/s", "× empty"],
                         [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}"]
                          for r in bench_tcp_rate(n, args.max_count, args.repeats)])
+        if want("q"):
+            from bench.rtt import RATE_FLOWS, bench_tcp_conversations
+
+            q_rows = bench_tcp_conversations(n, args.max_count, args.repeats, tmp)
+            print_table(f"(q) packet rate the receiving veth keeps, {RATE_FLOWS:,} TCP "
+                        "conversations offered unpaced (both ways, every segment new)",
+                        ["attached", "packets/s", "× empty", "samples shown", "lost"],
+                        [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}",
+                          "" if r["shown"] is None else f"{r['shown']:,}",
+                          "" if r["lost"] is None else f"{r['lost']:,}"] for r in q_rows])
+            print("\n".join(q_rows[-1]["err"][-12:]))
         if want("i") or want("j"):
             from bench.flows import FLOWS, bench_flow_rate, bench_flow_tools
         if want("i"):

@@ -11,9 +11,11 @@ Two generators, the first that the kernel allows:
   driver, as the XDP_TX path goes), 1,024 frames a call. The same frames: with FLOWS
   each from the next source port, as xdp_tx.bpf.c writes them.
 
-    python -m bench.trafficgen OBJ IFNAME FRAME_HEX COUNT RATE [FLOWS]
+    python -m bench.trafficgen OBJ IFNAME FRAME_HEX COUNT RATE [FLOWS[:conv]]
         RATE 0: as fast as it can; FLOWS: an IPv4 UDP frame (checksum 0) is sent from
-        that many source ports in turn, from its own on (see xdp_tx.bpf.c)
+        that many source ports in turn, from its own on; FLOWS:conv: an IPv4 TCP data
+        segment with timestamps is the first of that many TCP conversations in turn,
+        both ways (see xdp_tx.bpf.c; the packet socket repeats CONV_FRAMES_MAX of them)
     NETMON_TRAFFICGEN=packet-socket: that generator, whatever the kernel allows.
 
 Prints one JSON object: frames offered, seconds taken and the generator used.
@@ -45,6 +47,8 @@ FORCE_ENV = "NETMON_TRAFFICGEN"
 # them), EINVAL or EOPNOTSUPP (one older than 5.18, which knows no such flag).
 REFUSED = (errno.EPERM, errno.EINVAL, errno.EOPNOTSUPP)
 UDP_SPORT_AT = 14 + 20  # xdp_tx.bpf.c's: IPv4 without options
+CONV_HEAD = 14 + 20 + 20 + 12  # xdp_tx.bpf.c's conversations: up to the data
+CONV_FRAMES_MAX = 200_000  # the packet socket's conversations: that many frames, again
 SEND_BATCH = 1024  # frames per sendmmsg()
 SOL_PACKET, PACKET_QDISC_BYPASS = 263, 20
 
@@ -74,16 +78,47 @@ def paced(count: int, rate: float, max_chunk: int, send) -> int:
     return sent
 
 
+def gen_config(frame: bytes, flows: int, conv: bool) -> bytes:
+    """xdp_tx.bpf.c's gen (its .rodata): from the frame, its ports, addresses, data."""
+    sport, dport = struct.unpack_from("!HH", frame, UDP_SPORT_AT)
+    a_ip, b_ip = frame[26:30], frame[30:34]
+    return struct.pack("=IHH4s4sHHI", flows, sport if flows > 1 or conv else 0, int(conv),
+                       a_ip, b_ip, dport, 0, max(0, len(frame) - CONV_HEAD))
+
+
+def conv_frames(frame: bytes, flows: int, total: int) -> list[bytes]:
+    """The first ``total`` frames of xdp_tx.bpf.c's conversations, as it writes them."""
+    base, b_port = struct.unpack_from("!HH", frame, UDP_SPORT_AT)
+    a_ip, b_ip = frame[26:30], frame[30:34]
+    p = len(frame) - CONV_HEAD
+    out = []
+    for sent in range(total):
+        conn, rnd = sent % flows, sent // flows
+        r, a_port = rnd >> 1, (base + conn) & 0xFFFF
+        f = bytearray(frame)
+        if not rnd & 1:
+            f[26:34] = a_ip + b_ip
+            struct.pack_into("!HHII", f, 34, a_port, b_port, (1 + r * p) & 0xFFFFFFFF,
+                             (1 + r * p) & 0xFFFFFFFF)
+            struct.pack_into("!II", f, 58, 2 * r + 1, 2 * r)
+        else:
+            f[26:34] = b_ip + a_ip
+            struct.pack_into("!HHII", f, 34, b_port, a_port, (1 + r * p) & 0xFFFFFFFF,
+                             (1 + (r + 1) * p) & 0xFFFFFFFF)
+            struct.pack_into("!II", f, 58, 2 * r + 2, 2 * r + 1)
+        out.append(bytes(f))
+    return out
+
+
 def live_frames(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float,
-                flows: int = 1) -> int:
+                flows: int = 1, conv: bool = False) -> int:
     """The XDP_TX generator; LibbpfError (errno in REFUSED) where the kernel refuses it,
     before any frame went."""
     ifindex = socket.if_nametoindex(ifname)
     lib = libbpf.lib()
 
     def prepare(obj: BpfObject) -> None:
-        sport = struct.unpack_from("!H", frame, UDP_SPORT_AT)[0] if flows > 1 else 0
-        value = struct.pack("=IHH", flows, sport, 0)  # .rodata: xdp_tx.bpf.c's gen
+        value = gen_config(frame, flows, conv)
         libbpf.ensure(lib.bpf_map__set_initial_value(obj.rodata(), value, len(value)),
                       "setting the flow count")
 
@@ -167,8 +202,11 @@ class PacketSocket:
         self._sock.close()
 
 
-def packet_socket(ifname: str, frame: bytes, count: int, rate: float, flows: int = 1) -> int:
-    sender = PacketSocket(ifname, flow_frames(frame, flows))
+def packet_socket(ifname: str, frame: bytes, count: int, rate: float, flows: int = 1,
+                  conv: bool = False) -> int:
+    frames = (conv_frames(frame, flows, min(count, CONV_FRAMES_MAX)) if conv
+              else flow_frames(frame, flows))
+    sender = PacketSocket(ifname, frames)
     try:
         return paced(count, rate, SEND_BATCH, sender.send)
     finally:
@@ -176,12 +214,12 @@ def packet_socket(ifname: str, frame: bytes, count: int, rate: float, flows: int
 
 
 def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float,
-             flows: int = 1) -> dict:
+             flows: int = 1, conv: bool = False) -> dict:
     generator = os.environ.get(FORCE_ENV) or LIVE
     start = time.monotonic()
     if generator == LIVE:
         try:
-            sent = live_frames(obj_path, ifname, frame, count, rate, flows)
+            sent = live_frames(obj_path, ifname, frame, count, rate, flows, conv)
         except LibbpfError as exc:
             if exc.errno not in REFUSED:
                 raise
@@ -190,7 +228,7 @@ def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float,
             generator = PACKET
             start = time.monotonic()
     if generator == PACKET:
-        sent = packet_socket(ifname, frame, count, rate, flows)
+        sent = packet_socket(ifname, frame, count, rate, flows, conv)
     elif generator != LIVE:
         raise SystemExit(f"trafficgen: {FORCE_ENV}={generator}: {LIVE} or {PACKET}")
     return {"offered": sent, "seconds": time.monotonic() - start, "generator": generator}
@@ -198,5 +236,6 @@ def generate(obj_path: Path, ifname: str, frame: bytes, count: int, rate: float,
 
 if __name__ == "__main__":
     obj, ifname, frame_hex, count, rate, *flows = sys.argv[1:]
+    nflows, _, mode = (flows[0] if flows else "1").partition(":")
     print(json.dumps(generate(Path(obj), ifname, bytes.fromhex(frame_hex), int(count),
-                              float(rate), int(flows[0]) if flows else 1)))
+                              float(rate), int(nflows), mode == "conv")))

@@ -107,6 +107,10 @@ class TextFormat:
         text = self._prefixes[key] = _prefix(decode_flow(key))
         return text
 
+    def prefix(self, key: bytes) -> str:
+        """``TCP 10.0.0.1:5000 -> 10.0.0.2:80 (``: a line up to its length (kept per key)."""
+        return self._prefixes.get(key) or self._new_prefix(key)
+
     def line(self, ev: Event | Row) -> str:
         ts, ifindex, length, key, direction, _ = ev
         label = self._label(ifindex, direction) if self._ifnames else ""
@@ -255,13 +259,14 @@ class TcpText:
         info = self._ifinfo(row[1])
         where = with_guest(info)
         stamp = self._stamp(row[0]) if self._stamp else ""
-        flow = self._text.line(row[:6])
         if kind in tcphealth.RTT_KINDS:
-            what = _prefix(decode_flow(row[3]))[:-2]  # the flow without its length
+            # The flow without its length (kept per flow: at full rate the same
+            # connections' samples come again and again).
+            what = self._text.prefix(row[3])[:-2]
             how = "" if kind == tcphealth.TK_RTT_TS else f" ({tcphealth.KIND_NAMES[kind]})"
             comp = tcphealth.component("guest" in info, row[4])
             return f"{stamp}{where} {comp} {what} rtt {tcphealth.ms(rtt)}{how}"
-        return (f"{stamp}{where} {DIR_NAMES[row[4]]} {flow} "
+        return (f"{stamp}{where} {DIR_NAMES[row[4]]} {self._text.line(row[:6])} "
                 f"{tcphealth.KIND_NAMES.get(kind, kind)} seq {seq}")
 
     def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:

@@ -79,13 +79,61 @@ def totals(records: list[dict]) -> dict[tuple, tuple[int, int]]:
     return out
 
 
-def offer(n, frame: bytes, count: int, rate: float, generator: str = "") -> str:
+def offer(n, frame: bytes, count: int, rate: float, generator: str = "",
+          flows: str = "1") -> str:
     """The bench's generator (XDP live frames, or a packet socket where the kernel refuses
     them, or ``generator`` where one is named); returns the generator that sent them."""
     res = n.run(n.a, "env", f"NETMON_TRAFFICGEN={generator}", "taskset", "-c", "0",
                 sys.executable, "-m", "bench.trafficgen", str(GENERATOR), n.a_if, frame.hex(),
-                str(count), str(rate), cwd=ROOT)
+                str(count), str(rate), flows, cwd=ROOT)
     return json.loads(res.stdout)["generator"]
+
+
+def test_the_benchs_tcp_conversations_are_the_same_from_either_generator(netns, tmp_path):
+    """bench q's traffic: 3 TCP conversations in turn, both ways in one frame stream,
+    every segment new data and a new TSval, each TSecr echoing the other side's last. The
+    live-frames program and the packet socket (where the kernel refuses live frames)
+    send the same frames, the TCP checksum aside (neither keeps it)."""
+    from scapy.utils import rdpcap
+
+    n = netns
+    frame = bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src=n.a_ip, dst=n.b_ip)
+                  / TCP(sport=20000, dport=443, seq=1, flags="PA",
+                        options=[("NOP", None), ("NOP", None), ("Timestamp", (1000, 2000))])
+                  / (b"x" * 10))
+    got = {}
+    # XDP_TX hands frames to the peer's NAPI: b needs GRO for it (which merges none of
+    # these: each segment's timestamps differ from the one before it).
+    n.run(n.b, "ethtool", "-K", n.b_if, "gro", "on")
+    for generator in ("", "packet-socket"):
+        pcap = tmp_path / f"conv{generator}.pcap"
+        dump = subprocess.Popen(n.exec_args(n.b, "tcpdump", "-i", n.b_if, "-Q", "in", "-U",
+                                            "--immediate-mode", "-n", "-w", str(pcap),
+                                            "-Z", "root", "tcp"),
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            assert "listening" in dump.stderr.readline()
+            offer(n, frame, 12, 1000, generator, "3:conv")
+            time.sleep(scaled(0.5))
+        finally:
+            dump.terminate()
+            dump.wait(scaled(10))
+        got[generator] = [p for p in rdpcap(str(pcap))]
+    live, sock = got[""], got["packet-socket"]
+    assert len(live) == len(sock) == 12
+    for a, b in zip(live, sock):
+        a[TCP].chksum = b[TCP].chksum = 0
+        assert bytes(a) == bytes(b)
+    # Conversation 1 (a's port 20001): a's segment 0, then b's answer, then a's segment 1.
+    a0, b0, a1 = [p for p in live if 20001 in (p[TCP].sport, p[TCP].dport)][:3]
+    assert (a0[IP].src, a0[TCP].sport, a0[TCP].dport) == (n.a_ip, 20001, 443)
+    assert (b0[IP].src, b0[TCP].sport, b0[TCP].dport) == (n.b_ip, 443, 20001)
+    assert [dict(p[TCP].options)["Timestamp"] for p in (a0, b0, a1)] == [(1, 0), (2, 1), (3, 2)]
+    assert [(p[TCP].seq, p[TCP].ack) for p in (a0, b0, a1)] == [(1, 1), (1, 11), (11, 11)]
+    # Addresses swapped, the IP header's checksum holds as it was.
+    ip = b0[IP].copy()
+    ip.chksum = None
+    assert IP(bytes(ip)).chksum == b0[IP].chksum
 
 
 @pytest.mark.parametrize("hook", ["xdp", "tc_in"])

@@ -4,7 +4,7 @@ import pytest
 
 from netmon.errors import InterfaceNotFound, UsageError
 from netmon.events import DIR_IN, DIR_OUT
-from netmon.options import (GIVEN, RULES, DEFAULT_PAGES, Direction, Hook, Options, build,
+from netmon.options import (GIVEN, RULES, RTT_PAGES, DEFAULT_PAGES, Direction, Hook, Options, build,
                              capture_pages, conflict)
 
 
@@ -67,6 +67,11 @@ def test_defaults():
     assert s.pages == DEFAULT_PAGES and s.capture is None and s.flows is None
     assert settings(guest=(100,), follow=True).directions == (DIR_IN, DIR_OUT)
     assert settings(write="x").pages == capture_pages(2)
+    # TCP health's records come in bursts: their rings are larger; none with --quiet.
+    assert settings(rtt=True).pages == RTT_PAGES == capture_pages(2, RTT_PAGES)
+    assert settings(rtt=True, quiet=True).pages == DEFAULT_PAGES
+    assert settings(rtt=True, buffer_pages=64).pages == 64
+    assert capture_pages(64, RTT_PAGES) == 256 and capture_pages(512, RTT_PAGES) == 128
 
 
 def test_guests_by_id_or_name(tmp_path, monkeypatch):
