@@ -58,6 +58,11 @@ def test_the_wheel_is_pure_python_with_the_object_inside(installed):
     # cffi's declarations, written at build time: nothing parses C on the target.
     assert {"netmon/kernel/_libbpf_ffi.py", "netmon/expression/_pcap_ffi.py"} <= set(names)
     assert not [n for n in names if n.endswith((".so", ".pyd"))]
+    # The Prometheus rules and the Grafana dashboard, for PREFIX/share/netmon.
+    data = {n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n}
+    assert {"share/netmon/prometheus/netmon-rules.yml",
+            "share/netmon/prometheus/netmon-rules.test.yml",
+            "share/netmon/grafana/netmon-dashboard.json"} <= data, data
     assert "Tag: py3-none-any" in zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith(".dist-info/WHEEL"))).decode()
 
