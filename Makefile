@@ -19,7 +19,7 @@ BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror -Ibpf \
 # Debian packages: what building the wheel needs, and what running and testing add.
 BUILD_DEPS := clang llvm libbpf-dev bpftool make python3 python3-venv python3-pip
 APT_DEPS := $(BUILD_DEPS) libbpf1 iproute2 iputils-ping tcpdump ethtool util-linux tshark tmux \
-	nfdump softflowd prometheus nftables dropwatch sqlite3 curl openssl systemd
+	nfdump softflowd prometheus nftables dropwatch sqlite3 curl openssl systemd chromium
 
 .PHONY: all vmlinux deps deps-build wheel venv install test fuzz test-unit test-kernels test-userlands \
 	wheel-container bench clean

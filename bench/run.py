@@ -23,6 +23,7 @@ Everything runs in one go on the same rig, side by side with its baseline:
   (o), (p), (q) TCP health (netmon rtt): its cost per packet at XDP and tc, the rate
       kept with 10,000 connections, and with 10,000 conversations both ways, the
       samples shown and lost: see bench/rtt.py.
+  (r) netmon totals --html's time against --days --json's: see bench/report.py.
 
 The rig: two namespaces joined by a veth pair (tests/support/netns.py), no default route;
 frames are offered by bench/trafficgen.py from namespace a. Timings are never
@@ -43,6 +44,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -382,7 +384,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5, help="length of the paced runs")
     ap.add_argument("--max-count", type=int, default=1_000_000,
                     help="frames offered in the unpaced runs")
-    ap.add_argument("--only", default="abcdefghijklmnopq",
+    ap.add_argument("--only", default="abcdefghijklmnopqr",
                     help="the sections to run, by letter (default: all of them)")
     args = ap.parse_args()
 
@@ -404,6 +406,16 @@ def main() -> None:
                     ["program", "config", "verified instructions", "load s"],
                     [[r["hook"], r["config"], f"{r['insns']:,}" if r["insns"] else "n/a",
                       f"{r['seconds']:.3f}"] for r in bench_verifier()])
+    if want("r"):
+        from bench.report import bench_report
+
+        with tempfile.TemporaryDirectory(prefix="nmt-report-") as report_tmp:
+            print_table("(r) netmon totals --html against --days --json on the same days, "
+                        "a process each, medians",
+                        ["database", "--days --json s", "--html s", "× json", "report"],
+                        [[r["case"], f"{r['json']:.2f}", f"{r['html']:.2f}",
+                          f"{r['html'] / r['json']:.2f}", f"{r['size'] / 1e6:.1f} MB"]
+                         for r in bench_report(Path(report_tmp), args.repeats)])
     if want("o"):
         from bench.rtt import bench_tcp_health
 

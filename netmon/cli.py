@@ -440,6 +440,11 @@ def totals(
                                                   "component) and retransmissions instead "
                                                   "of the traffic: what 'netmon rtt "
                                                   "--totals' kept."),
+    html_out: Optional[str] = typer.Option(
+        None, "--html", metavar="FILE",
+        help="A report to FILE ('-': standard output): one self-contained HTML file, each "
+             "guest's traffic per day as bars and per hour of the last 7 days as a heat "
+             "map, the top guests (--top N, 10), round trips where kept."),
 ) -> int:
     views = [v for v, on in (("hours", hours), ("days", days), ("months", months)) if on]
     if len(views) > 1:
@@ -447,7 +452,8 @@ def totals(
     totals_report.report(totals_report.Query(
         db=tuple(db or (totals_store.DEFAULT_PATH,)), view=views[0] if views else "days",
         since=since, until=until, guests=tuple(guest or ()), top=top,
-        month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic, rtt=rtt),
+        month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic, rtt=rtt,
+        html=html_out),
         sys.stdout)
     return ExitStatus.SUCCESS
 

@@ -69,7 +69,9 @@ TOTALS = Command(
      ("netmon totals --months --month-start 15", "billing months that begin on the 15th"),
      ("netmon totals --top 5 --json", "this month's five largest, as JSON lines"),
      ("netmon totals --rtt --hours --guest 100", "guest 100's round trips (network and "
-                                                 "guest) and retransmissions, per hour")))
+                                                 "guest) and retransmissions, per hour"),
+     ("netmon totals --html /tmp/netmon.html", "the last 30 days as charts, in one HTML "
+                                               "file (scp it to a laptop)")))
 
 RTT = Command(
     "rtt", "Round-trip times and retransmissions of the TCP connections (and ICMP echoes) "

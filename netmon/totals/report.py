@@ -49,6 +49,7 @@ class Query:
     csv: bool = False
     by_nic: bool = False  # a row per guest NIC (net0, net1) instead of per guest
     rtt: bool = False  # TCP health's figures (netmon rtt --totals) instead of the traffic
+    html: str | None = None  # a report to this file (totals/html.py): charts, not tables
     now: float = field(default_factory=time.time)
 
 
@@ -214,9 +215,10 @@ class Gathered:
         return None if None in times else min(times, default=None)
 
 
-def gather(q: Query) -> Gathered:
-    """Figures per key and period from every database --db names, summed exactly."""
-    since, until = _span(q)
+def gather(q: Query, span: tuple[int, int] | None = None) -> Gathered:
+    """Figures per key and period from every database --db names, summed exactly; over
+    ``span`` ([since, until) as Unix times) where given, else the query's own."""
+    since, until = span or _span(q)
     read = [(path, *_read(path, q, since, until)) for path in databases(q.db)]
     # A ledger's copies (the file and a snapshot of it, or two copies collected) hold the
     # same counts: the one written last is read, the rest left out and said.
@@ -500,6 +502,10 @@ def report(q: Query, out: TextIO) -> int:
     if q.rtt and (q.top is not None or q.csv):
         raise UsageError("--rtt shows round trips and retransmissions per period: it goes "
                          "without --top and --csv")
+    if q.html is not None:
+        from netmon.totals import html
+
+        return html.write(q, out)
     g = gather(q)
     if q.rtt:
         return _report_tcp(q, g, out)

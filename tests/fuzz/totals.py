@@ -24,7 +24,7 @@ from tests.fuzz import Finding, Report
 
 VIEWS = (["--days"], ["--hours"], ["--months"], ["--top", "3"], ["--json"],
          ["--months", "--json"], ["--guest", "101"], ["--days", "--month-start", "15"],
-         ["--rtt", "--hours"], ["--rtt", "--days", "--json"])
+         ["--rtt", "--hours"], ["--rtt", "--days", "--json"], ["--html", "-"])
 
 
 def templates(tmp: Path) -> list[tuple[bytes, bytes | None]]:

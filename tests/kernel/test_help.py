@@ -103,11 +103,16 @@ def test_every_totals_example_runs_as_printed(tmp_path):
     for line, _ in usage.TOTALS.examples:
         # The default database is the service's; this one stands in for it.
         args = shlex.split(line)[2:] + ["--db", str(db)]
+        page = None
+        if "--html" in args:  # the report to this test's directory, not the example's
+            page = tmp_path / "report.html"
+            args[args.index("--html") + 1] = str(page)
         res = subprocess.run([sys.executable, "-m", "netmon", "totals", *args],
                              capture_output=True, text=True, cwd=ROOT,
                              env={**os.environ, "TZ": "UTC"})
         assert res.returncode == 0 and not res.stderr, (line, res.stderr)
-        assert "web1" in res.stdout, (line, res.stdout)
+        shown = page.read_text() if page else res.stdout
+        assert "web1" in shown, (line, shown)
         if "--json" in args:
             rows = [json.loads(r) for r in res.stdout.splitlines()]
             assert {r.get("guest") for r in rows} >= {100}
