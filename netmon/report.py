@@ -54,6 +54,7 @@ class Summary:
     rtt: list[str] | None = None  # netmon rtt: its tables (tcphealth.summary_lines)
     # netmon rtt: the kernel's RTT histograms by (interface, component) (tcphealth)
     rtt_hists: dict | None = None
+    ring_fill: object | None = None  # how full the perf rings were when read (reader.Fill)
 
     @property
     def totals_lost(self) -> bool:

@@ -46,6 +46,9 @@ class Snapshot:
     rtt: dict | None = None
     rtt_unmatched: int = 0
     tcp_noroom: int = 0
+    # How full the perf rings were when read: (bound, reads at or below it), the shares'
+    # sum, the reads (None: no rings, as -r)
+    ring_fill: tuple[list[tuple[float, int]], float, int] | None = None
 
 
 class Metrics:
@@ -125,6 +128,15 @@ class Metrics:
         yield CounterMetricFamily(
             "netmon_flows_overflow", "Packets not counted in flows: the kernel's flow "
             "table was full", value=snap.flow_overflow)
+        if snap.ring_fill is not None:
+            from prometheus_client.core import HistogramMetricFamily
+
+            below, total, reads = snap.ring_fill
+            yield HistogramMetricFamily(
+                "netmon_ring_fill_ratio", "How full a CPU's perf ring was each time netmon "
+                "read it (0 empty, 1 full: records then lost; raise --buffer-pages)",
+                buckets=[*((repr(b), n) for b, n in below), ("+Inf", reads)],
+                sum_value=total)
         if snap.exporter:
             yield CounterMetricFamily("netmon_ipfix_records", "Flow records sent by --ipfix",
                                       value=snap.exporter.get("records", 0))
@@ -264,7 +276,9 @@ class MetricsSink(Sink):
             {"records": exported.records, "errors": exported.errors} if exported else {},
             s.drops, self._guest_labels(named), traffic=not self._drops_alone,
             rtt=s.rtt_hists, rtt_unmatched=s.counters.get("rtt_unmatched", 0),
-            tcp_noroom=s.counters.get("tcp_noroom", 0)))
+            tcp_noroom=s.counters.get("tcp_noroom", 0),
+            ring_fill=(s.ring_fill.buckets(), s.ring_fill.sum, s.ring_fill.reads)
+            if s.ring_fill is not None else None))
 
     def close(self) -> None:
         self._metrics.close()

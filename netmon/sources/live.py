@@ -296,6 +296,7 @@ class LiveSource:
         self.watch.tally()
         summary.perf_lost = self._reader.lost
         summary.undecodable = self._reader.foreign
+        summary.ring_fill = self._reader.fill
         self._feed.fill(summary)
         if self._settings.drops:
             summary.drops = self._drops()

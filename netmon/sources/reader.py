@@ -112,11 +112,44 @@ class Span:
         self._ring.tail[0] = self._head
 
 
+# How full a ring was found, by these bounds (a share of its size): netmon's own health
+# (the metrics' netmon_ring_fill_ratio). A ring often found past 0.9 is about to lose.
+FILL_BOUNDS = (0.25, 0.5, 0.75, 0.9, 1.0)
+
+
+class Fill:
+    """How full the rings were each time they were read: reads per bound (each counted
+    under the first bound at or above its share), their shares' sum, and the reads."""
+
+    def __init__(self):
+        self.counts = [0] * len(FILL_BOUNDS)
+        self.sum = 0.0
+        self.reads = 0
+
+    def add(self, share: float) -> None:
+        self.reads += 1
+        self.sum += share
+        for i, bound in enumerate(FILL_BOUNDS):
+            if share <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1  # not reached: a ring holds at most its size
+
+    def buckets(self) -> list[tuple[float, int]]:
+        """(bound, reads at or below it): as a Prometheus histogram's buckets count."""
+        out, seen = [], 0
+        for bound, n in zip(FILL_BOUNDS, self.counts):
+            seen += n
+            out.append((bound, seen))
+        return out
+
+
 class _Ring:
     """One CPU's mapped perf ring."""
 
-    def __init__(self, base, fd: int):
+    def __init__(self, base, fd: int, fill: Fill | None = None):
         self.fd = fd
+        self._fill = fill
         header = ffi.cast("__u64 *", base)
         self._head = header + _DATA_HEAD // 8
         self.tail = header + _DATA_TAIL // 8
@@ -127,6 +160,8 @@ class _Ring:
         """Everything written since the last release, in place (None: nothing)."""
         head = self._head[0]
         tail = self.tail[0]
+        if self._fill is not None:
+            self._fill.add((head - tail) / self.size)
         if head == tail:
             return None
         start = tail % self.size
@@ -164,6 +199,7 @@ class PerfReader:
         self._sample = sample
         self.lost = 0  # records the kernel reported lost (ring full)
         self.foreign = 0  # records that are neither samples nor loss reports
+        self.fill = Fill()  # how full the rings were when read
         self._closed = False
         lib = libbpf.lib()
         attr = ffi.new("struct perf_event_attr *")
@@ -187,7 +223,7 @@ class PerfReader:
                 libbpf.ensure(lib.perf_buffer__buffer(self._pb, idx, base, size),
                               "mapping the perf buffer")
                 fd = libbpf.ensure(lib.perf_buffer__buffer_fd(self._pb, idx), "perf ring fd")
-                self._rings.append(_Ring(base[0], fd))
+                self._rings.append(_Ring(base[0], fd, self.fill))
             self._poller = select.poll()
             for ring in self._rings:
                 self._poller.register(ring.fd, select.POLLIN)

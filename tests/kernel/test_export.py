@@ -374,3 +374,36 @@ def test_a_web_config_netmon_cannot_use_is_one_line(netns, tmp_path, text, said)
     with Netmon(n, "--metrics", str(free_port(n, n.b)), "--web-config", str(config)) as nm:
         assert nm.wait_exit() == 2
     assert nm.err == [f"netmon: error: --web-config {config}: {said}"]
+
+
+def test_a_ring_too_small_shows_full_in_the_metrics(netns):
+    """One page a ring (--buffer-pages 1) and frames offered as fast as the generator
+    goes: reads find the ring nearly full, and records are lost; the metrics say both,
+    as the dashboard's "Ring use" and the NetmonRingNearlyFull alert read them. A
+    --quiet run (nothing sent) finds its rings empty."""
+    from tests.kernel.test_flow_table import offer as generate
+
+    n = netns
+    frame = bytes(Ether(src=n.mac(n.a), dst=n.mac(n.b)) / IP(src=n.a_ip, dst=f"{n.prefix}.20")
+                  / UDP(sport=40002, dport=53) / (b"u" * 60))
+    bucket = re.compile(r'^netmon_ring_fill_ratio_bucket\{le="([^"]+)"\} (\S+)$', re.M)
+    for args, full in ((["--buffer-pages", "1"], True), (["--quiet"], False)):
+        port = free_port(n, n.b)
+        with Netmon(n, *args, "--metrics", str(port)) as nm:
+            nm.wait_ready()
+            generate(n, frame, 50_000, 0)
+            deadline = time.monotonic() + scaled(10)
+            counts: dict = {}
+            while time.monotonic() < deadline:
+                time.sleep(0.5)
+                text = http_get(n, f"http://127.0.0.1:{port}/metrics")
+                counts = {le: float(v) for le, v in bucket.findall(text)}
+                lost = float(re.search(r"^netmon_events_lost_total (\S+)$", text, re.M)[1])
+                if counts and (not full or (counts["+Inf"] > counts["0.9"] and lost)):
+                    break
+            assert nm.stop() == 0
+        assert counts["+Inf"] > 0, counts
+        if full:
+            assert counts["+Inf"] > counts["0.9"] and lost > 0, (counts, lost)
+        else:
+            assert counts["0.25"] == counts["+Inf"] and lost == 0, (counts, lost)

@@ -238,3 +238,28 @@ def test_the_exporter_resends_templates_and_counts_what_it_could_not_send(monkey
     assert (exporter.counts.errors, exporter.counts.unsent) == (1, 2)
     exporter.close()
     theirs.close()
+
+
+def test_how_full_the_rings_were_is_a_histogram():
+    """Each read of a ring counts under the first bound at or above its share; the
+    exposition's buckets count the reads at or below each bound, as Prometheus's do."""
+    from prometheus_client import generate_latest
+
+    from netmon.sinks.metrics import Metrics, Snapshot
+    from netmon.sources.reader import Fill
+
+    fill = Fill()
+    for share in (0.0, 0.0, 0.1, 0.3, 0.95, 1.0):
+        fill.add(share)
+    assert fill.buckets() == [(0.25, 3), (0.5, 4), (0.75, 4), (0.9, 4), (1.0, 6)]
+    m = Metrics()
+    m.update(Snapshot(ring_fill=(fill.buckets(), fill.sum, fill.reads)))
+    text = generate_latest(m.registry).decode()
+    for line in ('netmon_ring_fill_ratio_bucket{le="0.25"} 3.0',
+                 'netmon_ring_fill_ratio_bucket{le="0.9"} 4.0',
+                 'netmon_ring_fill_ratio_bucket{le="1.0"} 6.0',
+                 'netmon_ring_fill_ratio_bucket{le="+Inf"} 6.0',
+                 "netmon_ring_fill_ratio_count 6.0", "netmon_ring_fill_ratio_sum 2.35"):
+        assert line in text, text
+    assert "netmon_ring_fill_ratio" not in generate_latest(Metrics().registry).decode()
+    m.close()
