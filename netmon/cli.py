@@ -449,12 +449,17 @@ def totals(
     views = [v for v, on in (("hours", hours), ("days", days), ("months", months)) if on]
     if len(views) > 1:
         raise errors.UsageError("--hours, --days and --months: one at a time")
-    totals_report.report(totals_report.Query(
+    query = totals_report.Query(
         db=tuple(db or (totals_store.DEFAULT_PATH,)), view=views[0] if views else "days",
         since=since, until=until, guests=tuple(guest or ()), top=top,
         month_start=month_start, json=json_out, csv=csv_out, by_nic=by_nic, rtt=rtt,
-        html=html_out),
-        sys.stdout)
+        html=html_out)
+    if html_out is not None:  # charts in a file, not tables
+        from netmon.totals import html
+
+        html.write(query, sys.stdout)
+    else:
+        totals_report.report(query, sys.stdout)
     return ExitStatus.SUCCESS
 
 

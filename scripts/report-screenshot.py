@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from netmon.totals import report  # noqa: E402
+from netmon.totals import html, report  # noqa: E402
 from tests.support import totalsdemo  # noqa: E402
 from tests.support.browser import CHROMIUM, screenshot  # noqa: E402
 
@@ -31,7 +31,7 @@ def main() -> int:
         os.chdir(tmp)  # the report names the database as given: totals.db
         page = Path(tmp) / "report.html"
         totalsdemo.write("totals.db")
-        report.report(report.Query(db=("totals.db",), html=str(page), now=totalsdemo.NOW),
+        html.write(report.Query(db=("totals.db",), html=str(page), now=totalsdemo.NOW),
                       io.StringIO())
         logged = screenshot(page, out, 1280, 1560)
     if logged:

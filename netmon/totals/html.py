@@ -56,6 +56,7 @@ section{break-inside:avoid}
 def write(q: rep.Query, out: TextIO) -> int:
     """Write the report to q.html ("-": ``out``); returns how many guests and interfaces
     it shows."""
+    rep.check(q)
     if q.json or q.csv or q.rtt or q.by_nic:
         raise UsageError("--html draws its own report: it goes without --json, --csv, "
                          "--rtt and --by-nic (it shows round trips where they were kept)")

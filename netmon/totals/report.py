@@ -49,7 +49,7 @@ class Query:
     csv: bool = False
     by_nic: bool = False  # a row per guest NIC (net0, net1) instead of per guest
     rtt: bool = False  # TCP health's figures (netmon rtt --totals) instead of the traffic
-    html: str | None = None  # a report to this file (totals/html.py): charts, not tables
+    html: str | None = None  # --html: totals/html.py's report to this file, not tables
     now: float = field(default_factory=time.time)
 
 
@@ -491,8 +491,8 @@ def _as_of_lines(g: Gathered) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def report(q: Query, out: TextIO) -> int:
-    """Print the query's tables (or JSON lines); returns how many keys had traffic."""
+def check(q: Query) -> None:
+    """The query's options, as they go together (UsageError: the one line to show)."""
     if q.view not in VIEWS:
         raise UsageError(f"view must be one of {', '.join(VIEWS)}")
     if not 1 <= q.month_start <= 28:
@@ -502,10 +502,11 @@ def report(q: Query, out: TextIO) -> int:
     if q.rtt and (q.top is not None or q.csv):
         raise UsageError("--rtt shows round trips and retransmissions per period: it goes "
                          "without --top and --csv")
-    if q.html is not None:
-        from netmon.totals import html
 
-        return html.write(q, out)
+
+def report(q: Query, out: TextIO) -> int:
+    """Print the query's tables (or JSON lines); returns how many keys had traffic."""
+    check(q)
     g = gather(q)
     if q.rtt:
         return _report_tcp(q, g, out)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kernel.test_export import need, running
+from tests.kernel.test_export import need, prometheus
 from tests.support.http import free_port, http_get
 from tests.support.netns import ROOT, ping, scaled
 from tests.support.pve import fake_pve
@@ -100,21 +100,13 @@ def test_every_panel_and_rule_returns_data_from_a_real_prometheus(netns, tmp_pat
     traffic_port, drops_port, prom_port = (free_port(n, n.b) for _ in range(3))
     nodes = [f"127.0.0.1:{traffic_port}", f"127.0.0.1:{drops_port}"]
     shutil.copy(RULES, tmp_path / RULES.name)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-        f"rule_files: ['{RULES.name}']\n"
-        "scrape_configs:\n  - job_name: netmon\n"
-        f"    static_configs:\n      - targets: {json.dumps(nodes)}\n")
     ifaces = [arg for guest in GUESTS for arg in ("-i", f"tap{guest}i0")]
     with Netmon(n, "rtt", *ifaces, "-i", n.b_if, "--quiet", "--metrics", nodes[0],
                 interface=None, env=env) as traffic, \
             Netmon(n, "drops", *ifaces, "--quiet", "--metrics", nodes[1], interface=None,
                    env=env) as drops, \
-            running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
-                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"),
-                    cwd=tmp_path) as prom:
+            prometheus(n, tmp_path, prom_port, nodes,
+                       f"rule_files: ['{RULES.name}']\n") as prom:
         traffic.wait_ready()
         drops.wait_ready()
         # Prometheus has scraped both before the traffic: rates see it arrive.

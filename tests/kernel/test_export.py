@@ -56,6 +56,19 @@ def running(argv: list[str], **kw):
                 proc.wait()
 
 
+def prometheus(n, tmp_path: Path, port: int, targets: list[str], extra: str = ""):
+    """Debian's Prometheus in namespace b for a with block, scraping ``targets`` every
+    second as job netmon (``extra``: more of its configuration, YAML at the top level)."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n" + extra
+        + "scrape_configs:\n  - job_name: netmon\n"
+        f"    static_configs:\n      - targets: {json.dumps(targets)}\n")
+    return running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
+                               f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                               f"--web.listen-address=127.0.0.1:{port}"), cwd=tmp_path)
+
+
 def flow_frames(n) -> list[tuple[bytes, int]]:
     """(frame, count): flows of each kind, to addresses b does not have (b drops them,
     and answers nothing that would add flows)."""
@@ -207,16 +220,8 @@ def test_prometheus_scrapes_the_packet_count(netns, tmp_path):
     port, prom_port = free_port(n, n.b), free_port(n, n.b)
     frames = flow_frames(n)[:-1]  # no filler: no softflowd here
     udp = sum(count for f, count in frames if flow_of(f)[0] == "17")
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n  - job_name: netmon\n"
-        f"    static_configs:\n      - targets: ['127.0.0.1:{port}']\n")
     with Netmon(n, "--quiet", "--metrics", str(port)) as nm, \
-            running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
-                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"),
-                    cwd=tmp_path) as prom:
+            prometheus(n, tmp_path, prom_port, [f"127.0.0.1:{port}"]) as prom:
         nm.wait_ready()
         assert f"Metrics: http://127.0.0.1:{port}/metrics" in nm.err
         offer(n, frames)
@@ -251,20 +256,13 @@ def test_prometheus_sums_a_guest_across_nodes(netns, tmp_path):
     env = {"NETMON_PVE_DIR": str(pve)}
     a_tap, b_tap = n.link("tap100i0", "tap100i0")  # the same guest's tap on each node
     port_a, port_b, prom_port = free_port(n, n.a), free_port(n, n.b), free_port(n, n.b)
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n"
-        "scrape_configs:\n  - job_name: netmon\n"
-        f"    static_configs:\n      - targets: ['{b_tap}:{port_b}', '{a_tap}:{port_a}']\n")
     # ICMP only: the scrapes of a's netmon cross the taps too.
     with Netmon(n, "--quiet", "-p", "icmp", "--metrics", f"{b_tap}:{port_b}",
                 interface="tap100i0", env=env) as node_b, \
             Netmon(n, "--quiet", "-p", "icmp", "--metrics", f"{a_tap}:{port_a}",
                    interface="tap100i0", env=env, ns=n.a) as node_a, \
-            running(n.exec_args(n.b, "prometheus", f"--config.file={config}",
-                                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                f"--web.listen-address=127.0.0.1:{prom_port}"),
-                    cwd=tmp_path) as prom:
+            prometheus(n, tmp_path, prom_port,
+                       [f"{b_tap}:{port_b}", f"{a_tap}:{port_a}"]) as prom:
         node_b.wait_ready()
         node_a.wait_ready()
         # b's tap receives the echo requests, a's the replies: 4 packets in on each node.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from netmon.errors import UsageError
+from netmon.totals import html as html_report
 from netmon.totals import report
 from netmon.totals.store import Key, Writer, hour_of
 from tests.support import totalsdemo
@@ -45,7 +46,7 @@ class Marks(HTMLParser):
 
 def _report(db: Path, **kw) -> tuple[str, Marks]:
     out = io.StringIO()
-    report.report(report.Query(db=(str(db),), html="-", now=NOW, **kw), out)
+    html_report.write(report.Query(db=(str(db),), html="-", now=NOW, **kw), out)
     marks = Marks()
     marks.feed(out.getvalue())
     return out.getvalue(), marks
@@ -172,17 +173,17 @@ def test_a_year_folded_into_days_renders(tmp_path):
 ])
 def test_what_it_goes_without_is_one_line(two_guests, kw, said):
     with pytest.raises(UsageError, match=re.escape(said)):
-        report.report(report.Query(db=(str(two_guests),), html="-", now=NOW, **kw),
+        html_report.write(report.Query(db=(str(two_guests),), html="-", now=NOW, **kw),
                       io.StringIO())
 
 
 def test_the_file_is_written_whole_or_refused_in_one_line(two_guests, tmp_path):
     out = tmp_path / "report.html"
-    n = report.report(report.Query(db=(str(two_guests),), html=str(out), now=NOW),
+    n = html_report.write(report.Query(db=(str(two_guests),), html=str(out), now=NOW),
                       io.StringIO())
     assert n == 3 and out.read_text().startswith("<!DOCTYPE html>")
     with pytest.raises(UsageError, match=r"^--html /nonexistent/dir/r.html: No such file"):
-        report.report(report.Query(db=(str(two_guests),), html="/nonexistent/dir/r.html",
+        html_report.write(report.Query(db=(str(two_guests),), html="/nonexistent/dir/r.html",
                                    now=NOW), io.StringIO())
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".netmon-report-")] == []
 
@@ -192,7 +193,7 @@ def test_chromium_renders_it_without_a_complaint_and_not_blank(two_guests, tmp_p
     from PIL import Image
 
     page, png = tmp_path / "report.html", tmp_path / "report.png"
-    report.report(report.Query(db=(str(two_guests),), html=str(page), now=NOW),
+    html_report.write(report.Query(db=(str(two_guests),), html=str(page), now=NOW),
                   io.StringIO())
     logged = screenshot(page, png, 1280, 1600)
     assert logged == []
