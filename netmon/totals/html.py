@@ -288,7 +288,8 @@ def _day_bars(r: Report, who: rep.Who) -> str:
         if i % every == 0:
             out.append(f'<text x="{x + bar:.1f}" y="{H - BOTTOM + 16}" '
                        f'text-anchor="middle">{day[5:]}</text>')
-    out.append(f'<text x="{LEFT}" y="{H - 2}">per day ({days[0][:4]}; {unit})</text>')
+    years = days[0][:4] if days[0][:4] == days[-1][:4] else f"{days[0][:4]}-{days[-1][:4]}"
+    out.append(f'<text x="{LEFT}" y="{H - 2}">per day ({years}; {unit})</text>')
     out.append("</svg>")
     return "".join(out)
 
