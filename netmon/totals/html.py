@@ -105,7 +105,8 @@ class Report:
 
 
 def gather(q: rep.Query) -> Report:
-    span = rep._span(q)
+    # The period as the days' tables have it (--top alone would make it this month).
+    span = rep._span(dataclasses.replace(q, top=None))
     since, until = span
     first = rep._local(until - 1).date() - dt.timedelta(days=HEAT_DAYS - 1)
     heat = (max(since, rep._epoch(dt.datetime.combine(first, dt.time()))), until)

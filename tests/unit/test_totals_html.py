@@ -44,9 +44,9 @@ class Marks(HTMLParser):
                                                         self.section.items()}})
 
 
-def _report(db: Path, **kw) -> tuple[str, Marks]:
+def _report(db: Path, now: float = NOW, **kw) -> tuple[str, Marks]:
     out = io.StringIO()
-    html_report.write(report.Query(db=(str(db),), html="-", now=NOW, **kw), out)
+    html_report.write(report.Query(db=(str(db),), html="-", now=now, **kw), out)
     marks = Marks()
     marks.feed(out.getvalue())
     return out.getvalue(), marks
@@ -106,6 +106,13 @@ def test_its_figures_are_the_json_ones(two_guests):
     rows = [(int(x["rank"]), int(x["received"]), int(x["sent"]), int(x["bytes"]),
              int(x["packets"])) for x in m.marks if "rank" in x]
     assert rows == top and len(rows) == 3
+    # --top N ranks N over the same period (the last 30 days), not this month's: ten days
+    # into the next month, both begin 30 days back.
+    later = NOW + 10 * 86400
+    _, m3 = _report(two_guests, now=later, top=2)
+    _, m30 = _report(two_guests, now=later)
+    assert m3.head == m30.head and sum(1 for x in m3.marks if "rank" in x) == 2
+    assert int(m30.head["since"]) < later - 29 * 86400
     # Round trips: as --rtt --hours --json, median and 99th percentile in ns.
     rtt = {(r["hour"], r["component"]): (r["samples"], r["median_ns"], r["p99_ns"])
            for r in _json(two_guests, view="hours", since=heat_since, rtt=True)
