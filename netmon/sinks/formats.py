@@ -282,9 +282,12 @@ class TcpJson:
     def __init__(self, ifinfo: Callable[[int], dict], clock: Clock | None = None):
         self._json = JsonFormat(ifinfo, clock)
         self._ifinfo = ifinfo
+        self._clock = self._json._clock
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
+        self._flows: dict[bytes, str] = {}  # a flow's fields, encoded (render())
 
     def line(self, row: Row) -> str:
+        """The line as its fields make it (render() makes the samples' faster, alike)."""
         rtt, seq, kind = row[6], row[7], row[8]
         fields = self._json.fields(row[:6])
         if kind in tcphealth.RTT_KINDS:
@@ -297,8 +300,43 @@ class TcpJson:
                           else "out_of_order", seq=seq)
         return self._dumps(fields)
 
+    def _flow(self, key: bytes) -> str:
+        """The fields a sample's line takes from its flow, encoded once per flow (at full
+        rate the same connections' samples come again and again)."""
+        text = self._flows.get(key)
+        if text is None:
+            if len(self._flows) >= _PREFIX_CACHE_MAX:
+                self._flows.clear()
+            f = decode_flow(key)
+            text = self._flows[key] = self._dumps({
+                "proto": protocols.name(f.ipproto).lower(), "ipproto": f.ipproto,
+                "src": f.src, "dst": f.dst, "sport": f.sport, "dport": f.dport,
+                "vlan": f.vlan, "icmp_type": f.icmp_type, "icmp_code": f.icmp_code,
+                "frag": f.fragment})[1:-1]
+        return text
+
     def render(self, rows: Iterable[Row], frames: list[int] | None = None) -> str:
-        return "".join([self.line(row) + "\n" for row in rows])
+        """Each row's line(), a sample's put together from its parts: the same bytes
+        (a test holds them so), ~4 times as fast."""
+        out = []
+        interfaces: dict[int, tuple[str, bool]] = {}  # this call's: names may change
+        epoch, dumps = self._clock.epoch, self._dumps
+        for row in rows:
+            kind = row[8]
+            if kind not in tcphealth.RTT_KINDS:
+                out.append(self.line(row) + "\n")
+                continue
+            where = interfaces.get(row[1])
+            if where is None:
+                info = self._ifinfo(row[1])
+                fields = dumps(info)[1:-1]
+                where = interfaces[row[1]] = (fields + "," if fields else "", "guest" in info)
+            out.append(
+                f'{{"ts":{round(epoch(row[0]), 6)!r},{where[0]}"dir":"{DIR_NAMES[row[4]]}",'
+                f'{self._flow(row[3])},"event":"rtt","component":'
+                f'"{tcphealth.component(where[1], row[4])}","method":'
+                f'"{tcphealth.KIND_NAMES[kind]}","rtt_ns":{row[6]}}}\n')
+        return "".join(out)
 
 
 # -- flow records (netmon --flows) -------------------------------------------------

@@ -191,3 +191,33 @@ def test_top_moves_its_tcp_columns_from_window_to_window():
     assert (row.rtt, row.retrans) == ((None, None), 0.0)
     view.next_window()
     assert view.tcp_titles == ("RTT 10s", "RETR%")
+
+
+_ifinfos = st.one_of(
+    st.just({}), st.just({"ifname": "vmbr0"}),
+    st.fixed_dictionaries({"ifname": st.text(max_size=15), "guest": st.integers(100, 999),
+                           "guest_name": st.one_of(st.none(), st.text(max_size=40))}))
+
+
+@given(rows=st.lists(st.tuples(
+    st.integers(0, 1 << 62), st.sampled_from([4, 6]), st.sampled_from([6, 1, 58]),
+    st.integers(0, 65535), st.integers(0, 65535), st.integers(0, 4094),
+    st.sampled_from([DIR_IN, DIR_OUT]),
+    st.sampled_from([TK_RTT_TS, TK_RTT_SYN, TK_RTT_ICMP, TK_RETRANS]),
+    st.integers(0, 1 << 40), st.integers(1, 3)), max_size=20),
+    infos=st.lists(_ifinfos, min_size=3, max_size=3), offset=st.integers(0, 1 << 61))
+def test_json_lines_made_fast_are_the_fields_lines_byte_for_byte(rows, infos, offset):
+    """TcpJson.render() puts a sample's line together from cached parts; line() builds
+    it from the event's fields. Any row, any interface's fields: the same bytes."""
+    fmt = formats.TcpJson(lambda i: infos[i - 1], formats.Clock(offset))
+    made = []
+    for ts, family, proto, sport, dport, vlan, direction, kind, rtt, ifindex in rows:
+        if family == 6 and proto == 1:
+            proto = 58
+        src, dst = ("10.0.0.9", "10.0.0.1") if family == 4 else ("2001:db8::9", "fe80::1")
+        ports = (sport, dport) if proto == 6 else ()
+        icmp = {} if proto == 6 else {"icmp_type": 8, "icmp_code": 0}
+        ev = make_event(ts, ifindex, 1514, family, proto, src, dst, *ports, dir=direction,
+                        vlan=vlan or None, **icmp)
+        made.append((*ev, rtt, 7, kind))
+    assert fmt.render(made) == "".join(fmt.line(row) + "\n" for row in made)
