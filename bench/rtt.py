@@ -99,9 +99,9 @@ def bench_tcp_conversations(n, count: int, repeats: int, tmp) -> list[dict]:
     """(q) RATE_FLOWS TCP conversations offered unpaced, both ways into the receiving
     veth (xdp_tx.bpf.c's conversations: every segment new data with a new TSval, each
     echoing the other side's last): the rate kept with nothing attached (the empty
-    program), netmon rtt --quiet, and netmon rtt with a line per sample to a file; for
-    the lines, the samples shown and lost (netmon's own count), the segments netmon
-    counted as data and as retransmitted (its counters, from --metrics: none should be)."""
+    program), netmon rtt --quiet, and netmon rtt with a line per sample to a file, text
+    and JSON; for the lines, the samples shown and lost (netmon's own count), and
+    netmon's summary of the last text run (its data segments, none retransmitted)."""
     import os
     import signal
     from pathlib import Path
@@ -113,7 +113,8 @@ def bench_tcp_conversations(n, count: int, repeats: int, tmp) -> list[dict]:
     pass_obj = BUILD / "xdp_pass.bpf.o"
     base = [sys.executable, "-m", "netmon", "rtt", "-i", n.b_if, "-Q", "in", "--hook", "xdp"]
     runs = {"empty XDP_PASS": None, "netmon rtt --quiet": [*base, "--quiet"],
-            "netmon rtt, a line per sample (to a file)": base}
+            "netmon rtt, a line per sample (to a file)": base,
+            "netmon rtt --json, a line per sample (to a file)": [*base, "--json"]}
     results: dict[str, list[dict]] = {name: [] for name in runs}
     out = Path(tmp) / "rtt-lines.txt"
     for _ in range(repeats):
@@ -123,14 +124,15 @@ def bench_tcp_conversations(n, count: int, repeats: int, tmp) -> list[dict]:
                 n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "obj",
                       str(pass_obj), "sec", "xdp")
             else:
+                lines = "--quiet" not in argv
                 tool = Tool(n, "netmon", argv, "Press Ctrl-C to stop",
-                            out if argv is base else Path(os.devnull))
+                            out if lines else Path(os.devnull))
             before = rx_packets(n)
             gen = offer(n, frame, count, 0, RATE_FLOWS, conv=True)
             row = {"pps": (rx_packets(n) - before) / gen["seconds"]}
             if tool is None:
                 n.run(n.b, "ip", "link", "set", "dev", n.b_if, "xdpdrv", "off")
-            elif argv is base:
+            elif lines:
                 done = tool.finish(1 << 62, idle=1.5)
                 row.update(_summary_numbers(done["stderr"]), err=done["stderr"])
             else:
@@ -141,7 +143,7 @@ def bench_tcp_conversations(n, count: int, repeats: int, tmp) -> list[dict]:
     rows = []
     for name, rs in results.items():
         pps = statistics.median(r["pps"] for r in rs)
-        lines = runs[name] is base
+        lines = runs[name] is not None and "--quiet" not in runs[name]
         rows.append({"attached": name, "pps": pps, "ratio": pps / empty,
                      "shown": sum(r["shown"] for r in rs) if lines else None,
                      "lost": sum(r["lost"] for r in rs) if lines else None,

@@ -515,7 +515,7 @@ def main() -> None:
                         [[r["attached"], f"{r['pps']:,.0f}", f"{r['ratio']:.3f}",
                           "" if r["shown"] is None else f"{r['shown']:,}",
                           "" if r["lost"] is None else f"{r['lost']:,}"] for r in q_rows])
-            print("\n".join(q_rows[-1]["err"][-12:]))
+            print("\n".join(q_rows[2]["err"][-12:]))
         if want("i") or want("j"):
             from bench.flows import FLOWS, bench_flow_rate, bench_flow_tools
         if want("i"):
