@@ -280,9 +280,9 @@ class TcpJson:
     ``seq``."""
 
     def __init__(self, ifinfo: Callable[[int], dict], clock: Clock | None = None):
-        self._json = JsonFormat(ifinfo, clock)
+        self._clock = clock or Clock()
+        self._json = JsonFormat(ifinfo, self._clock)
         self._ifinfo = ifinfo
-        self._clock = self._json._clock
         self._dumps = json.JSONEncoder(separators=(",", ":")).encode
         self._flows: dict[bytes, str] = {}  # a flow's fields, encoded (render())
 

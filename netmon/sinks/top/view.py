@@ -69,8 +69,8 @@ class Row:
     # A guest's or an interface's row where both directions are watched: its bytes
     # (received, sent) as the row's subject sees them, in place of the total.
     split: tuple[int, int] | None = None
-    # TCP health over the view's TCP window: the RTT samples' median and 99th percentile (ns) and
-    # retransmitted segments' share of the packets (None: none to tell)
+    # TCP health over the view's window for it: the RTT samples' median and 99th
+    # percentile (ns) and retransmitted segments' share of the packets (None: none to tell)
     rtt: tuple[float | None, float | None] = (None, None)
     retrans: float | None = None
 
